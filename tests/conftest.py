@@ -1,0 +1,25 @@
+"""Shared fixtures. Tests that need ../shared/data/real skip (never fail) when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("VOXSSL_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "real"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder of real volumes beside the checkout; skips the test when it is absent."""
+    if not (REAL_DATA / "ts_ct.nii.gz").is_file():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+@pytest.fixture(autouse=True)
+def _voxssl_home(tmp_path_factory, monkeypatch):
+    """Never touch the user's weights cache from tests."""
+    monkeypatch.setenv("VOXSSL_HOME", str(tmp_path_factory.mktemp("voxssl_home")))

@@ -1,0 +1,54 @@
+"""Recipe sections ``data`` (where the scans are, where the cache goes) and ``preprocess``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Modality = Literal["ct", "mr"]
+
+
+@dataclass
+class SourceConfig:
+    """One data set on disk, read by a dataset adapter (see ``voxssl.data.adapters``)."""
+
+    adapter: str  # btcv | amos | flare | chaos | nako | msd | nnunet | folder
+    root: Path
+    name: str = ""  # cache sub-folder; defaults to the adapter name
+    modality: Modality | None = None  # required by adapters that cannot tell (folder, nako)
+    labelled_only: bool = False  # keep only cases that have a label
+    options: dict[str, Any] = field(default_factory=dict)  # adapter-specific, validated by the adapter
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = self.adapter
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig] = field(default_factory=list)
+    cache_dir: Path = Path("cache")
+    num_workers: int = 2  # parallel preprocessing processes
+
+
+@dataclass
+class CTPreprocessConfig:
+    spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)  # mm, RAS axes (x, y, z)
+    crop_threshold_hu: float = -500.0  # crop to the box of voxels above this
+    window_hu: tuple[float, float] = (-1350.0, 1000.0)  # clip, then scale to [0, 1]
+    body_threshold_hu: float = -500.0  # air below this, connected to the border, is outside the body
+
+
+@dataclass
+class MRPreprocessConfig:
+    spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)
+    percentiles: tuple[float, float] = (0.01, 99.9)  # clip, then scale to [0, 1]
+    crop_threshold: float = 0.3  # on the scaled image
+    body_threshold: float = 0.05  # on the scaled image
+
+
+@dataclass
+class PreprocessConfig:
+    ct: CTPreprocessConfig = field(default_factory=CTPreprocessConfig)
+    mr: MRPreprocessConfig = field(default_factory=MRPreprocessConfig)

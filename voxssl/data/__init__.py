@@ -1,0 +1,1 @@
+"""Data layer: readers, dataset adapters, preprocessing, cache, phantoms."""
