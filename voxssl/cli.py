@@ -67,7 +67,7 @@ _register_all()
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except VoxsslError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
             err.show()
             sys.exit(err.exit_code)
         raise
+    # in non-standalone mode click returns the code of ``raise typer.Exit(code)`` instead of exiting
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ class DataConfig:
 
 @dataclass
 class CTPreprocessConfig:
+    """CT: resample, crop to the box of voxels above ``crop_threshold_hu``, window to [0, 1]."""
+
     spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)  # mm, RAS axes (x, y, z)
     crop_threshold_hu: float = -500.0  # crop to the box of voxels above this
     window_hu: tuple[float, float] = (-1350.0, 1000.0)  # clip, then scale to [0, 1]
@@ -42,13 +44,23 @@ class CTPreprocessConfig:
 
 @dataclass
 class MRPreprocessConfig:
+    """MR: resample, clip each channel to its percentiles and scale to [0, 1], crop to voxels > threshold."""
+
     spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)
     percentiles: tuple[float, float] = (0.01, 99.9)  # clip, then scale to [0, 1]
     crop_threshold: float = 0.3  # on the scaled image
-    body_threshold: float = 0.05  # on the scaled image
+    body_threshold: float = 0.05  # on the scaled image; darker voxels connected to the border are outside
 
 
 @dataclass
 class PreprocessConfig:
     ct: CTPreprocessConfig = field(default_factory=CTPreprocessConfig)
     mr: MRPreprocessConfig = field(default_factory=MRPreprocessConfig)
+    # A NIfTI label must share its image's grid: shapes equal and RAS affines within this
+    # fraction of the smallest voxel size (absorbs float32 header rounding, nothing more).
+    label_grid_tolerance: float = 0.05
+
+    def for_modality(self, modality: str) -> CTPreprocessConfig | MRPreprocessConfig:
+        if modality not in ("ct", "mr"):
+            raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+        return self.ct if modality == "ct" else self.mr

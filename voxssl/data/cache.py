@@ -1,0 +1,303 @@
+"""The preprocessed cache: what ``voxssl preprocess`` writes and every later stage reads.
+
+Layout (one folder per case, one memory-mappable ``.npy`` file per array)::
+
+    cache_dir/manifest.json                      # every valid case (written last, atomically)
+    cache_dir/recipe.resolved.yaml               # the recipe that built the cache
+    cache_dir/<source>/<case_id>/image.npy       # float16, (X, Y, Z) or (C, X, Y, Z), values in [0, 1]
+    cache_dir/<source>/<case_id>/label.npy       # uint8 canonical ids, 255 = not annotated (optional)
+    cache_dir/<source>/<case_id>/body_mask.npy   # bool, (X, Y, Z)
+    cache_dir/<source>/<case_id>/meta.json       # the same entry as in the manifest
+
+Arrays are in RAS voxel order at the recipe's target spacing. ``np.load(..., mmap_mode="r")``
+opens them without reading the whole file, so a sampler that cuts 128x128x32 crops only touches
+the pages it needs (see ``benchmarks/preprocess.py`` for the float16-vs-float32 measurements).
+
+A case is in the cache if and only if it has a manifest entry: files of a case without an entry
+(an interrupted run) are ignored and rewritten by the next ``voxssl preprocess``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxssl.errors import DataError
+from voxssl.utils.atomic import atomic_path, atomic_write_text
+
+CACHE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+META_NAME = "meta.json"
+IMAGE_FILE = "image.npy"
+LABEL_FILE = "label.npy"
+BODY_MASK_FILE = "body_mask.npy"
+IMAGE_DTYPE = np.float16  # values in [0, 1]; step <= 2**-11 (about 1.1 HU in a 2350 HU window)
+LABEL_DTYPE = np.uint8
+BODY_MASK_DTYPE = np.bool_
+
+
+def case_key(source: str, case_id: str) -> str:
+    """The manifest key of a case: case ids are unique within a source, not across sources."""
+    return f"{source}/{case_id}"
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """One preprocessed case. Arrays are opened lazily as read-only memory maps.
+
+    ``meta`` holds (JSON types): ``case_id``, ``source``, ``modality``, ``spacing`` (mm, RAS),
+    ``shape`` (spatial shape of the cached arrays), ``num_channels``, ``affine`` (voxel -> world
+    RAS mm of the cached arrays), ``original_affine`` / ``original_shape`` (the source file's grid,
+    as stored on disk), ``orientation``, ``ratio``, ``resampled_shape``, ``crop_box`` (what
+    :func:`voxssl.data.geometry.to_original_geometry` needs to undo the geometry), ``intensity``
+    (the mapping to [0, 1]), ``preprocess`` (the parameters used), ``annotated`` (canonical ids the
+    label annotates; None = every class of the data set), ``label_classes`` (ids present),
+    ``source_path`` / ``label_path`` / ``channel_paths``, ``fingerprint`` and ``files``.
+    """
+
+    cache_dir: Path
+    meta: dict[str, Any]
+
+    @property
+    def case_id(self) -> str:
+        return self.meta["case_id"]
+
+    @property
+    def source(self) -> str:
+        return self.meta["source"]
+
+    @property
+    def key(self) -> str:
+        return case_key(self.source, self.case_id)
+
+    @property
+    def modality(self) -> str:
+        return self.meta["modality"]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in self.meta["spacing"])  # type: ignore[return-value]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.meta["shape"])  # type: ignore[return-value]
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.meta.get("num_channels", 1))
+
+    @property
+    def has_label(self) -> bool:
+        return self.meta["files"].get("label") is not None
+
+    @property
+    def annotated(self) -> tuple[int, ...] | None:
+        value = self.meta.get("annotated")
+        return None if value is None else tuple(int(v) for v in value)
+
+    @property
+    def directory(self) -> Path:
+        return self.cache_dir / self.meta["directory"]
+
+    def _load(self, role: str, mmap: bool) -> np.ndarray:
+        path = self.directory / self.meta["files"][role]
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(
+                f"cache file {path} is missing or corrupt ({err}); run `voxssl preprocess RECIPE` again"
+            ) from None
+
+    def image(self, mmap: bool = True) -> np.ndarray:
+        """float16, (X, Y, Z) or (C, X, Y, Z), values in [0, 1]."""
+        return self._load("image", mmap)
+
+    def label(self, mmap: bool = True) -> np.ndarray | None:
+        """uint8 canonical ids (255 = not annotated), (X, Y, Z); None for unlabelled cases."""
+        if not self.has_label:
+            return None
+        return self._load("label", mmap)
+
+    def body_mask(self, mmap: bool = True) -> np.ndarray:
+        """bool, (X, Y, Z): True inside the body."""
+        return self._load("body_mask", mmap)
+
+    def __repr__(self) -> str:
+        return f"CachedCase({self.key!r}, modality={self.modality!r}, shape={self.shape}, label={self.has_label})"
+
+
+class CacheIndex:
+    """Every case of a cache folder, as listed by its manifest."""
+
+    def __init__(self, cache_dir: Path, manifest: dict[str, Any]):
+        self.cache_dir = Path(cache_dir)
+        self.manifest = manifest
+        self._cases = [CachedCase(self.cache_dir, meta) for _, meta in sorted(manifest["cases"].items())]
+
+    def cases(self, source: str | None = None, labelled: bool | None = None) -> list[CachedCase]:
+        """Cases in a stable order (by source, then case id), optionally filtered.
+
+        Args:
+            source: keep only this source name (the recipe's ``data.sources[i].name``).
+            labelled: True keeps cases with a label, False those without, None all.
+        """
+        if source is not None and source not in self.sources:
+            raise DataError(
+                f"cache {self.cache_dir} has no source {source!r}; it has: {', '.join(self.sources) or 'none'}"
+            )
+        return [
+            case
+            for case in self._cases
+            if (source is None or case.source == source) and (labelled is None or case.has_label == labelled)
+        ]
+
+    def case(self, source: str, case_id: str) -> CachedCase:
+        for case in self._cases:
+            if case.source == source and case.case_id == case_id:
+                return case
+        raise DataError(f"cache {self.cache_dir} has no case {case_key(source, case_id)!r}")
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted({case.source for case in self._cases})
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    def __iter__(self):
+        return iter(self._cases)
+
+    def __repr__(self) -> str:
+        return f"CacheIndex({str(self.cache_dir)!r}, {len(self)} cases, sources={self.sources})"
+
+
+def open_cache(cache_dir: str | os.PathLike) -> CacheIndex:
+    """Open a cache folder written by ``voxssl preprocess``."""
+    cache_dir = Path(cache_dir)
+    hint = "run `voxssl preprocess RECIPE` first"
+    if not cache_dir.is_dir():
+        raise DataError(f"cache folder {cache_dir} does not exist; {hint}")
+    manifest = read_manifest(cache_dir)
+    if not manifest["cases"]:
+        raise DataError(f"cache folder {cache_dir} holds no preprocessed case; {hint}")
+    return CacheIndex(cache_dir, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (used by voxssl.data.pipeline; one writer of the manifest: the parent process)
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format_version": CACHE_FORMAT_VERSION, "cases": {}}
+
+
+def read_manifest(cache_dir: Path) -> dict[str, Any]:
+    """The manifest, or an empty one when the folder has none yet."""
+    path = Path(cache_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return empty_manifest()
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"cache manifest {path} is unreadable ({err}); delete it and run `voxssl preprocess` again") from None
+    if manifest.get("format_version") != CACHE_FORMAT_VERSION:
+        raise DataError(
+            f"cache manifest {path} has format version {manifest.get('format_version')}, this voxssl reads "
+            f"{CACHE_FORMAT_VERSION}; run `voxssl preprocess RECIPE` into a new cache_dir"
+        )
+    return manifest
+
+
+def write_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
+    atomic_write_text(Path(cache_dir) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Write one ``.npy`` atomically (temporary ``.tmp-*`` name, then rename)."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_case(
+    case_dir: Path,
+    image: np.ndarray,
+    label: np.ndarray | None,
+    body_mask: np.ndarray,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Write a case's arrays, then its meta.json (last). Returns ``meta`` with ``files`` filled in.
+
+    Leftover temporary files of an interrupted earlier attempt are removed first, and a stale
+    label file is removed when the case no longer has a label.
+    """
+    case_dir = Path(case_dir)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(case_dir)
+    save_array(case_dir / IMAGE_FILE, image.astype(IMAGE_DTYPE, copy=False))
+    if label is not None:
+        save_array(case_dir / LABEL_FILE, label.astype(LABEL_DTYPE, copy=False))
+    else:
+        (case_dir / LABEL_FILE).unlink(missing_ok=True)
+    save_array(case_dir / BODY_MASK_FILE, body_mask.astype(BODY_MASK_DTYPE, copy=False))
+    meta = dict(meta)
+    meta["files"] = {
+        "image": IMAGE_FILE,
+        "label": LABEL_FILE if label is not None else None,
+        "body_mask": BODY_MASK_FILE,
+    }
+    atomic_write_text(case_dir / META_NAME, json.dumps(meta, indent=1, sort_keys=True))
+    return meta
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete ``.tmp-*`` leftovers of a killed writer in ``folder``; returns how many."""
+    removed = 0
+    for path in Path(folder).glob(".tmp-*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def case_files_present(cache_dir: Path, meta: dict[str, Any]) -> bool:
+    """True when every file a manifest entry names exists with a readable ``.npy`` header."""
+    directory = Path(cache_dir) / meta["directory"]
+    for name in meta.get("files", {}).values():
+        if name is None:
+            continue
+        path = directory / name
+        try:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, _, _ = read_header(fh)
+        except (OSError, ValueError):
+            return False
+        if tuple(shape[-3:]) != tuple(meta["shape"]):
+            return False
+    return True
+
+
+__all__ = [
+    "CachedCase",
+    "CacheIndex",
+    "open_cache",
+    "case_key",
+    "read_manifest",
+    "write_manifest",
+    "write_case",
+    "remove_temporaries",
+    "case_files_present",
+    "IMAGE_DTYPE",
+    "LABEL_DTYPE",
+    "BODY_MASK_DTYPE",
+]

@@ -1,0 +1,344 @@
+"""Read scans (NIfTI files, DICOM series folders) and labels into RAS :class:`Volume` objects.
+
+Every problem a user can fix (a truncated file, a 2D image, NaNs, a label on another grid, an
+unreadable DICOM) raises :class:`~voxssl.errors.DataError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from voxssl.data.case import Case
+from voxssl.data.volume import Volume
+from voxssl.errors import DataError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: DICOM folder entries that are never slices.
+_DICOM_SKIP_NAMES = {"DICOMDIR", "Thumbs.db", "LOCKFILE", "VERSION"}
+#: Relative spread of slice gaps (positions along the normal) above which a series is rejected.
+_MAX_SLICE_GAP_SPREAD = 0.05
+
+
+def read_volume(path: str | os.PathLike, allow_channels: bool = False) -> Volume:
+    """Read a NIfTI file or a DICOM series folder, reoriented to RAS.
+
+    Args:
+        path: ``.nii`` / ``.nii.gz`` file or a folder of DICOM slices (one series).
+        allow_channels: accept a 4D NIfTI as a multi-channel scan (channels last on disk,
+            returned first: (C, X, Y, Z)). Without it a 4D image is an error.
+    """
+    path = Path(path)
+    if path.is_dir():
+        data, affine = _read_dicom_series(path)
+    elif path.is_file():
+        data, affine = _read_nifti(path, allow_channels)
+    else:
+        raise DataError(f"{path}: no such file or folder")
+    _check_finite(data, path)
+    return to_ras(data, affine, path)
+
+
+def to_ras(data: np.ndarray, affine: np.ndarray, path: Path) -> Volume:
+    """Reorient a stored array (spatial axes first, optional channels last) to RAS."""
+    affine = np.asarray(affine, dtype=np.float64)
+    original_shape = tuple(int(s) for s in data.shape[:3])
+    ornt = nib.orientations.io_orientation(affine)
+    ras = nib.orientations.apply_orientation(data, ornt)
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, original_shape)
+    if ras.ndim == 4:
+        ras = np.moveaxis(ras, -1, 0)
+    return Volume(
+        data=_working_array(ras),
+        affine=ras_affine,
+        original_affine=affine,
+        original_shape=original_shape,  # type: ignore[arg-type]
+        orientation=ornt,
+        path=path,
+    )
+
+
+def _working_array(ras: np.ndarray) -> np.ndarray:
+    """Small integer images stay as they are (a flipped/permuted view, no copy: half the memory
+    of float32 and none spent on reordering); anything else becomes contiguous float32."""
+    if ras.dtype.kind in "iu" and ras.dtype.itemsize <= 2:
+        return ras
+    return np.ascontiguousarray(ras, dtype=np.float32)
+
+
+def read_case_image(case: Case) -> Volume:
+    """The image of a case; multi-channel cases stacked to (C, X, Y, Z).
+
+    A case is multi-channel when it lists ``channels`` (one 3D file each), or when its image is a
+    4D NIfTI and the adapter said so through ``metadata["channel_names"]`` (MSD multi-modal
+    tasks); any other 4D image is an error.
+    """
+    if not case.channels:
+        channel_names = case.metadata.get("channel_names") or []
+        volume = read_volume(case.image, allow_channels=len(channel_names) > 1)
+        if len(channel_names) > 1 and volume.num_channels != len(channel_names):
+            raise DataError(
+                f"{case.image}: {volume.num_channels} channel(s) in the image, the data set lists "
+                f"{len(channel_names)} ({', '.join(channel_names)})"
+            )
+        return volume
+    volumes = [read_volume(p) for p in case.channels]
+    first = volumes[0]
+    for vol in volumes[1:]:
+        _check_same_grid(first, vol.path, vol.spatial_shape, vol.affine, "channel")
+    stacked = np.stack([v.data for v in volumes])
+    return Volume(stacked, first.affine, first.original_affine, first.original_shape, first.orientation, first.path)
+
+
+def read_case_label(case: Case, image: Volume, tolerance_voxels: float = 0.05) -> np.ndarray | None:
+    """The label of a case on ``image``'s RAS grid, mapped to canonical ids (uint8).
+
+    NIfTI labels must lie on the image grid (same shape, affines equal within ``tolerance_voxels``
+    of a voxel, compared after both are reoriented to RAS, so a label stored in another
+    orientation than its image is accepted). CHAOS PNG folders are decoded by
+    :func:`voxssl.data.chaos_png.read_chaos_label`.
+    """
+    if case.label is None:
+        return None
+    if case.label_format == "chaos_png":
+        raw = _read_chaos_png_label(case, image)
+    else:
+        label = read_volume(case.label)
+        if label.num_channels != 1:
+            raise DataError(f"{case.label}: a label must be a 3D image, got {label.data.shape}")
+        _check_same_grid(image, label.path, label.spatial_shape, label.affine, "label", tolerance_voxels)
+        raw = label.data
+    return map_label_ids(raw, case.label_map, case.label or Path("?"))
+
+
+def map_label_ids(raw: np.ndarray, label_map: dict[int, int] | None, path: Path) -> np.ndarray:
+    """Check label values and map them to canonical uint8 ids (ids absent from the map -> 0).
+
+    Works in the stored integer type (no int64 copy of a 40 M-voxel label); float labels must
+    hold integers.
+    """
+    values = np.asarray(raw)
+    if values.dtype.kind == "f":
+        rounded = np.rint(values)
+        if not np.allclose(rounded, values, atol=1e-3):
+            raise DataError(f"{path}: label values are not integers (is this an image, not a label?)")
+        values = rounded
+    elif values.dtype.kind not in "iub":
+        raise DataError(f"{path}: label values must be integers, got {values.dtype}")
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise DataError(f"{path}: label values must be in [0, 65535], got [{low}, {high}]")
+    if values.dtype.kind == "f" or values.dtype.itemsize > 2:
+        values = values.astype(np.uint16)
+    if label_map is None:
+        if high > 255:
+            raise DataError(f"{path}: label id {high} does not fit the uint8 cache; give the adapter a label_map")
+        return values.astype(np.uint8, copy=False)
+    lut = np.zeros(max(int(high), max(label_map, default=0)) + 1, dtype=np.uint8)
+    for source_id, canonical_id in label_map.items():
+        lut[int(source_id)] = int(canonical_id)
+    return lut[values]
+
+
+def _read_chaos_png_label(case: Case, image: Volume) -> np.ndarray:
+    """A CHAOS Ground PNG folder on ``image``'s RAS grid (ids are canonical after decoding).
+
+    :func:`voxssl.data.chaos_png.read_case_label` stacks the PNGs by slice position and resamples
+    them (nearest neighbour, an identity copy when the grids agree) onto a SimpleITK image with the
+    geometry of the series as stored; the result is then reoriented exactly like the image.
+    """
+    import SimpleITK as sitk
+
+    from voxssl.data.chaos_png import read_case_label as read_chaos_case_label
+
+    reference = sitk.Image([int(n) for n in image.original_shape], sitk.sitkUInt8)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.original_affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    reference.SetSpacing(spacing.tolist())
+    reference.SetOrigin(lps[:3, 3].tolist())
+    reference.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
+    label = read_chaos_case_label(case, reference)
+    stored = np.transpose(sitk.GetArrayFromImage(label), (2, 1, 0))
+    return nib.orientations.apply_orientation(stored, image.orientation)
+
+
+# ---------------------------------------------------------------------------------------------
+# NIfTI
+
+
+def _read_nifti(path: Path, allow_channels: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise DataError(f"{path}: not a NIfTI file (.nii / .nii.gz) or a DICOM folder")
+    try:
+        image = nib.load(path)
+        proxy = image.dataobj
+        scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
+        # scaled integers straight to float32 (np.asarray would give float64: twice the memory)
+        data = image.get_fdata(dtype=np.float32) if scaled else np.asarray(proxy)
+    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise DataError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim < 3 or min(data.shape[:3]) <= 1:
+        raise DataError(f"{path}: expected a 3D image, got shape {data.shape} (2D images are not supported)")
+    if data.ndim == 4 and not allow_channels:
+        raise DataError(f"{path}: expected a 3D image, got a 4D image of shape {data.shape}")
+    if data.ndim > 4:
+        raise DataError(f"{path}: expected a 3D image, got shape {data.shape}")
+    return data, image.affine
+
+
+def _check_finite(data: np.ndarray, path: Path) -> None:
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise DataError(f"{path}: the image contains {bad} NaN or infinite voxels")
+
+
+def _check_same_grid(
+    reference: Volume, path: Path, shape: tuple[int, ...], ras_affine: np.ndarray, what: str, tolerance_voxels: float = 0.05
+) -> None:
+    """Shapes equal and RAS affines within ``tolerance_voxels`` of a voxel (in mm)."""
+    if reference.spatial_shape != tuple(shape):
+        raise DataError(
+            f"{what} {path} has grid shape {tuple(shape)} but image {reference.path} has "
+            f"{reference.spatial_shape}: the {what} must lie on the image grid"
+        )
+    tolerance_mm = tolerance_voxels * min(reference.spacing)
+    difference = np.abs(reference.affine - ras_affine)[:3]
+    if difference.max() > tolerance_mm:
+        raise DataError(
+            f"{what} {path} is not on the grid of image {reference.path}: their affines differ by "
+            f"{difference.max():.4g} mm (tolerance {tolerance_mm:.3g} mm)\n"
+            f"image affine:\n{np.round(reference.affine, 4)}\n{what} affine:\n{np.round(ras_affine, 4)}"
+        )
+
+
+def check_label_header(case: Case, image: Volume, tolerance_voxels: float = 0.05) -> None:
+    """Check a NIfTI label's grid against the image from its header alone (no voxels read)."""
+    path = Path(case.label)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    try:
+        header_image = nib.load(path)
+    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise DataError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt") from None
+    shape = tuple(int(n) for n in header_image.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise DataError(f"{path}: a label must be a 3D image, got shape {shape}")
+    affine = np.asarray(header_image.affine, dtype=np.float64)
+    ornt = nib.orientations.io_orientation(affine)
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    ras_shape = [0, 0, 0]
+    for axis, (target, _) in enumerate(ornt):
+        ras_shape[int(target)] = shape[axis]
+    _check_same_grid(image, path, tuple(ras_shape), ras_affine, "label", tolerance_voxels)
+
+
+# ---------------------------------------------------------------------------------------------
+# DICOM
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _DICOM_SKIP_NAMES
+    )
+
+
+def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read every file of ``folder`` as one series, stacked by position along the slice normal.
+
+    The files are sorted here (not by GDCM's series grouping), because some archives (CHAOS)
+    carry inconsistent series UIDs that make series readers split one series into several.
+    Returns the array in (column, row, slice) order and its RAS affine built from the DICOM tags
+    (ImagePositionPatient, ImageOrientationPatient, PixelSpacing); the slice step comes from
+    the positions, never from SliceThickness.
+    """
+    import SimpleITK as sitk
+
+    files = _dicom_files(folder)
+    if not files:
+        raise DataError(f"{folder}: the folder holds no DICOM file")
+    headers = [_dicom_header(path) for path in files]
+    if len(files) == 1:
+        raise DataError(
+            f"{folder}: one DICOM file ({files[0].name}); single-file or multi-frame series are not "
+            "supported, convert it to NIfTI first (e.g. dcm2niix)"
+        )
+    orientation = headers[0]["orientation"]
+    for path, header in zip(files, headers):
+        if not np.allclose(header["orientation"], orientation, atol=1e-4):
+            raise DataError(f"{path}: ImageOrientationPatient differs from {files[0].name}; the folder mixes series")
+        if header["size"][:2] != headers[0]["size"][:2]:
+            raise DataError(f"{path}: slice size {header['size'][:2]} differs from {files[0].name}'s {headers[0]['size'][:2]}")
+    row_cosine, column_cosine = orientation[:3], orientation[3:]
+    normal = np.cross(row_cosine, column_cosine)
+    positions = np.array([h["position"] for h in headers])
+    order = np.argsort(positions @ normal, kind="stable")
+    files = [files[i] for i in order]
+    positions = positions[order]
+    steps = np.diff(positions @ normal)
+    if len(files) > 1:
+        if np.any(np.abs(steps) < 1e-4):
+            duplicate = int(np.argmin(np.abs(steps)))
+            raise DataError(
+                f"{folder}: {files[duplicate].name} and {files[duplicate + 1].name} lie at the same position; "
+                "the folder mixes several series (put each series in its own folder)"
+            )
+        if np.ptp(steps) > _MAX_SLICE_GAP_SPREAD * np.median(steps):
+            raise DataError(
+                f"{folder}: uneven slice gaps ({steps.min():.3g} to {steps.max():.3g} mm); slices are missing"
+            )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(p) for p in files])
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise DataError(f"{folder}: cannot decode the DICOM pixel data ({str(err).strip().splitlines()[-1]})") from None
+    data = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))  # (slice, row, col) -> (col, row, slice)
+    if data.ndim != 3:
+        raise DataError(f"{folder}: expected single-frame greyscale slices, got pixel array {data.shape}")
+    if data.shape[2] < 2:
+        raise DataError(f"{folder}: a DICOM series needs at least 2 slices for a 3D image, got {data.shape[2]}")
+    row_spacing, column_spacing = headers[0]["pixel_spacing"]
+    slice_step = (positions[-1] - positions[0]) / (len(files) - 1)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cosine * column_spacing  # along a row: the column index grows
+    lps[:3, 1] = column_cosine * row_spacing
+    lps[:3, 2] = slice_step
+    lps[:3, 3] = positions[0]
+    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def _dicom_header(path: Path) -> dict:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        position = _dicom_floats(reader, "0020|0032", 3)
+        orientation = _dicom_floats(reader, "0020|0037", 6)
+        pixel_spacing = _dicom_floats(reader, "0028|0030", 2)
+    except RuntimeError as err:
+        raise DataError(f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})") from None
+    except KeyError as tag:
+        raise DataError(f"{path}: DICOM tag {tag} is missing; cannot place the slice in space") from None
+    return {"position": position, "orientation": orientation, "pixel_spacing": pixel_spacing, "size": reader.GetSize()}
+
+
+def _dicom_floats(reader, tag: str, count: int) -> np.ndarray:
+    if not reader.HasMetaDataKey(tag):
+        raise KeyError(tag)
+    values = [float(v) for v in reader.GetMetaData(tag).replace(",", "\\").split("\\") if v.strip()]
+    if len(values) != count:
+        raise KeyError(tag)
+    return np.array(values)
+
+
+__all__ = ["Volume", "read_volume", "read_case_image", "read_case_label", "check_label_header", "map_label_ids", "to_ras"]
