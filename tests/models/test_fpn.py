@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from voxssl.config.model import ModelConfig
+from voxssl.models.build import build_backbone, build_pretrain_model, embedding_dim, level_channels
+from voxssl.models.fpn import FPN
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_on_meta(cfg: ModelConfig) -> torch.nn.Module:
+    with torch.device("meta"):  # counts without allocating or initialising 47.6 M parameters
+        return build_backbone(cfg)
+
+
+def test_vox2vec_preset_has_47_6_million_parameters():
+    backbone = build_on_meta(ModelConfig(preset="vox2vec"))
+    assert count(backbone) == 47_624_448  # vox2vec: "~47.6 M"
+    assert backbone.level_channels == [16, 32, 64, 128, 256, 512] and backbone.embedding_dim == 1008
+
+
+def test_hierarchical_preset_parameters_and_projection_widths():
+    cfg = ModelConfig(preset="hierarchical")
+    backbone = build_on_meta(cfg)
+    projections = sum(p.numel() for p in backbone.projections.parameters())
+    assert projections == sum(c * 32 for c in (32, 64, 128, 256, 512)) + 32  # bias on level 0 only
+    assert count(backbone) == 47_599_648
+    frozen = build_on_meta(ModelConfig(preset="hierarchical", projection="frozen_random"))
+    assert count(frozen) == count(backbone) - projections
+    assert {k for k in frozen.state_dict() if k.startswith("projections")} == {
+        k for k in backbone.state_dict() if k.startswith("projections")
+    }
+
+
+def test_key_layout_mirrors_vox2vec():
+    keys = set(build_backbone(ModelConfig(preset="vox2vec", base_channels=2)).state_dict())
+    for key in (
+        "first_conv.weight",
+        "left_blocks.0.layers.1.layers.0.running_var",
+        "left_blocks.4.layers.0.layers.5.weight",
+        "down_blocks.0.1.weight",
+        "bottom_block.layers.1.layers.2.weight",
+        "up_blocks.0.0.weight",  # deepest decoder stage first
+        "skip_blocks.4.weight",
+        "right_blocks.4.layers.0.layers.3.weight",
+    ):
+        assert key in keys, key
+    model = build_backbone(ModelConfig(preset="vox2vec", base_channels=2))
+    assert model.up_blocks[0][0].in_channels == 64 and model.up_blocks[-1][0].out_channels == 2
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 8), (13, 10, 5)])
+def test_pyramid_shapes_follow_ceil_pooling(shape):
+    cfg = ModelConfig(preset="hierarchical", base_channels=4, num_levels=4)
+    backbone = build_backbone(cfg).eval()
+    x = torch.randn(2, 1, *shape)
+    with torch.no_grad():
+        features = backbone.forward_features(x)
+        pyramid = backbone(x)
+    for i, (f, p) in enumerate(zip(features, pyramid)):
+        expected = tuple(-(-n // 2**i) for n in shape)
+        assert f.shape == (2, 4 * 2**i, *expected)
+        assert p.shape == (2, level_channels(cfg)[i], *expected)
+    assert sum(p.shape[1] for p in pyramid) == embedding_dim(cfg)
+
+
+def test_frozen_random_projection_is_seeded_untrained_and_reproducible():
+    cfg = ModelConfig(preset="hierarchical", base_channels=4, num_levels=3, projection="frozen_random")
+    a, b = build_backbone(cfg), build_backbone(cfg)
+    other = build_backbone(ModelConfig(preset="hierarchical", base_channels=4, num_levels=3,
+                                       projection="frozen_random", projection_seed=1))
+    assert all(not n.startswith("projections") for n, _ in a.named_parameters())
+    assert torch.equal(a.projections[1].weight, b.projections[1].weight)
+    assert not torch.equal(a.projections[1].weight, other.projections[1].weight)
+    assert a.projections[0].bias is not None and a.projections[2].bias is None
+
+
+def test_gradients_reach_every_parameter_and_dimension_generic_2d():
+    model = FPN(in_channels=2, base_channels=4, num_levels=3, spatial_dims=2, projection="learned", projection_channels=8,
+                norm=("group", {"num_groups": 2}))
+    pyramid = model(torch.randn(2, 2, 11, 9))
+    assert [p.shape[1:] for p in pyramid] == [(8, 11, 9), (8, 6, 5), (8, 3, 3)]
+    sum(p.square().mean() for p in pyramid).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_wrong_input_channels_raise_a_clear_error():
+    model = FPN(in_channels=1, base_channels=2, num_levels=2)
+    with pytest.raises(ValueError, match=r"\(B, 1"):
+        model(torch.randn(1, 3, 8, 8, 8))
+
+
+def test_pretrain_model_outputs():
+    cfg = ModelConfig(preset="hierarchical", base_channels=4, num_levels=3, reconstruction="two_conv")
+    model = build_pretrain_model(cfg)
+    images = torch.randn(2, 1, 12, 12, 6)
+    coords = torch.tensor([[0, 0, 0, 0], [1, 11, 11, 5], [0, 5, 6, 2]])
+    out = model(images, coords)
+    assert out.embeddings.shape == (3, embedding_dim(cfg))
+    assert out.projections.shape == (3, 128)
+    assert torch.allclose(out.projections.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert out.reconstruction.shape == images.shape
+    assert len(out.pyramid) == 3
+    assert set(k.split(".")[0] for k in model.state_dict()) == {"backbone", "projector", "reconstruction_head"}
+    assert build_pretrain_model(ModelConfig(preset="vox2vec", base_channels=2)).reconstruction_head is None

@@ -1,0 +1,68 @@
+"""Build models from a :class:`~voxssl.config.model.ModelConfig` (the one place that reads it)."""
+
+from __future__ import annotations
+
+from voxssl.config.model import ModelConfig, embedding_width, level_channels_of
+from voxssl.models.fpn import FPN
+from voxssl.models.heads import ProjectionHead, ReconstructionHead
+from voxssl.models.pretrain import PretrainModel
+
+
+def build_backbone(cfg: ModelConfig) -> FPN:
+    """The FPN (with its per-level projections when ``cfg.projection != "none"``)."""
+    return FPN(
+        in_channels=cfg.in_channels,
+        base_channels=cfg.base_channels,  # type: ignore[arg-type]
+        num_levels=cfg.num_levels,  # type: ignore[arg-type]
+        blocks_per_stage=cfg.blocks_per_stage,  # type: ignore[arg-type]
+        norm=cfg.norm,  # type: ignore[arg-type]
+        spatial_dims=cfg.spatial_dims,
+        projection=cfg.projection,  # type: ignore[arg-type]
+        projection_channels=cfg.projection_channels,  # type: ignore[arg-type]
+        projection_seed=cfg.projection_seed,
+    )
+
+
+def build_projector(cfg: ModelConfig) -> ProjectionHead:
+    return ProjectionHead(embedding_dim(cfg), cfg.projector_hidden, cfg.projector_out)  # type: ignore[arg-type]
+
+
+def build_reconstruction_head(cfg: ModelConfig) -> ReconstructionHead | None:
+    if cfg.reconstruction == "none":
+        return None
+    return ReconstructionHead(
+        feature_channels(cfg)[0], cfg.reconstruction_channels, cfg.reconstruction, cfg.norm, cfg.spatial_dims  # type: ignore[arg-type]
+    )
+
+
+def build_pretrain_model(cfg: ModelConfig) -> PretrainModel:
+    """Backbone + projector (+ reconstruction head when ``cfg.reconstruction != "none"``)."""
+    return PretrainModel(build_backbone(cfg), build_projector(cfg), build_reconstruction_head(cfg))
+
+
+def feature_channels(cfg: ModelConfig) -> list[int]:
+    """Channels of the decoder maps before projection (``FPN.forward_features``), level 0 first."""
+    return level_channels_of(cfg)
+
+
+def level_channels(cfg: ModelConfig) -> list[int]:
+    """Channels of the pyramid that ``backbone(x)`` returns (after projection), level 0 first."""
+    if cfg.projection == "none":
+        return feature_channels(cfg)
+    return [cfg.projection_channels] * cfg.num_levels  # type: ignore[list-item, operator]
+
+
+def embedding_dim(cfg: ModelConfig) -> int:
+    """Width of the concatenated voxel embedding: 1008 (vox2vec), 160 (hierarchical)."""
+    return embedding_width(cfg)
+
+
+__all__ = [
+    "build_backbone",
+    "build_pretrain_model",
+    "build_projector",
+    "build_reconstruction_head",
+    "embedding_dim",
+    "feature_channels",
+    "level_channels",
+]
