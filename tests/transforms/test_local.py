@@ -1,0 +1,89 @@
+"""The seed paper's local augmentations: Bezier intensity, local shuffling, in-painting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxssl.config.pretrain import LocalAugConfig
+from voxssl.transforms.local import (
+    RandBezierIntensity,
+    RandInPainting,
+    RandLocalPixelShuffle,
+    bezier_curve,
+    build_local_augmentations,
+)
+
+
+def _image(shape=(1, 40, 40, 20), seed=0):
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def test_bezier_curve_goes_through_its_end_points_and_stays_in_range():
+    xs, ys = bezier_curve(np.array([[0, 0], [0.2, 0.9], [0.7, 0.1], [1, 1]]))
+    assert xs[0] == 0 and xs[-1] == 1 and ys[0] == 0 and ys[-1] == 1
+    assert np.all(np.diff(xs) >= 0) and ys.min() >= 0 and ys.max() <= 1
+    identity_x, identity_y = bezier_curve(np.array([[0, 0], [1 / 3, 1 / 3], [2 / 3, 2 / 3], [1, 1]]))
+    np.testing.assert_allclose(identity_x, identity_y, atol=1e-12)
+
+
+def test_bezier_intensity_keeps_range_and_is_a_function_of_the_value():
+    img = _image()
+    out = RandBezierIntensity(1.0).set_generator(np.random.default_rng(2))(img)
+    assert out.shape == img.shape and 0 <= out.min() and out.max() <= 1
+    assert not np.allclose(out, img)
+    # A look-up curve, not noise: equal inputs give equal outputs.
+    same = img.copy()
+    same[0, 0, 0, 1] = same[0, 0, 0, 0]
+    again = RandBezierIntensity(1.0).set_generator(np.random.default_rng(2))(same)
+    assert again[0, 0, 0, 1] == again[0, 0, 0, 0]
+
+
+def test_local_shuffle_permutes_voxels_within_blocks_only():
+    img = _image()
+    transform = RandLocalPixelShuffle(1.0, num_blocks=1, block_fraction=0.1).set_generator(np.random.default_rng(0))
+    out = transform(img)
+    changed = np.argwhere(out[0] != img[0])
+    assert len(changed) > 0
+    low, high = changed.min(axis=0), changed.max(axis=0)
+    assert np.all(high - low < [4, 4, 2])  # inside one 4x4x2 block
+    np.testing.assert_array_equal(np.sort(out.ravel()), np.sort(img.ravel()))  # a permutation
+
+
+def test_many_blocks_change_many_voxels_but_keep_the_histogram():
+    img = _image()
+    out = RandLocalPixelShuffle(1.0, 5000, 0.05).set_generator(np.random.default_rng(1))(img)
+    assert (out != img).mean() > 0.2
+    assert abs(out.mean() - img.mean()) < 1e-3
+
+
+def test_inpainting_fills_boxes_with_uniform_noise():
+    img = np.full((1, 40, 40, 20), 2.0, dtype=np.float32)  # outside [0, 1]: painted voxels are visible
+    transform = RandInPainting(1.0, 30, 0.95, (0.1, 0.2)).set_generator(np.random.default_rng(0))
+    out = transform(img)
+    painted = out != 2.0
+    assert 1 <= len(transform.boxes) <= 30
+    assert painted.any() and out[painted].min() >= 0 and out[painted].max() < 1
+    for start, size, _ in transform.boxes:
+        assert all(0.1 * n <= s < 0.2 * n + 1 for s, n in zip(size, img.shape[1:]))
+        box = out[(0, *[slice(a, a + s) for a, s in zip(start, size)])]
+        assert (box < 1).all()
+
+
+def test_same_generator_same_views_and_build_order():
+    transforms = build_local_augmentations(LocalAugConfig())
+    assert [type(t).__name__ for t in transforms] == ["RandBezierIntensity", "RandLocalPixelShuffle", "RandInPainting"]
+    img = _image()
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        out = img
+        for t in transforms:
+            out = t.set_generator(rng)(out)
+        return out
+
+    np.testing.assert_array_equal(run(5), run(5))
+    assert not np.array_equal(run(5), run(6))
+    assert build_local_augmentations(LocalAugConfig(enabled=False)) == []
+    with pytest.raises(ValueError, match="shuffle_block_fraction"):
+        LocalAugConfig(shuffle_block_fraction=0.0)

@@ -1,0 +1,168 @@
+"""Recipe section ``pretrain``: everything the pretraining loop, the view generator and the
+augmentations need. Every number of a published configuration lives here (defaults = the seed
+paper, "Self-supervised learning of dense hierarchical representations", built on vox2vec), so a
+recipe only lists what it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _check_range(name: str, low_high: tuple[float, float], minimum: float | None = None) -> None:
+    low, high = low_high
+    if low > high:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {low_high}")
+    if minimum is not None and low < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {low_high}")
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+@dataclass
+class IntensityAugConfig:
+    """vox2vec's global intensity augmentations, one independent draw per view.
+
+    ``units: hu`` means the noise and window numbers are Hounsfield units, converted through the
+    CT preprocessing window (``preprocess.ct.window_hu``) onto the cached [0, 1] scale; ``units:
+    scaled`` means they are already on the [0, 1] scale (MRI).
+    """
+
+    enabled: bool = True
+    units: Literal["hu", "scaled"] = "hu"
+    blur_or_sharpen_prob: float = 0.5  # one of the two, each half of the time
+    blur_sigma: tuple[float, float] = (0.25, 1.5)  # voxels
+    sharpen_sigma1: tuple[float, float] = (0.5, 1.0)  # voxels, the first (blurring) Gaussian
+    sharpen_sigma2: float = 0.5  # voxels, the second Gaussian
+    sharpen_alpha: tuple[float, float] = (10.0, 30.0)
+    noise_prob: float = 0.5
+    noise_std: tuple[float, float] = (0.0, 30.0)  # HU (or scaled units)
+    window_prob: float = 0.8
+    window_low: tuple[float, float] = (-1350.0, -1000.0)  # HU (or scaled units)
+    window_high: tuple[float, float] = (300.0, 1000.0)
+
+    def __post_init__(self) -> None:
+        for name in ("blur_or_sharpen_prob", "noise_prob", "window_prob"):
+            _check_probability(f"intensity.{name}", getattr(self, name))
+        _check_range("intensity.blur_sigma", self.blur_sigma, 0.0)
+        _check_range("intensity.sharpen_sigma1", self.sharpen_sigma1, 0.0)
+        _check_range("intensity.sharpen_alpha", self.sharpen_alpha)
+        _check_range("intensity.noise_std", self.noise_std, 0.0)
+        _check_range("intensity.window_low", self.window_low)
+        _check_range("intensity.window_high", self.window_high)
+        if self.window_low[1] >= self.window_high[0]:
+            raise ValueError(
+                f"intensity.window_low {self.window_low} must lie below intensity.window_high {self.window_high}"
+            )
+
+
+@dataclass
+class LocalAugConfig:
+    """The seed paper's local augmentations (Models Genesis style), one draw per view."""
+
+    enabled: bool = True
+    shuffle_prob: float = 0.8
+    shuffle_blocks: int = 5000  # number of small blocks whose voxels are permuted
+    shuffle_block_fraction: float = 0.05  # block side = patch side * fraction (dim / 20)
+    nonlinear_prob: float = 0.9  # Bezier intensity curve
+    inpaint_prob: float = 1.0
+    inpaint_max_boxes: int = 30
+    inpaint_continue_prob: float = 0.95  # probability of adding one more box
+    inpaint_size_fraction: tuple[float, float] = (0.1, 0.2)  # box side = patch side * U[lo, hi)
+
+    def __post_init__(self) -> None:
+        for name in ("shuffle_prob", "nonlinear_prob", "inpaint_prob", "inpaint_continue_prob"):
+            _check_probability(f"local.{name}", getattr(self, name))
+        if self.shuffle_blocks < 0 or self.inpaint_max_boxes < 0:
+            raise ValueError("local.shuffle_blocks and local.inpaint_max_boxes must be >= 0")
+        if not 0.0 < self.shuffle_block_fraction <= 1.0:
+            raise ValueError(f"local.shuffle_block_fraction must be in (0, 1], got {self.shuffle_block_fraction}")
+        _check_range("local.inpaint_size_fraction", self.inpaint_size_fraction, 0.0)
+        if self.inpaint_size_fraction[1] > 1.0:
+            raise ValueError(f"local.inpaint_size_fraction must be <= 1, got {self.inpaint_size_fraction}")
+
+
+@dataclass
+class EquivarianceConfig:
+    """Pix2Rep-style equivariance: a random grid-exact spatial transform T is applied to view 2's
+    image; its embeddings at T(p) must match view 1's at p. ``weight: 0`` switches the term (and
+    the transform) off."""
+
+    weight: float = 0.0
+    temperature: float = 0.1
+    flip_prob: float = 0.5  # per axis (x, y, z)
+    rotation_turns: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # axial quarter turns, uniform
+    zoom_prob: float = 0.0  # integer zoom-in + crop (exact on the grid) by one of ``zoom_factors``
+    zoom_factors: list[int] = field(default_factory=lambda: [2])
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"equivariance.weight must be >= 0, got {self.weight}")
+        if self.temperature <= 0:
+            raise ValueError(f"equivariance.temperature must be > 0, got {self.temperature}")
+        if not self.rotation_turns or any(not 0 <= t <= 3 for t in self.rotation_turns):
+            raise ValueError(f"equivariance.rotation_turns must list quarter turns in 0..3, got {self.rotation_turns}")
+        for name in ("flip_prob", "zoom_prob"):
+            _check_probability(f"equivariance.{name}", getattr(self, name))
+        if any(f < 1 for f in self.zoom_factors):
+            raise ValueError(f"equivariance.zoom_factors must be integers >= 1, got {self.zoom_factors}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 50_000
+    pairs_per_step: int = 10
+    patch_size: tuple[int, int, int] = (128, 128, 32)  # (x, y, z) voxels
+    positives_per_pair: int = 1024
+    min_overlap: int = 1  # positives a pair must have; pairs with fewer are redrawn
+    pairs_per_volume: int = 10  # consecutive pairs drawn from one volume (vox2vec: all 10)
+    sources: list[str] = field(default_factory=list)  # cache sources to use; empty = all
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    warmup_steps: int = 0  # linear warm-up, then constant (the papers use a constant lr)
+    infonce_weight: float = 1.0
+    infonce_temperature: float = 0.1
+    reconstruction_weight: float = 10.0  # 0 = vox2vec (no restorative term)
+    intensity: IntensityAugConfig = field(default_factory=IntensityAugConfig)
+    local: LocalAugConfig = field(default_factory=LocalAugConfig)
+    equivariance: EquivarianceConfig = field(default_factory=EquivarianceConfig)
+    num_workers: int = 4  # DataLoader processes per rank; 0 = in the main process
+    prefetch_factor: int = 2
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2  # older step checkpoints are deleted; the final one is always kept
+    log_every: int = 50
+    image_every: int = 1000
+    amp: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gather_negatives_across_ranks: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    cpu_threads: int = 0  # torch intra-op threads of the training process on CPU; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "pairs_per_step", "positives_per_pair", "pairs_per_volume", "checkpoint_every",
+                    "log_every", "image_every", "prefetch_factor", "min_overlap")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if any(p < 1 for p in self.patch_size):
+            raise ValueError(f"patch_size must be positive, got {self.patch_size}")
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.lr <= 0 or self.infonce_temperature <= 0:
+            raise ValueError("lr and infonce_temperature must be > 0")
+        if min(self.infonce_weight, self.reconstruction_weight, self.grad_clip, self.weight_decay) < 0:
+            raise ValueError("loss weights, grad_clip and weight_decay must be >= 0")
+        if self.infonce_weight == 0 and self.reconstruction_weight == 0 and not self.equivariance.enabled:
+            raise ValueError("every loss weight is 0: nothing to train")

@@ -1,0 +1,100 @@
+"""The few-shot view of the preprocessed cache: cases, superpixel store, episode sources, folds."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voxssl.config.fewshot import FewShotConfig
+from voxssl.data.vocabulary import organ_id
+from voxssl.errors import ConfigError, DataError
+from voxssl.fewshot.encoders import slice_context
+from voxssl.fewshot.episodes import EpisodeSource, training_slice_mask
+from voxssl.fewshot.protocol import cv_folds, support_scan
+from voxssl.fewshot.slices import SliceVolume
+from voxssl.fewshot.superpixels import SuperpixelParams, SuperpixelStore, case_store_key
+
+log = logging.getLogger(__name__)
+
+
+def fewshot_cases(cache_dir: Path, source: str | None) -> list[Any]:
+    from voxssl.data.cache import open_cache
+
+    return open_cache(cache_dir).cases(source=source)
+
+
+def superpixel_store(cache_dir: Path, config: FewShotConfig) -> SuperpixelStore:
+    sp = config.superpixels
+    params = SuperpixelParams(scale=sp.scale, sigma=sp.sigma, min_size=sp.min_size, size=config.image_size)
+    return SuperpixelStore(Path(cache_dir) / sp.cache_subdir, params)
+
+
+def group_class_ids(config: FewShotConfig) -> list[list[int]]:
+    """Canonical ids of every organ group (``eval.organ_groups`` names)."""
+    groups = []
+    for index, names in enumerate(config.eval.organ_groups):
+        try:
+            groups.append([organ_id(name) for name in names])
+        except KeyError as err:
+            raise ConfigError(f"fewshot.eval.organ_groups.{index}: {err.args[0]}") from None
+    return groups
+
+
+def episode_sources(cases: list[Any], store: SuperpixelStore, config: FewShotConfig,
+                    test_classes: list[int]) -> list[EpisodeSource]:
+    """Training volumes with their superpixels and the slices Setting 1/2 allows."""
+    sources = []
+    for case in cases:
+        label = case.label()
+        volume = SliceVolume(case.image(), config.image_size, context=slice_context(config.encoder))
+        usable = training_slice_mask(label, volume.depth, test_classes, config.eval.setting)
+        if label is None and config.eval.setting == 2 and test_classes:
+            log.warning("%s has no label: Setting 2 cannot remove its test-organ slices", case_store_key(case))
+        sources.append(EpisodeSource(case_store_key(case), volume, store.load(case_store_key(case)), usable))
+    return sources
+
+
+def _has_label(case: Any) -> bool:
+    flag = getattr(case, "has_label", None)
+    return bool(flag) if flag is not None else case.label() is not None
+
+
+@dataclass
+class FoldSplit:
+    fold: int
+    query: list[Any]  # labelled cases scored in this fold
+    support: Any  # the support case (outside the fold)
+    train: list[Any]  # every other case (labelled or not)
+
+
+def fold_splits(cases: list[Any], config: FewShotConfig) -> list[FoldSplit]:
+    """5-fold CV over the sorted ids of the labelled cases; support and query excluded from training."""
+    labelled = {case_store_key(c): c for c in cases if _has_label(c)}
+    if not labelled:
+        raise DataError("few-shot evaluation needs labelled cases in the cache; none found")
+    folds = cv_folds(list(labelled), config.eval.folds)
+    splits = []
+    for index, fold in enumerate(folds):
+        support_key = support_scan(list(labelled), fold, config.eval.support_index)
+        excluded = set(fold) | {support_key}
+        train = [c for c in cases if case_store_key(c) not in excluded]
+        splits.append(FoldSplit(index, [labelled[k] for k in fold], labelled[support_key], train))
+    return splits
+
+
+def model_name(setting: int, group: int, fold: int) -> str:
+    """Setting 2 trains one model per (organ group, fold); Setting 1 one per fold."""
+    return f"fold{fold}" if setting == 1 else f"group{group}-fold{fold}"
+
+
+__all__ = [
+    "fewshot_cases",
+    "superpixel_store",
+    "group_class_ids",
+    "episode_sources",
+    "FoldSplit",
+    "fold_splits",
+    "model_name",
+]

@@ -1,0 +1,117 @@
+"""Segment query slices with support slices: the C-chunk protocol and the all-support variant.
+
+Probabilities are computed at the network's slice size S, resized back bilinearly to the cached
+(X, Y) grid, and returned as an (X, Y, Z) float32 volume (zero outside the segmented slices).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.fewshot.model import ALPNet
+from voxssl.fewshot.protocol import query_chunks, support_slices
+from voxssl.fewshot.slices import SliceVolume, resize_back
+from voxssl.fewshot.ttt import TestTimeTrainer
+
+
+def binary_support_label(volume: SliceVolume, z: int, organ: int) -> torch.Tensor:
+    """(S, S) uint8: 1 organ, 0 other, 255 where the label is not annotated."""
+    label = volume.label_slice(z)
+    out = (label == organ).to(torch.uint8)
+    out[label == IGNORE_INDEX] = IGNORE_INDEX
+    return out
+
+
+@torch.no_grad()
+def _predict(model: ALPNet, support: torch.Tensor, support_label: torch.Tensor, query: torch.Tensor,
+             device: torch.device) -> torch.Tensor:
+    model.eval()
+    return model(support.to(device), support_label.to(device), query.to(device)).float().cpu()
+
+
+@torch.no_grad()
+def _predict_batched(model: ALPNet, support: torch.Tensor, support_label: torch.Tensor, query_volume: SliceVolume,
+                     zs: list[int], device: torch.device, batch: int) -> torch.Tensor:
+    """The support encoded once, the queries ``batch`` slices at a time."""
+    model.eval()
+    s_feat = model.encode(support.to(device))
+    label = support_label.to(device)
+    out = []
+    for start in range(0, len(zs), batch):
+        query = query_volume.slices(zs[start:start + batch]).to(device)
+        out.append(model.segment_features(s_feat, label, model.encode(query), tuple(query.shape[-2:])).float().cpu())
+    return torch.cat(out)
+
+
+def segment_slices(
+    model: ALPNet,
+    support: torch.Tensor,
+    support_label: torch.Tensor,
+    query_volume: SliceVolume,
+    zs: list[int],
+    device: torch.device,
+    ttt: TestTimeTrainer | None = None,
+    rng: np.random.Generator | None = None,
+    reset_each_slice: bool = True,
+    batch: int = 8,
+) -> torch.Tensor:
+    """Foreground probability (len(zs), S, S) of query slices ``zs`` given a support set (K, 3, S, S)."""
+    if not zs:
+        return torch.zeros(0, query_volume.size, query_volume.size)
+    if ttt is None:
+        return _predict_batched(model, support, support_label, query_volume, zs, device, batch)
+    out = []
+    for z in zs:
+        query = query_volume.slice(z)[None]
+        probability = _predict(model, support, support_label, query, device)
+        ttt.adapt(query.to(device), (probability > 0.5).to(torch.uint8).to(device), rng)
+        probability = _predict(model, support, support_label, query, device)
+        if reset_each_slice:
+            ttt.reset()
+        out.append(probability[0])
+    return torch.stack(out)
+
+
+def to_volume(probability: torch.Tensor, zs: list[int], volume: SliceVolume) -> np.ndarray:
+    """(len(zs), S, S) -> (X, Y, Z) float32 on the cached grid, zero elsewhere."""
+    full = np.zeros(volume.image.shape, dtype=np.float32)
+    if zs:
+        full[:, :, zs] = resize_back(probability, volume.shape_xy).clamp(0, 1).numpy().transpose(1, 2, 0)
+    return full
+
+
+def segment_organ_chunks(
+    model: ALPNet,
+    support_volume: SliceVolume,
+    organ: int,
+    support_range: tuple[int, int],
+    query_volume: SliceVolume,
+    query_range: tuple[int, int],
+    chunks: int,
+    device: torch.device,
+    ttt: TestTimeTrainer | None = None,
+    rng: np.random.Generator | None = None,
+    reset_each_slice: bool = True,
+    batch: int = 8,
+) -> tuple[np.ndarray, list[int]]:
+    """The C-chunk protocol for one organ in one query scan: (X, Y, Z) probabilities, scored slices."""
+    anchors = support_slices(support_range, chunks)
+    parts = query_chunks(query_range, chunks)
+    all_zs: list[int] = []
+    probabilities = []
+    for anchor, zs in zip(anchors, parts):
+        if not zs:
+            continue
+        support = support_volume.slice(anchor)[None]
+        label = binary_support_label(support_volume, anchor, organ)[None]
+        probabilities.append(
+            segment_slices(model, support, label, query_volume, zs, device, ttt, rng, reset_each_slice, batch)
+        )
+        all_zs.extend(zs)
+    probability = torch.cat(probabilities) if probabilities else torch.zeros(0, query_volume.size, query_volume.size)
+    return to_volume(probability, all_zs, query_volume), all_zs
+
+
+__all__ = ["binary_support_label", "segment_slices", "to_volume", "segment_organ_chunks"]

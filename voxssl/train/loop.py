@@ -1,0 +1,252 @@
+"""``voxssl pretrain``: the pretraining loop, top to bottom.
+
+1. read the recipe's ``model`` and ``pretrain`` sections, join the torchrun group if any;
+2. list the cached cases, build the model, the optimiser (Adam) and the view generator;
+3. with ``resume``, load the latest checkpoint (weights, optimiser, RNG; the data needs only the
+   step, because step k's batch is a function of (seed, rank, k));
+4. for each step: wait for the batch (timed: the data-wait fraction), forward the views, combine
+   the loss terms, backward, clip the gradient norm, step; log; checkpoint every N steps;
+5. at the end: a last checkpoint and ``backbone.safetensors`` (weights + plan) for downstream use.
+
+The learning rate is a function of the step only (constant after an optional linear warm-up), so
+resuming only sets the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from voxssl.config.loader import to_dict
+from voxssl.config.model import model_config_to_dict
+from voxssl.config.pretrain import PretrainConfig
+from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
+from voxssl.data.pretrain_dataset import PairBatchSpec, PretrainPairs, make_loader
+from voxssl.errors import CheckpointError, ConfigError
+from voxssl.models.build import build_pretrain_model
+from voxssl.models.plan import Plan, preprocessing_plan
+from voxssl.models.weights import load_state_strict, load_weights, save_weights
+from voxssl.train import checkpoint as ckpt
+from voxssl.train.builders import build_view_generator, select_cases
+from voxssl.train.distributed import DistributedContext, all_reduce_mean, cleanup, init_distributed, wrap_ddp
+from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
+from voxssl.train.objective import PretrainObjective
+
+log = logging.getLogger(__name__)
+
+BACKBONE_FILE = "backbone.safetensors"
+TENSORBOARD_DIR = "tensorboard"
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    start_step: int  # 0, or the step a resumed run started from
+    last_step: int  # optimizer steps done when the loop ended
+    losses: dict[int, float] = field(default_factory=dict)  # step -> total loss (mean over ranks)
+    terms: dict[int, dict[str, float]] = field(default_factory=dict)
+    backbone_path: Path | None = None  # written when the run reached pretrain.steps
+    data_wait_fraction: float = 0.0  # over the whole run
+    step_seconds: dict[int, float] = field(default_factory=dict)  # wall time of each step, data wait included
+    data_wait_seconds: dict[int, float] = field(default_factory=dict)
+    model: torch.nn.Module | None = None  # the trained PretrainModel (unwrapped), in train mode
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPU (``auto`` or ``bf16``), none (fp32) on CPU."""
+    if amp == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16
+    if amp == "bf16":
+        raise ConfigError("pretrain.amp is 'bf16' but training runs on the CPU (bf16 is ~100x slower there); use auto")
+    return None
+
+
+def learning_rate(step: int, cfg: PretrainConfig) -> float:
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def fingerprint(recipe: Recipe, cfg: PretrainConfig, ctx: DistributedContext) -> dict:
+    """What must not change between a run and its resumption."""
+    pretrain = {k: v for k, v in to_dict(cfg).items() if k not in ckpt.RESUMABLE_CHANGES}
+    return {"model": model_config_to_dict(recipe.model), "pretrain": pretrain,
+            "run": {"seed": recipe.seed, "world_size": ctx.world_size}}
+
+
+def pretrain(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
+    """Pretrain the recipe's model on its cache; see the module docstring.
+
+    Args:
+        recipe: a loaded recipe with ``model`` and ``pretrain`` sections.
+        resume: continue from the latest checkpoint in ``recipe.run_dir/checkpoints``.
+        progress: show a tqdm progress bar (rank 0).
+        stop_after: end the loop after this step *without* a final checkpoint, as a crash would
+            (for tests and benchmarks of interruption/resume).
+    """
+    cfg: PretrainConfig = require_section(recipe, "pretrain", "pretrain")
+    model_cfg = require_section(recipe, "model", "pretrain")
+    ctx = init_distributed(cfg.device)
+    try:
+        return _pretrain(recipe, cfg, model_cfg, ctx, resume=resume, progress=progress, stop_after=stop_after)
+    finally:
+        cleanup(ctx)
+
+
+def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> PretrainResult:  # noqa: C901
+    run_dir, device = Path(recipe.run_dir), ctx.device
+
+    # --- data and model ------------------------------------------------------------------------
+    cases = select_cases(recipe, cfg)
+    modality, channels = cases[0].modality, cases[0].num_channels
+    if model_cfg.in_channels != channels:
+        raise ConfigError(f"{recipe.source_file}: model.in_channels is {model_cfg.in_channels} but the cached "
+                          f"{modality} images have {channels} channel(s)")
+    autocast_dtype = amp_dtype(cfg.amp, device)
+    if device.type == "cpu" and cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(recipe.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    model = build_pretrain_model(model_cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    preprocessing = preprocessing_plan(modality, recipe.preprocess, channels)
+    resolved = recipe_to_dict(recipe)
+
+    # --- resume ---------------------------------------------------------------------------------
+    start_step = 0
+    run_fingerprint = fingerprint(recipe, cfg, ctx)
+    latest = ckpt.latest_checkpoint(run_dir)
+    if resume:
+        if latest is None:
+            raise CheckpointError(f"--resume: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
+        state = ckpt.load_state(latest)
+        ckpt.check_fingerprint(state["fingerprint"], run_fingerprint, latest)
+        weights, _ = load_weights(latest / ckpt.MODEL_FILE, device=device)
+        load_state_strict(model, weights, str(latest / ckpt.MODEL_FILE))
+        optimizer.load_state_dict(state["optimizer"])
+        ckpt.restore_rng_state(state["rng"])
+        start_step = int(state["step"])
+        log.info("resuming %s at step %d", run_dir, start_step)
+    elif latest is not None:
+        raise ConfigError(f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
+                          f"run, or give this one another name (--set name=...)")
+    end_step = cfg.steps
+    if start_step >= end_step:
+        raise ConfigError(f"the run is already at step {start_step} >= pretrain.steps={end_step}; raise pretrain.steps")
+    train_model = wrap_ddp(model, ctx, find_unused_parameters=model.reconstruction_head is not None
+                           and cfg.reconstruction_weight == 0)
+    objective = PretrainObjective(cfg)
+
+    views = build_view_generator(recipe, cfg, modality)
+    spec = PairBatchSpec(cfg.pairs_per_step, cfg.pairs_per_volume, cfg.positives_per_pair)
+    dataset = PretrainPairs(cases, views, spec, seed=recipe.seed, rank=ctx.rank, start_step=start_step,
+                            end_step=end_step)
+    loader = make_loader(dataset, cfg.num_workers, cfg.prefetch_factor, pin_memory=device.type == "cuda")
+
+    if ctx.is_main:
+        save_resolved(recipe, run_dir)
+    logger = TrainLogger(run_dir / TENSORBOARD_DIR, total_steps=end_step, start_step=start_step,
+                         enabled=ctx.is_main, progress=progress)
+
+    def plan(kind: str, step: int) -> Plan:
+        return Plan.for_model(model_cfg, preprocessing, resolved, kind=kind, extra={"step": step})
+
+    def save(step: int) -> None:
+        if ctx.is_main:
+            state = ckpt.TrainingState(step=step, optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
+                                       sampler={"seed": recipe.seed, "next_step": step}, fingerprint=run_fingerprint)
+            ckpt.save_checkpoint(run_dir, state, lambda path: save_weights(path, model.state_dict(), plan("pretrain", step)),
+                                 keep=cfg.keep_checkpoints)
+
+    # --- the loop -------------------------------------------------------------------------------
+    result = PretrainResult(run_dir=run_dir, start_step=start_step, last_step=start_step, model=model)
+    meter, total_wait, started = ThroughputMeter(), 0.0, time.perf_counter()
+    model.train()
+    expected = start_step
+    wait_from = time.perf_counter()
+    try:
+        for batch in loader:
+            data_wait = time.perf_counter() - wait_from
+            step = int(batch["step"])
+            if step != expected:
+                raise RuntimeError(f"data loader delivered step {step}, expected {expected}")
+            expected += 1
+            batch = to_device(batch, device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, cfg)
+
+            autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                        else contextlib.nullcontext())
+            with autocast:
+                out = objective(train_model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+
+            done = step + 1
+            loss = float(all_reduce_mean(out.loss.detach(), ctx))
+            terms = {k: float(all_reduce_mean(v, ctx)) for k, v in out.terms.items()}
+            if not torch.isfinite(torch.tensor(loss)):
+                raise FloatingPointError(f"the loss is {loss} at step {done}; lower pretrain.lr or check the data")
+            result.losses[done], result.terms[done], result.last_step = loss, terms, done
+            meter.add(data_wait)
+            total_wait += data_wait
+            result.step_seconds[done] = time.perf_counter() - wait_from
+            result.data_wait_seconds[done] = data_wait
+            logger.advance(1, {"loss": loss})
+            if done % cfg.log_every == 0 or done == end_step:
+                scalars = {"loss/total": loss, **{f"loss/{k}": v for k, v in terms.items()},
+                           "train/lr": optimizer.param_groups[0]["lr"], "train/grad_norm": float(grad_norm)}
+                scalars.update(meter.read(cfg.pairs_per_step * ctx.world_size))
+                scalars.update(gpu_memory_gb(device))
+                logger.scalars(done, scalars)
+            if ctx.is_main and (done % cfg.image_every == 0 or done == end_step):
+                logger.image(done, "views/slice", _panel(out.view1_output, batch))
+            if done % cfg.checkpoint_every == 0 or done == end_step:
+                save(done)
+            if stop_after is not None and done >= stop_after:
+                break
+            wait_from = time.perf_counter()
+    finally:
+        logger.close()
+        del loader  # stops the persistent workers
+
+    result.data_wait_fraction = total_wait / max(time.perf_counter() - started, 1e-9)
+    if result.last_step == end_step and ctx.is_main:
+        result.backbone_path = save_weights(run_dir / BACKBONE_FILE, model.backbone.state_dict(),
+                                            plan("backbone", end_step))
+        log.info("pretrained backbone written to %s", result.backbone_path)
+    return result
+
+
+@torch.no_grad()
+def _panel(output, batch: dict) -> torch.Tensor:
+    """Middle z slice of pair 0's view 1: image | reconstruction | PCA of the voxel embeddings."""
+    view = batch["view1"][0].float()
+    z = view.shape[-1] // 2
+    size = view.shape[1:3]
+    levels = []
+    for i, level in enumerate(output.pyramid):
+        plane = level[0, :, :, :, z >> i].float()
+        plane = plane.repeat_interleave(2**i, dim=1).repeat_interleave(2**i, dim=2)[:, : size[0], : size[1]]
+        levels.append(plane)
+    embedding = torch.cat(levels, dim=0)
+    reconstruction = None if output.reconstruction is None else output.reconstruction[0, :, :, :, z].float()
+    return slice_panel(view[:, :, :, z], reconstruction, embedding)
+
+
+__all__ = ["pretrain", "PretrainResult", "amp_dtype", "learning_rate", "BACKBONE_FILE", "TENSORBOARD_DIR"]

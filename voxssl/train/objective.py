@@ -1,0 +1,83 @@
+"""The pretraining objective for one batch of view pairs:
+
+    L = w_nce * InfoNCE(view 1, view 2) + w_rec * MSE(reconstructions, clean crops)
+        + w_eq * Equivariance(f(view 1), f(view 3 = T(crop 1, re-augmented)))
+
+The equivariance term contrasts the raw voxel embeddings (no projector): ``f(T(x))`` at ``p``
+against ``f(x)`` at ``T^-1(p)``, see :class:`voxssl.losses.equivariance.EquivarianceLoss`.
+
+Shapes: P pairs, N positives per pair (padded, ``valid`` marks real ones), M = number of valid
+positives in the batch, D = projector output width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from voxssl.config.pretrain import PretrainConfig
+from voxssl.losses.equivariance import EquivarianceLoss
+from voxssl.losses.infonce import InfoNCELoss
+from voxssl.losses.reconstruction import ReconstructionLoss
+
+
+def batch_coords(positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(P, N, 3) positions + (P, N) valid -> (M, 4) ``(pair index, x, y, z)`` of the valid ones."""
+    pair_index = torch.arange(positions.shape[0], device=positions.device)[:, None].expand(valid.shape)
+    return torch.cat([pair_index[valid][:, None], positions[valid]], dim=1)
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar, weighted total
+    terms: dict[str, torch.Tensor]  # unweighted terms (detached), for logging
+    view1_output: object  # the model output of view 1 (pyramid, reconstruction) for images
+
+
+class PretrainObjective(nn.Module):
+    """Runs the model on the views of a batch and combines the loss terms.
+
+    With ``gather_negatives_across_ranks`` the contrastive terms use the projections of every
+    rank as negatives (gradient-correct all-gather), so each positive is contrasted against the
+    whole global batch.
+    """
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        gather = cfg.gather_negatives_across_ranks
+        self.infonce = InfoNCELoss(temperature=cfg.infonce_temperature, gather_distributed=gather)
+        self.reconstruction = ReconstructionLoss()
+        self.equivariance = EquivarianceLoss(temperature=cfg.equivariance.temperature, gather_distributed=gather)
+
+    def forward(self, model: nn.Module, batch: dict) -> StepOutput:
+        cfg = self.cfg
+        valid = batch["valid"]
+        out1 = model(batch["view1"], batch_coords(batch["positions1"], valid))  # projections (M, D)
+        out2 = model(batch["view2"], batch_coords(batch["positions2"], valid))
+        terms: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=batch["view1"].device)
+        if cfg.infonce_weight > 0:
+            terms["infonce"] = self.infonce(out1.projections.float(), out2.projections.float())
+            total = total + cfg.infonce_weight * terms["infonce"]
+        if cfg.reconstruction_weight > 0:
+            if out1.reconstruction is None:
+                raise ValueError("pretrain.reconstruction_weight > 0 needs a model with a reconstruction head")
+            terms["reconstruction"] = 0.5 * (
+                self.reconstruction(out1.reconstruction.float(), batch["target1"])
+                + self.reconstruction(out2.reconstruction.float(), batch["target2"])
+            )
+            total = total + cfg.reconstruction_weight * terms["reconstruction"]
+        if cfg.equivariance.enabled:
+            out3 = model(batch["view3"])  # the pyramid of T(crop 1 with fresh augmentations)
+            positions3 = batch_coords(batch["positions3"], valid & batch["valid3"])  # on T's output grid
+            pyramid3 = [level.float() for level in out3.pyramid]
+            pyramid1 = [level.float() for level in out1.pyramid]
+            terms["equivariance"] = self.equivariance(pyramid3, pyramid1, list(batch["transforms"]), positions3)
+            total = total + cfg.equivariance.weight * terms["equivariance"]
+        return StepOutput(total, {k: v.detach() for k, v in terms.items()}, out1)
+
+
+__all__ = ["PretrainObjective", "StepOutput", "batch_coords"]
