@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import yaml
 
 from voxssl.hub.cache import sha256_of
 from voxssl.hub.errors import ConversionError
+from voxssl.utils.atomic import atomic_directory
 
 RELEASE_WEIGHTS = "model.safetensors"
 RELEASE_PLAN = "plan.json"
@@ -57,8 +57,7 @@ def export_release(
     plan = read_plan(source)
     name = name or out.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
         target = staging / RELEASE_WEIGHTS
         if plan.kind == "pretrain":
             state, plan = load_weights(source)
@@ -75,12 +74,6 @@ def export_release(
         (staging / RELEASE_CARD).write_text(model_card(name, plan_data, digest, size, description, license, citation))
         entry = registry_entry(name, plan_data, digest, size, description, license, citation)
         (staging / RELEASE_REGISTRY_ENTRY).write_text(yaml.safe_dump([entry], sort_keys=False, width=100))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

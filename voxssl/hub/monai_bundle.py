@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 from torch import nn
 
 from voxssl.hub.errors import ConversionError
+from voxssl.utils.atomic import atomic_directory
 
 DEFAULT_ROI = [128, 128, 32]
 METADATA_SCHEMA = (
@@ -153,8 +152,7 @@ def export_monai_bundle(weights: str | os.PathLike, out: str | os.PathLike, *, n
     roi = list(roi_size or trained_roi or DEFAULT_ROI)
     name = name or out.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
         for folder in ("configs", "models", "docs"):
             (staging / folder).mkdir()
         torch.save({k: v.contiguous() for k, v in network.state_dict().items()}, staging / "models" / "model.pt")
@@ -163,12 +161,6 @@ def export_monai_bundle(weights: str | os.PathLike, out: str | os.PathLike, *, n
         metadata = bundle_metadata(name, plan, segmentation, roi, network)
         (staging / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         (staging / "docs" / "README.md").write_text(_bundle_readme(name, plan, segmentation))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
