@@ -200,10 +200,10 @@ def main() -> None:
             raise SystemExit("--device cuda: no CUDA device")
         result = {"gpu": torch.cuda.get_device_name(), **bench_gpu(args.steps, args.warmup)}
     result["torch"] = torch.__version__
-    stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    stored = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
     stored[args.device if args.device == "cuda" else f"cpu-{args.threads}-threads"] = result
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(stored, indent=1) + "\n")
+    RESULTS.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=1))
 
 

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_one(name, args, cache, Path(tmp) / "runs")
             rows.append(row)
             print(json.dumps(row, indent=1), flush=True)
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     for row in rows:
         key = f"{row['config']}/{row['device']}/{row['amp']}/pairs{row['pairs_per_step']}"
         results[key] = {**row, "host": platform.node(), "cpu_count": __import__("os").cpu_count(),

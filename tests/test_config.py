@@ -8,7 +8,7 @@ from voxssl.errors import ConfigError
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "r.yaml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -61,7 +61,7 @@ def test_btcv_monai_layout_and_duplicate_scans(tmp_path):
     (tmp_path / "dataset_0.json").write_text(json.dumps({
         "training": [{"image": "imagesTr/img0001.nii.gz", "label": "labelsTr/label0001.nii.gz"}],
         "validation": [{"image": "imagesTr/img0035.nii.gz", "label": "labelsTr/label0035.nii.gz"}],
-    }))
+    }), encoding="utf-8")
     cases = by_id(find_cases(source("btcv", tmp_path)))
     assert cases["img0035"].has_label and cases["img0035"].metadata["split"] == "validation"
     assert cases["img0001"].metadata["split"] == "train" and not cases["img0001"].has_label
@@ -90,7 +90,7 @@ def test_amos_modality_rule():
 def test_amos_layout_label_map_and_modality_filter(tmp_path):
     root = tmp_path / "amos22"
     (root).mkdir()
-    (root / "dataset.json").write_text("{}")
+    (root / "dataset.json").write_text("{}", encoding="utf-8")
     for i in (1, 507):
         nifti(root / "imagesTr" / f"amos_{i:04d}.nii.gz")
         nifti(root / "labelsTr" / f"amos_{i:04d}.nii.gz")
@@ -164,7 +164,7 @@ def _msd(root: Path, labels: dict) -> Path:
         "training": [{"image": "./imagesTr/spleen_2.nii.gz", "label": "./labelsTr/spleen_2.nii.gz"},
                      {"image": "./imagesTr/._spleen_2.nii.gz", "label": "./labelsTr/._spleen_2.nii.gz"}],
         "test": ["./imagesTs/spleen_1.nii.gz"],
-    }))
+    }), encoding="utf-8")
     return root
 
 
@@ -198,7 +198,7 @@ def test_nnunet_multichannel(tmp_path):
     (root / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "T1", "1": "T2"}, "file_ending": ".nii.gz", "numTraining": 2,
         "labels": {"background": 0, "liver": 1, "kidney_left": 2, "arota": 3},
-    }))
+    }), encoding="utf-8")
     cases = find_cases(source("nnunet", root))
     assert [c.case_id for c in cases] == ["abd_001", "abd_002"]
     assert cases[0].modality == "mr" and cases[0].label_map == {1: 6, 2: 3, 3: 8}
@@ -239,7 +239,7 @@ def test_nako_manifest_channels(tmp_path):
         for contrast in ("opp", "in", "fat", "water"):
             nifti(tmp_path / subject / f"{contrast}.nii.gz")
             rows.append(f"{subject},{contrast},{subject}/{contrast}.nii.gz")
-    (tmp_path / "manifest.csv").write_text("\n".join(rows[:-1]) + "\n")  # 100002 lacks water
+    (tmp_path / "manifest.csv").write_text("\n".join(rows[:-1]) + "\n", encoding="utf-8")  # 100002 lacks water
     with pytest.raises(DataError, match="100002.*water"):
         find_cases(source("nako", tmp_path))
     cases = find_cases(source("nako", tmp_path, options={"missing": "skip"}))
@@ -249,7 +249,8 @@ def test_nako_manifest_channels(tmp_path):
 
     (tmp_path / "list.yaml").write_text(
         "- {subject: s1, contrast: water, path: 100001/water.nii.gz}\n"
-        "- {subject: s1, contrast: fat, path: 100001/fat.nii.gz}\n"
+        "- {subject: s1, contrast: fat, path: 100001/fat.nii.gz}\n",
+        encoding="utf-8",
     )
     cases = find_cases(source("nako", tmp_path, options={"manifest": "list.yaml", "contrasts": ["fat", "water"]}))
     assert [p.name for p in cases[0].channels] == ["fat.nii.gz", "water.nii.gz"]

@@ -57,7 +57,7 @@ def test_open_cache_lists_cases_and_memory_maps_arrays(tmp_path):
     assert not image.flags.writeable
     assert case.spacing == (1.0, 1.0, 2.0) and case.modality == "ct" and case.annotated is None
     assert index.case("btcv", "img0002").label() is None
-    assert json.loads((case.directory / "meta.json").read_text())["files"]["label"] == "label.npy"
+    assert json.loads((case.directory / "meta.json").read_text(encoding="utf-8"))["files"]["label"] == "label.npy"
 
 
 def test_missing_or_empty_cache_says_to_run_preprocess(tmp_path):
@@ -105,6 +105,6 @@ def test_rewriting_a_case_without_label_removes_the_stale_label_and_temporaries(
 
 
 def test_manifest_of_another_format_version_is_rejected(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99, "cases": {}}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99, "cases": {}}), encoding="utf-8")
     with pytest.raises(DataError, match="format version 99"):
         open_cache(tmp_path)

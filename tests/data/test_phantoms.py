@@ -192,7 +192,7 @@ def test_dataset_files_layout_and_determinism(tmp_path):
         np.testing.assert_allclose(image.header.get_zooms(), spacing)
         np.testing.assert_allclose(image.affine, label.affine)
         assert image.header["sform_code"] == 1
-    meta = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    meta = json.loads((tmp_path / "a" / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 3 and meta["file_ending"] == ".nii.gz"
     assert meta["channel_names"] == {"0": "CT"}
     assert meta["labels"] == {"background": 0, **{name: i for i, name in sorted(PHANTOM_ORGANS.items())}}
@@ -238,7 +238,7 @@ def test_cli_writes_a_dataset(tmp_path):
     args = ["phantoms", str(out), "--n", "2", "--modality", "mr", "--seed", "3", "--shape", "40", "32", "16"]
     result = CliRunner().invoke(_cli(), [*args, "--spacing", "10", "10", "15", "--orientation", "LPS"])
     assert result.exit_code == 0, result.output
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 2 and meta["modality"] == "mr"
     image = nib.load(out / "images" / "phantom_mr_00001.nii.gz")
     assert image.shape == (40, 32, 16) and "".join(nib.aff2axcodes(image.affine)) == "LPS"

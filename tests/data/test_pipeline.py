@@ -55,7 +55,7 @@ def write_recipe(tmp_path: Path, root: Path, **preprocess) -> Path:
         "preprocess": {"ct": {"spacing": [1.5, 1.5, 3.0], **preprocess}},
     }
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
 
 
@@ -97,12 +97,12 @@ def test_interrupted_case_is_redone_and_its_leftovers_cleaned(tmp_path, dataset)
     run(recipe)
     cache = tmp_path / "cache"
     # simulate a kill while case2 was being rewritten: no manifest entry, a temporary file left
-    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest = json.loads((cache / "manifest.json").read_text(encoding="utf-8"))
     del manifest["cases"]["ph/case2"]
-    (cache / "manifest.json").write_text(json.dumps(manifest))
+    (cache / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     leftover = cache / "ph" / "case2" / ".tmp-image-x1y2.npy"
     leftover.write_bytes(b"half")
-    (cache / ".tmp-manifest-zz.json").write_text("{")
+    (cache / ".tmp-manifest-zz.json").write_text("{", encoding="utf-8")
     summary = run(recipe)
     assert summary.processed == ["ph/case2"] and len(summary.skipped) == 2
     assert not leftover.exists() and not list(cache.glob(".tmp-*"))
@@ -188,9 +188,9 @@ def test_empty_folder_and_unknown_key_are_errors(tmp_path):
 
 def test_duplicate_source_names_are_rejected(tmp_path, dataset):
     recipe = write_recipe(tmp_path, dataset)
-    data = yaml.safe_load(recipe.read_text())
+    data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
     data["data"]["sources"].append(dict(data["data"]["sources"][0]))
-    recipe.write_text(yaml.safe_dump(data))
+    recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
     with pytest.raises(ConfigError, match="data.sources.1.name 'ph'"):
         run(recipe)
 

@@ -65,7 +65,7 @@ def test_incomplete_file_is_rejected(tiny_checkpoint, tmp_path):
     save_file(state, str(tmp_path / "weights.safetensors"))
     with pytest.raises(CheckpointError, match="does not match"):
         load_dinov2("small", tmp_path / "weights.safetensors")
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
     with pytest.raises(CheckpointError, match="neither"):
         load_dinov2("small", tmp_path / "notes.txt")
 

@@ -16,7 +16,7 @@ def test_train_eval_segment(phantom_cache, tmp_path):
     from voxssl.cli import app
 
     recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(phantom_cache["data"]))
+    recipe_path.write_text(yaml.safe_dump(phantom_cache["data"]), encoding="utf-8")
     runner = CliRunner()
     result = runner.invoke(app, ["few-shot", "train", str(recipe_path), "--group", "1", "--fold", "0"])
     assert result.exit_code == 0, result.output
@@ -28,8 +28,8 @@ def test_train_eval_segment(phantom_cache, tmp_path):
     result = runner.invoke(app, ["few-shot", "eval", str(recipe_path), "--group", "1", "--fold", "0", "--out", str(out),
                                  "--set", "fewshot.eval.cca=3d"])
     assert result.exit_code == 0, result.output
-    results = json.loads((out / "results.json").read_text())
-    assert "| spleen | liver | mean |" in (out / "results.md").read_text()
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert "| spleen | liver | mean |" in (out / "results.md").read_text(encoding="utf-8")
     scans = results["scans"]
     assert {s["organ"] for s in scans} == {"spleen", "liver"} and {s["case"] for s in scans} == {"p00", "p01"}
     assert all(s["support"] == "p02" for s in scans)  # first scan outside fold 0

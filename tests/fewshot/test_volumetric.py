@@ -50,6 +50,6 @@ def test_frozen_3d_encoder_and_training_free_eval(phantom_cache, tmp_path):
         eval=dataclasses.replace(base.eval, write_predictions=False),
     )
     results = evaluate_protocol(phantom_cache["cache_dir"], config, None, tmp_path / "eval", groups=[1], folds=[0])
-    stored = json.loads((tmp_path / "eval" / "results.json").read_text())
+    stored = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
     assert len(results.scans) == 4 and stored["dice_per_organ"].keys() == {"spleen", "liver"}
     assert all(0.0 <= s.dice <= 1.0 for s in results.scans)

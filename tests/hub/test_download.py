@@ -31,7 +31,7 @@ def test_download_verifies_records_and_reuses_cache(http_server, tmp_path):
     assert dest.read_bytes() == PAYLOAD
     assert record.sha256 == SHA and record.sha256_from == "registry" and record.size == len(PAYLOAD)
     assert not (tmp_path / "cache" / "w.pt.part").exists()
-    assert json.loads((tmp_path / "cache" / "w.pt.json").read_text())["sha256"] == SHA
+    assert json.loads((tmp_path / "cache" / "w.pt.json").read_text(encoding="utf-8"))["sha256"] == SHA
     # cached: no second request
     download_file([http_server.url("/w.pt")], dest, sha256=SHA, progress=False)
     assert len(http_server.requests) == 1

@@ -61,11 +61,11 @@ def test_release_round_trip(backbone_file, tmp_path):
     released, plan = load_backbone(resolve_weights(out))
     for key, value in original.state_dict().items():
         assert torch.equal(value, released.state_dict()[key])
-    card = (out / "README.md").read_text()
+    card = (out / "README.md").read_text(encoding="utf-8")
     assert plan.extra["converted_from"] == "vox2vec" and "CC-BY-4.0" in card and "`window_hu`" in card
     import yaml
 
-    entry = yaml.safe_load((out / "registry-entry.yaml").read_text())[0]
+    entry = yaml.safe_load((out / "registry-entry.yaml").read_text(encoding="utf-8"))[0]
     from voxssl.hub.cache import sha256_of
 
     assert entry["sha256"] == sha256_of(out / "model.safetensors") and entry["format"] == "voxssl"

@@ -39,9 +39,9 @@ models:
 
 def write_registry(folder: Path, urls: list[str], sha256: str | None, extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "card.md").write_text("# tiny\n")
+    (folder / "card.md").write_text("# tiny\n", encoding="utf-8")
     text = ENTRY.format(urls=", ".join(urls), sha256=sha256 or "null") + textwrap.indent(extra, "")
-    (folder / "registry.yaml").write_text(text)
+    (folder / "registry.yaml").write_text(text, encoding="utf-8")
     return folder / "registry.yaml"
 
 
@@ -83,10 +83,10 @@ def test_registry_rejects_bad_values(tmp_path):
     with pytest.raises(RegistryError, match="sha256 must be 64 hex digits"):
         load_registry(path)
     path = write_registry(tmp_path, ["https://example.org/tiny.pt"], None)
-    path.write_text(path.read_text().replace("window_hu", "window"))
+    path.write_text(path.read_text(encoding="utf-8").replace("window_hu", "window"))
     with pytest.raises(RegistryError, match="unknown key 'preprocessing \\(ct\\).window'"):
         load_registry(path)
-    path.write_text(path.read_text().replace("window:", "window_hu:").replace("preset: vox2vec", "preset: unet"))
+    path.write_text(path.read_text(encoding="utf-8").replace("window:", "window_hu:").replace("preset: vox2vec", "preset: unet"))
     with pytest.raises(RegistryError, match="preset"):
         load_registry(path)
     (tmp_path / "card.md").unlink()

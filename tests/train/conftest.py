@@ -83,7 +83,7 @@ def tiny_recipe(phantom_cache, tmp_path):
         data = tiny_recipe_dict(phantom_cache, tmp_path / "runs", **pretrain)
         data["name"] = name
         path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(data))
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
         return path
 
     make.load = lambda path, overrides=(): load_recipe(path, list(overrides))  # type: ignore[attr-defined]

@@ -33,7 +33,7 @@ def test_two_ranks_keep_identical_weights(tiny_recipe, tmp_path):
     assert weights[0].keys() == weights[1].keys() and weights[0]
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0, msg=name)
-    logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    logs = [json.loads((tmp_path / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert logs[0]["losses"] == logs[1]["losses"]  # all-reduced
     assert len(logs[0]["losses"]) == 3
     # Only rank 0 writes the run folder.

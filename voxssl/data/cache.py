@@ -202,7 +202,7 @@ def read_manifest(cache_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return empty_manifest()
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"cache manifest {path} is unreadable ({err}); delete it and run `voxssl preprocess` again") from None
     if manifest.get("format_version") != CACHE_FORMAT_VERSION:

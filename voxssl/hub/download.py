@@ -81,7 +81,7 @@ def read_record(dest: Path) -> DownloadRecord | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         return DownloadRecord(**{f.name: data[f.name] for f in dataclasses.fields(DownloadRecord) if f.name in data})
     except (ValueError, TypeError, KeyError):
         logger.warning("ignoring unreadable download record %s", path)
@@ -404,7 +404,7 @@ def _lock(dest: Path) -> Iterator[None]:
         yield
         return
     lock_path = dest.with_name(dest.name + ".lock")
-    with open(lock_path, "w") as fh:
+    with open(lock_path, "w", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -70,10 +70,10 @@ def export_release(
         plan = read_plan(target)
         digest, size = sha256_of(target), target.stat().st_size
         plan_data = json.loads(plan.to_json())
-        (staging / RELEASE_PLAN).write_text(json.dumps(plan_data, indent=2, sort_keys=True) + "\n")
-        (staging / RELEASE_CARD).write_text(model_card(name, plan_data, digest, size, description, license, citation))
+        (staging / RELEASE_PLAN).write_text(json.dumps(plan_data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (staging / RELEASE_CARD).write_text(model_card(name, plan_data, digest, size, description, license, citation), encoding="utf-8")
         entry = registry_entry(name, plan_data, digest, size, description, license, citation)
-        (staging / RELEASE_REGISTRY_ENTRY).write_text(yaml.safe_dump([entry], sort_keys=False, width=100))
+        (staging / RELEASE_REGISTRY_ENTRY).write_text(yaml.safe_dump([entry], sort_keys=False, width=100), encoding="utf-8")
     return out
 
 

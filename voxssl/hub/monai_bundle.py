@@ -157,10 +157,10 @@ def export_monai_bundle(weights: str | os.PathLike, out: str | os.PathLike, *, n
             (staging / folder).mkdir()
         torch.save({k: v.contiguous() for k, v in network.state_dict().items()}, staging / "models" / "model.pt")
         config = inference_config(plan.architecture, plan.preprocessing, segmentation, roi)
-        (staging / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")
+        (staging / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         metadata = bundle_metadata(name, plan, segmentation, roi, network)
-        (staging / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        (staging / "docs" / "README.md").write_text(_bundle_readme(name, plan, segmentation))
+        (staging / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        (staging / "docs" / "README.md").write_text(_bundle_readme(name, plan, segmentation), encoding="utf-8")
     return out
 
 

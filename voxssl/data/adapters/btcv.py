@@ -81,7 +81,7 @@ def _monai_validation_names(folder: Path) -> set[str]:
     if not path.is_file():
         return set()
     try:
-        entries = json.loads(path.read_text()).get("validation", [])
+        entries = json.loads(path.read_text(encoding="utf-8")).get("validation", [])
         return {Path(entry["image"]).name for entry in entries}
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not the MONAI BTCV split file ({type(err).__name__}: {err})") from None

@@ -44,7 +44,7 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: dataset.json not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON: {err}") from None
     if not isinstance(data, dict):

@@ -111,10 +111,10 @@ def _read_rows(manifest: Path) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) pairs with the three columns, validated."""
     try:
         if manifest.suffix.lower() == ".csv":
-            with manifest.open(newline="") as handle:
+            with manifest.open(newline="", encoding="utf-8") as handle:
                 rows = [(i + 2, row) for i, row in enumerate(csv.DictReader(handle))]
         else:
-            data = yaml.safe_load(manifest.read_text())
+            data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
             if not isinstance(data, list):
                 raise DataError(f"{manifest}: expected a YAML list of {{subject, contrast, path}} mappings")
             rows = [(i + 1, row) for i, row in enumerate(data)]

@@ -91,7 +91,7 @@ def _check_folder(out_dir: Path, modality: str) -> None:
     if not existing.is_file():
         return
     try:
-        previous = json.loads(existing.read_text()).get("modality")
+        previous = json.loads(existing.read_text(encoding="utf-8")).get("modality")
     except (OSError, ValueError) as err:
         raise ConfigError(f"{existing} exists but is not readable JSON; remove it or choose another folder") from err
     if previous is not None and previous != modality:
