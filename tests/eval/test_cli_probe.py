@@ -1,0 +1,103 @@
+"""End to end through the CLI on phantoms: linear-probe -> results -> predict; clear user errors."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from voxssl.cli import main
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code, capsys.readouterr()
+
+
+def _run_ok(argv):
+    main(argv)  # typer in non-standalone mode returns normally on success
+
+
+def test_linear_probe_then_predict(phantom_cache, tmp_path):
+    folder, recipe, _ = phantom_cache
+    _run_ok(["linear-probe", str(recipe), "--weights", "random", "--set", f"output_dir={tmp_path}"])
+    run = tmp_path / "probe"
+    results = json.loads((run / "results.json").read_text(encoding="utf-8"))
+    assert results["protocol"] == "linear-probe" and len(results["cases"]) == 4
+    assert set(results["summary"]["folds"]) == {"fold0", "fold1"}
+    assert set(results["cases"][0]["dice"]) == {"liver", "spleen", "right_kidney", "left_kidney"}
+    splits = json.loads((run / "splits.json").read_text(encoding="utf-8"))
+    tested = sorted(c for f in splits["folds"] for c in f["test"])
+    assert tested == [f"ph{i:03d}" for i in range(4)]
+    assert (run / "results.md").read_text(encoding="utf-8").startswith("# linear-probe")
+    assert (run / "recipe.resolved.yaml").is_file()
+    fold0 = run / "fold0"
+    case = splits["folds"][0]["test"][0]
+    assert (fold0 / "overlays" / f"{case}.png").is_file()
+    prediction = nib.load(str(fold0 / "predictions" / f"{case}.nii.gz"))
+    source = nib.load(str(folder / "phantoms" / "images" / f"{case}.nii.gz"))
+    assert prediction.shape == source.shape
+    np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-5)
+
+    # the split file is reusable: a second run with it gets the same folds
+    _run_ok(["linear-probe", str(recipe), "--weights", "random", "--set", f"output_dir={tmp_path / 'again'}",
+             "--set", f"probe.cv.split_file={run / 'splits.json'}", "--set", "probe.cv.folds=[1]",
+             "--set", "probe.write_predictions=false", "--set", "probe.overlay_slices=0"])
+    again = json.loads((tmp_path / "again" / "probe" / "splits.json").read_text(encoding="utf-8"))
+    assert again["folds"] == splits["folds"]
+
+    # predict on a new scan with the fold model: same grid and affine as the input
+    out = tmp_path / "pred"
+    image = folder / "phantoms" / "images" / "ph003.nii.gz"
+    _run_ok(["predict", "--weights", str(fold0 / "model.safetensors"), str(image), "--out", str(out), "-q"])
+    written = nib.load(str(out / "ph003_seg.nii.gz"))
+    assert written.shape == nib.load(str(image)).shape
+    np.testing.assert_allclose(written.affine, nib.load(str(image)).affine, atol=1e-5)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 3, 6}
+    assert (out / "voxssl_organs.ctbl").read_text(encoding="utf-8").count("\n") == 6
+
+
+def test_weights_of_another_architecture_are_a_clear_error(phantom_cache, tmp_path, capsys):
+    from voxssl.config.model import ModelConfig
+    from voxssl.models.build import build_backbone
+    from voxssl.models.plan import Plan
+    from voxssl.models.weights import save_weights
+
+    _, recipe, _ = phantom_cache
+    other = ModelConfig(preset="hierarchical", base_channels=8, num_levels=3, projection_channels=4)
+    weights = save_weights(tmp_path / "other.safetensors", build_backbone(other).state_dict(), Plan.for_model(other))
+    code, captured = _run(["linear-probe", str(recipe), "--weights", str(weights), "--set", f"output_dir={tmp_path}"], capsys)
+    assert code == 1
+    assert "error:" in captured.err and "architecture.base_channels" in captured.err and str(weights) in captured.err
+
+    # backbone weights are not a segmentation model: predict says so
+    code, captured = _run(["predict", "--weights", str(weights), str(recipe), "--out", str(tmp_path / "p")], capsys)
+    assert code == 1 and "segmentation head" in captured.err
+
+
+def test_classes_outside_vocabulary_or_unannotated_are_clear_errors(phantom_cache, tmp_path, capsys):
+    _, recipe, _ = phantom_cache
+    code, captured = _run(["linear-probe", str(recipe), "--weights", "random", "--set", "probe.classes=[liver, kidneys]"], capsys)
+    assert code == 1 and "probe" in captured.err and "kidneys" in captured.err
+    code, captured = _run(["linear-probe", str(recipe), "--weights", "random", "--set", "probe.classes=[liver, 42]"], capsys)
+    assert code == 1 and "42" in captured.err
+    code, captured = _run(
+        ["linear-probe", str(recipe), "--weights", "random", "--set", "probe.classes=[liver, esophagus]",
+         "--set", f"output_dir={tmp_path}"], capsys)
+    assert code == 1 and "esophagus (5)" in captured.err and "annotated in none" in captured.err
+
+
+def test_label_ids_outside_vocabulary_are_rejected():
+    from voxssl.errors import DataError
+    from voxssl.eval.sampling import remap_label
+
+    label = np.zeros((4, 4, 4), np.uint8)
+    label[0, 0, 0], label[1, 1, 1], label[2, 2, 2] = 6, 255, 77
+    with pytest.raises(DataError, match=r"case x: label ids \[77\]"):
+        remap_label(label, [6], where="case x")
+    label[2, 2, 2] = 1  # a canonical organ that is not a recipe class becomes background
+    remapped = remap_label(label, [6], where="case x")
+    assert remapped[0, 0, 0] == 1 and remapped[1, 1, 1] == 255 and remapped[2, 2, 2] == 0

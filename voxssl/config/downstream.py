@@ -1,0 +1,198 @@
+"""Recipe sections ``probe`` (linear / non-linear probe on a frozen backbone) and ``finetune``.
+
+Defaults are the published protocols (seed 004 "hierarchical dense SSL" and vox2vec):
+45K steps, batch 7, Adam 3e-4, patches 128x128x32 with half of them centred on foreground,
+sigmoid BCE + soft Dice restricted to the body, sliding window with overlap 0.5 and Gaussian
+blending, threshold 0.5. Fine-tuning freezes the backbone for 15K steps, then ramps its learning
+rate exponentially up to the head's over 1,200 steps. Every number lives here or in a recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from voxssl.errors import ConfigError
+
+#: The 13 BTCV organs, in BTCV id order (canonical ids 1-13).
+BTCV_CLASSES = [
+    "spleen",
+    "right_kidney",
+    "left_kidney",
+    "gallbladder",
+    "esophagus",
+    "liver",
+    "stomach",
+    "aorta",
+    "inferior_vena_cava",
+    "portal_splenic_vein",
+    "pancreas",
+    "right_adrenal_gland",
+    "left_adrenal_gland",
+]
+
+CVScheme = Literal["btcv3", "btcv5", "amos_mri5", "kfold", "holdout"]
+
+
+@dataclass
+class HeadConfig:
+    """The segmentation head on the backbone's feature pyramid.
+
+    ``linear``: vox2vec's FPNLinearHead, per level a 1x1x1 conv to the classes (bias on level 0
+    only), upsampled to full resolution and summed: a linear map of the voxel embedding.
+    ``nonlinear``: a coarse-to-fine decoder of 1x1x1 residual blocks of width ``hidden_channels``.
+    """
+
+    kind: Literal["linear", "nonlinear"] = "linear"
+    hidden_channels: int = 128  # nonlinear only
+    blocks_per_level: int = 1  # nonlinear only: residual blocks after each merge
+
+    def __post_init__(self) -> None:
+        if self.hidden_channels < 1 or self.blocks_per_level < 0:
+            raise ValueError("head.hidden_channels must be >= 1 and head.blocks_per_level >= 0")
+
+
+@dataclass
+class CrossValidationConfig:
+    """Which cases train and which test.
+
+    ``btcv3`` (seed 004) / ``btcv5`` (vox2vec) / ``amos_mri5`` fix k; ``kfold`` uses ``k``;
+    ``holdout`` trains on every case and tests on ``test_cases``. Fold assignment is a seeded
+    permutation of the sorted case ids (the same as scikit-learn's ``KFold(shuffle=True,
+    random_state=seed)``), so it is reproducible across machines. ``split_file`` reuses a
+    ``splits.json`` written by an earlier run instead.
+    """
+
+    scheme: CVScheme = "kfold"
+    k: int = 5
+    seed: int = 42
+    folds: Optional[list[int]] = None  # run only these folds (None: all)
+    split_file: Optional[Path] = None
+    test_cases: list[str] = field(default_factory=list)  # holdout only
+    #: low-data experiments: train on the first n cases of a seeded permutation of each fold's
+    #: training cases (nested: the 4 are among the 8). "all" = the whole training fold.
+    n_train: list[Union[int, Literal["all"]]] = field(default_factory=lambda: ["all"])
+    val_fraction: float = 0.0  # training cases held out for validation Dice during training
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ValueError("cv.k must be >= 2")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("cv.val_fraction must be in [0, 1)")
+        for n in self.n_train:
+            if n != "all" and n < 1:
+                raise ValueError(f"cv.n_train entries must be >= 1 or 'all', got {n}")
+
+    @property
+    def num_folds(self) -> int:
+        return {"btcv3": 3, "btcv5": 5, "amos_mri5": 5, "holdout": 1}.get(self.scheme, self.k)
+
+
+@dataclass
+class DownstreamConfig:
+    """Everything the probe and fine-tuning share: data, sampling, loss, inference, metrics."""
+
+    # -- what to segment
+    classes: list[Union[int, str]] = field(default_factory=lambda: list(BTCV_CLASSES))
+    source: Optional[str] = None  # cache source (data.sources[].name) with the labels; None: all
+    head: HeadConfig = field(default_factory=HeadConfig)
+    # -- training
+    patch_size: tuple[int, int, int] = (128, 128, 32)
+    batch_size: int = 7
+    steps: int = 45_000
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    foreground_fraction: float = 0.5  # patches centred on a voxel of a (random) target class
+    loss: Literal["bce", "ce"] = "bce"  # sigmoid BCE per class, or softmax CE with background
+    dice_weight: float = 1.0  # + soft Dice (MONAI MaskedDiceLoss); 0 disables it
+    body_restricted_loss: bool = True  # vox2vec: the loss only counts voxels inside the body mask
+    grad_clip: float = 0.0  # 0: no clipping
+    amp: bool = True  # bf16 autocast, on GPU only (never on CPU)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = 50
+    val_every: int = 0  # validation Dice on the cv.val_fraction cases every N steps (0: never)
+    tensorboard: bool = False
+    # -- inference and metrics
+    sw_roi_size: Optional[tuple[int, int, int]] = None  # inference window; None: patch_size
+    sw_overlap: float = 0.5
+    sw_mode: Literal["gaussian", "constant"] = "gaussian"
+    sw_batch_size: int = 2
+    threshold: float = 0.5  # bce: a voxel is foreground where the best class' probability >= this
+    hd95: bool = False
+    write_predictions: bool = True  # NIfTI in the original geometry of each test case
+    overlay_slices: int = 3  # axial slices per case in the PNG overlay; 0 disables
+    cv: CrossValidationConfig = field(default_factory=CrossValidationConfig)
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ValueError("classes must list at least one organ")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise ValueError("foreground_fraction must be in [0, 1]")
+        if not 0.0 <= self.sw_overlap < 1.0:
+            raise ValueError("sw_overlap must be in [0, 1)")
+        if min(self.patch_size) < 1 or self.batch_size < 1 or self.steps < 0 or self.lr <= 0:
+            raise ValueError("patch_size, batch_size and lr must be positive, steps >= 0")
+        try:  # validate names / ids early; from_dict adds the recipe file and section
+            self.class_ids()
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+
+    @property
+    def inference_roi(self) -> tuple[int, int, int]:
+        """Sliding-window size: ``sw_roi_size``, or the training patch. The FPN is fully
+        convolutional, so a larger window than the training patch is valid and much faster on CPU."""
+        return tuple(self.sw_roi_size) if self.sw_roi_size is not None else tuple(self.patch_size)  # type: ignore[return-value]
+
+    def class_ids(self) -> list[int]:
+        """Canonical ids of ``classes``; output channel c of the head is ``class_ids()[c]``."""
+        from voxssl.data.vocabulary import ORGANS, organ_id
+
+        ids = []
+        for entry in self.classes:
+            if isinstance(entry, int):
+                if entry not in ORGANS:
+                    raise ConfigError(f"classes: {entry} is not a canonical organ id (1-{max(ORGANS)})")
+                ids.append(entry)
+            else:
+                try:
+                    ids.append(organ_id(entry))
+                except KeyError as err:
+                    raise ConfigError(f"classes: {err.args[0]}") from None
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"classes: an organ is listed twice ({self.classes})")
+        return ids
+
+
+@dataclass
+class ProbeConfig(DownstreamConfig):
+    """``voxssl linear-probe``: a head trained on a frozen backbone (kept in eval mode)."""
+
+
+@dataclass
+class FinetuneConfig(DownstreamConfig):
+    """``voxssl fine-tune``: head + backbone; backbone frozen for ``frozen_steps``, then its lr
+    ramps exponentially from ``backbone_lr_start`` to ``lr`` over ``ramp_steps``."""
+
+    head: HeadConfig = field(default_factory=lambda: HeadConfig(kind="nonlinear"))
+    frozen_steps: int = 15_000
+    ramp_steps: int = 1_200
+    backbone_lr_start: float = 3e-7  # the paper's start value is lost in the text; 1/1000 of lr
+    from_scratch: bool = False  # random initialisation, same budget (the baseline)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.frozen_steps < 0 or self.ramp_steps < 0:
+            raise ValueError("frozen_steps and ramp_steps must be >= 0")
+        if not 0 < self.backbone_lr_start <= self.lr:
+            raise ValueError("backbone_lr_start must be in (0, lr]")
+
+
+__all__ = [
+    "BTCV_CLASSES",
+    "HeadConfig",
+    "CrossValidationConfig",
+    "DownstreamConfig",
+    "ProbeConfig",
+    "FinetuneConfig",
+]

@@ -1,0 +1,123 @@
+"""Segmentation heads on a feature pyramid.
+
+Shapes: the pyramid is a list of L tensors, level i of shape (B, C_i, X_i, Y_i, Z_i) with
+X_i = ceil(X / 2^i) (max-pooling in ceil mode), level 0 at the input resolution. A voxel v of the
+input reads level i at v // 2^i ("select from pyramid"), i.e. nearest-neighbour upsampling by 2^i
+followed by a crop to (X, Y, Z).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def upsample_to(x: torch.Tensor, level: int, size: Sequence[int]) -> torch.Tensor:
+    """Nearest upsampling of a level-``level`` map by 2^level, cropped to ``size`` (X, Y, Z)."""
+    if level == 0:
+        return x[..., : size[0], : size[1], : size[2]]
+    factor = 2**level
+    for dim in (2, 3, 4):
+        x = x.repeat_interleave(factor, dim=dim)
+    return x[..., : size[0], : size[1], : size[2]]
+
+
+class FPNLinearHead(nn.Module):
+    """vox2vec's linear probe (seed 004: "Each pyramid level is separately fed to a dedicated
+    convolutional layer with kernel size 1 which maps the number of channels to the number of
+    classes. Subsequently, all the outputs are up-sampled to the full resolution and summed up.").
+
+    Only level 0 has a bias (the others would add constants to the same logits). The sum is exactly
+    ``W @ concat_i(upsample(level_i)) + b``: a linear map of the concatenated voxel embedding.
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        self.in_channels = list(in_channels)
+        self.num_classes = num_classes
+        self.level_convs = nn.ModuleList(
+            nn.Conv3d(c, num_classes, kernel_size=1, bias=(i == 0)) for i, c in enumerate(self.in_channels)
+        )
+
+    def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
+        _check_pyramid(pyramid, self.in_channels)
+        size = pyramid[0].shape[2:]
+        logits = self.level_convs[0](pyramid[0])
+        for level in range(1, len(pyramid)):
+            # conv before upsampling: identical result (1x1x1 conv commutes with nearest), 8^i cheaper
+            logits = logits + upsample_to(self.level_convs[level](pyramid[level]), level, size)
+        return logits
+
+    def as_linear_map(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) with W (num_classes, sum C_i) acting on the concatenated embedding."""
+        weight = torch.cat([conv.weight.flatten(1) for conv in self.level_convs], dim=1)
+        return weight, self.level_convs[0].bias
+
+
+class PointwiseResidualBlock(nn.Module):
+    """Pre-activation residual block of 1x1x1 convs: x + conv(relu(bn(conv(relu(bn(x))))))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.BatchNorm3d(channels),
+            nn.ReLU(inplace=False),
+            nn.Conv3d(channels, channels, kernel_size=1),
+            nn.BatchNorm3d(channels),
+            nn.ReLU(inplace=False),
+            nn.Conv3d(channels, channels, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layers(x)
+
+
+class FPNNonLinearHead(nn.Module):
+    """Non-linear head: a coarse-to-fine decoder of 1x1x1 residual blocks.
+
+    Each level is projected to ``hidden`` channels; starting from the coarsest, the running map is
+    upsampled x2, added to the next finer projection and passed through ``blocks_per_level``
+    residual blocks; a final BN-ReLU-1x1x1 conv gives the logits at full resolution. No spatial
+    kernels: every voxel is still classified from its own pyramid embedding only.
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1):
+        super().__init__()
+        self.in_channels = list(in_channels)
+        self.num_classes = num_classes
+        self.projections = nn.ModuleList(nn.Conv3d(c, hidden, kernel_size=1) for c in self.in_channels)
+        self.merge_blocks = nn.ModuleList(
+            nn.Sequential(*(PointwiseResidualBlock(hidden) for _ in range(blocks_per_level)))
+            for _ in self.in_channels
+        )
+        self.classifier = nn.Sequential(
+            nn.BatchNorm3d(hidden), nn.ReLU(inplace=False), nn.Conv3d(hidden, num_classes, kernel_size=1)
+        )
+
+    def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
+        _check_pyramid(pyramid, self.in_channels)
+        x = self.merge_blocks[-1](self.projections[-1](pyramid[-1]))
+        for level in range(len(pyramid) - 2, -1, -1):
+            x = upsample_to(x, 1, pyramid[level].shape[2:]) + self.projections[level](pyramid[level])
+            x = self.merge_blocks[level](x)
+        return self.classifier(x)
+
+
+def build_head(kind: str, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1) -> nn.Module:
+    """The head named by a recipe's ``head.kind``."""
+    if kind == "linear":
+        return FPNLinearHead(in_channels, num_classes)
+    if kind == "nonlinear":
+        return FPNNonLinearHead(in_channels, num_classes, hidden=hidden, blocks_per_level=blocks_per_level)
+    raise ValueError(f"unknown head kind {kind!r} (linear | nonlinear)")
+
+
+def _check_pyramid(pyramid: Sequence[torch.Tensor], in_channels: list[int]) -> None:
+    got = [p.shape[1] for p in pyramid]
+    if got != in_channels:
+        raise ValueError(f"head expects pyramid channels {in_channels}, got {got}")
+
+
+__all__ = ["FPNLinearHead", "FPNNonLinearHead", "PointwiseResidualBlock", "build_head", "upsample_to"]

@@ -1,0 +1,296 @@
+"""The downstream protocol: folds x low-data subsets -> train a head (and backbone) -> score.
+
+``run_downstream`` is what ``voxssl linear-probe`` and ``voxssl fine-tune`` call. Per fold it starts
+from the same initial backbone, trains, predicts every test case with a sliding window, scores Dice
+(and HD95) in the cached (resampled) space as vox2vec does, writes a PNG overlay and the prediction
+in the original geometry of the scan, and saves the trained model (``model.safetensors``, usable by
+``voxssl predict``). Run folder layout::
+
+    run_dir/recipe.resolved.yaml   run_dir/splits.json
+    run_dir/results.{json,csv,md}  run_dir/<fold>/{model.safetensors,history.json}
+    run_dir/<fold>/predictions/<case>.nii.gz   run_dir/<fold>/overlays/<case>.png
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
+from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
+from voxssl.data.vocabulary import organ_name
+from voxssl.errors import CheckpointError, ConfigError, DataError
+from voxssl.eval.folds import Fold, Splits, load_splits, low_data_subset, make_splits, save_splits
+from voxssl.eval.metrics import CaseScores, score_case
+from voxssl.utils.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["linear-probe", "fine-tune"]
+
+#: ``--weights random``: the recipe's architecture, randomly initialised (the baseline).
+RANDOM_INIT = "random"
+
+
+@dataclass
+class InitialBackbone:
+    """The backbone every fold starts from, and the plan to save with the trained models."""
+
+    backbone: nn.Module
+    plan: Any  # voxssl.models.plan.Plan
+    description: str
+
+
+def resolve_weights_path(spec: str, in_channels: int | None = None) -> Path:
+    """A voxssl weights file from ``--weights``: a file, a run folder or a released model name
+    (``voxssl.hub.resolve``, which also converts foreign checkpoints)."""
+    try:
+        from voxssl.hub.resolve import resolve_weights
+    except ImportError:  # a build without the hub: plain files only
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"--weights: {spec} is not a file") from None
+        return path
+    return Path(resolve_weights(spec, in_channels=in_channels))
+
+
+def initial_backbone(recipe: Recipe, weights: str, modality: str, in_channels: int, seed: int) -> InitialBackbone:
+    """Load pretrained weights (checked against the data and the recipe), or build a random one."""
+    from voxssl.config.model import ModelConfig, model_config_to_dict
+    from voxssl.models.build import build_backbone
+    from voxssl.models.plan import Plan, preprocessing_plan
+
+    preprocessing = preprocessing_plan(modality, recipe.preprocess, in_channels)
+    if weights == RANDOM_INIT:
+        config = recipe.model if recipe.model is not None else ModelConfig(in_channels=in_channels)
+        if config.in_channels != in_channels:
+            raise ConfigError(f"{recipe.source_file}: model.in_channels is {config.in_channels}, the images have {in_channels}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            backbone = build_backbone(config)
+        plan = Plan.for_model(config, preprocessing, recipe_to_dict(recipe), extra={"init": "random", "seed": seed})
+        return InitialBackbone(backbone, plan, f"random init ({config.preset}, seed {seed})")
+
+    from voxssl.models.weights import load_backbone
+
+    path = resolve_weights_path(weights, in_channels=in_channels)
+    expect: dict[str, Any] = {"architecture.in_channels": in_channels}
+    if recipe.model is not None:  # the recipe names an architecture: the weights must be that one
+        expect["architecture"] = model_config_to_dict(recipe.model)
+    backbone, plan = load_backbone(path, expect=expect)
+    planned = plan.preprocessing.get("modality")
+    if planned and planned != modality:
+        raise CheckpointError(f"{path}: the weights were trained on {planned} images, the recipe's cases are {modality}")
+    planned_spacing = plan.preprocessing.get("spacing")
+    if planned_spacing and not np.allclose(planned_spacing, preprocessing["spacing"], rtol=1e-4):
+        log.warning("%s was pretrained at spacing %s mm, the data are at %s mm", path, planned_spacing, preprocessing["spacing"])
+    plan = Plan(
+        architecture=plan.architecture,
+        preprocessing=preprocessing,
+        recipe=recipe_to_dict(recipe),
+        kind="backbone",
+        extra={**plan.extra, "init": str(path)},
+    )
+    return InitialBackbone(backbone, plan, str(path))
+
+
+def _labelled_cases(recipe: Recipe, cfg: DownstreamConfig) -> list:
+    from voxssl.data.cache import open_cache
+
+    cases = open_cache(recipe.data.cache_dir).cases(source=cfg.source, labelled=True)
+    if not cases:
+        raise DataError(f"cache {recipe.data.cache_dir} has no labelled case (source {cfg.source or 'any'})")
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{recipe.source_file}: case ids repeat across sources; set probe.source to one source")
+    modalities = {c.modality for c in cases}
+    if len(modalities) != 1:
+        raise ConfigError(f"{recipe.source_file}: labelled cases mix modalities {sorted(modalities)}; set 'source'")
+    return cases
+
+
+def check_classes(cases: list, class_ids: list[int], source: str, section: str) -> None:
+    """Every recipe class must be annotated somewhere; unknown label ids are reported."""
+    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
+
+    present: set[int] = set()
+    for case in cases:
+        ids = case.meta.get("label_classes")
+        if ids is None:
+            ids = np.unique(case.label()).tolist()
+        unknown = [i for i in ids if i not in ORGANS and i not in (0, IGNORE_INDEX)]
+        if unknown:
+            raise DataError(f"case {case.key}: label ids {unknown} are outside the canonical vocabulary")
+        present.update(int(i) for i in ids)
+    absent = [c for c in class_ids if c not in present]
+    if absent:
+        names = ", ".join(f"{organ_name(c)} ({c})" for c in absent)
+        raise ConfigError(f"{source}: {section}.classes lists {names}, annotated in none of the {len(cases)} labelled cases")
+
+
+def build_splits(cfg: DownstreamConfig, case_ids: list[str], run_dir: Path) -> Splits:
+    cv = cfg.cv
+    if cv.split_file is not None:
+        splits = load_splits(cv.split_file, case_ids)
+    else:
+        splits = make_splits(case_ids, cv.scheme, k=cv.k, seed=cv.seed, val_fraction=cv.val_fraction, test_cases=cv.test_cases)
+    save_splits(splits, run_dir / "splits.json")
+    return splits
+
+
+def selected_folds(cfg: DownstreamConfig, splits: Splits) -> list[Fold]:
+    folds = [f for f in splits.folds if cfg.cv.folds is None or f.index in cfg.cv.folds]
+    if not folds:
+        raise ConfigError(f"cv.folds {cfg.cv.folds} selects none of folds 0..{len(splits.folds) - 1}")
+    return [low_data_subset(f, n, cfg.cv.seed) for f in folds for n in cfg.cv.n_train]
+
+
+def run_downstream(
+    recipe: Recipe,
+    cfg: DownstreamConfig,
+    weights: str,
+    protocol: Protocol,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run a protocol over every selected fold; returns the summary written to results.json."""
+    from voxssl.eval.report import summarize, write_report
+    from voxssl.eval.train import resolve_device
+
+    run_dir = recipe.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(recipe, run_dir)
+    section = "probe" if protocol == "linear-probe" else "finetune"
+    class_ids = cfg.class_ids()
+    cases = _labelled_cases(recipe, cfg)
+    check_classes(cases, class_ids, recipe.source_file, section)
+    by_id = {c.case_id: c for c in cases}
+    splits = build_splits(cfg, sorted(by_id), run_dir)
+    device = resolve_device(cfg.device)
+    in_channels = cases[0].num_channels
+    from_scratch = isinstance(cfg, FinetuneConfig) and cfg.from_scratch
+    init = initial_backbone(recipe, RANDOM_INIT if from_scratch else weights, cases[0].modality, in_channels, recipe.seed)
+    log.info("%s on %d labelled cases, %s, backbone: %s, device %s", protocol, len(cases), splits.scheme, init.description, device)
+
+    results: dict[str, list[CaseScores]] = {}
+    for fold in selected_folds(cfg, splits):
+        results[fold.name] = run_fold(recipe, cfg, protocol, fold, by_id, init, class_ids, device, run_dir / fold.name)
+        log.info("%s: mean Dice %.3f", fold.name, np.nanmean([s.mean_dice() for s in results[fold.name]]))
+    extra = {
+        "protocol": protocol,
+        "weights": init.description,
+        "from_scratch": from_scratch,
+        "scheme": splits.scheme,
+        "steps": cfg.steps,
+        "head": cfg.head.kind,
+    }
+    write_report(run_dir, results, class_ids, title=f"{protocol}: {recipe.name}", extra=extra)
+    return summarize(results, class_ids)
+
+
+def run_fold(
+    recipe: Recipe,
+    cfg: DownstreamConfig,
+    protocol: Protocol,
+    fold: Fold,
+    by_id: dict,
+    init: InitialBackbone,
+    class_ids: list[int],
+    device: torch.device,
+    fold_dir: Path,
+) -> list[CaseScores]:
+    """Train on ``fold.train``, save the model, score and write every ``fold.test`` case."""
+    from voxssl.eval.heads import build_head
+    from voxssl.eval.loss import output_channels
+    from voxssl.eval.model import SegmentationModel
+    from voxssl.eval.sampling import PatchSampler, labelled_volume
+    from voxssl.eval.seg_weights import save_segmentation_weights
+    from voxssl.eval.train import BackboneSchedule, train_segmentation
+
+    seed_sequence = [recipe.seed, fold.index, 0 if fold.n_train == "all" else int(fold.n_train)]
+    rng = np.random.default_rng(seed_sequence)
+    volumes = [
+        labelled_volume(c.case_id, c.image(), c.label(), c.body_mask(), class_ids, c.annotated, rng)
+        for c in (by_id[i] for i in fold.train)
+    ]
+    sampler = PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
+    backbone = copy.deepcopy(init.backbone)
+    in_channels = list(getattr(backbone, "level_channels"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence(seed_sequence).generate_state(1)[0]))
+        head = build_head(cfg.head.kind, in_channels, output_channels(cfg.loss, len(class_ids)), cfg.head.hidden_channels, cfg.head.blocks_per_level)
+    model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
+    schedule = BackboneSchedule.from_config(cfg) if isinstance(cfg, FinetuneConfig) else None
+
+    def validate(step: int) -> dict[str, float]:
+        scores = [evaluate_case(model, by_id[i], cfg, class_ids, device)[0] for i in fold.val]
+        return {"mean_dice": float(np.nanmean([s.mean_dice() for s in scores]))}
+
+    history = train_segmentation(
+        model, sampler, cfg, device, schedule=schedule, description=f"{protocol} {fold.name}",
+        tensorboard_dir=fold_dir / "tensorboard", validate=validate if fold.val else None, val_every=cfg.val_every,
+    )
+    atomic_write_text(fold_dir / "history.json", json.dumps(history, indent=1) + "\n")
+    spec = segmentation_spec(cfg, class_ids, in_channels)
+    save_segmentation_weights(fold_dir / "model.safetensors", model.cpu(), spec, init.plan)
+    model.to(device)
+    return [write_case_outputs(model, by_id[i], cfg, class_ids, device, fold_dir) for i in fold.test]
+
+
+def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: list[int]):
+    from voxssl.eval.seg_weights import SegmentationSpec
+
+    return SegmentationSpec(
+        classes=list(class_ids),
+        head_kind=cfg.head.kind,
+        head_in_channels=list(in_channels),
+        head_hidden=cfg.head.hidden_channels,
+        head_blocks_per_level=cfg.head.blocks_per_level,
+        loss=cfg.loss,
+        threshold=cfg.threshold,
+        sw_roi_size=list(cfg.inference_roi),
+        sw_overlap=cfg.sw_overlap,
+        sw_mode=cfg.sw_mode,
+        body_restricted=cfg.body_restricted_loss,
+    )
+
+
+def evaluate_case(model, case, cfg: DownstreamConfig, class_ids: list[int], device) -> tuple[CaseScores, torch.Tensor, np.ndarray]:
+    """Scores, probabilities and label of one cached case, on the cached grid."""
+    from voxssl.eval.inference import predict_probabilities, probabilities_to_label, restrict_to_body
+
+    probs = predict_probabilities(
+        model, np.asarray(case.image(), dtype=np.float32), cfg.inference_roi, cfg.sw_overlap, cfg.sw_mode,
+        cfg.sw_batch_size, device, cfg.amp,
+    )
+    if cfg.body_restricted_loss:
+        probs = restrict_to_body(probs, case.body_mask(), cfg.loss)
+    label = probabilities_to_label(probs, class_ids, cfg.loss, cfg.threshold)
+    scores = score_case(
+        case.case_id, label, np.asarray(case.label()), class_ids, spacing=case.spacing, annotated=case.annotated, hd95=cfg.hd95
+    )
+    return scores, probs, label
+
+
+def write_case_outputs(model, case, cfg: DownstreamConfig, class_ids: list[int], device, fold_dir: Path) -> CaseScores:
+    from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
+    from voxssl.eval.overlay import write_overlay
+
+    scores, probs, label = evaluate_case(model, case, cfg, class_ids, device)
+    if cfg.overlay_slices > 0:
+        write_overlay(fold_dir / "overlays" / f"{case.case_id}.png", np.asarray(case.image()), label, np.asarray(case.label()), cfg.overlay_slices)
+    if cfg.write_predictions:
+        original, affine = label_in_original_geometry(probs, case.meta, class_ids, cfg.loss, cfg.threshold)
+        write_label_nifti(fold_dir / "predictions" / f"{case.case_id}.nii.gz", original, affine)
+    log.info("%s: mean Dice %.3f", case.case_id, scores.mean_dice())
+    return scores
+
+
+__all__ = ["run_downstream", "run_fold", "initial_backbone", "resolve_weights_path", "evaluate_case", "RANDOM_INIT", "check_classes"]

@@ -1,0 +1,142 @@
+"""The downstream training loop (probe and fine-tune), read top to bottom.
+
+Adam over two parameter groups: the head at ``cfg.lr``; the backbone (fine-tuning only) at the
+rate of :func:`voxssl.eval.schedule.backbone_lr` for the current step, frozen (and in eval mode)
+until ``frozen_steps``. bf16 autocast is used on CUDA only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
+from voxssl.eval.loss import SegmentationLoss
+from voxssl.eval.model import SegmentationModel
+from voxssl.eval.sampling import PatchSampler
+from voxssl.eval.schedule import backbone_lr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackboneSchedule:
+    frozen_steps: int
+    ramp_steps: int
+    lr_start: float
+    lr: float
+
+    @classmethod
+    def from_config(cls, cfg: FinetuneConfig) -> BackboneSchedule:
+        if cfg.from_scratch:  # a randomly initialised backbone trains from step 0 at the full rate
+            return cls(0, 0, cfg.lr, cfg.lr)
+        return cls(cfg.frozen_steps, cfg.ramp_steps, cfg.backbone_lr_start, cfg.lr)
+
+    def lr_at(self, step: int) -> float:
+        return backbone_lr(step, self.frozen_steps, self.ramp_steps, self.lr_start, self.lr)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from voxssl.errors import ConfigError
+
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; a no-op on CPU (bf16 on CPU is ~100x slower)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def train_segmentation(
+    model: SegmentationModel,
+    sampler: PatchSampler,
+    cfg: DownstreamConfig,
+    device: torch.device,
+    schedule: BackboneSchedule | None = None,
+    description: str = "train",
+    tensorboard_dir: Path | None = None,
+    validate: Callable[[int], dict[str, float]] | None = None,
+    val_every: int = 0,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``cfg.steps`` steps; returns the logged history (step, loss, lrs)."""
+    from tqdm.auto import tqdm
+
+    model.to(device)
+    criterion = SegmentationLoss(cfg.loss, cfg.dice_weight)
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr, "name": "head"}]
+    if schedule is not None:
+        backbone_params = [p for p in model.backbone.parameters() if p.is_floating_point()]
+        groups.append({"params": backbone_params, "lr": 0.0, "name": "backbone"})
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    writer = _tensorboard(tensorboard_dir) if cfg.tensorboard and tensorboard_dir else None
+    history: list[dict[str, float]] = []
+    model.train()
+    running, started = 0.0, time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc=description, unit="step", dynamic_ncols=True, leave=False)
+    for step in bar:
+        if schedule is not None:
+            lr_backbone = schedule.lr_at(step)
+            if (lr_backbone > 0) != model.backbone_trainable:
+                model.set_backbone_trainable(lr_backbone > 0)
+                model.train()
+                log.info("%s: backbone %s at step %d", description, "unfrozen" if lr_backbone > 0 else "frozen", step)
+            optimizer.param_groups[1]["lr"] = lr_backbone
+        batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sampler.batch(cfg.batch_size).items()}
+        voxel_mask = batch["body"] if cfg.body_restricted_loss else torch.ones_like(batch["body"])
+        with autocast(device, cfg.amp):
+            logits = model(batch["image"])
+        loss = criterion(logits.float(), batch["target"], voxel_mask, batch["annotated"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{description}: loss is {value} at step {step}")
+        running += value
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            count = (step % cfg.log_every) + 1
+            entry = {"step": step + 1, "loss": running / count, "lr_head": cfg.lr}
+            if schedule is not None:
+                entry["lr_backbone"] = optimizer.param_groups[1]["lr"]
+            entry["seconds"] = time.perf_counter() - started
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            log.debug("%s %s", description, entry)
+            if writer is not None:
+                for key, val in entry.items():
+                    if key != "step":
+                        writer.add_scalar(f"train/{key}", val, step + 1)
+            running = 0.0
+        if validate is not None and val_every > 0 and (step + 1) % val_every == 0:
+            scores = validate(step + 1)
+            model.train()
+            log.info("%s step %d validation %s", description, step + 1, scores)
+            if writer is not None:
+                for key, val in scores.items():
+                    writer.add_scalar(f"val/{key}", val, step + 1)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    model.eval()
+    return history
+
+
+def _tensorboard(path: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(path))
+
+
+__all__ = ["BackboneSchedule", "train_segmentation", "resolve_device", "autocast"]
