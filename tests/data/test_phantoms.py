@@ -154,14 +154,14 @@ def test_left_right_anatomy_in_world_coordinates(orientation, tmp_path, ct_phant
     assert "".join(nib.aff2axcodes(label.affine)) == orientation
     c = world_centroids(label)
     organ = {name: c[ORGAN_IDS[name]] for name in PHANTOM_ORGANS.values()}
-    x, y = 0, 1  # RAS: +x = patient left, +y = anterior
-    assert organ["liver"][x] < organ["spleen"][x]
-    assert organ["right_kidney"][x] < organ["vertebrae"][x] < organ["left_kidney"][x]
-    assert organ["inferior_vena_cava"][x] < organ["aorta"][x]
-    assert organ["aorta"][x] > organ["vertebrae"][x] and organ["aorta"][y] > organ["vertebrae"][y]
+    x, y = 0, 1  # RAS: +x = patient right, +y = anterior
+    assert organ["liver"][x] > organ["spleen"][x]
+    assert organ["right_kidney"][x] > organ["vertebrae"][x] > organ["left_kidney"][x]
+    assert organ["inferior_vena_cava"][x] > organ["aorta"][x]
+    assert organ["aorta"][x] < organ["vertebrae"][x] and organ["aorta"][y] > organ["vertebrae"][y]
     assert organ["right_kidney"][y] < organ["aorta"][y] and organ["left_kidney"][y] < organ["aorta"][y]
     assert organ["vertebrae"][y] < organ["liver"][y] and organ["vertebrae"][y] < organ["stomach"][y]
-    assert organ["gallbladder"][x] < organ["vertebrae"][x] and organ["gallbladder"][2] < organ["liver"][2]
+    assert organ["gallbladder"][x] > organ["vertebrae"][x] and organ["gallbladder"][2] < organ["liver"][2]
     # back to RAS through the affine gives the generator's arrays exactly
     canonical = nib.as_closest_canonical(nib.load(image_path))
     np.testing.assert_array_equal(np.asarray(nib.as_closest_canonical(label).dataobj), phantom.label)

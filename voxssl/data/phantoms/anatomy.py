@@ -5,7 +5,7 @@ coarse grid. Structures are painted in list order, later ones over earlier ones,
 encodes anatomical precedence (vessels over pancreas over fat ...). Appearance-only structures
 (``label=None``: liver vessels, stomach gas, bone marrow) change the image but not the label.
 
-Placement follows the body frame (RAS: +x patient left, +y anterior, +z superior) and is anchored
+Placement follows the body frame (+x patient left, +y anterior, +z superior; mirrored in x to RAS at the end of generation) and is anchored
 on the spine: the vertebral body sits at the posterior midline, the aorta left-anterior of it, the
 IVC to its right, the kidneys posterolateral, liver right-upper with the gallbladder under it,
 spleen left-posterior, stomach left-anterior, pancreas across the midline anterior to the great

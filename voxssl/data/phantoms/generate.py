@@ -27,7 +27,7 @@ Modality = Literal["ct", "mr"]
 
 @dataclass(eq=False)
 class Phantom:
-    """A generated volume in RAS voxel order (x: patient left, y: anterior, z: superior).
+    """A generated volume in RAS voxel order (x: patient right, y: anterior, z: superior).
 
     Attributes:
         image: float32 (X, Y, Z); Hounsfield units for CT, arbitrary positive units for MR.
@@ -95,6 +95,10 @@ def generate_phantom(seed: int, modality: Modality = "ct", shape=None, spacing=N
     structures, anatomy = build_anatomy(grid, rng, with_table=modality == "ct")
     appearance = sample_appearance(modality, rng)
     image, label = render(grid, structures, appearance, rng)
+    # The body frame is drawn with x towards the patient's LEFT (radiological habit); RAS voxel order
+    # has +x towards the patient's RIGHT, so mirror x once here (the liver ends up at +x, as in
+    # real RAS scans).
+    image, label = np.ascontiguousarray(image[::-1]), np.ascontiguousarray(label[::-1])
     affine = np.diag([*spacing, 1.0])
     # The field-of-view centre sits somewhere in scanner coordinates (table height and position).
     centre = np.array([rng.normal(0.0, 10.0), rng.normal(-20.0, 15.0), rng.uniform(-700.0, -100.0)])

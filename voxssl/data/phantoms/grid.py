@@ -7,7 +7,7 @@ random field, deformation and gradient is cheap, and then linearly upsampled, bo
 keeps organ boundaries smooth and sub-voxel accurate, which is what makes partial-volume edges
 possible without ever working on a high-resolution grid.
 
-Coordinates are millimetres in a body frame with RAS directions (x to the patient's left, y
+Coordinates are millimetres in a body frame (x to the patient's left, y
 anterior, z superior) whose origin is the centre of the field of view.
 """
 
