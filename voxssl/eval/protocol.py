@@ -52,13 +52,8 @@ class InitialBackbone:
 def resolve_weights_path(spec: str, in_channels: int | None = None) -> Path:
     """A voxssl weights file from ``--weights``: a file, a run folder or a released model name
     (``voxssl.hub.resolve``, which also converts foreign checkpoints)."""
-    try:
-        from voxssl.hub.resolve import resolve_weights
-    except ImportError:  # a build without the hub: plain files only
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"--weights: {spec} is not a file") from None
-        return path
+    from voxssl.hub.resolve import resolve_weights
+
     return Path(resolve_weights(spec, in_channels=in_channels))
 
 
