@@ -97,6 +97,9 @@ class DownstreamConfig:
     classes: list[Union[int, str]] = field(default_factory=lambda: list(BTCV_CLASSES))
     source: Optional[str] = None  # cache source (data.sources[].name) with the labels; None: all
     head: HeadConfig = field(default_factory=HeadConfig)
+    # single-channel weights on multi-channel scans (e.g. 4 Dixon contrasts): "repeat" copies the
+    # first conv over the channels scaled by 1/C (same features on identical channels); "refuse" stops
+    adapt_channels: Literal["repeat", "refuse"] = "refuse"
     # -- training
     patch_size: tuple[int, int, int] = (128, 128, 32)
     batch_size: int = 7

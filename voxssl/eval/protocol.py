@@ -49,15 +49,17 @@ class InitialBackbone:
     description: str
 
 
-def resolve_weights_path(spec: str, in_channels: int | None = None) -> Path:
+def resolve_weights_path(spec: str, in_channels: int | None = None, adapt_channels: str = "refuse") -> Path:
     """A voxssl weights file from ``--weights``: a file, a run folder or a released model name
     (``voxssl.hub.resolve``, which also converts foreign checkpoints)."""
     from voxssl.hub.resolve import resolve_weights
 
-    return Path(resolve_weights(spec, in_channels=in_channels))
+    return Path(resolve_weights(spec, in_channels=in_channels, adapt_channels=adapt_channels))  # type: ignore[arg-type]
 
 
-def initial_backbone(recipe: Recipe, weights: str, modality: str, in_channels: int, seed: int) -> InitialBackbone:
+def initial_backbone(
+    recipe: Recipe, weights: str, modality: str, in_channels: int, seed: int, adapt_channels: str = "refuse"
+) -> InitialBackbone:
     """Load pretrained weights (checked against the data and the recipe), or build a random one."""
     from voxssl.config.model import ModelConfig, model_config_to_dict
     from voxssl.models.build import build_backbone
@@ -76,7 +78,7 @@ def initial_backbone(recipe: Recipe, weights: str, modality: str, in_channels: i
 
     from voxssl.models.weights import load_backbone
 
-    path = resolve_weights_path(weights, in_channels=in_channels)
+    path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
     expect: dict[str, Any] = {"architecture.in_channels": in_channels}
     if recipe.model is not None:  # the recipe names an architecture: the weights must be that one
         expect["architecture"] = model_config_to_dict(recipe.model)
@@ -171,7 +173,9 @@ def run_downstream(
     device = resolve_device(cfg.device)
     in_channels = cases[0].num_channels
     from_scratch = isinstance(cfg, FinetuneConfig) and cfg.from_scratch
-    init = initial_backbone(recipe, RANDOM_INIT if from_scratch else weights, cases[0].modality, in_channels, recipe.seed)
+    init = initial_backbone(
+        recipe, RANDOM_INIT if from_scratch else weights, cases[0].modality, in_channels, recipe.seed, cfg.adapt_channels
+    )
     log.info("%s on %d labelled cases, %s, backbone: %s, device %s", protocol, len(cases), splits.scheme, init.description, device)
 
     results: dict[str, list[CaseScores]] = {}

@@ -1,0 +1,33 @@
+"""``probe.adapt_channels``: single-channel weights on multi-channel scans are adapted or refused."""
+
+import pytest
+
+from voxssl.config.data import PreprocessConfig
+from voxssl.config.model import ModelConfig
+from voxssl.errors import VoxsslError
+from voxssl.eval.protocol import resolve_weights_path
+from voxssl.models.build import build_backbone
+from voxssl.models.plan import Plan, preprocessing_plan
+from voxssl.models.weights import load_backbone, read_plan, save_weights
+
+
+@pytest.fixture()
+def ct_weights(tmp_path):
+    config = ModelConfig(preset="hierarchical", base_channels=4, num_levels=2, projection_channels=4)
+    backbone = build_backbone(config)
+    plan = Plan.for_model(backbone.config if hasattr(backbone, "config") else config, preprocessing_plan("ct", PreprocessConfig()))
+    path = tmp_path / "ct.safetensors"
+    save_weights(path, {f"backbone.{k}": v for k, v in backbone.state_dict().items()}, plan)
+    return path
+
+
+def test_refuse_names_the_option(ct_weights):
+    with pytest.raises(VoxsslError, match="adapt"):
+        resolve_weights_path(str(ct_weights), in_channels=4, adapt_channels="refuse")
+
+
+def test_repeat_builds_a_four_channel_backbone(ct_weights):
+    adapted = resolve_weights_path(str(ct_weights), in_channels=4, adapt_channels="repeat")
+    assert read_plan(adapted).architecture["in_channels"] == 4
+    backbone, _ = load_backbone(adapted)
+    assert backbone is not None
