@@ -117,6 +117,64 @@ class EquivarianceConfig:
 
 
 @dataclass
+class OnlineProbeConfig:
+    """vox2vec-style online linear probe: every ``every`` steps a fresh linear head
+    (``FPNLinearHead``) is trained for ``steps`` steps on a frozen copy of the current backbone,
+    on ``train_cases`` labelled cached cases, and its Dice on ``val_cases`` other cases is logged
+    (``online_probe/dice_mean``, ``online_probe/dice/<organ>``). Rank 0 only; it never touches
+    the training model or its random streams. ``every: 0`` switches it off.
+
+    The cases are the first ``train_cases`` + ``val_cases`` of a permutation of the labelled
+    cases of ``source`` (all labelled sources when empty) seeded by the recipe's seed, fixed for
+    the whole run so the curve compares like with like.
+    """
+
+    every: int = 0  # steps between probes; 0 = off
+    source: str = ""  # cache source with labels; "" = every labelled case
+    classes: list[str] = field(default_factory=lambda: ["liver", "spleen", "right_kidney", "left_kidney"])
+    train_cases: int = 4
+    val_cases: int = 2
+    steps: int = 200  # head training steps per probe
+    lr: float = 3e-3  # higher than the downstream probe's 3e-4: a few hundred steps only
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (128, 128, 32)
+    foreground_fraction: float = 0.5
+    loss: Literal["bce", "ce"] = "bce"
+    dice_weight: float = 1.0
+    sw_overlap: float = 0.5  # sliding-window inference on the validation cases
+    sw_batch_size: int = 2
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"online_probe.every must be >= 0 (0 = off), got {self.every}")
+        for name in ("train_cases", "val_cases", "steps", "batch_size", "sw_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"online_probe.{name} must be >= 1, got {getattr(self, name)}")
+        try:  # the downstream schema checks classes, patch size, fractions and rates
+            self.probe_config()
+        except ValueError as err:
+            raise ValueError(f"online_probe: {err}") from None
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+    def probe_config(self, device: str = "auto"):
+        """The equivalent downstream ``ProbeConfig`` (linear head, no outputs written)."""
+        from voxssl.config.downstream import HeadConfig, ProbeConfig
+
+        return ProbeConfig(
+            classes=list(self.classes), source=self.source or None, head=HeadConfig(kind="linear"),
+            patch_size=tuple(self.patch_size), batch_size=self.batch_size, steps=self.steps, lr=self.lr,
+            foreground_fraction=self.foreground_fraction, loss=self.loss, dice_weight=self.dice_weight,
+            device=device, log_every=self.steps, tensorboard=False, sw_overlap=self.sw_overlap,
+            sw_batch_size=self.sw_batch_size, threshold=self.threshold, hd95=False, write_predictions=False,
+            overlay_slices=0,
+        )
+
+
+@dataclass
 class PretrainConfig:
     steps: int = 50_000
     pairs_per_step: int = 10
@@ -147,6 +205,7 @@ class PretrainConfig:
     gather_negatives_across_ranks: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
     cpu_threads: int = 0  # torch intra-op threads of the training process on CPU; 0 = torch's default
+    online_probe: OnlineProbeConfig = field(default_factory=OnlineProbeConfig)  # off by default
 
     def __post_init__(self) -> None:
         positive = ("steps", "pairs_per_step", "positives_per_pair", "pairs_per_volume", "checkpoint_every",

@@ -40,6 +40,7 @@ import torch
 
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
 from voxssl.hub.errors import ConversionError
+from voxssl.models.weights import remove_leading_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +140,7 @@ def strip_wrappers(state: Mapping[str, torch.Tensor], source: str = "<checkpoint
     out: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
     for key, value in state.items():
-        name = key
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if name.startswith(prefix):
-                    name, changed = name[len(prefix):], True
+        name = remove_leading_prefixes(key, _PREFIXES)
         if name.startswith(_HEAD_PREFIXES):
             dropped.append(key)
             continue

@@ -95,6 +95,17 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return state, plan
 
 
+def remove_leading_prefixes(key: str, prefixes: tuple[str, ...]) -> str:
+    """``module.backbone.x`` -> ``x`` for prefixes (``module.``, ``backbone.``), in any order/repeat."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor], take: str | None = _BACKBONE_PREFIX) -> dict[str, torch.Tensor]:
     """Remove wrapper prefixes (``module.``, ``_orig_mod.``); keep only the ``take`` sub-module.
 
@@ -103,13 +114,7 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], take: str | None = _B
     """
     state = {}
     for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        state[key] = value
+        state[remove_leading_prefixes(key, _WRAPPER_PREFIXES)] = value
     if take and any(key.startswith(take) for key in state):
         dropped = sorted(key.split(".")[0] for key in state if not key.startswith(take))
         if dropped:
