@@ -154,7 +154,7 @@ class OnlineProbeConfig:
         try:  # the downstream schema checks classes, patch size, fractions and rates
             self.probe_config()
         except ValueError as err:
-            raise ValueError(f"online_probe: {err}") from None
+            raise ValueError(str(err)) from None
 
     @property
     def enabled(self) -> bool:

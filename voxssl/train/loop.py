@@ -35,6 +35,7 @@ from voxssl.train import checkpoint as ckpt
 from voxssl.train.builders import build_view_generator, select_cases
 from voxssl.train.distributed import DistributedContext, all_reduce_mean, cleanup, init_distributed, wrap_ddp
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
+from voxssl.train.online_probe import build_online_probe
 from voxssl.train.objective import PretrainObjective
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def fingerprint(recipe: Recipe, cfg: PretrainConfig, ctx: DistributedContext) -> dict:
     """What must not change between a run and its resumption."""
-    pretrain = {k: v for k, v in to_dict(cfg).items() if k not in ckpt.RESUMABLE_CHANGES}
+    # the online probe only observes the backbone: changing it never changes training
+    pretrain = {k: v for k, v in to_dict(cfg).items()
+                if k not in ckpt.RESUMABLE_CHANGES and k != "online_probe"}
     return {"model": model_config_to_dict(recipe.model), "pretrain": pretrain,
             "run": {"seed": recipe.seed, "world_size": ctx.world_size}}
 
@@ -157,6 +160,8 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
 
     if ctx.is_main:
         save_resolved(recipe, run_dir)
+    probe = build_online_probe(recipe, cfg.online_probe, modality=modality, channels=channels, device=device,
+                               is_main=ctx.is_main)
     logger = TrainLogger(run_dir / TENSORBOARD_DIR, total_steps=end_step, start_step=start_step,
                          enabled=ctx.is_main, progress=progress)
 
@@ -214,6 +219,8 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
                 scalars.update(meter.read(cfg.pairs_per_step * ctx.world_size))
                 scalars.update(gpu_memory_gb(device))
                 logger.scalars(done, scalars)
+            if probe is not None and probe.due(done):
+                logger.scalars(done, probe.run(model.backbone, done))
             if ctx.is_main and (done % cfg.image_every == 0 or done == end_step):
                 logger.image(done, "views/slice", _panel(out.view1_output, batch))
             if done % cfg.checkpoint_every == 0 or done == end_step:
