@@ -31,6 +31,8 @@ RESULTS = REPO / "benchmarks" / "results" / "phantom_probe.json"
 README = REPO / "benchmarks" / "README.md"
 SECTION_START = "<!-- phantom_probe:start -->"
 SECTION_END = "<!-- phantom_probe:end -->"
+#: How much better (mean Dice, absolute) the pretrained probe must be; below it the script exits 1.
+REQUIRED_MARGIN = 0.05
 
 
 def build_recipes(work: Path, args: argparse.Namespace):
@@ -102,10 +104,11 @@ def markdown_section(result: dict) -> str:
     for organ in pre["organs"]:
         lines.append(f"| {organ} | {_pct(pre['organs'][organ])} | {_pct(rnd['organs'][organ])} |")
     lines.append(f"| **mean** | **{_pct(pre['mean_dice'])}** | **{_pct(rnd['mean_dice'])}** |")
-    if result["pretrained_minus_random"] <= 0.01:
-        lines += ["", "The pretrained probe does **not** clearly beat random init at this budget: the demo's short "
-                  "pretraining and probe budgets (vs 50K / 45K steps in the papers) leave both heads below the "
-                  "decision threshold. Rerun with more `--pretrain-steps` / `--probe-steps` on a quiet machine."]
+    margin = result["pretrained_minus_random"]
+    lines += ["", f"Margin: {100 * margin:+.1f} Dice points (required: at least {100 * REQUIRED_MARGIN:.0f})."]
+    if margin < REQUIRED_MARGIN:
+        lines += ["", "**FAILED**: the pretrained probe does not clearly beat random init. That is a defect in "
+                  "pretraining, sampling or the probe (docs/pretraining.md lists what to check), not a result."]
     lines += ["", SECTION_END, ""]
     return "\n".join(lines)
 
@@ -202,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         update_readme(markdown_section(result))
     print(json.dumps({k: result[k] for k in ("pretrain_seconds", "pretrained_minus_random")}, indent=1))
     print(f"mean Dice: pretrained {100 * runs['pretrained']['mean_dice']:.1f}, random init {100 * runs['random_init']['mean_dice']:.1f}")
+    if result["pretrained_minus_random"] < REQUIRED_MARGIN:
+        print(f"FAILED: pretrained must beat random init by {100 * REQUIRED_MARGIN:.0f} Dice points", file=sys.stderr)
+        return 1
     return 0
 
 

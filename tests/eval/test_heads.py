@@ -30,6 +30,33 @@ def test_linear_head_equals_linear_map_of_concatenated_embedding():
     torch.testing.assert_close(head(pyramid), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_standardised_linear_head_is_still_one_linear_map_in_eval_mode():
+    g = torch.Generator().manual_seed(1)
+    channels, size = [3, 5, 7], (9, 6, 5)
+    head = FPNLinearHead(channels, num_classes=4, feature_norm="batch").double()
+    scales = [0.01, 1.0, 30.0]  # random-init vs pretrained features differ by orders of magnitude
+    for _ in range(20):  # train mode: the norms learn running statistics from the batches
+        head(_pyramid_scaled(channels, size, g, scales))
+    head.eval()
+    for conv in head.level_convs:
+        torch.nn.init.normal_(conv.weight, generator=g)
+    torch.nn.init.normal_(head.level_convs[0].bias, generator=g)
+    pyramid = _pyramid_scaled(channels, size, g, scales)
+
+    standardized = [(p - n.running_mean[None, :, None, None, None]) / torch.sqrt(n.running_var + n.eps)[None, :, None, None, None]
+                    for p, n in zip(pyramid, head.level_norms)]
+    assert all(0.3 < s.std().item() < 3.0 for s in standardized)  # every level brought to unit scale
+    embedding = torch.cat([upsample_to(p, i, size) for i, p in enumerate(pyramid)], dim=1)
+    weight, bias = head.as_linear_map()
+    expected = torch.einsum("kc,bcxyz->bkxyz", weight, embedding) + bias[None, :, None, None, None]
+    torch.testing.assert_close(head(pyramid), expected, rtol=1e-10, atol=1e-10)
+    assert not any(p.requires_grad for n in head.level_norms for p in n.parameters())  # no affine parameters
+
+
+def _pyramid_scaled(channels, size, generator, scales):
+    return [level * scale + scale for level, scale in zip(_pyramid(channels, size, generator), scales)]
+
+
 def test_linear_head_bias_only_on_finest_level():
     head = FPNLinearHead([4, 8, 16], num_classes=3)
     assert head.level_convs[0].bias is not None

@@ -77,3 +77,38 @@ def test_per_item_transforms_projector_and_gradients():
     assert all(p.grad is not None for p in net.parameters())
     with torch.no_grad():
         assert equivariance_alignment(net(transformed_input), net(x), transforms, positions) < 1e-6
+
+
+@pytest.mark.parametrize("projector_mode", ["shared", "none"])
+def test_objective_contrasts_equivariance_through_the_shared_projector(projector_mode, monkeypatch):
+    """``equivariance.projector: shared`` routes the term through the InfoNCE projector (Pix2Rep
+    contrasts projected features); ``none`` leaves the projector out of it."""
+    from voxssl.config.pretrain import EquivarianceConfig, PretrainConfig
+    from voxssl.train.objective import PretrainObjective
+
+    cfg = PretrainConfig(infonce_weight=0.0, reconstruction_weight=0.0,
+                         equivariance=EquivarianceConfig(weight=1.0, projector=projector_mode))
+    generator = torch.Generator().manual_seed(5)
+    transform = RandomGridTransform(flip_prob=0.5, zoom_prob=0.0).randomize(SHAPE, generator)
+    x = torch.randn(1, 1, *SHAPE, generator=generator)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = PointwiseNet(levels=1)
+            self.projector = nn.Linear(32, 16)
+
+        def forward(self, images, coords=None):
+            from voxssl.models.pretrain import PretrainOutput
+
+            return PretrainOutput(self.net(images), None, None, None)
+
+    model = Model()
+    positions = torch.stack([torch.randint(0, s, (24,), generator=generator) for s in SHAPE], dim=1)[None]
+    batch = {"view1": x, "view2": x, "valid": torch.ones(1, 24, dtype=torch.bool),
+             "positions1": positions, "positions2": positions,
+             "view3": transform.apply_image(x[0])[None], "positions3": transform.map_points(positions[0], SHAPE)[None],
+             "valid3": torch.ones(1, 24, dtype=torch.bool), "transforms": [transform]}
+    PretrainObjective(cfg)(model, batch).loss.backward()
+    assert all(p.grad is not None for p in model.net.parameters())
+    assert (model.projector.weight.grad is not None) == (projector_mode == "shared")

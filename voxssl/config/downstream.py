@@ -42,11 +42,15 @@ class HeadConfig:
     ``linear``: vox2vec's FPNLinearHead, per level a 1x1x1 conv to the classes (bias on level 0
     only), upsampled to full resolution and summed: a linear map of the voxel embedding.
     ``nonlinear``: a coarse-to-fine decoder of 1x1x1 residual blocks of width ``hidden_channels``.
+    ``feature_norm: batch`` standardises each embedding channel before the head (BatchNorm without
+    affine parameters; still a linear map of the embedding at inference). Use it to compare
+    backbones whose feature scales differ (random init vs pretrained); ``none`` is vox2vec's head.
     """
 
     kind: Literal["linear", "nonlinear"] = "linear"
     hidden_channels: int = 128  # nonlinear only
     blocks_per_level: int = 1  # nonlinear only: residual blocks after each merge
+    feature_norm: Literal["none", "batch"] = "none"
 
     def __post_init__(self) -> None:
         if self.hidden_channels < 1 or self.blocks_per_level < 0:

@@ -31,18 +31,26 @@ class FPNLinearHead(nn.Module):
 
     Only level 0 has a bias (the others would add constants to the same logits). The sum is exactly
     ``W @ concat_i(upsample(level_i)) + b``: a linear map of the concatenated voxel embedding.
+
+    ``feature_norm="batch"`` standardises every embedding channel first (a BatchNorm without
+    affine parameters, as in MAE's linear probe). In eval mode it is a fixed per-channel affine map,
+    so the head is still one linear map of the embedding (:meth:`as_linear_map` folds it in); it
+    only makes the probe's optimisation independent of the feature scale, which differs by orders
+    of magnitude between a randomly initialised and a pretrained backbone.
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int) -> None:
+    def __init__(self, in_channels: Sequence[int], num_classes: int, feature_norm: str = "none") -> None:
         super().__init__()
         self.in_channels = list(in_channels)
         self.num_classes = num_classes
+        self.level_norms = level_feature_norms(self.in_channels, feature_norm)
         self.level_convs = nn.ModuleList(
             nn.Conv3d(c, num_classes, kernel_size=1, bias=(i == 0)) for i, c in enumerate(self.in_channels)
         )
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
+        pyramid = normalize_levels(pyramid, self.level_norms)
         size = pyramid[0].shape[2:]
         logits = self.level_convs[0](pyramid[0])
         for level in range(1, len(pyramid)):
@@ -51,9 +59,34 @@ class FPNLinearHead(nn.Module):
         return logits
 
     def as_linear_map(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W, b) with W (num_classes, sum C_i) acting on the concatenated embedding."""
-        weight = torch.cat([conv.weight.flatten(1) for conv in self.level_convs], dim=1)
-        return weight, self.level_convs[0].bias
+        """(W, b) with W (num_classes, sum C_i) acting on the concatenated embedding (eval mode)."""
+        weights, bias = [], self.level_convs[0].bias.detach().clone()
+        for level, conv in enumerate(self.level_convs):
+            weight = conv.weight.detach().flatten(1)  # (K, C_i)
+            if self.level_norms is not None:
+                norm = self.level_norms[level]
+                scale = torch.rsqrt(norm.running_var + norm.eps)  # (C_i,)
+                bias = bias - weight @ (norm.running_mean * scale)
+                weight = weight * scale
+            weights.append(weight)
+        return torch.cat(weights, dim=1), bias
+
+
+def level_feature_norms(in_channels: Sequence[int], kind: str) -> nn.ModuleList | None:
+    """Per-level channel standardisation of the frozen features: ``none`` or ``batch``."""
+    if kind == "none":
+        return None
+    if kind == "batch":
+        # momentum=None: running statistics are the plain average over all training batches (the
+        # frozen features are stationary), exact from the first batch on whatever their scale
+        return nn.ModuleList(nn.BatchNorm3d(c, affine=False, momentum=None) for c in in_channels)
+    raise ValueError(f"unknown head feature_norm {kind!r} (none | batch)")
+
+
+def normalize_levels(pyramid: Sequence[torch.Tensor], norms: nn.ModuleList | None) -> Sequence[torch.Tensor]:
+    if norms is None:
+        return pyramid
+    return [norm(level) for norm, level in zip(norms, pyramid)]
 
 
 class PointwiseResidualBlock(nn.Module):
@@ -83,10 +116,12 @@ class FPNNonLinearHead(nn.Module):
     kernels: every voxel is still classified from its own pyramid embedding only.
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1):
+    def __init__(self, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1,
+                 feature_norm: str = "none"):
         super().__init__()
         self.in_channels = list(in_channels)
         self.num_classes = num_classes
+        self.level_norms = level_feature_norms(self.in_channels, feature_norm)
         self.projections = nn.ModuleList(nn.Conv3d(c, hidden, kernel_size=1) for c in self.in_channels)
         self.merge_blocks = nn.ModuleList(
             nn.Sequential(*(PointwiseResidualBlock(hidden) for _ in range(blocks_per_level)))
@@ -98,6 +133,7 @@ class FPNNonLinearHead(nn.Module):
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
+        pyramid = normalize_levels(pyramid, self.level_norms)
         x = self.merge_blocks[-1](self.projections[-1](pyramid[-1]))
         for level in range(len(pyramid) - 2, -1, -1):
             x = upsample_to(x, 1, pyramid[level].shape[2:]) + self.projections[level](pyramid[level])
@@ -105,12 +141,14 @@ class FPNNonLinearHead(nn.Module):
         return self.classifier(x)
 
 
-def build_head(kind: str, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1) -> nn.Module:
+def build_head(kind: str, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1,
+               feature_norm: str = "none") -> nn.Module:
     """The head named by a recipe's ``head.kind``."""
     if kind == "linear":
-        return FPNLinearHead(in_channels, num_classes)
+        return FPNLinearHead(in_channels, num_classes, feature_norm=feature_norm)
     if kind == "nonlinear":
-        return FPNNonLinearHead(in_channels, num_classes, hidden=hidden, blocks_per_level=blocks_per_level)
+        return FPNNonLinearHead(in_channels, num_classes, hidden=hidden, blocks_per_level=blocks_per_level,
+                                feature_norm=feature_norm)
     raise ValueError(f"unknown head kind {kind!r} (linear | nonlinear)")
 
 

@@ -224,7 +224,8 @@ def run_fold(
     in_channels = list(getattr(backbone, "level_channels"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence(seed_sequence).generate_state(1)[0]))
-        head = build_head(cfg.head.kind, in_channels, output_channels(cfg.loss, len(class_ids)), cfg.head.hidden_channels, cfg.head.blocks_per_level)
+        head = build_head(cfg.head.kind, in_channels, output_channels(cfg.loss, len(class_ids)), cfg.head.hidden_channels,
+                          cfg.head.blocks_per_level, cfg.head.feature_norm)
     model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
     schedule = BackboneSchedule.from_config(cfg) if isinstance(cfg, FinetuneConfig) else None
 
@@ -258,6 +259,7 @@ def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: 
         sw_overlap=cfg.sw_overlap,
         sw_mode=cfg.sw_mode,
         body_restricted=cfg.body_restricted_loss,
+        head_feature_norm=cfg.head.feature_norm,
     )
 
 

@@ -41,6 +41,7 @@ class SegmentationSpec:
     sw_overlap: float
     sw_mode: str
     body_restricted: bool
+    head_feature_norm: str = "none"  # absent in files written before the option existed
 
     @property
     def num_outputs(self) -> int:
@@ -51,7 +52,8 @@ class SegmentationSpec:
     def build_head(self) -> torch.nn.Module:
         from voxssl.eval.heads import build_head
 
-        return build_head(self.head_kind, self.head_in_channels, self.num_outputs, self.head_hidden, self.head_blocks_per_level)
+        return build_head(self.head_kind, self.head_in_channels, self.num_outputs, self.head_hidden,
+                          self.head_blocks_per_level, self.head_feature_norm)
 
     @classmethod
     def from_plan_extra(cls, extra: dict[str, Any], source: str) -> SegmentationSpec:

@@ -70,7 +70,7 @@ def slice_split_probe(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = build_head(cfg.head.kind, list(backbone.level_channels), output_channels(cfg.loss, len(class_ids)),
-                          cfg.head.hidden_channels, cfg.head.blocks_per_level)
+                          cfg.head.hidden_channels, cfg.head.blocks_per_level, cfg.head.feature_norm)
     model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
     history = train_segmentation(model, PatchSampler([train], cfg.patch_size, cfg.foreground_fraction, rng), cfg, device,
                                  description="slice-split probe")

@@ -50,20 +50,24 @@ class EquivarianceLoss(nn.Module):
         pyramid: Sequence[torch.Tensor],
         transforms: object | Sequence[object],
         positions: torch.Tensor,
+        projector: nn.Module | None = None,
     ) -> torch.Tensor:
         """Args:
             pyramid_of_transformed: ``f(T(x2))``, level 0 first.
             pyramid: ``f(x1)``, level 0 first.
             transforms: one ``GridTransform`` for the whole batch, or one per batch item.
             positions: ``(N, 1 + dims)`` voxels (batch index first) on the grid of ``T(x2)``.
+            projector: a projector for this call (e.g. one shared with InfoNCE); overrides the
+                constructor's.
         Returns:
             a scalar loss.
         """
         sources = source_positions(transforms, positions)
         transformed = gather_voxel_embeddings(pyramid_of_transformed, positions)  # (N, D)
         reference = gather_voxel_embeddings(pyramid, sources)  # (N, D)
-        if self.projector is not None:
-            transformed, reference = self.projector(transformed), self.projector(reference)
+        projector = projector if projector is not None else self.projector
+        if projector is not None:
+            transformed, reference = projector(transformed), projector(reference)
         return self.contrast(transformed, reference)
 
 

@@ -3,8 +3,9 @@
     L = w_nce * InfoNCE(view 1, view 2) + w_rec * MSE(reconstructions, clean crops)
         + w_eq * Equivariance(f(view 1), f(view 3 = T(crop 1, re-augmented)))
 
-The equivariance term contrasts the raw voxel embeddings (no projector): ``f(T(x))`` at ``p``
-against ``f(x)`` at ``T^-1(p)``, see :class:`voxssl.losses.equivariance.EquivarianceLoss`.
+The equivariance term contrasts ``f(T(x))`` at ``p`` against ``f(x)`` at ``T^-1(p)``, after the
+InfoNCE projector (``equivariance.projector: shared``, as Pix2Rep) or on the raw embeddings
+(``none``); see :class:`voxssl.losses.equivariance.EquivarianceLoss`.
 
 Shapes: P pairs, N positives per pair (padded, ``valid`` marks real ones), M = number of valid
 positives in the batch, D = projector output width.
@@ -75,9 +76,16 @@ class PretrainObjective(nn.Module):
             positions3 = batch_coords(batch["positions3"], valid & batch["valid3"])  # on T's output grid
             pyramid3 = [level.float() for level in out3.pyramid]
             pyramid1 = [level.float() for level in out1.pyramid]
-            terms["equivariance"] = self.equivariance(pyramid3, pyramid1, list(batch["transforms"]), positions3)
+            projector = unwrap(model).projector if cfg.equivariance.projector == "shared" else None
+            terms["equivariance"] = self.equivariance(pyramid3, pyramid1, list(batch["transforms"]), positions3,
+                                                      projector=projector)
             total = total + cfg.equivariance.weight * terms["equivariance"]
         return StepOutput(total, {k: v.detach() for k, v in terms.items()}, out1)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return getattr(model, "module", model)
 
 
 __all__ = ["PretrainObjective", "StepOutput", "batch_coords"]
