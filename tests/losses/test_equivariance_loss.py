@@ -80,7 +80,7 @@ def test_per_item_transforms_projector_and_gradients():
 
 
 @pytest.mark.parametrize("projector_mode", ["shared", "none"])
-def test_objective_contrasts_equivariance_through_the_shared_projector(projector_mode, monkeypatch):
+def test_objective_contrasts_equivariance_through_the_shared_projector(projector_mode):
     """``equivariance.projector: shared`` routes the term through the InfoNCE projector (Pix2Rep
     contrasts projected features); ``none`` leaves the projector out of it."""
     from voxssl.config.pretrain import EquivarianceConfig, PretrainConfig

@@ -89,7 +89,7 @@ class OnlineProbe:
         frozen = copy.deepcopy(backbone)  # SegmentationModel freezes its backbone's parameters in place
         for parameter in frozen.parameters():
             parameter.grad = None
-        in_channels = list(getattr(frozen, "level_channels"))
+        in_channels = list(frozen.level_channels)
         head = build_head("linear", in_channels, output_channels(self.cfg.loss, len(self.class_ids)))
         return SegmentationModel(frozen, head, loss_kind=self.cfg.loss).to(self.device)
 
