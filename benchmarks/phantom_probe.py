@@ -60,6 +60,11 @@ def build_recipes(work: Path, args: argparse.Namespace):
         probe["probe"]["loss"] = args.loss
     if args.folds is not None:
         probe["probe"]["cv"]["folds"] = args.folds
+    for item in args.probe_set or []:  # e.g. lr=0.01 (values parsed as YAML)
+        import yaml
+
+        key, _, value = item.partition("=")
+        probe["probe"][key] = yaml.safe_load(value)
     return recipe_from_dict(demo, "recipes/demo.yaml (benchmark)"), recipe_from_dict(probe, "recipes/probe_demo.yaml (benchmark)")
 
 
@@ -94,9 +99,12 @@ def markdown_section(result: dict) -> str:
         "",
         f"Pretraining: recipes/demo.yaml, {result['pretrain_steps']} steps on {result['pretrain_cases']} unlabelled "
         f"phantoms ({_seconds(result['pretrain_seconds'])}). Probe: recipes/probe_demo.yaml, linear head, "
-        f"{result['probe_steps']} steps, lr {result['probe_lr']}, loss {result['probe_loss']}, 2-fold CV on {result['probe_cases']} held-out phantoms (folds run: "
-        f"{result['folds']}); Dice % "
-        f"(mean over test cases). {result['machine']}, {result['date']}.",
+        f"{result['probe_steps']} steps of batch {result.get('probe_batch_size')} x {_shape(result.get('probe_patch_size'))}, "
+        f"lr {result['probe_lr']} ({result.get('probe_lr_schedule', 'constant')}), loss {result['probe_loss']}, "
+        f"feature cache {result.get('feature_cache')}, 2-fold CV on {result['probe_cases']} held-out phantoms (folds run: "
+        f"{result['folds']}); Dice % (mean over test cases). Probe time (both folds, inference included): "
+        f"pretrained {_seconds(result['pretrained'].get('seconds'))}, random init {_seconds(result['random_init'].get('seconds'))}. "
+        f"{result['machine']}, {result['date']}.",
         "",
         "| organ | pretrained | random init |",
         "|---|---|---|",
@@ -115,6 +123,10 @@ def markdown_section(result: dict) -> str:
 
 def _seconds(value) -> str:
     return "reused backbone" if value is None else f"{value:.0f} s"
+
+
+def _shape(values) -> str:
+    return "x".join(str(v) for v in values) if values else "?"
 
 
 def _pct(value) -> str:
@@ -144,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-steps", type=int, default=0, help="0: recipes/probe_demo.yaml's value.")
     parser.add_argument("--loss", choices=["bce", "ce"], default=None, help="Probe loss (default: the recipe's).")
     parser.add_argument("--folds", type=int, nargs="+", default=None, help="Probe only these folds (default: both).")
+    parser.add_argument("--probe-set", action="append", metavar="KEY=VALUE",
+                        help="Override a key of the probe section, e.g. --probe-set lr=0.01 (repeatable).")
     parser.add_argument("--backbone", type=Path, default=None, help="Reuse this pretrained backbone (skip pretraining).")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Where to write the JSON.")
     parser.add_argument("--no-readme", action="store_true", help="Do not touch benchmarks/README.md.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -192,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         "probe_steps": probe_recipe.probe.steps,
         "probe_lr": probe_recipe.probe.lr,
         "probe_loss": probe_recipe.probe.loss,
+        "probe_lr_schedule": probe_recipe.probe.lr_schedule,
+        "probe_batch_size": probe_recipe.probe.batch_size,
+        "probe_patch_size": list(probe_recipe.probe.patch_size),
+        "feature_cache": probe_recipe.probe.feature_cache,
         "folds": "all" if args.folds is None else args.folds,
         "pretrain_seconds": pretrain_seconds,
         "final_pretrain_loss": last_loss,
@@ -200,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "random_init": runs["random_init"],
         "pretrained_minus_random": runs["pretrained"]["mean_dice"] - runs["random_init"]["mean_dice"],
     }
-    atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.results, json.dumps(result, indent=2) + "\n")
     if not args.no_readme:
         update_readme(markdown_section(result))
     print(json.dumps({k: result[k] for k in ("pretrain_seconds", "pretrained_minus_random")}, indent=1))

@@ -101,3 +101,23 @@ def test_label_ids_outside_vocabulary_are_rejected():
     label[2, 2, 2] = 1  # a canonical organ that is not a recipe class becomes background
     remapped = remap_label(label, [6], where="case x")
     assert remapped[0, 0, 0] == 1 and remapped[1, 1, 1] == 255 and remapped[2, 2, 2] == 0
+
+
+def test_feature_cache_errors_name_the_field_and_per_patch_features_still_work(phantom_cache, tmp_path, capsys):
+    _, recipe, _ = phantom_cache  # 3-level backbone: cached patches must be multiples of 4
+    code, captured = _run(["linear-probe", str(recipe), "--weights", "random", "--set", f"output_dir={tmp_path}",
+                           "--set", "probe.feature_cache=true", "--set", "probe.patch_size=[30, 48, 16]"], capsys)
+    assert code == 1 and "probe.patch_size" in captured.err and "multiple of 4" in captured.err
+    assert "Traceback" not in captured.err
+    code, captured = _run(["linear-probe", str(recipe), "--weights", "random", "--set", f"output_dir={tmp_path}",
+                           "--set", "probe.feature_cache=true", "--set", "probe.feature_cache_max_gib=1e-6"], capsys)
+    assert code == 1 and "feature_cache_max_gib" in captured.err and "Traceback" not in captured.err
+    code, captured = _run(["linear-probe", str(recipe), "--weights", "random", "--set", "probe.feature_cache=sometimes"], capsys)
+    assert code == 1 and "probe.feature_cache" in captured.err
+
+    # feature_cache: false is vox2vec's per-patch protocol, through the same run
+    _run_ok(["linear-probe", str(recipe), "--weights", "random", "--set", f"output_dir={tmp_path / 'patch'}",
+             "--set", "probe.feature_cache=false", "--set", "probe.cv.folds=[0]", "--set", "probe.overlay_slices=0",
+             "--set", "probe.write_predictions=false"])
+    results = json.loads((tmp_path / "patch" / "probe" / "results.json").read_text(encoding="utf-8"))
+    assert len(results["cases"]) == 2

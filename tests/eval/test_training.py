@@ -26,7 +26,7 @@ def test_backbone_lr_schedule():
     assert all(b > a for a, b in zip(steps, steps[1:]))
 
 
-def _setup(cfg, seed=0):
+def _setup(cfg, seed=0, feature_norm="none"):
     rng = np.random.default_rng(seed)
     label = np.zeros((24, 24, 12), np.uint8)
     label[6:14, 8:16, 3:9] = 6
@@ -35,7 +35,7 @@ def _setup(cfg, seed=0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = build_backbone(ModelConfig(preset="hierarchical", base_channels=2, num_levels=2, projection_channels=2))
-        model = SegmentationModel(backbone, build_head(cfg.head.kind, backbone.level_channels, 1, 4))
+        model = SegmentationModel(backbone, build_head(cfg.head.kind, backbone.level_channels, 1, 4, feature_norm=feature_norm))
     return model, PatchSampler([volume], cfg.patch_size, cfg.foreground_fraction, rng)
 
 
@@ -54,6 +54,31 @@ def test_probe_never_changes_the_backbone_and_is_seeded():
     again_model, again_sampler = _setup(cfg)
     again = train_segmentation(again_model, again_sampler, cfg, torch.device("cpu"))
     assert [h["loss"] for h in again] == [h["loss"] for h in history]
+
+
+def test_probe_on_cached_features_learns_and_leaves_the_backbone_alone():
+    """The head trains on crops of the cached pyramid (no backbone call per step), the loss falls,
+    the cosine schedule is logged, and the trained model segments the whole volume."""
+    from voxssl.eval.feature_cache import CachedPatchSampler, cache_features
+
+    cfg = ProbeConfig(classes=["liver"], patch_size=(16, 16, 8), batch_size=2, steps=60, lr=5e-2, log_every=20,
+                      lr_schedule="cosine", feature_cache=True)
+    model, sampler = _setup(cfg, feature_norm="batch")
+    before = _backbone_state(model)
+    cached = cache_features(model.backbone, sampler.volumes, torch.device("cpu"), progress=False)
+    cached_sampler = CachedPatchSampler(cached, cfg.patch_size, cfg.foreground_fraction, np.random.default_rng(0))
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    history = train_segmentation(model, cached_sampler, cfg, torch.device("cpu"))
+    assert not calls  # the backbone never ran during training
+    assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[0]["lr_head"] > history[1]["lr_head"] > history[2]["lr_head"]
+    volume = sampler.volumes[0]
+    with torch.no_grad():
+        probs = model.predict_probabilities(torch.from_numpy(volume.image)[None])[0, 0].numpy()
+    inside, outside = probs[volume.target == 1].mean(), probs[volume.target == 0].mean()
+    assert inside > outside + 0.2, (inside, outside)
 
 
 @pytest.mark.parametrize("from_scratch", [False, True])

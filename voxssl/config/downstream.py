@@ -109,6 +109,7 @@ class DownstreamConfig:
     batch_size: int = 7
     steps: int = 45_000
     lr: float = 3e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # of the head's lr: cosine decays it to 0 at `steps`
     weight_decay: float = 0.0
     foreground_fraction: float = 0.5  # patches centred on a voxel of a (random) target class
     loss: Literal["bce", "ce"] = "bce"  # sigmoid BCE per class, or softmax CE with background
@@ -173,7 +174,23 @@ class DownstreamConfig:
 
 @dataclass
 class ProbeConfig(DownstreamConfig):
-    """``voxssl linear-probe``: a head trained on a frozen backbone (kept in eval mode)."""
+    """``voxssl linear-probe``: a head trained on a frozen backbone (kept in eval mode).
+
+    ``feature_cache``: compute each training case's feature pyramid once, on the whole volume, and
+    train the head on patches cut from it (:mod:`voxssl.eval.feature_cache`): the features the head
+    trains on are then those of whole-volume inference, not those of an isolated patch, and a step
+    costs the head only. ``auto`` caches when the cached features of the training cases fit in
+    ``feature_cache_max_gib``; ``true`` requires it; ``false`` recomputes the features on every patch
+    (vox2vec's protocol). With the cache, ``patch_size`` must be a multiple of 2^(levels-1).
+    """
+
+    feature_cache: Union[bool, Literal["auto"]] = "auto"
+    feature_cache_max_gib: float = 8.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.feature_cache_max_gib <= 0:
+            raise ValueError("feature_cache_max_gib must be > 0")
 
 
 @dataclass

@@ -7,7 +7,7 @@ recipe only lists what it changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Union
 
 
 def _check_range(name: str, low_high: tuple[float, float], minimum: float | None = None) -> None:
@@ -151,6 +151,9 @@ class OnlineProbeConfig:
     sw_overlap: float = 0.5  # sliding-window inference on the validation cases
     sw_batch_size: int = 2
     threshold: float = 0.5
+    # the downstream probe's options (docs/downstream.md): standardised embedding, cached features
+    feature_norm: Literal["none", "batch"] = "batch"
+    feature_cache: Union[bool, Literal["auto"]] = "auto"
 
     def __post_init__(self) -> None:
         if self.every < 0:
@@ -172,7 +175,8 @@ class OnlineProbeConfig:
         from voxssl.config.downstream import HeadConfig, ProbeConfig
 
         return ProbeConfig(
-            classes=list(self.classes), source=self.source or None, head=HeadConfig(kind="linear"),
+            classes=list(self.classes), source=self.source or None,
+            head=HeadConfig(kind="linear", feature_norm=self.feature_norm), feature_cache=self.feature_cache,
             patch_size=tuple(self.patch_size), batch_size=self.batch_size, steps=self.steps, lr=self.lr,
             foreground_fraction=self.foreground_fraction, loss=self.loss, dice_weight=self.dice_weight,
             device=device, log_every=self.steps, tensorboard=False, sw_overlap=self.sw_overlap,

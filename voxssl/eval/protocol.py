@@ -209,7 +209,7 @@ def run_fold(
     from voxssl.eval.heads import build_head
     from voxssl.eval.loss import output_channels
     from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.sampling import PatchSampler, labelled_volume
+    from voxssl.eval.sampling import labelled_volume
     from voxssl.eval.seg_weights import save_segmentation_weights
     from voxssl.eval.train import BackboneSchedule, train_segmentation
 
@@ -219,9 +219,9 @@ def run_fold(
         labelled_volume(c.case_id, c.image(), c.label(), c.body_mask(), class_ids, c.annotated, rng)
         for c in (by_id[i] for i in fold.train)
     ]
-    sampler = PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
     backbone = copy.deepcopy(init.backbone)
     in_channels = list(getattr(backbone, "level_channels"))
+    sampler = training_sampler(backbone, volumes, cfg, rng, device, where=f"{recipe.source_file} ({fold.name})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence(seed_sequence).generate_state(1)[0]))
         head = build_head(cfg.head.kind, in_channels, output_channels(cfg.loss, len(class_ids)), cfg.head.hidden_channels,
@@ -242,6 +242,28 @@ def run_fold(
     save_segmentation_weights(fold_dir / "model.safetensors", model.cpu(), spec, init.plan)
     model.to(device)
     return [write_case_outputs(model, by_id[i], cfg, class_ids, device, fold_dir) for i in fold.test]
+
+
+def training_sampler(backbone: nn.Module, volumes: list, cfg: DownstreamConfig, rng: np.random.Generator,
+                     device: torch.device, where: str):
+    """Patches of the image, or of the frozen backbone's cached pyramid (probe ``feature_cache``)."""
+    from voxssl.config.downstream import ProbeConfig
+    from voxssl.eval.feature_cache import CachedPatchSampler, cache_features, check_patch_alignment, decide_feature_cache
+    from voxssl.eval.sampling import PatchSampler
+
+    level_channels = list(getattr(backbone, "level_channels"))
+    if isinstance(cfg, ProbeConfig) and cfg.feature_cache is not False:
+        try:
+            check_patch_alignment(cfg.patch_size, len(level_channels), f"{where}: probe.patch_size")
+        except ConfigError as err:
+            if cfg.feature_cache is True:
+                raise
+            log.warning("feature cache off: %s", err)
+            return PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
+        if decide_feature_cache(cfg.feature_cache, volumes, level_channels, cfg.feature_cache_max_gib, where):
+            cached = cache_features(backbone.to(device), volumes, device, cfg.amp)
+            return CachedPatchSampler(cached, cfg.patch_size, cfg.foreground_fraction, rng)
+    return PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
 
 
 def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: list[int]):
@@ -294,4 +316,5 @@ def write_case_outputs(model, case, cfg: DownstreamConfig, class_ids: list[int],
     return scores
 
 
-__all__ = ["run_downstream", "run_fold", "initial_backbone", "resolve_weights_path", "evaluate_case", "RANDOM_INIT", "check_classes"]
+__all__ = ["run_downstream", "run_fold", "initial_backbone", "resolve_weights_path", "evaluate_case", "RANDOM_INIT", "check_classes",
+           "training_sampler"]

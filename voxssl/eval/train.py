@@ -1,8 +1,12 @@
 """The downstream training loop (probe and fine-tune), read top to bottom.
 
-Adam over two parameter groups: the head at ``cfg.lr``; the backbone (fine-tuning only) at the
+Adam over two parameter groups: the head at ``cfg.lr`` (or its cosine decay, ``lr_schedule``); the backbone (fine-tuning only) at the
 rate of :func:`voxssl.eval.schedule.backbone_lr` for the current step, frozen (and in eval mode)
 until ``frozen_steps``. bf16 autocast is used on CUDA only.
+
+A batch holds either ``image`` patches (the backbone runs on them) or ``levels``, patches of a
+frozen backbone's cached pyramid (:class:`voxssl.eval.feature_cache.CachedPatchSampler`): then
+only the head runs.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.eval.loss import SegmentationLoss
 from voxssl.eval.model import SegmentationModel
 from voxssl.eval.sampling import PatchSampler
-from voxssl.eval.schedule import backbone_lr
+from voxssl.eval.schedule import backbone_lr, head_lr
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +95,12 @@ def train_segmentation(
                 model.train()
                 log.info("%s: backbone %s at step %d", description, "unfrozen" if lr_backbone > 0 else "frozen", step)
             optimizer.param_groups[1]["lr"] = lr_backbone
-        batch = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in sampler.batch(cfg.batch_size).items()}
+        lr = head_lr(step, cfg.steps, cfg.lr, cfg.lr_schedule)
+        optimizer.param_groups[0]["lr"] = lr
+        batch = to_device(sampler.batch(cfg.batch_size), device)
         voxel_mask = batch["body"] if cfg.body_restricted_loss else torch.ones_like(batch["body"])
         with autocast(device, cfg.amp):
-            logits = model(batch["image"])
+            logits = model.head(batch["levels"]) if "levels" in batch else model(batch["image"])
         loss = criterion(logits.float(), batch["target"], voxel_mask, batch["annotated"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,7 +113,7 @@ def train_segmentation(
         running += value
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             count = (step % cfg.log_every) + 1
-            entry = {"step": step + 1, "loss": running / count, "lr_head": cfg.lr}
+            entry = {"step": step + 1, "loss": running / count, "lr_head": lr}
             if schedule is not None:
                 entry["lr_backbone"] = optimizer.param_groups[1]["lr"]
             entry["seconds"] = time.perf_counter() - started
@@ -133,10 +139,21 @@ def train_segmentation(
     return history
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """numpy arrays (and lists of them, the cached levels) -> tensors on ``device``."""
+
+    def move(value):
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return torch.from_numpy(value).to(device, non_blocking=True)
+
+    return {key: move(value) for key, value in batch.items()}
+
+
 def _tensorboard(path: Path):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(path))
 
 
-__all__ = ["BackboneSchedule", "train_segmentation", "resolve_device", "autocast"]
+__all__ = ["BackboneSchedule", "train_segmentation", "resolve_device", "autocast", "to_device"]

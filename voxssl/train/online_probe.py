@@ -3,8 +3,8 @@
 Every ``pretrain.online_probe.every`` steps, rank 0 trains a fresh ``FPNLinearHead`` on a frozen
 copy of the *current* backbone (eval mode, no gradient; the training model is never touched) on a
 few labelled cached cases, then scores Dice on other labelled cases with sliding-window inference
-on the cached grid. It reuses the downstream machinery: :func:`voxssl.eval.sampling.labelled_volume`
-and :class:`~voxssl.eval.sampling.PatchSampler`, :class:`~voxssl.eval.model.SegmentationModel`,
+on the cached grid. It reuses the downstream machinery: :func:`voxssl.eval.sampling.labelled_volume`,
+:func:`voxssl.eval.protocol.training_sampler` (cached whole-volume features when they fit), :class:`~voxssl.eval.model.SegmentationModel`,
 :func:`voxssl.eval.train.train_segmentation` and :func:`voxssl.eval.protocol.evaluate_case`.
 
 Randomness: the patch sampler has its own numpy Generator and the head's initialisation runs
@@ -90,11 +90,13 @@ class OnlineProbe:
         for parameter in frozen.parameters():
             parameter.grad = None
         in_channels = list(frozen.level_channels)
-        head = build_head("linear", in_channels, output_channels(self.cfg.loss, len(self.class_ids)))
+        head = build_head("linear", in_channels, output_channels(self.cfg.loss, len(self.class_ids)),
+                          feature_norm=self.cfg.feature_norm)
         return SegmentationModel(frozen, head, loss_kind=self.cfg.loss).to(self.device)
 
     def _train(self, model, rng: np.random.Generator, step: int) -> None:
-        from voxssl.eval.sampling import PatchSampler, labelled_volume
+        from voxssl.eval.protocol import training_sampler
+        from voxssl.eval.sampling import labelled_volume
         from voxssl.eval.train import train_segmentation
 
         if self._volumes is None:
@@ -103,7 +105,7 @@ class OnlineProbe:
                 labelled_volume(c.case_id, c.image(), c.label(), c.body_mask(), self.class_ids, c.annotated, volume_rng)
                 for c in self.train_cases
             ]
-        sampler = PatchSampler(self._volumes, self.cfg.patch_size, self.cfg.foreground_fraction, rng)
+        sampler = training_sampler(model.backbone, self._volumes, self.downstream, rng, self.device, where=SECTION)
         train_segmentation(model, sampler, self.downstream, self.device, description=f"online probe @{step}")
 
     def _evaluate(self, model) -> dict[str, float]:
