@@ -29,8 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "phantom_probe.json"
 README = REPO / "benchmarks" / "README.md"
-SECTION_START = "<!-- phantom_probe:start -->"
-SECTION_END = "<!-- phantom_probe:end -->"
+SECTION = "phantom_probe"  # its section of benchmarks/README.md
 #: How much better (mean Dice, absolute) the pretrained probe must be; below it the script exits 1.
 REQUIRED_MARGIN = 0.05
 
@@ -94,7 +93,6 @@ def organ_means(summary: dict) -> dict[str, float | None]:
 def markdown_section(result: dict) -> str:
     pre, rnd = result["pretrained"], result["random_init"]
     lines = [
-        SECTION_START,
         "## Linear probe on phantoms: pretrained vs random init (`benchmarks/phantom_probe.py`)",
         "",
         f"Pretraining: recipes/demo.yaml, {result['pretrain_steps']} steps on {result['pretrain_cases']} unlabelled "
@@ -117,7 +115,6 @@ def markdown_section(result: dict) -> str:
     if margin < REQUIRED_MARGIN:
         lines += ["", "**FAILED**: the pretrained probe does not clearly beat random init. That is a defect in "
                   "pretraining, sampling or the probe (docs/pretraining.md lists what to check), not a result."]
-    lines += ["", SECTION_END, ""]
     return "\n".join(lines)
 
 
@@ -131,20 +128,6 @@ def _shape(values) -> str:
 
 def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
-
-
-def update_readme(section: str) -> None:
-    """Replace this benchmark's own section of the shared README (or append it)."""
-    from voxssl.utils.atomic import atomic_write_text
-
-    text = README.read_text(encoding="utf-8") if README.is_file() else "# Benchmarks\n"
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(README, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from voxssl.eval.protocol import RANDOM_INIT, run_downstream
     from voxssl.train.loop import pretrain
     from voxssl.utils.atomic import atomic_write_text
+    from voxssl.utils.markdown_section import replace_section
 
     with tempfile.TemporaryDirectory(prefix="phantom_probe_") as tmp:
         work = args.work or Path(tmp)
@@ -221,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write_text(args.results, json.dumps(result, indent=2) + "\n")
     if not args.no_readme:
-        update_readme(markdown_section(result))
+        replace_section(README, SECTION, markdown_section(result))
     print(json.dumps({k: result[k] for k in ("pretrain_seconds", "pretrained_minus_random")}, indent=1))
     print(f"mean Dice: pretrained {100 * runs['pretrained']['mean_dice']:.1f}, random init {100 * runs['random_init']['mean_dice']:.1f}")
     if result["pretrained_minus_random"] < REQUIRED_MARGIN:

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("VOXSSL_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
 RESULTS = REPO / "benchmarks" / "results" / "real_ct_probe.json"
+README = REPO / "benchmarks" / "README.md"
+SECTION = "real_ct_probe"  # its section of benchmarks/README.md
 
 
 def run(
@@ -41,13 +44,14 @@ def run(
     lr: float = 1e-2,
     seed: int = 0,
     batch_size: int = 4,
+    feature_cache: bool | str = "auto",
 ) -> dict:
     """Run the slice-split probe; returns per-organ Dice (upper half) and facts."""
     import nibabel as nib
     import torch
 
     from voxssl.config.data import CTPreprocessConfig, PreprocessConfig
-    from voxssl.config.downstream import ProbeConfig
+    from voxssl.config.downstream import HeadConfig, ProbeConfig
     from voxssl.config.model import ModelConfig
     from voxssl.data.readers import read_volume
     from voxssl.data.vocabulary import organ_name
@@ -59,7 +63,8 @@ def run(
     preprocess = PreprocessConfig(ct=CTPreprocessConfig(spacing=spacing))
     cfg = ProbeConfig(
         classes=organs, patch_size=patch, batch_size=batch_size, steps=steps, lr=lr, log_every=max(steps // 5, 1),
-        sw_roi_size=(128, 128, 64), device="auto",
+        sw_roi_size=(128, 128, 64), device="auto", head=HeadConfig(kind="linear", feature_norm="batch"),
+        feature_cache=feature_cache,
     )
     if weights == "random":
         from voxssl.models.build import build_backbone
@@ -85,6 +90,10 @@ def run(
         "spacing_mm": list(spacing),
         "steps": steps,
         "patch": list(patch),
+        "batch_size": batch_size,
+        "lr": lr,
+        "head": "linear, feature_norm batch",
+        "feature_cache": feature_cache,
         "dice_upper_half": dice,
         "mean_dice": scores.mean_dice(),
         "seconds": time.perf_counter() - started,
@@ -100,17 +109,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, nargs=3, default=(3.0, 3.0, 3.0))
     parser.add_argument("--base", type=int, default=8)
     parser.add_argument("--levels", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--feature-cache", choices=["auto", "true", "false"], default="auto")
+    parser.add_argument("--no-readme", action="store_true", help="Do not touch benchmarks/README.md.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not (args.real_data / "ts_ct.nii.gz").is_file():
         print(f"real data not found at {args.real_data}", file=sys.stderr)
         return 2
-    result = run(args.real_data, tuple(args.spacing), args.steps, weights=args.weights, base=args.base, levels=args.levels)
+    cache = {"auto": "auto", "true": True, "false": False}[args.feature_cache]
+    result = run(args.real_data, tuple(args.spacing), args.steps, weights=args.weights, base=args.base, levels=args.levels,
+                 lr=args.lr, feature_cache=cache)
+    result["date"] = time.strftime("%Y-%m-%d")
+    result["machine"] = f"{platform.machine()} CPU x{os.cpu_count()}"
     from voxssl.utils.atomic import atomic_write_text
+    from voxssl.utils.markdown_section import replace_section
 
     atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
+    if not args.no_readme:
+        replace_section(README, SECTION, markdown_section(result))
     print(json.dumps(result, indent=1))
     return 0
+
+
+def markdown_section(result: dict) -> str:
+    lines = [
+        "## Real CT smoke: probe on one half of the slices (`benchmarks/real_ct_probe.py`)",
+        "",
+        f"{result['scan']} ({'x'.join(map(str, result['scan_shape']))}) preprocessed to "
+        f"{'x'.join(f'{v:g}' for v in result['spacing_mm'])} mm ({'x'.join(map(str, result['preprocessed_shape']))}); "
+        f"backbone: {result['backbone']}; {result['head']}, {result['steps']} steps of batch {result['batch_size']} x "
+        f"{'x'.join(map(str, result['patch']))}, lr {result['lr']}, feature cache {result['feature_cache']}; trained on the "
+        f"slices below axial slice {result['cut_slice']}, scored above it; {result['seconds']:.0f} s, {result['machine']}, "
+        f"{result['date']}. A pipeline check on real anatomy (TotalSegmentator labels as reference), not a paper number.",
+        "",
+        "| organ | Dice % (upper half) |",
+        "|---|---|",
+    ]
+    for organ, value in result["dice_upper_half"].items():
+        lines.append(f"| {organ} | {'n/a' if value is None else f'{100 * value:.1f}'} |")
+    lines.append(f"| **mean** | **{100 * result['mean_dice']:.1f}** |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

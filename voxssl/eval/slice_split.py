@@ -52,7 +52,8 @@ def slice_split_probe(
     from voxssl.eval.loss import output_channels
     from voxssl.eval.metrics import score_case
     from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.sampling import PatchSampler, labelled_volume
+    from voxssl.eval.protocol import training_sampler
+    from voxssl.eval.sampling import labelled_volume
     from voxssl.eval.train import resolve_device, train_segmentation
 
     volume = read_volume(image_path)
@@ -72,8 +73,8 @@ def slice_split_probe(
         head = build_head(cfg.head.kind, list(backbone.level_channels), output_channels(cfg.loss, len(class_ids)),
                           cfg.head.hidden_channels, cfg.head.blocks_per_level, cfg.head.feature_norm)
     model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
-    history = train_segmentation(model, PatchSampler([train], cfg.patch_size, cfg.foreground_fraction, rng), cfg, device,
-                                 description="slice-split probe")
+    sampler = training_sampler(backbone, [train], cfg, rng, device, where="slice-split probe")
+    history = train_segmentation(model, sampler, cfg, device, description="slice-split probe")
     probs = predict_probabilities(model, test_image, cfg.inference_roi, cfg.sw_overlap, cfg.sw_mode, cfg.sw_batch_size, device, cfg.amp)
     if cfg.body_restricted_loss:
         probs = restrict_to_body(probs, test_body, cfg.loss)
