@@ -239,3 +239,15 @@ def test_fingerprint_of_a_dicom_folder_changes_when_a_slice_changes(tmp_path):
     os.utime(folder / "s1.dcm", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert fingerprint(case) != before
     assert fingerprint(Case("d", tmp_path / "absent", "ct"))["image"] is None
+
+
+def test_a_scan_that_does_not_look_like_the_recipes_modality_is_reported(tmp_path, caplog):
+    root = tmp_path / "data"
+    write_case(root, "ct_case", seed=0)
+    mr_like = np.random.default_rng(1).integers(0, 800, size=(24, 20, 8)).astype(np.int16)
+    nib.save(nib.Nifti1Image(mr_like, LPS), root / "images" / "mr_case.nii.gz")
+    with caplog.at_level("WARNING", logger="voxssl.data.pipeline"):
+        summary = run_preprocess(load_recipe(write_recipe(tmp_path, root)), progress=False)
+    assert summary.ok and len(summary.processed) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "mr_case.nii.gz" in warnings[0] and "the recipe says CT" in warnings[0]

@@ -60,6 +60,34 @@ def test_linear_probe_then_predict(phantom_cache, tmp_path):
     assert (out / "voxssl_organs.ctbl").read_text(encoding="utf-8").count("\n") == 6
 
 
+def test_predict_warns_when_the_scan_does_not_look_like_the_weights_modality(phantom_cache, tmp_path, caplog):
+    from voxssl.data.phantoms.generate import generate_phantom
+
+    folder, recipe, _ = phantom_cache
+    _run_ok(["linear-probe", str(recipe), "--weights", "random", "--set", f"output_dir={tmp_path}",
+             "--set", "probe.cv.folds=[0]", "--set", "probe.overlay_slices=0", "--set", "probe.write_predictions=false"])
+    weights = tmp_path / "probe" / "fold0" / "model.safetensors"
+    mr = generate_phantom(0, "mr", shape=(64, 48, 16))
+    mr_path = tmp_path / "mr.nii.gz"
+    nib.save(nib.Nifti1Image(mr.image, mr.affine), str(mr_path))
+    ct_path = folder / "phantoms" / "images" / "ph001.nii.gz"
+    with caplog.at_level("WARNING", logger="voxssl.eval.predict"):
+        _run_ok(["predict", "--weights", str(weights), str(ct_path), str(mr_path), "--out", str(tmp_path / "p"), "-q"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(mr_path) in warnings[0] and "does not look like CT" in warnings[0]
+    assert (tmp_path / "p" / "mr_seg.nii.gz").is_file()  # a warning, not a refusal: the user decides
+
+
+def test_modality_mismatch_rules():
+    from voxssl.data.modality_check import modality_mismatch
+
+    ct = np.array([-1024.0, 40.0, 1200.0])
+    mr = np.array([0.0, 310.0, 2000.0])
+    assert modality_mismatch(ct, "ct") is None and modality_mismatch(mr, "mr") is None
+    assert "-1000" in modality_mismatch(mr, "ct") and "rescaled" in modality_mismatch(ct + 1024, "ct")
+    assert "not negative" in modality_mismatch(ct, "mr")
+
+
 def test_weights_of_another_architecture_are_a_clear_error(phantom_cache, tmp_path, capsys):
     from voxssl.config.model import ModelConfig
     from voxssl.models.build import build_backbone
