@@ -149,3 +149,41 @@ def test_feature_cache_errors_name_the_field_and_per_patch_features_still_work(p
              "--set", "probe.write_predictions=false"])
     results = json.loads((tmp_path / "patch" / "probe" / "results.json").read_text(encoding="utf-8"))
     assert len(results["cases"]) == 2
+
+
+def test_fine_tune_from_the_cli_and_its_from_scratch_baseline(phantom_cache, tmp_path, capsys):
+    import yaml
+
+    from voxssl.config.model import ModelConfig
+    from voxssl.models.build import build_backbone
+    from voxssl.models.plan import Plan
+    from voxssl.models.weights import read_plan, save_weights
+    from tests.eval.conftest import write_recipe
+
+    folder, _, cache_dir = phantom_cache
+    recipe = yaml.safe_load(write_recipe(tmp_path, folder / "phantoms", cache_dir).read_text(encoding="utf-8"))
+    del recipe["probe"], recipe["model"]  # the architecture comes from the weights
+    recipe["finetune"] = {"classes": ["liver", "spleen"], "patch_size": [64, 48, 16], "batch_size": 2, "steps": 6,
+                          "lr": 0.01, "frozen_steps": 2, "ramp_steps": 2, "backbone_lr_start": 1e-4, "log_every": 1,
+                          "overlay_slices": 0, "write_predictions": False, "cv": {"scheme": "kfold", "k": 2, "folds": [0]}}
+    recipe_path = tmp_path / "finetune.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    small = ModelConfig(preset="hierarchical", base_channels=4, num_levels=2, projection_channels=4)
+    weights = save_weights(tmp_path / "pretrained.safetensors", build_backbone(small).state_dict(), Plan.for_model(small))
+
+    _run_ok(["fine-tune", str(recipe_path), "--weights", str(weights), "--set", "name=pre"])
+    pre = json.loads((tmp_path / "runs" / "pre" / "results.json").read_text(encoding="utf-8"))
+    assert pre["protocol"] == "fine-tune" and not pre["from_scratch"] and pre["weights"] == str(weights)
+    history = json.loads((tmp_path / "runs" / "pre" / "fold0" / "history.json").read_text(encoding="utf-8"))
+    backbone_lr = [entry["lr_backbone"] for entry in history]
+    assert backbone_lr[:2] == [0.0, 0.0] and 0 < backbone_lr[2] < backbone_lr[-1] == 0.01  # frozen, then ramped
+
+    # the baseline: same recipe and budget, random init in the architecture of the pretrained weights
+    _run_ok(["fine-tune", str(recipe_path), "--weights", str(weights), "--from-scratch", "--set", "name=scratch"])
+    scratch = json.loads((tmp_path / "runs" / "scratch" / "results.json").read_text(encoding="utf-8"))
+    assert scratch["from_scratch"] and "random init" in scratch["weights"] and str(weights) in scratch["weights"]
+    plan = read_plan(tmp_path / "runs" / "scratch" / "fold0" / "model.safetensors")
+    assert plan.architecture["base_channels"] == 4 and plan.architecture["num_levels"] == 2
+
+    code, captured = _run(["fine-tune", str(recipe_path)], capsys)
+    assert code == 1 and "--weights" in captured.err and "--from-scratch" in captured.err and "Traceback" not in captured.err

@@ -27,7 +27,9 @@ def fine_tune(
     recipe: Path = typer.Argument(..., help="Recipe YAML with `data`, `preprocess` and `finetune` sections."),
     weights: str = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP + " Not needed with --from-scratch."),
     from_scratch: bool = typer.Option(
-        False, "--from-scratch", help="Random initialisation, same budget (sets finetune.from_scratch=true)."
+        False, "--from-scratch",
+        help="Random initialisation, same budget (sets finetune.from_scratch=true): the baseline. With --weights "
+             "and no `model` section in the recipe, the random backbone has the architecture of those weights.",
     ),
     overrides: list[str] = OVERRIDES_OPTION,
 ) -> None:

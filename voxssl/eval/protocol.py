@@ -58,31 +58,36 @@ def resolve_weights_path(spec: str, in_channels: int | None = None, adapt_channe
 
 
 def initial_backbone(
-    recipe: Recipe, weights: str, modality: str, in_channels: int, seed: int, adapt_channels: str = "refuse"
+    recipe: Recipe,
+    weights: str,
+    modality: str,
+    in_channels: int,
+    seed: int,
+    adapt_channels: str = "refuse",
+    from_scratch: bool = False,
 ) -> InitialBackbone:
-    """Load pretrained weights (checked against the data and the recipe), or build a random one."""
-    from voxssl.config.model import ModelConfig, model_config_to_dict
+    """Load pretrained weights (checked against the data and the recipe), or build a random one.
+
+    With ``from_scratch`` the backbone is randomly initialised; its architecture is the recipe's
+    ``model`` section, else that of ``weights`` when given (the from-scratch baseline of exactly
+    that pretrained model), else the default preset.
+    """
     from voxssl.models.build import build_backbone
     from voxssl.models.plan import Plan, preprocessing_plan
 
     preprocessing = preprocessing_plan(modality, recipe.preprocess, in_channels)
-    if weights == RANDOM_INIT:
-        config = recipe.model if recipe.model is not None else ModelConfig(in_channels=in_channels)
+    if weights == RANDOM_INIT or from_scratch:
+        config = _random_init_architecture(recipe, weights, in_channels, adapt_channels)
         if config.in_channels != in_channels:
             raise ConfigError(f"{recipe.source_file}: model.in_channels is {config.in_channels}, the images have {in_channels}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             backbone = build_backbone(config)
         plan = Plan.for_model(config, preprocessing, recipe_to_dict(recipe), extra={"init": "random", "seed": seed})
-        return InitialBackbone(backbone, plan, f"random init ({config.preset}, seed {seed})")
+        shape = f", the architecture of {weights}" if weights != RANDOM_INIT and recipe.model is None else ""
+        return InitialBackbone(backbone, plan, f"random init ({config.preset}, seed {seed}{shape})")
 
-    from voxssl.models.weights import load_backbone
-
-    path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
-    expect: dict[str, Any] = {"architecture.in_channels": in_channels}
-    if recipe.model is not None:  # the recipe names an architecture: the weights must be that one
-        expect["architecture"] = model_config_to_dict(recipe.model)
-    backbone, plan = load_backbone(path, expect=expect)
+    path, backbone, plan = _load_checked_backbone(recipe, weights, in_channels, adapt_channels)
     planned = plan.preprocessing.get("modality")
     if planned and planned != modality:
         raise CheckpointError(f"{path}: the weights were trained on {planned} images, the recipe's cases are {modality}")
@@ -97,6 +102,29 @@ def initial_backbone(
         extra={**plan.extra, "init": str(path)},
     )
     return InitialBackbone(backbone, plan, str(path))
+
+
+def _load_checked_backbone(recipe: Recipe, weights: str, in_channels: int, adapt_channels: str):
+    """``(path, backbone, plan)`` of ``weights``, checked against the images and the recipe's ``model``."""
+    from voxssl.config.model import model_config_to_dict
+    from voxssl.models.weights import load_backbone
+
+    path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
+    expect: dict[str, Any] = {"architecture.in_channels": in_channels}
+    if recipe.model is not None:  # the recipe names an architecture: the weights must be that one
+        expect["architecture"] = model_config_to_dict(recipe.model)
+    backbone, plan = load_backbone(path, expect=expect)
+    return path, backbone, plan
+
+
+def _random_init_architecture(recipe: Recipe, weights: str, in_channels: int, adapt_channels: str):
+    """The recipe's ``model``, else the architecture of ``weights`` (unless 'random'), else the default."""
+    from voxssl.config.model import ModelConfig
+
+    if weights != RANDOM_INIT:
+        path, _, plan = _load_checked_backbone(recipe, weights, in_channels, adapt_channels)
+        return plan.model_config(source=str(path))
+    return recipe.model if recipe.model is not None else ModelConfig(in_channels=in_channels)
 
 
 def _labelled_cases(recipe: Recipe, cfg: DownstreamConfig) -> list:
@@ -174,7 +202,7 @@ def run_downstream(
     in_channels = cases[0].num_channels
     from_scratch = isinstance(cfg, FinetuneConfig) and cfg.from_scratch
     init = initial_backbone(
-        recipe, RANDOM_INIT if from_scratch else weights, cases[0].modality, in_channels, recipe.seed, cfg.adapt_channels
+        recipe, weights, cases[0].modality, in_channels, recipe.seed, cfg.adapt_channels, from_scratch=from_scratch
     )
     log.info("%s on %d labelled cases, %s, backbone: %s, device %s", protocol, len(cases), splits.scheme, init.description, device)
 
