@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,3 +25,16 @@ def real_data() -> Path:
 def _voxssl_home(tmp_path_factory, monkeypatch):
     """Never touch the user's weights cache from tests."""
     monkeypatch.setenv("VOXSSL_HOME", str(tmp_path_factory.mktemp("voxssl_home")))
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Import a script of benchmarks/ by name (``benchmark_script("phantom_probe")``): they are not a package."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

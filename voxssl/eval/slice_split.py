@@ -1,12 +1,13 @@
-"""A one-scan probe: train on the labels of one half of the axial slices, score the other half.
+"""A one-scan probe: train on the labels below an axial cut, score the slices above it.
 
 A smoke protocol for a single labelled scan (no cross-validation possible): the preprocessed
 volume is cut at the axial slice that splits the organs most evenly (:func:`split_slice`); the
 labels of the inferior part train the head, the superior part is predicted with a sliding window
 and scored per organ. The backbone sees the whole image on both sides (its features of a voxel
-near the cut are those of the full scan, not of a thin slab padded with zeros), only the labels
-are split: above the cut they are ignored in training (IGNORE_INDEX, outside the loss mask). It checks the whole downstream stack on
-real anatomy in a minute of CPU, not a benchmark number to compare with papers.
+near the cut are those of the full scan, not of a thin slab padded with zeros); only the labels
+are split: above the cut they are ignored in training (IGNORE_INDEX, outside the loss mask). It
+checks the whole downstream stack on real anatomy in a few CPU minutes, not a benchmark number to
+compare with papers.
 """
 
 from __future__ import annotations
