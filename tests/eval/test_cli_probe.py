@@ -60,7 +60,7 @@ def test_linear_probe_then_predict(phantom_cache, tmp_path):
     assert (out / "voxssl_organs.ctbl").read_text(encoding="utf-8").count("\n") == 6
 
 
-def test_predict_warns_when_the_scan_does_not_look_like_the_weights_modality(phantom_cache, tmp_path, caplog):
+def test_predict_warns_on_another_modality_and_fails_cleanly_on_a_corrupt_scan(phantom_cache, tmp_path, caplog, capsys):
     from voxssl.data.phantoms.generate import generate_phantom
 
     folder, recipe, _ = phantom_cache
@@ -76,6 +76,13 @@ def test_predict_warns_when_the_scan_does_not_look_like_the_weights_modality(pha
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and str(mr_path) in warnings[0] and "does not look like CT" in warnings[0]
     assert (tmp_path / "p" / "mr_seg.nii.gz").is_file()  # a warning, not a refusal: the user decides
+
+
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"not a nifti")
+    code, captured = _run(["predict", "--weights", str(weights), str(corrupt), "--out", str(tmp_path / "q"), "-q"], capsys)
+    assert code == 1 and str(corrupt) in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "q").exists()  # nothing written, not even the colour table
 
 
 def test_modality_mismatch_rules():

@@ -88,9 +88,7 @@ def predict_files(
     modality, preprocess_cfg = preprocess_config_from_plan(plan, str(path))
     in_channels = int(plan.model_config(source=str(path)).in_channels)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / COLOR_TABLE_NAME, slicer_color_table(spec.classes))
-    written = []
+    written: list[Path] = []
     for image_path in tqdm([Path(p) for p in images], desc="predict", unit="scan", disable=not progress):
         volume = read_volume(image_path, allow_channels=in_channels > 1)
         if volume.num_channels != in_channels:
@@ -106,6 +104,9 @@ def predict_files(
         if spec.body_restricted:
             probs = restrict_to_body(probs, body, spec.loss)
         label, affine = label_in_original_geometry(probs, meta, spec.classes, spec.loss, spec.threshold, interpolation)  # type: ignore[arg-type]
+        if not written:  # the output folder appears with the first prediction, never empty
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / COLOR_TABLE_NAME, slicer_color_table(spec.classes))
         target = write_label_nifti(out_dir / output_name(image_path), label, affine)
         log.info("%s -> %s (%s)", image_path, target, _summary(label, spec.classes))
         written.append(target)
