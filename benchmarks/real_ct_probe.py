@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,8 +49,12 @@ def run(
     seed: int = 0,
     batch_size: int = 4,
     feature_cache: bool | str = "auto",
+    preprocess=None,
 ) -> dict:
-    """Run the slice-split probe; returns per-organ Dice (upper half) and facts."""
+    """Run the slice-split probe; returns per-organ Dice (above the cut) and facts.
+
+    ``preprocess``: the recipe section to preprocess with (default: the CT defaults at ``spacing``).
+    """
     import nibabel as nib
     import torch
 
@@ -63,7 +68,7 @@ def run(
     image_path, label_path = real_data / "ts_ct.nii.gz", real_data / "ts_ct_label_btcv.nii.gz"
     ras_label = np.rint(read_volume(label_path).data).astype(np.uint8)
     organs = organs_in_both_halves(ras_label, list(range(1, 14)))
-    preprocess = PreprocessConfig(ct=CTPreprocessConfig(spacing=spacing))
+    preprocess = preprocess or PreprocessConfig(ct=CTPreprocessConfig(spacing=spacing))
     cfg = ProbeConfig(
         classes=organs, patch_size=patch, batch_size=batch_size, steps=steps, lr=lr, log_every=max(steps // 5, 1),
         sw_roi_size=(128, 128, 64), device="auto", head=HeadConfig(kind="linear", feature_norm="batch"),
@@ -105,6 +110,40 @@ def run(
     }
 
 
+def pretrain_on_scan(real_data: Path, work: Path, spacing: tuple[float, float, float], steps: int, seed: int = 0):
+    """Self-supervised pretraining on the scan itself (its image only, never its labels).
+
+    recipes/demo.yaml (model, objective, optimiser) with the scan as the only data source, at
+    ``spacing``. Returns ``(backbone path, recipe)``; the probe then preprocesses exactly as here.
+    """
+    from voxssl.config.loader import read_yaml
+    from voxssl.config.recipe import recipe_from_dict
+    from voxssl.data.pipeline import run_preprocess
+    from voxssl.train.loop import pretrain
+
+    images = work / "scan" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    link = images / "ts_ct.nii.gz"
+    if not link.exists():
+        link.symlink_to((real_data / "ts_ct.nii.gz").resolve())
+    settings = read_yaml(REPO / "recipes" / "demo.yaml")
+    settings.update({
+        "name": "pretrain-on-scan", "seed": seed, "output_dir": str(work / "runs"),
+        "data": {"cache_dir": str(work / "cache"), "num_workers": 1, "sources": [
+            {"adapter": "folder", "name": "scan", "root": str(work / "scan"), "modality": "ct",
+             "options": {"images": "images"}}]},
+    })
+    settings["preprocess"]["ct"]["spacing"] = list(spacing)
+    settings["pretrain"]["steps"] = steps
+    recipe = recipe_from_dict(settings, "recipes/demo.yaml (real-CT benchmark)")
+    if not run_preprocess(recipe, progress=False).ok:
+        raise SystemExit("preprocessing the real CT failed")
+    trained = pretrain(recipe, progress=True)
+    if trained.backbone_path is None:
+        raise SystemExit("pretraining did not write a backbone")
+    return trained.backbone_path, recipe
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--real-data", type=Path, default=REAL_DATA)
@@ -116,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projection", type=int, default=16, help="Channels per level of the random backbone's embedding.")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--feature-cache", choices=["auto", "true", "false"], default="auto")
+    parser.add_argument("--pretrain-steps", type=int, default=0,
+                        help="Also pretrain recipes/demo.yaml's model on the scan's image (no labels) for this many "
+                             "steps and probe it beside the random init.")
+    parser.add_argument("--work", type=Path, default=None, help="Working folder of --pretrain-steps (default: temporary).")
     parser.add_argument("--no-readme", action="store_true", help="Do not touch benchmarks/README.md.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -123,9 +166,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real data not found at {args.real_data}", file=sys.stderr)
         return 2
     cache = {"auto": "auto", "true": True, "false": False}[args.feature_cache]
-    result = run(args.real_data, tuple(args.spacing), args.steps, weights=args.weights, base=args.base, levels=args.levels,
-                 projection=args.projection,
-                 lr=args.lr, feature_cache=cache)
+    common = dict(spacing=tuple(args.spacing), steps=args.steps, base=args.base, levels=args.levels,
+                  projection=args.projection, lr=args.lr, feature_cache=cache)
+    if args.pretrain_steps:
+        with tempfile.TemporaryDirectory(prefix="real_ct_probe_") as tmp:
+            started = time.perf_counter()
+            backbone, recipe = pretrain_on_scan(args.real_data, args.work or Path(tmp), tuple(args.spacing),
+                                                args.pretrain_steps)
+            pretrain_seconds = time.perf_counter() - started
+            result = run(args.real_data, weights=str(backbone), preprocess=recipe.preprocess, **common)
+        result["backbone"] = f"recipes/demo.yaml pretrained on this scan ({args.pretrain_steps} steps, no labels)"
+        result["pretrain_seconds"] = pretrain_seconds
+        result["random_init"] = run(args.real_data, weights="random", preprocess=recipe.preprocess, **common)
+    else:
+        result = run(args.real_data, weights=args.weights, **common)
     result["date"] = time.strftime("%Y-%m-%d")
     result["machine"] = f"{platform.machine()} CPU x{os.cpu_count()}"
     from voxssl.utils.atomic import atomic_write_text
@@ -139,23 +193,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown_section(result: dict) -> str:
+    baseline = result.get("random_init")  # with --pretrain-steps: the random-init arm beside the pretrained one
+    pretrain = (f"; pretraining on the scan's image {result['pretrain_seconds']:.0f} s" if baseline else "")
     lines = [
-        "## Real CT smoke: probe on one half of the slices (`benchmarks/real_ct_probe.py`)",
+        "## Real CT smoke: probe on the labels below an axial cut (`benchmarks/real_ct_probe.py`)",
         "",
         f"{result['scan']} ({'x'.join(map(str, result['scan_shape']))}) preprocessed to "
         f"{'x'.join(f'{v:g}' for v in result['spacing_mm'])} mm ({'x'.join(map(str, result['preprocessed_shape']))}); "
         f"backbone: {result['backbone']}; {result['head']}, {result['steps']} steps of batch {result['batch_size']} x "
         f"{'x'.join(map(str, result['patch']))}, lr {result['lr']}, feature cache {result['feature_cache']}; trained on the "
-        f"slices below axial slice {result['cut_slice']}, scored above it; {result['seconds']:.0f} s, {result['machine']}, "
-        f"{result['date']}. A pipeline check on real anatomy (TotalSegmentator labels as reference), not a paper number.",
+        f"labels below axial slice {result['cut_slice']}, scored above it; probe {result['seconds']:.0f} s{pretrain}; "
+        f"{result['machine']}, {result['date']}. A pipeline check on real anatomy (TotalSegmentator labels as "
+        "reference), not a paper number.",
         "",
-        "| organ | Dice % (above the cut) |",
-        "|---|---|",
     ]
+    if baseline:
+        lines += ["| organ | Dice % pretrained on the scan | Dice % random init |", "|---|---|---|"]
+    else:
+        lines += ["| organ | Dice % (above the cut) |", "|---|---|"]
     for organ, value in result["dice_upper_half"].items():
-        lines.append(f"| {organ} | {'n/a' if value is None else f'{100 * value:.1f}'} |")
-    lines.append(f"| **mean** | **{100 * result['mean_dice']:.1f}** |")
+        row = f"| {organ} | {_pct(value)} |"
+        lines.append(row + (f" {_pct(baseline['dice_upper_half'][organ])} |" if baseline else ""))
+    mean = f"| **mean** | **{_pct(result['mean_dice'])}** |"
+    lines.append(mean + (f" **{_pct(baseline['mean_dice'])}** |" if baseline else ""))
     return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
 
 
 if __name__ == "__main__":

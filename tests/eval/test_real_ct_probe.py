@@ -36,3 +36,14 @@ def test_cut_splits_the_organs_evenly_and_hides_the_labels_above_it():
     assert (hidden[..., 20:] == IGNORE_INDEX).all() and not body[..., 20:].any()
     assert np.array_equal(hidden[..., :20], label[..., :20]) and body[..., :20].all()
     assert split_slice(np.zeros((2, 2, 10), np.uint8)) == 5
+
+
+@pytest.mark.real
+def test_pretraining_on_the_scan_then_probing_it(real_data, benchmark_script, tmp_path):
+    module = benchmark_script("real_ct_probe")
+    backbone, recipe = module.pretrain_on_scan(real_data, tmp_path, spacing=(6.0, 6.0, 6.0), steps=2)
+    assert backbone.is_file() and recipe.preprocess.ct.spacing == (6.0, 6.0, 6.0)
+    result = module.run(real_data, spacing=(6.0, 6.0, 6.0), steps=4, patch=(32, 32, 16), weights=str(backbone),
+                        preprocess=recipe.preprocess, lr=5e-2, batch_size=2)
+    assert result["backbone"] == str(backbone) and "liver" in result["dice_upper_half"]
+    assert math.isfinite(result["final_loss"])
