@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="Working folder of --pretrain-steps (default: temporary).")
     parser.add_argument("--no-readme", action="store_true", help="Do not touch benchmarks/README.md.")
     args = parser.parse_args(argv)
+    if args.pretrain_steps and args.weights != "random":
+        parser.error("--pretrain-steps pretrains its own backbone: drop --weights")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not (args.real_data / "ts_ct.nii.gz").is_file():
         print(f"real data not found at {args.real_data}", file=sys.stderr)
