@@ -246,8 +246,8 @@ def test_a_scan_that_does_not_look_like_the_recipes_modality_is_reported(tmp_pat
     write_case(root, "ct_case", seed=0)
     mr_like = np.random.default_rng(1).integers(0, 800, size=(24, 20, 8)).astype(np.int16)
     nib.save(nib.Nifti1Image(mr_like, LPS), root / "images" / "mr_case.nii.gz")
-    with caplog.at_level("WARNING", logger="voxssl.data.pipeline"):
+    with caplog.at_level("WARNING", logger="voxssl.data.preprocess"):
         summary = run_preprocess(load_recipe(write_recipe(tmp_path, root)), progress=False)
     assert summary.ok and len(summary.processed) == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "mr_case.nii.gz" in warnings[0] and "the recipe says CT" in warnings[0]
+    assert len(warnings) == 1 and "mr_case.nii.gz" in warnings[0] and "does not look like CT" in warnings[0]

@@ -71,7 +71,7 @@ def test_predict_warns_on_another_modality_and_fails_cleanly_on_a_corrupt_scan(p
     mr_path = tmp_path / "mr.nii.gz"
     nib.save(nib.Nifti1Image(mr.image, mr.affine), str(mr_path))
     ct_path = folder / "phantoms" / "images" / "ph001.nii.gz"
-    with caplog.at_level("WARNING", logger="voxssl.eval.predict"):
+    with caplog.at_level("WARNING", logger="voxssl.data.preprocess"):
         _run_ok(["predict", "--weights", str(weights), str(ct_path), str(mr_path), "--out", str(tmp_path / "p"), "-q"])
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and str(mr_path) in warnings[0] and "does not look like CT" in warnings[0]

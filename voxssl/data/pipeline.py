@@ -116,14 +116,10 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
 def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
     """Read and preprocess one case in memory: ``(image, label, body_mask, meta)``."""
     from voxssl.data.adapters import annotated_classes_from_label
-    from voxssl.data.modality_check import modality_mismatch
     from voxssl.data.preprocess import preprocess_volume
     from voxssl.data.readers import check_label_header, read_case_image, read_case_label
 
     volume = read_case_image(case)
-    mismatch = modality_mismatch(volume.data, case.modality)
-    if mismatch:
-        log.warning("%s: the recipe says %s, but %s", case.image, case.modality.upper(), mismatch)
     if case.label is not None and case.label_format == "nifti":  # fail fast, before any work
         check_label_header(case, volume, tolerance_voxels=cfg.label_grid_tolerance)
 

@@ -17,6 +17,7 @@ spacing) for labels to round-trip exactly, and because worker processes then nee
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -26,8 +27,11 @@ import numpy as np
 from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig, PreprocessConfig
 from voxssl.data import geometry
 from voxssl.data.body_mask import body_mask as compute_body_mask
+from voxssl.data.modality_check import modality_mismatch
 from voxssl.data.volume import Volume
 from voxssl.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: Bump when the algorithm changes in a way that changes the cached arrays (invalidates caches).
 PREPROCESS_VERSION = 1
@@ -60,6 +64,10 @@ def preprocess_volume(
         mapping and the ``preprocess`` parameters.
     """
     params = cfg.for_modality(modality)
+    mismatch = modality_mismatch(volume.data, modality)
+    if mismatch:  # a warning, not an error: the user decides (cache pipeline, predict, probes alike)
+        log.warning("%s does not look like %s, the modality it is preprocessed as: %s", volume.path,
+                    modality.upper(), mismatch)
     if isinstance(label, np.ndarray):
         _check_label_shape(label, volume)
     data = volume.data

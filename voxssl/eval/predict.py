@@ -63,7 +63,6 @@ def predict_files(
     """Segment every image and write the label maps into ``out_dir``; returns their paths."""
     from tqdm.auto import tqdm
 
-    from voxssl.data.modality_check import modality_mismatch
     from voxssl.data.preprocess import preprocess_volume
     from voxssl.data.readers import read_volume
     from voxssl.eval.inference import (
@@ -93,10 +92,6 @@ def predict_files(
         volume = read_volume(image_path, allow_channels=in_channels > 1)
         if volume.num_channels != in_channels:
             raise DataError(f"{image_path}: {volume.num_channels} channel(s), the weights expect {in_channels}")
-        mismatch = modality_mismatch(volume.data, modality)
-        if mismatch:
-            log.warning("%s does not look like %s, which the weights were trained on: %s", image_path,
-                        modality.upper(), mismatch)
         image, _, body, meta = preprocess_volume(volume, modality, preprocess_cfg)
         probs = predict_probabilities(
             model, image, spec.sw_roi_size, spec.sw_overlap, spec.sw_mode, sw_batch_size, torch_device, amp
