@@ -239,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
         "probe_batch_size": probe_recipe.probe.batch_size,
         "probe_patch_size": list(probe_recipe.probe.patch_size),
         "feature_cache": probe_recipe.probe.feature_cache,
-        "embedding_dim": None if probe_recipe.model is None else probe_recipe.model.num_levels * probe_recipe.model.projection_channels,
         "folds": "all" if args.folds is None else args.folds,
         "pretrain_seconds": float(np.mean(pretrain_seconds)) if pretrain_seconds else None,
         "pretrained": mean_over_seeds(runs, "pretrained"),

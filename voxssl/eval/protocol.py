@@ -87,7 +87,14 @@ def initial_backbone(
         shape = f", the architecture of {weights}" if weights != RANDOM_INIT and recipe.model is None else ""
         return InitialBackbone(backbone, plan, f"random init ({config.preset}, seed {seed}{shape})")
 
-    path, backbone, plan = _load_checked_backbone(recipe, weights, in_channels, adapt_channels)
+    from voxssl.config.model import model_config_to_dict
+    from voxssl.models.weights import load_backbone
+
+    path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
+    expect: dict[str, Any] = {"architecture.in_channels": in_channels}
+    if recipe.model is not None:  # the recipe names an architecture: the weights must be that one
+        expect["architecture"] = model_config_to_dict(recipe.model)
+    backbone, plan = load_backbone(path, expect=expect)
     planned = plan.preprocessing.get("modality")
     if planned and planned != modality:
         raise CheckpointError(f"{path}: the weights were trained on {planned} images, the recipe's cases are {modality}")
@@ -104,27 +111,17 @@ def initial_backbone(
     return InitialBackbone(backbone, plan, str(path))
 
 
-def _load_checked_backbone(recipe: Recipe, weights: str, in_channels: int, adapt_channels: str):
-    """``(path, backbone, plan)`` of ``weights``, checked against the images and the recipe's ``model``."""
-    from voxssl.config.model import model_config_to_dict
-    from voxssl.models.weights import load_backbone
-
-    path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
-    expect: dict[str, Any] = {"architecture.in_channels": in_channels}
-    if recipe.model is not None:  # the recipe names an architecture: the weights must be that one
-        expect["architecture"] = model_config_to_dict(recipe.model)
-    backbone, plan = load_backbone(path, expect=expect)
-    return path, backbone, plan
-
-
 def _random_init_architecture(recipe: Recipe, weights: str, in_channels: int, adapt_channels: str):
     """The recipe's ``model``, else the architecture of ``weights`` (unless 'random'), else the default."""
     from voxssl.config.model import ModelConfig
+    from voxssl.models.weights import read_plan
 
-    if weights != RANDOM_INIT:
-        path, _, plan = _load_checked_backbone(recipe, weights, in_channels, adapt_channels)
-        return plan.model_config(source=str(path))
-    return recipe.model if recipe.model is not None else ModelConfig(in_channels=in_channels)
+    if recipe.model is not None:
+        return recipe.model
+    if weights != RANDOM_INIT:  # only the plan is read: the tensors are not needed
+        path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
+        return read_plan(path).model_config(source=str(path))
+    return ModelConfig(in_channels=in_channels)
 
 
 def _labelled_cases(recipe: Recipe, cfg: DownstreamConfig) -> list:
