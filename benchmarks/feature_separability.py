@@ -31,11 +31,22 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "feature_separability.json"
-DEMO_CLASSES = ["liver", "spleen", "right_kidney", "left_kidney", "stomach", "aorta", "inferior_vena_cava",
-                "pancreas", "vertebrae"]
+DEMO_CLASSES = [
+    "liver",
+    "spleen",
+    "right_kidney",
+    "left_kidney",
+    "stomach",
+    "aorta",
+    "inferior_vena_cava",
+    "pancreas",
+    "vertebrae",
+]
 
 
-def embed(backbone: torch.nn.Module, case, unprojected: bool = False) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+def embed(
+    backbone: torch.nn.Module, case, unprojected: bool = False
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     """``(D, X, Y, Z)`` embedding, label and body mask (bool tensor) of one cached case."""
     from voxssl.eval.heads import upsample_to
     from voxssl.transforms.pairs import as_channel_first
@@ -44,8 +55,14 @@ def embed(backbone: torch.nn.Module, case, unprojected: bool = False) -> tuple[t
     with torch.no_grad():
         pyramid = backbone.eval().forward_features(image) if unprojected else backbone.eval()(image)
     size = pyramid[0].shape[2:]
-    embedding = torch.cat([upsample_to(level, i, size) for i, level in enumerate(pyramid)], dim=1)[0]
-    return embedding, np.asarray(case.label()), torch.from_numpy(np.array(case.body_mask(), dtype=bool))
+    embedding = torch.cat([upsample_to(level, i, size) for i, level in enumerate(pyramid)], dim=1)[
+        0
+    ]
+    return (
+        embedding,
+        np.asarray(case.label()),
+        torch.from_numpy(np.array(case.body_mask(), dtype=bool)),
+    )
 
 
 def class_targets(label: np.ndarray, class_ids: list[int]) -> torch.Tensor:
@@ -56,11 +73,14 @@ def class_targets(label: np.ndarray, class_ids: list[int]) -> torch.Tensor:
     return torch.from_numpy(target)
 
 
-def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, iterations: int,
-                            l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logistic_regression(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, iterations: int, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
     bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=iterations, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], max_iter=iterations, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -72,7 +92,9 @@ def fit_logistic_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, 
     return weight.detach(), bias.detach()
 
 
-def dice_per_organ(prediction: torch.Tensor, target: torch.Tensor, num_organs: int) -> list[float | None]:
+def dice_per_organ(
+    prediction: torch.Tensor, target: torch.Tensor, num_organs: int
+) -> list[float | None]:
     scores = []
     for k in range(1, num_organs + 1):
         truth, predicted = target == k, prediction == k
@@ -81,8 +103,17 @@ def dice_per_organ(prediction: torch.Tensor, target: torch.Tensor, num_organs: i
     return scores
 
 
-def separability(backbone, train_cases, test_cases, class_ids, voxels: int, iterations: int, l2: float,
-                 seed: int, unprojected: bool = False) -> dict:
+def separability(
+    backbone,
+    train_cases,
+    test_cases,
+    class_ids,
+    voxels: int,
+    iterations: int,
+    l2: float,
+    seed: int,
+    unprojected: bool = False,
+) -> dict:
     generator = torch.Generator().manual_seed(seed)
     features, targets = [], []
     for case in train_cases:
@@ -99,23 +130,37 @@ def separability(backbone, train_cases, test_cases, class_ids, voxels: int, iter
         embedding, label, body = embed(backbone, case, unprojected)
         x_test = (embedding[:, body].T - mean) / std
         prediction = (x_test @ weight + bias).argmax(1)
-        per_case.append(dice_per_organ(prediction, class_targets(label, class_ids)[body], len(class_ids)))
-    organ_means = [float(np.mean([c[k] for c in per_case if c[k] is not None])) if any(c[k] is not None for c in per_case)
-                   else None for k in range(len(class_ids))]
+        per_case.append(
+            dice_per_organ(prediction, class_targets(label, class_ids)[body], len(class_ids))
+        )
+    organ_means = [
+        float(np.mean([c[k] for c in per_case if c[k] is not None]))
+        if any(c[k] is not None for c in per_case)
+        else None
+        for k in range(len(class_ids))
+    ]
     case_means = [float(np.mean([d for d in c if d is not None])) for c in per_case]
-    return {"mean_dice": float(np.mean(case_means)), "organs": organ_means, "embedding_dim": int(x.shape[1]),
-            "feature_std_range": [float(std.min()), float(std.max())]}
+    return {
+        "mean_dice": float(np.mean(case_means)),
+        "organs": organ_means,
+        "embedding_dim": int(x.shape[1]),
+        "feature_std_range": [float(std.min()), float(std.max())],
+    }
 
 
-def split_cases(cache, train_source: str, test_source: str, train_cases: int, test_cases: int) -> tuple[list, list]:
+def split_cases(
+    cache, train_source: str, test_source: str, train_cases: int, test_cases: int
+) -> tuple[list, list]:
     """Training and test cases; from one source, the test cases follow the training ones."""
     train = cache.cases(train_source, labelled=True)
     test = cache.cases(test_source, labelled=True)
     offset = train_cases if test_source == train_source else 0
-    train, test = train[:train_cases], test[offset: offset + test_cases]
+    train, test = train[:train_cases], test[offset : offset + test_cases]
     if not train or not test:
-        raise SystemExit(f"not enough labelled cases: {len(train)} for training ({train_source}), {len(test)} for "
-                         f"testing ({test_source})")
+        raise SystemExit(
+            f"not enough labelled cases: {len(train)} for training ({train_source}), {len(test)} for "
+            f"testing ({test_source})"
+        )
     return train, test
 
 
@@ -131,13 +176,26 @@ def load(spec: str, recipe):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recipe", type=Path, required=True, help="Recipe whose data.cache_dir and model are used.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="Recipe override, e.g. --set model.projection_channels=8 (for 'random'; repeatable).")
+    parser.add_argument(
+        "--recipe", type=Path, required=True, help="Recipe whose data.cache_dir and model are used."
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Recipe override, e.g. --set model.projection_channels=8 (for 'random'; repeatable).",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="Where to write the JSON.")
-    parser.add_argument("--unprojected", action="store_true",
-                        help="Use the decoder maps before the per-level projections.")
-    parser.add_argument("--weights", nargs="+", required=True, help="Weights files and/or 'random'.")
+    parser.add_argument(
+        "--unprojected",
+        action="store_true",
+        help="Use the decoder maps before the per-level projections.",
+    )
+    parser.add_argument(
+        "--weights", nargs="+", required=True, help="Weights files and/or 'random'."
+    )
     parser.add_argument("--train-source", required=True)
     parser.add_argument("--test-source", required=True)
     parser.add_argument("--train-cases", type=int, default=4)
@@ -155,21 +213,39 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     cache = open_cache(recipe.data.cache_dir)
-    train, test = split_cases(cache, args.train_source, args.test_source, args.train_cases, args.test_cases)
+    train, test = split_cases(
+        cache, args.train_source, args.test_source, args.train_cases, args.test_cases
+    )
     class_ids = [organ_id(name) for name in args.classes]
     rows = {}
     for spec in args.weights:
         started = time.perf_counter()
-        rows[spec] = separability(load(spec, recipe), train, test, class_ids, args.voxels, args.iterations, args.l2,
-                                  recipe.seed, args.unprojected)
+        rows[spec] = separability(
+            load(spec, recipe),
+            train,
+            test,
+            class_ids,
+            args.voxels,
+            args.iterations,
+            args.l2,
+            recipe.seed,
+            args.unprojected,
+        )
         rows[spec]["seconds"] = time.perf_counter() - started
         print(f"{spec}: mean Dice {rows[spec]['mean_dice']:.3f}", flush=True)
-    result = {"benchmark": "feature_separability", "date": time.strftime("%Y-%m-%d"), "recipe": str(args.recipe),
-              "overrides": args.overrides, "unprojected": args.unprojected,
-              "train_cases": [c.case_id for c in train], "test_cases": [c.case_id for c in test],
-              "classes": args.classes, "backbones": rows}
+    result = {
+        "benchmark": "feature_separability",
+        "date": time.strftime("%Y-%m-%d"),
+        "recipe": str(args.recipe),
+        "overrides": args.overrides,
+        "unprojected": args.unprojected,
+        "train_cases": [c.case_id for c in train],
+        "test_cases": [c.case_id for c in test],
+        "classes": args.classes,
+        "backbones": rows,
+    }
     atomic_write_text(args.results, json.dumps(result, indent=2) + "\n")
-    print(f"| backbone | mean Dice |\n|---|---|")
+    print("| backbone | mean Dice |\n|---|---|")
     for spec, row in rows.items():
         print(f"| {spec} | {row['mean_dice']:.3f} |")
     return 0

@@ -49,27 +49,39 @@ def _phantom_source(size: int):
     from voxssl.fewshot.superpixels import SuperpixelParams, volume_superpixels
 
     phantom = generate_phantom(0, "ct")
-    volume = Volume(phantom.image, phantom.affine, phantom.affine, phantom.shape,
-                    np.array([[0, 1], [1, 1], [2, 1]], dtype=float), Path("phantom"))
+    volume = Volume(
+        phantom.image,
+        phantom.affine,
+        phantom.affine,
+        phantom.shape,
+        np.array([[0, 1], [1, 1], [2, 1]], dtype=float),
+        Path("phantom"),
+    )
     cfg = PreprocessConfig()
     cfg.ct.spacing = (4.0, 4.0, 5.0)
     cfg.ct.window_hu = (-125.0, 275.0)
     image, _, body, _ = preprocess_volume(volume, "ct", cfg)
     superpixels = volume_superpixels(image, body, SuperpixelParams(1.0, 1.0, 60, size))
-    return EpisodeSource("phantom", SliceVolume(image, size), superpixels, np.ones(image.shape[-1], dtype=bool))
+    return EpisodeSource(
+        "phantom", SliceVolume(image, size), superpixels, np.ones(image.shape[-1], dtype=bool)
+    )
 
 
 def bench_cpu_episodes(steps: int, warmup: int) -> dict:
-    from voxssl.config.loader import from_dict, read_yaml
     from voxssl.config.fewshot import FewShotConfig
+    from voxssl.config.loader import from_dict, read_yaml
     from voxssl.fewshot.augment import EpisodeAugment
     from voxssl.fewshot.episodes import SuperpixelEpisodes
     from voxssl.fewshot.model import build_alpnet
     from voxssl.fewshot.train import make_optimiser
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "fewshot_demo.yaml"
-    config = from_dict(FewShotConfig, read_yaml(recipe)["fewshot"], where="fewshot", source=str(recipe))
-    episodes = SuperpixelEpisodes([_phantom_source(config.image_size)], EpisodeAugment(config.augment))
+    config = from_dict(
+        FewShotConfig, read_yaml(recipe)["fewshot"], where="fewshot", source=str(recipe)
+    )
+    episodes = SuperpixelEpisodes(
+        [_phantom_source(config.image_size)], EpisodeAugment(config.augment)
+    )
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model = build_alpnet(config).train()
@@ -77,7 +89,9 @@ def bench_cpu_episodes(steps: int, warmup: int) -> dict:
 
     def step() -> None:
         episode = episodes.sample(rng)
-        loss, _ = model.loss(episode.support, episode.support_label, episode.query, episode.query_label)
+        loss, _ = model.loss(
+            episode.support, episode.support_label, episode.query, episode.query_label
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -93,8 +107,14 @@ def bench_cpu_episodes(steps: int, warmup: int) -> dict:
     for _ in range(steps):
         episodes.sample(rng)
     sample_rate = steps / (time.perf_counter() - began)
-    return {"episodes_per_s": train_rate, "cpu_s_per_episode": cpu_per_episode, "sampling_only_per_s": sample_rate, "image_size": config.image_size,
-            "encoder": "cnn " + str(config.encoder.cnn_channels), "steps": steps}
+    return {
+        "episodes_per_s": train_rate,
+        "cpu_s_per_episode": cpu_per_episode,
+        "sampling_only_per_s": sample_rate,
+        "image_size": config.image_size,
+        "encoder": "cnn " + str(config.encoder.cnn_channels),
+        "steps": steps,
+    }
 
 
 def bench_vit_forward(size: str, inputs: list[int], repeats: int, device: torch.device) -> dict:
@@ -136,14 +156,16 @@ def bench_gpu(steps: int, warmup: int) -> dict:
     torch.manual_seed(0)
     model = build_alpnet(config).to(device)
     optimiser = make_optimiser(model, config.optim)
-    results = {"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    results = {
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)
+    }
 
     def episode_rate(pixels: int, train_grid: int) -> tuple[float, float]:
         model.train()
         model.grid = train_grid
         image = torch.rand(1, 3, pixels, pixels, device=device)
         label = torch.zeros(1, pixels, pixels, dtype=torch.uint8, device=device)
-        label[:, pixels // 4: pixels // 2, pixels // 4: pixels // 2] = 1
+        label[:, pixels // 4 : pixels // 2, pixels // 4 : pixels // 2] = 1
         torch.cuda.reset_peak_memory_stats()
         for index in range(warmup + steps):
             if index == warmup:
@@ -177,8 +199,10 @@ def bench_gpu(steps: int, warmup: int) -> dict:
                 began = time.perf_counter()
             model.segment_features(s_feat, label, model.encode(queries), (672, 672))
         torch.cuda.synchronize()
-    results.update(infer_slices_per_s_672=8 * steps / (time.perf_counter() - began),
-                   infer_peak_gib_672=torch.cuda.max_memory_allocated() / 2**30)
+    results.update(
+        infer_slices_per_s_672=8 * steps / (time.perf_counter() - began),
+        infer_peak_gib_672=torch.cuda.max_memory_allocated() / 2**30,
+    )
     results["vit_l_forward"] = bench_vit_forward("large", [252, 672], 10, device)
     return results
 
@@ -193,8 +217,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
-        result = {"threads": args.threads, "demo_episodes": bench_cpu_episodes(args.steps, args.warmup),
-                  "vit_s14_forward": bench_vit_forward("small", [252, 672], args.repeats, torch.device("cpu"))}
+        result = {
+            "threads": args.threads,
+            "demo_episodes": bench_cpu_episodes(args.steps, args.warmup),
+            "vit_s14_forward": bench_vit_forward(
+                "small", [252, 672], args.repeats, torch.device("cpu")
+            ),
+        }
     else:
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device")

@@ -45,11 +45,19 @@ def build_recipes(work: Path, args: argparse.Namespace, seed: int | None = None)
     from voxssl.config.recipe import recipe_from_dict
 
     sources = [
-        {"adapter": "folder", "name": name, "root": str(work / name), "modality": "ct",
-         "options": {"images": "images", "labels": "labels"}}
+        {
+            "adapter": "folder",
+            "name": name,
+            "root": str(work / name),
+            "modality": "ct",
+            "options": {"images": "images", "labels": "labels"},
+        }
         for name in ("pretrain", "heldout")
     ]
-    common = {"data": {"cache_dir": str(work / "cache"), "num_workers": 2, "sources": sources}, "output_dir": str(work / "runs")}
+    common = {
+        "data": {"cache_dir": str(work / "cache"), "num_workers": 2, "sources": sources},
+        "output_dir": str(work / "runs"),
+    }
     demo = read_yaml(REPO / "recipes" / "demo.yaml")
     demo.update(common)
     demo["name"] = "pretrain" if seed is None else f"pretrain-seed{seed}"
@@ -61,7 +69,9 @@ def build_recipes(work: Path, args: argparse.Namespace, seed: int | None = None)
     probe = read_yaml(REPO / "recipes" / "probe_demo.yaml")
     probe.update(common)
     probe["probe"]["source"] = "heldout"
-    if seed is not None:  # the heads, the random-init backbone and the patch sampling (not the folds)
+    if (
+        seed is not None
+    ):  # the heads, the random-init backbone and the patch sampling (not the folds)
         probe["seed"] = seed
     if args.probe_steps:
         probe["probe"]["steps"] = args.probe_steps
@@ -74,7 +84,9 @@ def build_recipes(work: Path, args: argparse.Namespace, seed: int | None = None)
 
         key, _, value = item.partition("=")
         probe["probe"][key] = yaml.safe_load(value)
-    return recipe_from_dict(demo, "recipes/demo.yaml (benchmark)"), recipe_from_dict(probe, "recipes/probe_demo.yaml (benchmark)")
+    return recipe_from_dict(demo, "recipes/demo.yaml (benchmark)"), recipe_from_dict(
+        probe, "recipes/probe_demo.yaml (benchmark)"
+    )
 
 
 def write_phantoms(folder: Path, n: int, seed: int, prefix: str) -> None:
@@ -105,9 +117,14 @@ def mean_over_seeds(runs: list[dict], arm: str) -> dict:
     organs = runs[0][arm]["organs"]
     per_organ = {}
     for organ in organs:
-        values = [run[arm]["organs"][organ] for run in runs if run[arm]["organs"][organ] is not None]
+        values = [
+            run[arm]["organs"][organ] for run in runs if run[arm]["organs"][organ] is not None
+        ]
         per_organ[organ] = float(np.mean(values)) if values else None
-    return {"mean_dice": float(np.mean([run[arm]["mean_dice"] for run in runs])), "organs": per_organ}
+    return {
+        "mean_dice": float(np.mean([run[arm]["mean_dice"] for run in runs])),
+        "organs": per_organ,
+    }
 
 
 def markdown_section(result: dict) -> str:
@@ -133,14 +150,22 @@ def markdown_section(result: dict) -> str:
     lines.append(f"| **mean** | **{_pct(pre['mean_dice'])}** | **{_pct(rnd['mean_dice'])}** |")
     lines += ["", "| seed | pretrained | random init | margin |", "|---|---|---|---|"]
     for run in result["runs"]:
-        lines.append(f"| {run['seed']} | {_pct(run['pretrained']['mean_dice'])} | {_pct(run['random_init']['mean_dice'])} "
-                     f"| {100 * run['pretrained_minus_random']:+.1f} |")
+        lines.append(
+            f"| {run['seed']} | {_pct(run['pretrained']['mean_dice'])} | {_pct(run['random_init']['mean_dice'])} "
+            f"| {100 * run['pretrained_minus_random']:+.1f} |"
+        )
     margin = result["smallest_margin"]
-    lines += ["", f"Smallest margin over the seeds: {100 * margin:+.1f} Dice points (required: at least "
-              f"{100 * REQUIRED_MARGIN:.0f})."]
+    lines += [
+        "",
+        f"Smallest margin over the seeds: {100 * margin:+.1f} Dice points (required: at least "
+        f"{100 * REQUIRED_MARGIN:.0f}).",
+    ]
     if margin < REQUIRED_MARGIN:
-        lines += ["", "**FAILED**: the pretrained probe does not clearly beat random init. That is a defect in "
-                  "pretraining, sampling or the probe (docs/pretraining.md lists what to check), not a result."]
+        lines += [
+            "",
+            "**FAILED**: the pretrained probe does not clearly beat random init. That is a defect in "
+            "pretraining, sampling or the probe (docs/pretraining.md lists what to check), not a result.",
+        ]
     return "\n".join(lines)
 
 
@@ -167,12 +192,19 @@ def run_seed(work: Path, args: argparse.Namespace, seed: int | None) -> tuple[di
         trained = pretrain(pretrain_recipe, progress=True)
         if trained.backbone_path is None:
             raise SystemExit("pretraining did not write a backbone")
-        backbone, last_loss = trained.backbone_path, trained.losses[max(trained.losses)] if trained.losses else None
+        backbone, last_loss = (
+            trained.backbone_path,
+            trained.losses[max(trained.losses)] if trained.losses else None,
+        )
     else:
         backbone, last_loss = args.backbone, None
     pretrain_seconds = time.perf_counter() - started if args.backbone is None else None
-    run = {"seed": probe_recipe.seed, "pretrain_seconds": pretrain_seconds, "final_pretrain_loss": last_loss,
-           "pretrained_backbone": str(backbone)}
+    run = {
+        "seed": probe_recipe.seed,
+        "pretrain_seconds": pretrain_seconds,
+        "final_pretrain_loss": last_loss,
+        "pretrained_backbone": str(backbone),
+    }
     for label, weights in (("pretrained", str(backbone)), ("random_init", RANDOM_INIT)):
         probe_recipe.name = f"probe-{label}-seed{probe_recipe.seed}"
         started = time.perf_counter()
@@ -184,29 +216,60 @@ def run_seed(work: Path, args: argparse.Namespace, seed: int | None) -> tuple[di
             "organs": organ_means(summary),
             "seconds": time.perf_counter() - started,
         }
-    run["pretrained_minus_random"] = run["pretrained"]["mean_dice"] - run["random_init"]["mean_dice"]
-    print(f"seed {run['seed']}: mean Dice pretrained {100 * run['pretrained']['mean_dice']:.1f}, "
-          f"random init {100 * run['random_init']['mean_dice']:.1f}", flush=True)
+    run["pretrained_minus_random"] = (
+        run["pretrained"]["mean_dice"] - run["random_init"]["mean_dice"]
+    )
+    print(
+        f"seed {run['seed']}: mean Dice pretrained {100 * run['pretrained']['mean_dice']:.1f}, "
+        f"random init {100 * run['random_init']['mean_dice']:.1f}",
+        flush=True,
+    )
     return run, pretrain_recipe, probe_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="Repeat with these seeds of both recipes (default: the recipes' own seed, once). "
-                             "The phantoms and the folds stay the same.")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="Working folder (default: a temporary one)."
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Repeat with these seeds of both recipes (default: the recipes' own seed, once). "
+        "The phantoms and the folds stay the same.",
+    )
     parser.add_argument("--pretrain-cases", type=int, default=8)
     parser.add_argument("--probe-cases", type=int, default=8)
-    parser.add_argument("--pretrain-steps", type=int, default=0, help="0: recipes/demo.yaml's value.")
-    parser.add_argument("--probe-steps", type=int, default=0, help="0: recipes/probe_demo.yaml's value.")
-    parser.add_argument("--loss", choices=["bce", "ce"], default=None, help="Probe loss (default: the recipe's).")
-    parser.add_argument("--folds", type=int, nargs="+", default=None, help="Probe only these folds (default: both).")
-    parser.add_argument("--probe-set", action="append", metavar="KEY=VALUE",
-                        help="Override a key of the probe section, e.g. --probe-set lr=0.01 (repeatable).")
-    parser.add_argument("--backbone", type=Path, default=None, help="Reuse this pretrained backbone (skip pretraining).")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=0, help="0: recipes/demo.yaml's value."
+    )
+    parser.add_argument(
+        "--probe-steps", type=int, default=0, help="0: recipes/probe_demo.yaml's value."
+    )
+    parser.add_argument(
+        "--loss", choices=["bce", "ce"], default=None, help="Probe loss (default: the recipe's)."
+    )
+    parser.add_argument(
+        "--folds", type=int, nargs="+", default=None, help="Probe only these folds (default: both)."
+    )
+    parser.add_argument(
+        "--probe-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="Override a key of the probe section, e.g. --probe-set lr=0.01 (repeatable).",
+    )
+    parser.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        help="Reuse this pretrained backbone (skip pretraining).",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="Where to write the JSON.")
-    parser.add_argument("--no-readme", action="store_true", help="Do not touch benchmarks/README.md.")
+    parser.add_argument(
+        "--no-readme", action="store_true", help="Do not touch benchmarks/README.md."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -224,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds or [None]:
             run, pretrain_recipe, probe_recipe = run_seed(work, args, seed)
             runs.append(run)
-    pretrain_seconds = [run["pretrain_seconds"] for run in runs if run["pretrain_seconds"] is not None]
+    pretrain_seconds = [
+        run["pretrain_seconds"] for run in runs if run["pretrain_seconds"] is not None
+    ]
     result = {
         "benchmark": "phantom_probe",
         "date": time.strftime("%Y-%m-%d"),
@@ -249,12 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.results, json.dumps(result, indent=2) + "\n")
     if not args.no_readme:
         replace_section(README, SECTION, markdown_section(result))
-    print(f"mean Dice over {len(runs)} seed(s): pretrained {100 * result['pretrained']['mean_dice']:.1f}, "
-          f"random init {100 * result['random_init']['mean_dice']:.1f}; smallest margin "
-          f"{100 * result['smallest_margin']:+.1f}")
+    print(
+        f"mean Dice over {len(runs)} seed(s): pretrained {100 * result['pretrained']['mean_dice']:.1f}, "
+        f"random init {100 * result['random_init']['mean_dice']:.1f}; smallest margin "
+        f"{100 * result['smallest_margin']:+.1f}"
+    )
     if result["smallest_margin"] < REQUIRED_MARGIN:
-        print(f"FAILED: pretrained must beat random init by {100 * REQUIRED_MARGIN:.0f} Dice points with every seed",
-              file=sys.stderr)
+        print(
+            f"FAILED: pretrained must beat random init by {100 * REQUIRED_MARGIN:.0f} Dice points with every seed",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

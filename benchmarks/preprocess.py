@@ -35,7 +35,12 @@ from pathlib import Path
 SHAPE = (512, 512, 150)
 SPACING = (0.8, 0.8, 2.5)
 CROP = (128, 128, 32)
-ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}
+ONE_CORE_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+}
 
 
 def _pin_one_core() -> None:
@@ -62,7 +67,8 @@ def write_phantom(folder: Path) -> tuple[Path, Path, str]:
     phantom = generate_phantom(seed=0, modality="ct", shape=SHAPE, spacing=SPACING)
     # store as LPS (x and y flipped, the affine with them), like DICOM-derived CTs
     lps_affine = phantom.affine @ np.array(
-        [[-1, 0, 0, SHAPE[0] - 1], [0, -1, 0, SHAPE[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float
+        [[-1, 0, 0, SHAPE[0] - 1], [0, -1, 0, SHAPE[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]],
+        dtype=float,
     )
     image = np.ascontiguousarray(np.asarray(phantom.image)[::-1, ::-1]).astype(np.int16)
     label = np.ascontiguousarray(np.asarray(phantom.label)[::-1, ::-1]).astype(np.uint8)
@@ -87,8 +93,16 @@ def child_preprocess(image: str, label: str, cache_dir: str) -> None:
     meta.update(case_id="bench", source="bench", directory="bench/bench")
     write_case(Path(cache_dir) / "bench" / "bench", out_image, out_label, body, meta)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "baseline_rss_mb": baseline,
-                      "cached_shape": meta["shape"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "baseline_rss_mb": baseline,
+                "cached_shape": meta["shape"],
+            }
+        )
+    )
 
 
 def measure_preprocess(image: Path, label: Path, cache_dir: Path) -> dict:
@@ -96,11 +110,16 @@ def measure_preprocess(image: Path, label: Path, cache_dir: Path) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = subprocess.run(
         [sys.executable, __file__, "--child", str(image), str(label), str(cache_dir)],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if peak_kb <= before:
-        raise RuntimeError("peak RSS of this child is hidden by an earlier, larger child; run fewer repeats")
+        raise RuntimeError(
+            "peak RSS of this child is hidden by an earlier, larger child; run fewer repeats"
+        )
     record = json.loads(result.stdout.strip().splitlines()[-1])
     record["peak_rss_mb"] = peak_kb / 1024
     return record
@@ -118,7 +137,9 @@ def measure_crops(path: Path, n_crops: int, seed: int = 0) -> float:
     total = 0.0
     for _ in range(n_crops):
         x, y, z = (int(rng.integers(0, h)) for h in high)
-        crop = np.array(array[x : x + CROP[0], y : y + CROP[1], z : z + CROP[2]], dtype=np.float32)  # a copy
+        crop = np.array(
+            array[x : x + CROP[0], y : y + CROP[1], z : z + CROP[2]], dtype=np.float32
+        )  # a copy
         total += float(crop[0, 0, 0])
     return n_crops / (time.process_time() - start)
 
@@ -127,7 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--crops", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "preprocess.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "preprocess.json"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -143,26 +166,49 @@ def main() -> None:
         # children, so every repeat runs as the child of its own short-lived parent.
         runs = []
         for repeat in range(args.repeats):
-            runs.append(json.loads(subprocess.run(
-                [sys.executable, "-c",
-                 "import json,sys; sys.path.insert(0, sys.argv[1]); import preprocess as b; "
-                 "from pathlib import Path; print(json.dumps(b.measure_preprocess(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))))",
-                 str(Path(__file__).parent), str(image), str(label), str(tmp / f"cache{repeat}")],
-                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-            ).stdout.strip().splitlines()[-1]))
+            runs.append(
+                json.loads(
+                    subprocess.run(
+                        [
+                            sys.executable,
+                            "-c",
+                            "import json,sys; sys.path.insert(0, sys.argv[1]); import preprocess as b; "
+                            "from pathlib import Path; print(json.dumps(b.measure_preprocess(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))))",
+                            str(Path(__file__).parent),
+                            str(image),
+                            str(label),
+                            str(tmp / f"cache{repeat}"),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+            )
         best = min(runs, key=lambda r: r["cpu_seconds"])
         cached = tmp / "cache0" / "bench" / "bench" / "image.npy"
         as_float32 = tmp / "image_float32.npy"
         np.save(as_float32, np.load(cached).astype(np.float32))
         float16_rate = measure_crops(cached, args.crops)
         float32_rate = measure_crops(as_float32, args.crops)
-        sizes = {p.name: p.stat().st_size for p in (tmp / "cache0" / "bench" / "bench").glob("*.npy")}
+        sizes = {
+            p.name: p.stat().st_size for p in (tmp / "cache0" / "bench" / "bench").glob("*.npy")
+        }
 
     raw_int16_mb = np.prod(SHAPE) * 2 / 2**20
     raw_float32_mb = np.prod(SHAPE) * 4 / 2**20
     results = {
-        "scan": {"shape": SHAPE, "spacing_mm": SPACING, "dtype": "int16", "generator": generator,
-                 "target_spacing_mm": [1.0, 1.0, 2.0], "cached_shape": best["cached_shape"]},
+        "scan": {
+            "shape": SHAPE,
+            "spacing_mm": SPACING,
+            "dtype": "int16",
+            "generator": generator,
+            "target_spacing_mm": [1.0, 1.0, 2.0],
+            "cached_shape": best["cached_shape"],
+        },
         # CPU time of the one-core child: the cost on a dedicated core. Wall time is also given; on
         # a shared, oversubscribed machine it exceeds CPU time by the time spent waiting for a core.
         "preprocess_cpu_seconds": round(best["cpu_seconds"], 3),
@@ -177,8 +223,11 @@ def main() -> None:
         "crops_per_second_float16": round(float16_rate, 1),
         "crops_per_second_float32": round(float32_rate, 1),
         "cache_file_mb": {name: round(size / 2**20, 1) for name, size in sorted(sizes.items())},
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-                    "load_average_1min": os.getloadavg()[0]},
+        "machine": {
+            "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(),
+            "load_average_1min": os.getloadavg()[0],
+        },
         "targets": {"preprocess_seconds": 3.0, "peak_rss_over_raw": 4.0, "crops_per_second": 200},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -51,10 +51,18 @@ def write_phantom_cache(cache_dir: Path, count: int, shape: tuple[int, int, int]
         low, high = WINDOW_HU
         image = np.clip((phantom.image - low) / (high - low), 0, 1)
         case_id = f"phantom_{seed:03d}"
-        meta = {"case_id": case_id, "source": "phantoms", "modality": "ct", "spacing": list(phantom.spacing),
-                "shape": list(image.shape), "num_channels": 1, "directory": f"phantoms/{case_id}"}
+        meta = {
+            "case_id": case_id,
+            "source": "phantoms",
+            "modality": "ct",
+            "spacing": list(phantom.spacing),
+            "shape": list(image.shape),
+            "num_channels": 1,
+            "directory": f"phantoms/{case_id}",
+        }
         manifest["cases"][case_key("phantoms", case_id)] = write_case(
-            cache_dir / "phantoms" / case_id, image, None, phantom.image > -500, meta)
+            cache_dir / "phantoms" / case_id, image, None, phantom.image > -500, meta
+        )
     write_manifest(cache_dir, manifest)
 
 
@@ -64,15 +72,23 @@ def run_one(name: str, args: argparse.Namespace, cache_dir: Path, out_dir: Path)
 
     total = args.warmup + args.steps
     overrides = [
-        f"data.cache_dir={cache_dir}", f"output_dir={out_dir}", f"name=bench-{name}",
-        f"pretrain.steps={total}", f"pretrain.checkpoint_every={total}", f"pretrain.log_every={total}",
-        f"pretrain.image_every={total}", f"pretrain.device={args.device}", f"pretrain.amp={args.amp}",
+        f"data.cache_dir={cache_dir}",
+        f"output_dir={out_dir}",
+        f"name=bench-{name}",
+        f"pretrain.steps={total}",
+        f"pretrain.checkpoint_every={total}",
+        f"pretrain.log_every={total}",
+        f"pretrain.image_every={total}",
+        f"pretrain.device={args.device}",
+        f"pretrain.amp={args.amp}",
     ]
     if args.num_workers is not None:
         overrides.append(f"pretrain.num_workers={args.num_workers}")
     if args.pairs_per_step is not None:
-        overrides += [f"pretrain.pairs_per_step={args.pairs_per_step}",
-                      f"pretrain.pairs_per_volume={args.pairs_per_step}"]
+        overrides += [
+            f"pretrain.pairs_per_step={args.pairs_per_step}",
+            f"pretrain.pairs_per_volume={args.pairs_per_step}",
+        ]
     recipe = load_recipe(RECIPES[name], overrides)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -92,8 +108,11 @@ def run_one(name: str, args: argparse.Namespace, cache_dir: Path, out_dir: Path)
         "patch_size": list(cfg.patch_size),
         "pairs_per_step": cfg.pairs_per_step,
         "positives_per_pair": cfg.positives_per_pair,
-        "model": {"preset": recipe.model.preset, "base_channels": recipe.model.base_channels,
-                  "num_levels": recipe.model.num_levels},
+        "model": {
+            "preset": recipe.model.preset,
+            "base_channels": recipe.model.base_channels,
+            "num_levels": recipe.model.num_levels,
+        },
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "measured_steps": len(measured),
         "seconds_per_step": seconds / len(measured),
@@ -119,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", choices=["auto", "bf16", "fp32"], default="auto")
     parser.add_argument("--num-workers", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--pairs-per-step", type=int, default=None,
-                        help="override the recipe's pairs per step (the paper's 10 pairs need > 22 GB in fp32 on CPU)")
+    parser.add_argument(
+        "--pairs-per-step",
+        type=int,
+        default=None,
+        help="override the recipe's pairs per step (the paper's 10 pairs need > 22 GB in fp32 on CPU)",
+    )
     parser.add_argument("--phantoms", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -130,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="voxssl-bench-") as tmp:
         cache = Path(tmp) / "cache"
-        write_phantom_cache(cache, args.phantoms, shape=(192, 160, 64))  # 400x320x240 mm at ~2x2x3.75 mm
+        write_phantom_cache(
+            cache, args.phantoms, shape=(192, 160, 64)
+        )  # 400x320x240 mm at ~2x2x3.75 mm
         for name in names:
             row = run_one(name, args, cache, Path(tmp) / "runs")
             rows.append(row)
@@ -138,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
     for row in rows:
         key = f"{row['config']}/{row['device']}/{row['amp']}/pairs{row['pairs_per_step']}"
-        results[key] = {**row, "host": platform.node(), "cpu_count": __import__("os").cpu_count(),
-                        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+        results[key] = {
+            **row,
+            "host": platform.node(),
+            "cpu_count": __import__("os").cpu_count(),
+            "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"),
+        }
     from voxssl.utils.atomic import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(results, indent=1, sort_keys=True) + "\n")

@@ -70,8 +70,15 @@ def run(
     organs = organs_in_both_halves(ras_label, list(range(1, 14)))
     preprocess = preprocess or PreprocessConfig(ct=CTPreprocessConfig(spacing=spacing))
     cfg = ProbeConfig(
-        classes=organs, patch_size=patch, batch_size=batch_size, steps=steps, lr=lr, log_every=max(steps // 5, 1),
-        sw_roi_size=(128, 128, 64), device="auto", head=HeadConfig(kind="linear", feature_norm="batch"),
+        classes=organs,
+        patch_size=patch,
+        batch_size=batch_size,
+        steps=steps,
+        lr=lr,
+        log_every=max(steps // 5, 1),
+        sw_roi_size=(128, 128, 64),
+        device="auto",
+        head=HeadConfig(kind="linear", feature_norm="batch"),
         feature_cache=feature_cache,
     )
     if weights == "random":
@@ -79,18 +86,31 @@ def run(
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            backbone = build_backbone(ModelConfig(preset="hierarchical", base_channels=base, num_levels=levels,
-                                                  projection_channels=projection))
+            backbone = build_backbone(
+                ModelConfig(
+                    preset="hierarchical",
+                    base_channels=base,
+                    num_levels=levels,
+                    projection_channels=projection,
+                )
+            )
         described = f"random init hierarchical base {base}, {levels} levels, {projection} channels per level"
     else:
         from voxssl.eval.protocol import resolve_weights_path
         from voxssl.models.weights import load_backbone
 
-        backbone, _ = load_backbone(resolve_weights_path(weights), expect={"architecture.in_channels": 1})
+        backbone, _ = load_backbone(
+            resolve_weights_path(weights), expect={"architecture.in_channels": 1}
+        )
         described = weights
     started = time.perf_counter()
-    scores, facts = slice_split_probe(image_path, label_path, "ct", preprocess, cfg, backbone.eval(), seed=seed)
-    dice = {organ_name(k): (None if not np.isfinite(v) else round(float(v), 4)) for k, v in scores.dice.items()}
+    scores, facts = slice_split_probe(
+        image_path, label_path, "ct", preprocess, cfg, backbone.eval(), seed=seed
+    )
+    dice = {
+        organ_name(k): (None if not np.isfinite(v) else round(float(v), 4))
+        for k, v in scores.dice.items()
+    }
     return {
         "benchmark": "real_ct_probe",
         "scan": image_path.name,
@@ -110,7 +130,9 @@ def run(
     }
 
 
-def pretrain_on_scan(real_data: Path, work: Path, spacing: tuple[float, float, float], steps: int, seed: int = 0):
+def pretrain_on_scan(
+    real_data: Path, work: Path, spacing: tuple[float, float, float], steps: int, seed: int = 0
+):
     """Self-supervised pretraining on the scan itself (its image only, never its labels).
 
     recipes/demo.yaml (model, objective, optimiser) with the scan as the only data source, at
@@ -127,12 +149,26 @@ def pretrain_on_scan(real_data: Path, work: Path, spacing: tuple[float, float, f
     if not link.exists():
         link.symlink_to((real_data / "ts_ct.nii.gz").resolve())
     settings = read_yaml(REPO / "recipes" / "demo.yaml")
-    settings.update({
-        "name": "pretrain-on-scan", "seed": seed, "output_dir": str(work / "runs"),
-        "data": {"cache_dir": str(work / "cache"), "num_workers": 1, "sources": [
-            {"adapter": "folder", "name": "scan", "root": str(work / "scan"), "modality": "ct",
-             "options": {"images": "images"}}]},
-    })
+    settings.update(
+        {
+            "name": "pretrain-on-scan",
+            "seed": seed,
+            "output_dir": str(work / "runs"),
+            "data": {
+                "cache_dir": str(work / "cache"),
+                "num_workers": 1,
+                "sources": [
+                    {
+                        "adapter": "folder",
+                        "name": "scan",
+                        "root": str(work / "scan"),
+                        "modality": "ct",
+                        "options": {"images": "images"},
+                    }
+                ],
+            },
+        }
+    )
     settings["preprocess"]["ct"]["spacing"] = list(spacing)
     settings["pretrain"]["steps"] = steps
     recipe = recipe_from_dict(settings, "recipes/demo.yaml (real-CT benchmark)")
@@ -152,14 +188,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, nargs=3, default=(3.0, 3.0, 3.0))
     parser.add_argument("--base", type=int, default=8)
     parser.add_argument("--levels", type=int, default=4)
-    parser.add_argument("--projection", type=int, default=16, help="Channels per level of the random backbone's embedding.")
+    parser.add_argument(
+        "--projection",
+        type=int,
+        default=16,
+        help="Channels per level of the random backbone's embedding.",
+    )
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--feature-cache", choices=["auto", "true", "false"], default="auto")
-    parser.add_argument("--pretrain-steps", type=int, default=0,
-                        help="Also pretrain recipes/demo.yaml's model on the scan's image (no labels) for this many "
-                             "steps and probe it beside the random init.")
-    parser.add_argument("--work", type=Path, default=None, help="Working folder of --pretrain-steps (default: temporary).")
-    parser.add_argument("--no-readme", action="store_true", help="Do not touch benchmarks/README.md.")
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="Also pretrain recipes/demo.yaml's model on the scan's image (no labels) for this many "
+        "steps and probe it beside the random init.",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="Working folder of --pretrain-steps (default: temporary).",
+    )
+    parser.add_argument(
+        "--no-readme", action="store_true", help="Do not touch benchmarks/README.md."
+    )
     args = parser.parse_args(argv)
     if args.pretrain_steps and args.weights != "random":
         parser.error("--pretrain-steps pretrains its own backbone: drop --weights")
@@ -168,18 +220,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real data not found at {args.real_data}", file=sys.stderr)
         return 2
     cache = {"auto": "auto", "true": True, "false": False}[args.feature_cache]
-    common = dict(spacing=tuple(args.spacing), steps=args.steps, base=args.base, levels=args.levels,
-                  projection=args.projection, lr=args.lr, feature_cache=cache)
+    common = dict(
+        spacing=tuple(args.spacing),
+        steps=args.steps,
+        base=args.base,
+        levels=args.levels,
+        projection=args.projection,
+        lr=args.lr,
+        feature_cache=cache,
+    )
     if args.pretrain_steps:
         with tempfile.TemporaryDirectory(prefix="real_ct_probe_") as tmp:
             started = time.perf_counter()
-            backbone, recipe = pretrain_on_scan(args.real_data, args.work or Path(tmp), tuple(args.spacing),
-                                                args.pretrain_steps)
+            backbone, recipe = pretrain_on_scan(
+                args.real_data, args.work or Path(tmp), tuple(args.spacing), args.pretrain_steps
+            )
             pretrain_seconds = time.perf_counter() - started
-            result = run(args.real_data, weights=str(backbone), preprocess=recipe.preprocess, **common)
-        result["backbone"] = f"recipes/demo.yaml pretrained on this scan ({args.pretrain_steps} steps, no labels)"
+            result = run(
+                args.real_data, weights=str(backbone), preprocess=recipe.preprocess, **common
+            )
+        result["backbone"] = (
+            f"recipes/demo.yaml pretrained on this scan ({args.pretrain_steps} steps, no labels)"
+        )
         result["pretrain_seconds"] = pretrain_seconds
-        result["random_init"] = run(args.real_data, weights="random", preprocess=recipe.preprocess, **common)
+        result["random_init"] = run(
+            args.real_data, weights="random", preprocess=recipe.preprocess, **common
+        )
     else:
         result = run(args.real_data, weights=args.weights, **common)
     result["date"] = time.strftime("%Y-%m-%d")
@@ -195,8 +261,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown_section(result: dict) -> str:
-    baseline = result.get("random_init")  # with --pretrain-steps: the random-init arm beside the pretrained one
-    pretrain = (f"; pretraining on the scan's image {result['pretrain_seconds']:.0f} s" if baseline else "")
+    baseline = result.get(
+        "random_init"
+    )  # with --pretrain-steps: the random-init arm beside the pretrained one
+    pretrain = (
+        f"; pretraining on the scan's image {result['pretrain_seconds']:.0f} s" if baseline else ""
+    )
     lines = [
         "## Real CT smoke: probe on the labels below an axial cut (`benchmarks/real_ct_probe.py`)",
         "",

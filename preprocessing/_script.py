@@ -22,10 +22,18 @@ def parser(adapter: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("root", type=Path, help="the data set's folder, as downloaded and unpacked")
     p.add_argument("--cache", type=Path, required=True, help="cache folder (data.cache_dir)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (data.num_workers)")
-    p.add_argument("--name", default=adapter, help="cache sub-folder of this source (data.sources.0.name)")
+    p.add_argument(
+        "--name", default=adapter, help="cache sub-folder of this source (data.sources.0.name)"
+    )
     p.add_argument("--labelled-only", action="store_true", help="skip scans without a label")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe override, repeatable (values are YAML)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override, repeatable (values are YAML)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -49,12 +57,21 @@ def run(
     from voxssl.data.pipeline import run_preprocess
     from voxssl.errors import VoxsslError
 
-    source = {"adapter": adapter, "root": str(args.root), "name": args.name, "labelled_only": args.labelled_only}
+    source = {
+        "adapter": adapter,
+        "root": str(args.root),
+        "name": args.name,
+        "labelled_only": args.labelled_only,
+    }
     source.update(source_fields(args) if source_fields else {})
-    data = {"name": f"preprocess_{args.name}", "data": {"sources": [source], "cache_dir": str(args.cache),
-                                                       "num_workers": args.workers}}
+    data = {
+        "name": f"preprocess_{args.name}",
+        "data": {"sources": [source], "cache_dir": str(args.cache), "num_workers": args.workers},
+    }
     try:
-        recipe = recipe_from_dict(apply_overrides(data, args.overrides), source=f"preprocessing/{adapter}.py")
+        recipe = recipe_from_dict(
+            apply_overrides(data, args.overrides), source=f"preprocessing/{adapter}.py"
+        )
         summary = run_preprocess(recipe, progress=not args.quiet)
         save_resolved(recipe, summary.cache_dir)
     except VoxsslError as err:

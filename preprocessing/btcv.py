@@ -1,6 +1,6 @@
 """Preprocess BTCV (Synapse Abdomen, RawData/Training/img|label or imagesTr/labelsTr) into a cache.
 
-    python preprocessing/btcv.py /data/Abdomen/RawData --cache /scratch/cache
+python preprocessing/btcv.py /data/Abdomen/RawData --cache /scratch/cache
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Preprocess CHAOS (CT and MR DICOM series with Ground PNG labels) into a cache.
 
-    python preprocessing/chaos.py /data/CHAOS_Train_Sets --cache /scratch/cache --modality mr
+python preprocessing/chaos.py /data/CHAOS_Train_Sets --cache /scratch/cache --modality mr
 """
 
 import sys

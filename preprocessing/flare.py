@@ -1,6 +1,6 @@
 """Preprocess FLARE22 / FLARE23 (labelled, partially labelled and unlabelled folders) into a cache.
 
-    python preprocessing/flare.py /data/FLARE2022 --cache /scratch/cache --splits unlabelled
+python preprocessing/flare.py /data/FLARE2022 --cache /scratch/cache --splits unlabelled
 """
 
 import sys
@@ -9,8 +9,12 @@ from _script import run
 
 
 def add_arguments(parser):
-    parser.add_argument("--splits", nargs="+", choices=["train", "tuning", "validation", "test", "unlabelled"],
-                        help="keep only these splits (default: every split found)")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        choices=["train", "tuning", "validation", "test", "unlabelled"],
+        help="keep only these splits (default: every split found)",
+    )
 
 
 def source_fields(args):

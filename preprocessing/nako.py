@@ -1,6 +1,6 @@
 """Preprocess NAKO Dixon MRI (NIfTI files + manifest of subject, contrast, path) into a cache.
 
-    python preprocessing/nako.py /data/nako --cache /scratch/cache --manifest manifest.csv
+python preprocessing/nako.py /data/nako --cache /scratch/cache --manifest manifest.csv
 """
 
 import sys

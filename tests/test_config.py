@@ -13,8 +13,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_recipe_and_overrides(tmp_path):
-    path = write(tmp_path, "name: x\ndata:\n  sources:\n    - {adapter: folder, root: /data, modality: ct}\n")
-    recipe = load_recipe(path, ["seed=7", "data.sources.0.root=/other", "preprocess.ct.window_hu=[-100, 200]"])
+    path = write(
+        tmp_path, "name: x\ndata:\n  sources:\n    - {adapter: folder, root: /data, modality: ct}\n"
+    )
+    recipe = load_recipe(
+        path, ["seed=7", "data.sources.0.root=/other", "preprocess.ct.window_hu=[-100, 200]"]
+    )
     assert recipe.seed == 7
     assert recipe.data.sources[0].root == Path("/other")
     assert recipe.data.sources[0].name == "folder"
@@ -53,7 +57,9 @@ def test_missing_recipe_file(tmp_path):
 
 
 def test_save_resolved_roundtrip(tmp_path):
-    recipe = load_recipe(write(tmp_path, "name: abc\nseed: 3\n"), ["preprocess.mr.percentiles=[1, 99]"])
+    recipe = load_recipe(
+        write(tmp_path, "name: abc\nseed: 3\n"), ["preprocess.mr.percentiles=[1, 99]"]
+    )
     out = save_resolved(recipe, tmp_path / "run")
     again = load_recipe(out)
     assert again.seed == 3 and again.preprocess.mr.percentiles == (1.0, 99.0)

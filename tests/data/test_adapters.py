@@ -49,7 +49,11 @@ def test_btcv_nested_synapse_layout(tmp_path):
     assert cases["img0021"].label == raw / "Training" / "label" / "label0021.nii.gz"
     assert cases["img0021"].modality == "ct" and cases["img0021"].label_map is None
     assert cases["img0061"].label is None and cases["img0061"].metadata["split"] == "test"
-    assert [c.case_id for c in find_cases(source("btcv", tmp_path, labelled_only=True))] == ["img0001", "img0002", "img0021"]
+    assert [c.case_id for c in find_cases(source("btcv", tmp_path, labelled_only=True))] == [
+        "img0001",
+        "img0002",
+        "img0021",
+    ]
     assert len(find_cases(source("btcv", tmp_path, options={"include_test": False}))) == 3
 
 
@@ -58,10 +62,19 @@ def test_btcv_monai_layout_and_duplicate_scans(tmp_path):
     nifti(tmp_path / "labelsTr" / "label0035.nii.gz")
     nifti(tmp_path / "imagesTr" / "img0001.nii.gz")
     nifti(tmp_path / "imagesTs" / "img0070.nii.gz")
-    (tmp_path / "dataset_0.json").write_text(json.dumps({
-        "training": [{"image": "imagesTr/img0001.nii.gz", "label": "labelsTr/label0001.nii.gz"}],
-        "validation": [{"image": "imagesTr/img0035.nii.gz", "label": "labelsTr/label0035.nii.gz"}],
-    }), encoding="utf-8")
+    (tmp_path / "dataset_0.json").write_text(
+        json.dumps(
+            {
+                "training": [
+                    {"image": "imagesTr/img0001.nii.gz", "label": "labelsTr/label0001.nii.gz"}
+                ],
+                "validation": [
+                    {"image": "imagesTr/img0035.nii.gz", "label": "labelsTr/label0035.nii.gz"}
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     cases = by_id(find_cases(source("btcv", tmp_path)))
     assert cases["img0035"].has_label and cases["img0035"].metadata["split"] == "validation"
     assert cases["img0001"].metadata["split"] == "train" and not cases["img0001"].has_label
@@ -126,11 +139,15 @@ def test_flare22_layout(tmp_path):
     assert set(cases) == {"FLARE22_Tr_0001", "Case_00001", "tuning_FLARETs_0001", "FLARETs_0001"}
     labelled = cases["FLARE22_Tr_0001"]
     assert labelled.label.name == "FLARE22_Tr_0001.nii.gz" and labelled.metadata["split"] == "train"
-    assert labelled.label_map[1] == 6 and labelled.label_map[3] == 1 and labelled.label_map[12] == 14
+    assert (
+        labelled.label_map[1] == 6 and labelled.label_map[3] == 1 and labelled.label_map[12] == 14
+    )
     assert labelled.label_map[13] == 3 and labelled.label_map[14] == IGNORE_INDEX
     assert not labelled.metadata.get("partial_labels")
     assert annotated_classes_from_label([0, 1, 3], labelled) is None  # full label
-    assert cases["Case_00001"].metadata["split"] == "unlabelled" and cases["Case_00001"].label is None
+    assert (
+        cases["Case_00001"].metadata["split"] == "unlabelled" and cases["Case_00001"].label is None
+    )
     assert cases["tuning_FLARETs_0001"].has_label and not cases["FLARETs_0001"].has_label
     assert cases["FLARETs_0001"].metadata["split"] == "test"
     only = find_cases(source("flare", tmp_path, options={"splits": ["unlabelled"]}))
@@ -159,12 +176,24 @@ def _msd(root: Path, labels: dict) -> Path:
     nifti(root / "labelsTr" / "spleen_2.nii.gz")
     nifti(root / "imagesTs" / "spleen_1.nii.gz")
     (root / "imagesTr" / "._spleen_2.nii.gz").write_bytes(b"\0")
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "Spleen", "modality": {"0": "CT"}, "labels": labels,
-        "training": [{"image": "./imagesTr/spleen_2.nii.gz", "label": "./labelsTr/spleen_2.nii.gz"},
-                     {"image": "./imagesTr/._spleen_2.nii.gz", "label": "./labelsTr/._spleen_2.nii.gz"}],
-        "test": ["./imagesTs/spleen_1.nii.gz"],
-    }), encoding="utf-8")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "Spleen",
+                "modality": {"0": "CT"},
+                "labels": labels,
+                "training": [
+                    {"image": "./imagesTr/spleen_2.nii.gz", "label": "./labelsTr/spleen_2.nii.gz"},
+                    {
+                        "image": "./imagesTr/._spleen_2.nii.gz",
+                        "label": "./labelsTr/._spleen_2.nii.gz",
+                    },
+                ],
+                "test": ["./imagesTs/spleen_1.nii.gz"],
+            }
+        ),
+        encoding="utf-8",
+    )
     return root
 
 
@@ -195,10 +224,17 @@ def test_nnunet_multichannel(tmp_path):
         nifti(root / "imagesTr" / f"{case}_0000.nii.gz")
         nifti(root / "imagesTr" / f"{case}_0001.nii.gz")
     nifti(root / "labelsTr" / "abd_001.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1", "1": "T2"}, "file_ending": ".nii.gz", "numTraining": 2,
-        "labels": {"background": 0, "liver": 1, "kidney_left": 2, "arota": 3},
-    }), encoding="utf-8")
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T1", "1": "T2"},
+                "file_ending": ".nii.gz",
+                "numTraining": 2,
+                "labels": {"background": 0, "liver": 1, "kidney_left": 2, "arota": 3},
+            }
+        ),
+        encoding="utf-8",
+    )
     cases = find_cases(source("nnunet", root))
     assert [c.case_id for c in cases] == ["abd_001", "abd_002"]
     assert cases[0].modality == "mr" and cases[0].label_map == {1: 6, 2: 3, 3: 8}
@@ -222,7 +258,10 @@ def test_folder_matches_labels_by_name(tmp_path):
     opts = {"images": "images", "labels": "labels", "label_map": {1: "liver", 2: "ignore"}}
     cases = by_id(find_cases(source("folder", tmp_path, modality="mr", options=opts)))
     assert set(cases) == {"img0001", "ct_7", "p3"}
-    assert cases["img0001"].label.name == "label0001.nii.gz" and cases["ct_7"].label.name == "ct_7.nii.gz"
+    assert (
+        cases["img0001"].label.name == "label0001.nii.gz"
+        and cases["ct_7"].label.name == "ct_7.nii.gz"
+    )
     assert cases["p3"].label is None and cases["ct_7"].modality == "mr"
     assert cases["ct_7"].label_map == {1: 6, 2: IGNORE_INDEX}
     assert match_key("p3_seg") == "p3" and match_key("image_12_0000") == "12"
@@ -239,7 +278,9 @@ def test_nako_manifest_channels(tmp_path):
         for contrast in ("opp", "in", "fat", "water"):
             nifti(tmp_path / subject / f"{contrast}.nii.gz")
             rows.append(f"{subject},{contrast},{subject}/{contrast}.nii.gz")
-    (tmp_path / "manifest.csv").write_text("\n".join(rows[:-1]) + "\n", encoding="utf-8")  # 100002 lacks water
+    (tmp_path / "manifest.csv").write_text(
+        "\n".join(rows[:-1]) + "\n", encoding="utf-8"
+    )  # 100002 lacks water
     with pytest.raises(DataError, match="100002.*water"):
         find_cases(source("nako", tmp_path))
     cases = find_cases(source("nako", tmp_path, options={"missing": "skip"}))
@@ -252,7 +293,9 @@ def test_nako_manifest_channels(tmp_path):
         "- {subject: s1, contrast: fat, path: 100001/fat.nii.gz}\n",
         encoding="utf-8",
     )
-    cases = find_cases(source("nako", tmp_path, options={"manifest": "list.yaml", "contrasts": ["fat", "water"]}))
+    cases = find_cases(
+        source("nako", tmp_path, options={"manifest": "list.yaml", "contrasts": ["fat", "water"]})
+    )
     assert [p.name for p in cases[0].channels] == ["fat.nii.gz", "water.nii.gz"]
 
 
@@ -267,7 +310,9 @@ def test_errors_name_the_folder_and_option(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path)):
         find_cases(source("btcv", tmp_path))  # empty
     with pytest.raises(ConfigError, match=r"data\.sources\.1\.options\.include_tests"):
-        find_cases(source("btcv", tmp_path, options={"include_tests": False}), where="data.sources.1")
+        find_cases(
+            source("btcv", tmp_path, options={"include_tests": False}), where="data.sources.1"
+        )
     with pytest.raises(ConfigError, match=r"options\.include_test.*true or false"):
         find_cases(source("btcv", tmp_path, options={"include_test": "no"}), where="data.sources.1")
     nifti(tmp_path / "Testing" / "img" / "img0061.nii.gz")
@@ -278,20 +323,58 @@ def test_errors_name_the_folder_and_option(tmp_path):
 def test_registry_and_names():
     assert set(ADAPTERS) == {"btcv", "amos", "flare", "chaos", "nako", "msd", "nnunet", "folder"}
     assert canonical_id_of_name("postcava") == 9 and canonical_id_of_name("Gall Bladder") == 4
-    assert canonical_id_of_name("prostate/uterus") == 16 and canonical_id_of_name("Right adrenal gland") == 12
-    assert canonical_id_of_name("inferior vena cava (IVC)") == 9 and canonical_id_of_name("cancer") is None
-    btcv_json = ["spleen", "rkid", "lkid", "gall", "eso", "liver", "sto", "aorta", "IVC", "veins", "pancreas", "rad", "lad"]
+    assert (
+        canonical_id_of_name("prostate/uterus") == 16
+        and canonical_id_of_name("Right adrenal gland") == 12
+    )
+    assert (
+        canonical_id_of_name("inferior vena cava (IVC)") == 9
+        and canonical_id_of_name("cancer") is None
+    )
+    btcv_json = [
+        "spleen",
+        "rkid",
+        "lkid",
+        "gall",
+        "eso",
+        "liver",
+        "sto",
+        "aorta",
+        "IVC",
+        "veins",
+        "pancreas",
+        "rad",
+        "lad",
+    ]
     assert [canonical_id_of_name(n) for n in btcv_json] == list(range(1, 14))
-    amos_json = ["spleen", "right kidney", "left kidney", "gall bladder", "esophagus", "liver", "stomach", "arota",
-                 "postcava", "pancreas", "right adrenal gland", "left adrenal gland", "duodenum", "bladder",
-                 "prostate/uterus"]
-    assert [canonical_id_of_name(n) for n in amos_json] == [AMOS_TO_CANONICAL[i] for i in range(1, 16)]
+    amos_json = [
+        "spleen",
+        "right kidney",
+        "left kidney",
+        "gall bladder",
+        "esophagus",
+        "liver",
+        "stomach",
+        "arota",
+        "postcava",
+        "pancreas",
+        "right adrenal gland",
+        "left adrenal gland",
+        "duodenum",
+        "bladder",
+        "prostate/uterus",
+    ]
+    assert [canonical_id_of_name(n) for n in amos_json] == [
+        AMOS_TO_CANONICAL[i] for i in range(1, 16)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ CHAOS
 
 
-def write_dicom_slice(path: Path, pixels: np.ndarray, z: float, modality: str, series_uid: str) -> None:
+def write_dicom_slice(
+    path: Path, pixels: np.ndarray, z: float, modality: str, series_uid: str
+) -> None:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(pixels.astype(np.int16))
@@ -329,7 +412,13 @@ def make_chaos_ct(patient: Path) -> None:
     dicom = patient / "DICOM_anon"
     dicom.mkdir(parents=True)
     for index, z in Z_OF_FILE.items():
-        write_dicom_slice(dicom / f"i{index:04d},0000b.dcm", np.full((8, 6), 100 + index), z, "CT", f"1.2.3.{index}")
+        write_dicom_slice(
+            dicom / f"i{index:04d},0000b.dcm",
+            np.full((8, 6), 100 + index),
+            z,
+            "CT",
+            f"1.2.3.{index}",
+        )
         gt = np.zeros((8, 6))
         gt[MARK_OF_FILE[index]] = 255
         png(patient / "Ground" / f"liver_GT_{index:03d}.png", gt)
@@ -378,9 +467,17 @@ def test_chaos_mr_grey_ranges_and_t1dual(tmp_path):
     expected = np.array([[0, 6, 6, 2, 2, 3], [3, 1, 1, 0, 0, 0]] * 4)
     for series in ("T2SPIR/DICOM_anon", "T1DUAL/DICOM_anon/InPhase"):
         for n, z in ((2, 5.0), (1, 10.0)):
-            write_dicom_slice(patient / series / f"IMG-0004-0000{n}.dcm", np.full((8, 6), n), z, "MR", "9.9")
+            write_dicom_slice(
+                patient / series / f"IMG-0004-0000{n}.dcm", np.full((8, 6), n), z, "MR", "9.9"
+            )
     for n, z in ((7, 5.0), (8, 10.0)):  # OutPhase numbering differs from the Ground's
-        write_dicom_slice(patient / "T1DUAL/DICOM_anon/OutPhase" / f"IMG-0004-0000{n}.dcm", np.full((8, 6), n), z, "MR", "9.9")
+        write_dicom_slice(
+            patient / "T1DUAL/DICOM_anon/OutPhase" / f"IMG-0004-0000{n}.dcm",
+            np.full((8, 6), n),
+            z,
+            "MR",
+            "9.9",
+        )
     for series in ("T2SPIR", "T1DUAL"):
         png(patient / series / "Ground" / "IMG-0004-00001.png", grey)
         png(patient / series / "Ground" / "IMG-0004-00002.png", np.zeros((8, 6)))
@@ -392,7 +489,10 @@ def test_chaos_mr_grey_ranges_and_t1dual(tmp_path):
         label = sitk.GetArrayFromImage(read_case_label(cases[case_id], image))
         np.testing.assert_array_equal(label[1], expected)  # IMG-...1 is the upper slice (z = 10)
         assert not label[0].any()
-    assert find_cases(source("chaos", tmp_path, options={"sequences": ["t2spir"]}))[0].case_id == "mr_03_t2spir"
+    assert (
+        find_cases(source("chaos", tmp_path, options={"sequences": ["t2spir"]}))[0].case_id
+        == "mr_03_t2spir"
+    )
 
 
 def test_chaos_missing_png_is_an_error(tmp_path):
@@ -442,17 +542,47 @@ def test_preprocessing_script_end_to_end(tmp_path):
     root = tmp_path / "RawData" / "Training"
     for folder, name, array in (("img", "img0001", ct), ("label", "label0001", label)):
         (root / folder).mkdir(parents=True)
-        nib.save(nib.Nifti1Image(array, np.diag([2.0, 2.0, 4.0, 1.0])), str(root / folder / f"{name}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(array, np.diag([2.0, 2.0, 4.0, 1.0])),
+            str(root / folder / f"{name}.nii.gz"),
+        )
     cache = tmp_path / "cache"
-    done = subprocess.run([sys.executable, str(script), str(tmp_path), "--cache", str(cache), "--workers", "1",
-                           "--quiet", "--set", "preprocess.ct.spacing=[2.0,2.0,4.0]"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path),
+            "--cache",
+            str(cache),
+            "--workers",
+            "1",
+            "--quiet",
+            "--set",
+            "preprocess.ct.spacing=[2.0,2.0,4.0]",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
-    assert (cache / "btcv" / "img0001" / "label.npy").is_file() and (cache / "recipe.resolved.yaml").is_file()
+    assert (cache / "btcv" / "img0001" / "label.npy").is_file() and (
+        cache / "recipe.resolved.yaml"
+    ).is_file()
     cached = np.load(cache / "btcv" / "img0001" / "label.npy")
     assert (cached == 6).sum() == 4 * 4 * 2  # same grid: every labelled voxel kept
 
-    bad = subprocess.run([sys.executable, str(script), str(tmp_path), "--cache", str(cache),
-                          "--set", "data.sources.0.options.include_tset=false"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path),
+            "--cache",
+            str(cache),
+            "--set",
+            "data.sources.0.options.include_tset=false",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "data.sources.0.options.include_tset" in bad.stderr
 
 
@@ -460,7 +590,6 @@ def test_preprocessing_script_end_to_end(tmp_path):
 def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
     """Real 512x512 CT series renamed CHAOS-style in scrambled order: the liver drawn per slice from
     the reference RAS label (placed through the DICOM tags alone) comes back voxel for voxel."""
-    import SimpleITK as sitk
 
     readers = pytest.importorskip("voxssl.data.readers")
     from voxssl.data.chaos_png import read_slice_header
@@ -476,11 +605,17 @@ def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
         (patient / "DICOM_anon" / f"i{index:04d},0000b.dcm").symlink_to(source_file)
         header = read_slice_header(source_file)
         rows, columns = np.mgrid[0 : header.size[1], 0 : header.size[0]]
-        lps = (header.position[:, None, None] + header.row_direction[:, None, None] * columns * header.spacing[0]
-               + header.column_direction[:, None, None] * rows * header.spacing[1])
+        lps = (
+            header.position[:, None, None]
+            + header.row_direction[:, None, None] * columns * header.spacing[0]
+            + header.column_direction[:, None, None] * rows * header.spacing[1]
+        )
         ras = np.stack([-lps[0], -lps[1], lps[2], np.ones_like(lps[0])]).reshape(4, -1)
         i, j, k = np.rint(to_voxel @ ras)[:3].astype(int)
-        png(patient / "Ground" / f"liver_GT_{index:03d}.png", (liver[i, j, k] * 255).reshape(rows.shape))
+        png(
+            patient / "Ground" / f"liver_GT_{index:03d}.png",
+            (liver[i, j, k] * 255).reshape(rows.shape),
+        )
 
     case = find_cases(source("chaos", tmp_path))[0]
     image = readers.read_case_image(case)

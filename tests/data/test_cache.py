@@ -34,11 +34,17 @@ def _meta(source, case_id, shape, modality="ct"):
 def _fill(cache_dir):
     rng = np.random.default_rng(0)
     manifest = read_manifest(cache_dir)
-    for source, case_id, labelled in [("btcv", "img0001", True), ("btcv", "img0002", False), ("flare", "c7", True)]:
+    for source, case_id, labelled in [
+        ("btcv", "img0001", True),
+        ("btcv", "img0002", False),
+        ("flare", "c7", True),
+    ]:
         shape = (6, 5, 4)
         image = rng.uniform(size=shape).astype(np.float32)
         label = rng.integers(0, 14, size=shape).astype(np.uint8) if labelled else None
-        meta = write_case(cache_dir / source / case_id, image, label, image > 0.2, _meta(source, case_id, shape))
+        meta = write_case(
+            cache_dir / source / case_id, image, label, image > 0.2, _meta(source, case_id, shape)
+        )
         manifest["cases"][f"{source}/{case_id}"] = meta
     write_manifest(cache_dir, manifest)
 
@@ -57,7 +63,10 @@ def test_open_cache_lists_cases_and_memory_maps_arrays(tmp_path):
     assert not image.flags.writeable
     assert case.spacing == (1.0, 1.0, 2.0) and case.modality == "ct" and case.annotated is None
     assert index.case("btcv", "img0002").label() is None
-    assert json.loads((case.directory / "meta.json").read_text(encoding="utf-8"))["files"]["label"] == "label.npy"
+    assert (
+        json.loads((case.directory / "meta.json").read_text(encoding="utf-8"))["files"]["label"]
+        == "label.npy"
+    )
 
 
 def test_missing_or_empty_cache_says_to_run_preprocess(tmp_path):
@@ -97,7 +106,13 @@ def test_rewriting_a_case_without_label_removes_the_stale_label_and_temporaries(
     _fill(tmp_path)
     case_dir = tmp_path / "flare" / "c7"
     (case_dir / ".tmp-image-abc.npy").write_bytes(b"partial")
-    meta = write_case(case_dir, np.zeros((2, 2, 2), np.float32), None, np.ones((2, 2, 2), bool), _meta("flare", "c7", (2, 2, 2)))
+    meta = write_case(
+        case_dir,
+        np.zeros((2, 2, 2), np.float32),
+        None,
+        np.ones((2, 2, 2), bool),
+        _meta("flare", "c7", (2, 2, 2)),
+    )
     assert meta["files"]["label"] is None
     assert not (case_dir / "label.npy").exists()
     assert not list(case_dir.glob(".tmp-*"))
@@ -105,6 +120,8 @@ def test_rewriting_a_case_without_label_removes_the_stale_label_and_temporaries(
 
 
 def test_manifest_of_another_format_version_is_rejected(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99, "cases": {}}), encoding="utf-8")
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format_version": 99, "cases": {}}), encoding="utf-8"
+    )
     with pytest.raises(DataError, match="format version 99"):
         open_cache(tmp_path)

@@ -91,7 +91,9 @@ def test_every_organ_present_with_plausible_volume(modality, ct_phantoms, mr_pha
         voxel_ml = float(np.prod(phantom.spacing)) / 1000.0
         for name, (low, high) in VOLUME_RANGES_ML.items():
             volume = float((phantom.label == ORGAN_IDS[name]).sum()) * voxel_ml
-            assert low <= volume <= high, f"seed {phantom.seed}: {name} {volume:.0f} ml not in [{low}, {high}]"
+            assert low <= volume <= high, (
+                f"seed {phantom.seed}: {name} {volume:.0f} ml not in [{low}, {high}]"
+            )
 
 
 @pytest.mark.parametrize(
@@ -113,19 +115,25 @@ def test_ct_air_body_and_partial_volume(ct_phantoms):
         body = image > -500
         assert 0.2 < body.mean() < 0.8
         # organ voxels are tissue, except the stomach's gas cap and boundary voxels
-        solid = np.isin(label, [ORGAN_IDS[n] for n in ("liver", "spleen", "pancreas", "body_wall_muscle")])
+        solid = np.isin(
+            label, [ORGAN_IDS[n] for n in ("liver", "spleen", "pancreas", "body_wall_muscle")]
+        )
         assert np.mean(image[solid] > -300) > 0.99
         # partial volume: body-surface voxels mix fat and air, values noise alone never reaches
         mixed = (image > -800) & (image < -300)
         assert mixed.sum() > 0.005 * body.sum()
 
 
-def _bayes_accuracy(values: np.ndarray, labels: np.ndarray, classes: list[int], bins: int = 64) -> float:
+def _bayes_accuracy(
+    values: np.ndarray, labels: np.ndarray, classes: list[int], bins: int = 64
+) -> float:
     """Balanced accuracy of the best per-voxel classifier on intensity alone (histogram Bayes,
     fitted on the test voxels themselves, so it is an upper bound for any intensity threshold)."""
     edges = np.linspace(*np.percentile(values, [0.5, 99.5]), bins + 1)
     binned = np.clip(np.digitize(values, edges) - 1, 0, bins - 1)
-    histograms = np.stack([np.bincount(binned[labels == c], minlength=bins) / np.sum(labels == c) for c in classes])
+    histograms = np.stack(
+        [np.bincount(binned[labels == c], minlength=bins) / np.sum(labels == c) for c in classes]
+    )
     predicted = np.asarray(classes)[histograms.argmax(axis=0)][binned]
     return float(np.mean([np.mean(predicted[labels == c] == c) for c in classes]))
 
@@ -159,14 +167,23 @@ def test_left_right_anatomy_in_world_coordinates(orientation, tmp_path, ct_phant
     assert organ["right_kidney"][x] > organ["vertebrae"][x] > organ["left_kidney"][x]
     assert organ["inferior_vena_cava"][x] > organ["aorta"][x]
     assert organ["aorta"][x] < organ["vertebrae"][x] and organ["aorta"][y] > organ["vertebrae"][y]
-    assert organ["right_kidney"][y] < organ["aorta"][y] and organ["left_kidney"][y] < organ["aorta"][y]
+    assert (
+        organ["right_kidney"][y] < organ["aorta"][y] and organ["left_kidney"][y] < organ["aorta"][y]
+    )
     assert organ["vertebrae"][y] < organ["liver"][y] and organ["vertebrae"][y] < organ["stomach"][y]
-    assert organ["gallbladder"][x] > organ["vertebrae"][x] and organ["gallbladder"][2] < organ["liver"][2]
+    assert (
+        organ["gallbladder"][x] > organ["vertebrae"][x]
+        and organ["gallbladder"][2] < organ["liver"][2]
+    )
     # back to RAS through the affine gives the generator's arrays exactly
     canonical = nib.as_closest_canonical(nib.load(image_path))
-    np.testing.assert_array_equal(np.asarray(nib.as_closest_canonical(label).dataobj), phantom.label)
+    np.testing.assert_array_equal(
+        np.asarray(nib.as_closest_canonical(label).dataobj), phantom.label
+    )
     np.testing.assert_allclose(canonical.affine, phantom.affine, atol=1e-4)
-    np.testing.assert_array_equal(np.asarray(canonical.dataobj), np.clip(np.rint(phantom.image), -32768, 32767))
+    np.testing.assert_array_equal(
+        np.asarray(canonical.dataobj), np.clip(np.rint(phantom.image), -32768, 32767)
+    )
 
 
 def test_reorient_rejects_bad_codes():
@@ -195,15 +212,22 @@ def test_dataset_files_layout_and_determinism(tmp_path):
     meta = json.loads((tmp_path / "a" / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 3 and meta["file_ending"] == ".nii.gz"
     assert meta["channel_names"] == {"0": "CT"}
-    assert meta["labels"] == {"background": 0, **{name: i for i, name in sorted(PHANTOM_ORGANS.items())}}
+    assert meta["labels"] == {
+        "background": 0,
+        **{name: i for i, name in sorted(PHANTOM_ORGANS.items())},
+    }
     assert [e["image"] for e in meta["training"]] == [f"./images/{p.name}" for p in first]
-    assert (tmp_path / "a" / "dataset.json").read_bytes() == (tmp_path / "b" / "dataset.json").read_bytes()
+    assert (tmp_path / "a" / "dataset.json").read_bytes() == (
+        tmp_path / "b" / "dataset.json"
+    ).read_bytes()
     # a different data set seed gives different cases; a smaller re-run keeps case 0, drops the rest
     other = write_phantom_dataset(tmp_path / "c", n=1, modality="ct", seed=6, **grid)
     assert other[0].read_bytes() != first[0].read_bytes()
     write_phantom_dataset(tmp_path / "a", n=1, modality="ct", seed=5, **grid)
     assert first[0].read_bytes() == again[0].read_bytes()
-    assert sorted(p.name for p in (tmp_path / "a" / "images").iterdir()) == ["phantom_ct_00000.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "a" / "images").iterdir()) == [
+        "phantom_ct_00000.nii.gz"
+    ]
     assert not list((tmp_path / "a").rglob(".tmp-*"))
 
 
@@ -235,8 +259,23 @@ def _cli() -> typer.Typer:
 
 def test_cli_writes_a_dataset(tmp_path):
     out = tmp_path / "mr"
-    args = ["phantoms", str(out), "--n", "2", "--modality", "mr", "--seed", "3", "--shape", "40", "32", "16"]
-    result = CliRunner().invoke(_cli(), [*args, "--spacing", "10", "10", "15", "--orientation", "LPS"])
+    args = [
+        "phantoms",
+        str(out),
+        "--n",
+        "2",
+        "--modality",
+        "mr",
+        "--seed",
+        "3",
+        "--shape",
+        "40",
+        "32",
+        "16",
+    ]
+    result = CliRunner().invoke(
+        _cli(), [*args, "--spacing", "10", "10", "15", "--orientation", "LPS"]
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 2 and meta["modality"] == "mr"

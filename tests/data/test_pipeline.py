@@ -48,8 +48,13 @@ def write_recipe(tmp_path: Path, root: Path, **preprocess) -> Path:
             "cache_dir": str(tmp_path / "cache"),
             "num_workers": 1,
             "sources": [
-                {"adapter": "folder", "name": "ph", "root": str(root), "modality": "ct",
-                 "options": {"images": "images", "labels": "labels"}}
+                {
+                    "adapter": "folder",
+                    "name": "ph",
+                    "root": str(root),
+                    "modality": "ct",
+                    "options": {"images": "images", "labels": "labels"},
+                }
             ],
         },
         "preprocess": {"ct": {"spacing": [1.5, 1.5, 3.0], **preprocess}},
@@ -72,7 +77,10 @@ def test_first_run_preprocesses_every_case_and_the_second_skips_them(tmp_path, d
     meta = index.case("ph", "case0").meta
     assert meta["label_classes"] == [1, 6] and meta["source_path"].endswith("case0.nii.gz")
     assert meta["fingerprint"]["image"][0] == (dataset / "images" / "case0.nii.gz").stat().st_size
-    assert meta["spacing"] == [1.5, 1.5, 3.0] and meta["preprocess"]["window_hu"] == [-1350.0, 1000.0]
+    assert meta["spacing"] == [1.5, 1.5, 3.0] and meta["preprocess"]["window_hu"] == [
+        -1350.0,
+        1000.0,
+    ]
     second = run(recipe)
     assert second.processed == [] and len(second.skipped) == 3
 
@@ -89,7 +97,10 @@ def test_touched_source_and_changed_parameter_are_redone(tmp_path, dataset):
     assert run(recipe).processed == ["ph/case0"]
     changed = run(recipe, "preprocess.ct.window_hu=[-1000, 1000]")
     assert len(changed.processed) == 3
-    assert open_cache(tmp_path / "cache").case("ph", "case0").meta["preprocess"]["window_hu"] == [-1000.0, 1000.0]
+    assert open_cache(tmp_path / "cache").case("ph", "case0").meta["preprocess"]["window_hu"] == [
+        -1000.0,
+        1000.0,
+    ]
 
 
 def test_interrupted_case_is_redone_and_its_leftovers_cleaned(tmp_path, dataset):
@@ -124,7 +135,11 @@ def test_corrupt_case_is_reported_the_others_finish_and_nothing_partial_is_left(
     assert not summary.ok
     assert sorted(summary.processed) == ["ph/case0", "ph/case2"]
     [failure] = summary.failed
-    assert failure.key == "ph/case1" and "case1.nii.gz" in failure.reason and "truncated" in failure.reason
+    assert (
+        failure.key == "ph/case1"
+        and "case1.nii.gz" in failure.reason
+        and "truncated" in failure.reason
+    )
     assert "FAILED ph/case1" in summary.describe()
     index = open_cache(tmp_path / "cache")
     assert [c.case_id for c in index.cases()] == ["case0", "case2"]
@@ -140,7 +155,10 @@ def test_bad_inputs_fail_with_the_promised_error_and_no_output(tmp_path, dataset
         nib.save(nib.Nifti1Image(data, LPS), path)
         expected = "NaN"
     elif problem == "label_grid":
-        nib.save(nib.Nifti1Image(np.zeros((24, 20, 9), np.uint8), LPS), dataset / "labels" / "case0.nii.gz")
+        nib.save(
+            nib.Nifti1Image(np.zeros((24, 20, 9), np.uint8), LPS),
+            dataset / "labels" / "case0.nii.gz",
+        )
         expected = "must lie on the image grid"
     elif problem == "4d":
         nib.save(nib.Nifti1Image(np.zeros((24, 20, 8, 2), np.int16), LPS), path)
@@ -150,7 +168,11 @@ def test_bad_inputs_fail_with_the_promised_error_and_no_output(tmp_path, dataset
         expected = "3D"
     summary = run(write_recipe(tmp_path, dataset))
     [failure] = summary.failed
-    assert failure.key == "ph/case0" and expected in failure.reason and "case0.nii.gz" in failure.reason
+    assert (
+        failure.key == "ph/case0"
+        and expected in failure.reason
+        and "case0.nii.gz" in failure.reason
+    )
     assert not (tmp_path / "cache" / "ph" / "case0").exists()
 
 
@@ -162,7 +184,9 @@ def test_parallel_workers_give_the_same_cache(tmp_path, dataset):
     a, b = open_cache(tmp_path / "parallel"), open_cache(tmp_path / "cache")
     for case_a, case_b in zip(a.cases(), b.cases()):
         assert np.array_equal(case_a.image(), case_b.image())
-        assert np.array_equal(case_a.label() if case_a.has_label else 0, case_b.label() if case_b.has_label else 0)
+        assert np.array_equal(
+            case_a.label() if case_a.has_label else 0, case_b.label() if case_b.has_label else 0
+        )
     assert serial.ok
 
 
@@ -219,7 +243,9 @@ def test_a_cached_case_whose_source_becomes_corrupt_leaves_the_cache(tmp_path, d
     bad = dataset / "labels" / "case0.nii.gz"
     bad.write_bytes(bad.read_bytes()[:100])
     summary = run(recipe)
-    assert [f.key for f in summary.failed] == ["ph/case0"] and "labels/case0.nii.gz" in summary.failed[0].reason
+    assert [f.key for f in summary.failed] == [
+        "ph/case0"
+    ] and "labels/case0.nii.gz" in summary.failed[0].reason
     assert [c.case_id for c in open_cache(tmp_path / "cache").cases()] == ["case1", "case2"]
     assert not (tmp_path / "cache" / "ph" / "case0").exists()
 
@@ -250,4 +276,8 @@ def test_a_scan_that_does_not_look_like_the_recipes_modality_is_reported(tmp_pat
         summary = run_preprocess(load_recipe(write_recipe(tmp_path, root)), progress=False)
     assert summary.ok and len(summary.processed) == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "mr_case.nii.gz" in warnings[0] and "does not look like CT" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "mr_case.nii.gz" in warnings[0]
+        and "does not look like CT" in warnings[0]
+    )

@@ -39,7 +39,9 @@ def ct_phantom(shape=(40, 36, 14), seed=0):
 
 
 def config(ct_spacing=(1.0, 1.0, 2.0), mr_spacing=(1.0, 1.0, 2.0)) -> PreprocessConfig:
-    return PreprocessConfig(ct=CTPreprocessConfig(spacing=ct_spacing), mr=MRPreprocessConfig(spacing=mr_spacing))
+    return PreprocessConfig(
+        ct=CTPreprocessConfig(spacing=ct_spacing), mr=MRPreprocessConfig(spacing=mr_spacing)
+    )
 
 
 def stored_volume(image, affine):
@@ -53,13 +55,17 @@ def test_label_round_trip_is_exact_when_target_spacing_is_finer(axcodes):
     affine = affine_for(axcodes, source_spacing)
     volume = stored_volume(image, affine)
     ras_label = nib.orientations.apply_orientation(label, volume.orientation)
-    cached_image, cached_label, _, meta = preprocess_volume(volume, "ct", config((0.9, 1.3, 1.2)), ras_label)  # <= every source spacing
+    cached_image, cached_label, _, meta = preprocess_volume(
+        volume, "ct", config((0.9, 1.3, 1.2)), ras_label
+    )  # <= every source spacing
 
     back, back_affine = to_original_geometry(cached_label, meta, order="nearest")
     assert back.shape == label.shape
     assert np.allclose(back_affine, affine)
     assert np.array_equal(back, label)  # every labelled voxel is inside the crop here
-    assert cached_image.dtype == np.float32 and 0.0 <= cached_image.min() and cached_image.max() <= 1.0
+    assert (
+        cached_image.dtype == np.float32 and cached_image.min() >= 0.0 and cached_image.max() <= 1.0
+    )
 
 
 def test_downsampling_returns_each_voxel_its_nearest_coarse_neighbour():
@@ -79,11 +85,19 @@ def test_downsampling_returns_each_voxel_its_nearest_coarse_neighbour():
         index.append(np.clip(np.floor(j * ratio[axis] + 0.5), 0, n - 1).astype(int))
     expected = ras_label[np.ix_(*index)]
     inside = np.zeros(ras_label.shape, bool)
-    inside[np.ix_(*[(np.floor(np.arange(n) / r + 0.5) >= lo) & (np.floor(np.arange(n) / r + 0.5) < hi)
-                    for n, r, (lo, hi) in zip(ras_label.shape, ratio, box)])] = True
+    inside[
+        np.ix_(
+            *[
+                (np.floor(np.arange(n) / r + 0.5) >= lo) & (np.floor(np.arange(n) / r + 0.5) < hi)
+                for n, r, (lo, hi) in zip(ras_label.shape, ratio, box)
+            ]
+        )
+    ] = True
     assert np.array_equal(ras_back[inside], expected[inside])
     on_grid = ras_label[::2, ::2, ::3]
-    assert np.array_equal(ras_back[::2, ::2, ::3][inside[::2, ::2, ::3]], on_grid[inside[::2, ::2, ::3]])
+    assert np.array_equal(
+        ras_back[::2, ::2, ::3][inside[::2, ::2, ::3]], on_grid[inside[::2, ::2, ::3]]
+    )
 
 
 def test_a_world_point_lands_where_expected_after_reorientation_resampling_and_cropping():
@@ -96,8 +110,12 @@ def test_a_world_point_lands_where_expected_after_reorientation_resampling_and_c
     cached, _, _, meta = preprocess_volume(volume, "ct", config((0.6, 0.9, 1.25)))
     world = affine @ [*marker, 1]
     cached_index = np.linalg.inv(np.array(meta["affine"])) @ world
-    assert np.allclose(cached_index[:3], np.rint(cached_index[:3]), atol=1e-6)  # lands on a cached voxel centre
-    assert cached[tuple(np.rint(cached_index[:3]).astype(int))] == pytest.approx(1.0)  # 1000 HU = window top
+    assert np.allclose(
+        cached_index[:3], np.rint(cached_index[:3]), atol=1e-6
+    )  # lands on a cached voxel centre
+    assert cached[tuple(np.rint(cached_index[:3]).astype(int))] == pytest.approx(
+        1.0
+    )  # 1000 HU = window top
     assert np.allclose(np.linalg.norm(np.array(meta["affine"])[:3, :3], axis=0), meta["spacing"])
     assert nib.aff2axcodes(np.array(meta["affine"])) == ("R", "A", "S")
 
@@ -169,7 +187,9 @@ def test_linear_round_trip_of_a_smooth_map_is_close():
     cached, _, _, meta = preprocess_volume(volume, "ct", config((0.5, 0.5, 1.0)))
     back, _ = to_original_geometry(cached, meta, order="linear")
     hu = invert_intensity_mapping(back, meta["intensity"])
-    assert np.abs(hu - image).max() < 2.0  # float32 arithmetic; the upsampled grid contains every source voxel
+    assert (
+        np.abs(hu - image).max() < 2.0
+    )  # float32 arithmetic; the upsampled grid contains every source voxel
 
 
 def test_label_shape_must_match_the_volume():

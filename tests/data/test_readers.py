@@ -31,8 +31,15 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
-def write_dicom_series(folder: Path, volume_xyz: np.ndarray, spacing, origin_lps, names=None,
-                       row_cosine=(1.0, 0.0, 0.0), column_cosine=(0.0, 1.0, 0.0)) -> Path:
+def write_dicom_series(
+    folder: Path,
+    volume_xyz: np.ndarray,
+    spacing,
+    origin_lps,
+    names=None,
+    row_cosine=(1.0, 0.0, 0.0),
+    column_cosine=(0.0, 1.0, 0.0),
+) -> Path:
     """One DICOM file per slice with ImagePositionPatient / ImageOrientationPatient / PixelSpacing."""
     import SimpleITK as sitk
 
@@ -76,14 +83,20 @@ def test_world_point_keeps_its_value_after_reorientation(tmp_path, axcodes):
 
 
 def test_integer_ct_keeps_int16_and_float_becomes_float32(tmp_path):
-    ct = read_volume(write_nifti(tmp_path / "ct.nii.gz", np.full((4, 4, 4), -1000, np.int16), np.eye(4)))
-    other = read_volume(write_nifti(tmp_path / "mr.nii.gz", np.ones((4, 4, 4), np.float64), np.eye(4)))
+    ct = read_volume(
+        write_nifti(tmp_path / "ct.nii.gz", np.full((4, 4, 4), -1000, np.int16), np.eye(4))
+    )
+    other = read_volume(
+        write_nifti(tmp_path / "mr.nii.gz", np.ones((4, 4, 4), np.float64), np.eye(4))
+    )
     assert ct.data.dtype == np.int16
     assert other.data.dtype == np.float32
 
 
 def test_truncated_nifti_is_a_data_error_naming_the_file(tmp_path):
-    path = write_nifti(tmp_path / "img.nii.gz", np.random.default_rng(0).normal(size=(20, 20, 20)), np.eye(4))
+    path = write_nifti(
+        tmp_path / "img.nii.gz", np.random.default_rng(0).normal(size=(20, 20, 20)), np.eye(4)
+    )
     payload = path.read_bytes()
     path.write_bytes(payload[: len(payload) // 2])
     with pytest.raises(DataError, match="img.nii.gz.*truncated or corrupt"):
@@ -135,7 +148,14 @@ def test_missing_path_and_unknown_format(tmp_path):
         read_volume(tmp_path / "scan.mha")
 
 
-def _case(tmp_path, image_axcodes="LPS", label_axcodes="LPS", label_shape=(6, 5, 4), shift=0.0, label_map=None):
+def _case(
+    tmp_path,
+    image_axcodes="LPS",
+    label_axcodes="LPS",
+    label_shape=(6, 5, 4),
+    shift=0.0,
+    label_map=None,
+):
     rng = np.random.default_rng(1)
     image = rng.normal(size=(6, 5, 4)).astype(np.float32)
     image_affine = affine_for(image_axcodes, (1.0, 1.0, 2.0))
@@ -143,10 +163,15 @@ def _case(tmp_path, image_axcodes="LPS", label_axcodes="LPS", label_shape=(6, 5,
     label = rng.integers(0, 4, size=(6, 5, 4)).astype(np.uint8)
     # the same voxels, stored in another axis order: permute/flip the array and fix the affine
     stored = nib.orientations.apply_orientation(
-        label, nib.orientations.ornt_transform(nib.io_orientation(image_affine), nib.orientations.axcodes2ornt(label_axcodes))
+        label,
+        nib.orientations.ornt_transform(
+            nib.io_orientation(image_affine), nib.orientations.axcodes2ornt(label_axcodes)
+        ),
     )
     label_affine = image_affine @ nib.orientations.inv_ornt_aff(
-        nib.orientations.ornt_transform(nib.io_orientation(image_affine), nib.orientations.axcodes2ornt(label_axcodes)),
+        nib.orientations.ornt_transform(
+            nib.io_orientation(image_affine), nib.orientations.axcodes2ornt(label_axcodes)
+        ),
         label.shape,
     )
     if label_shape != label.shape:
@@ -154,7 +179,9 @@ def _case(tmp_path, image_axcodes="LPS", label_axcodes="LPS", label_shape=(6, 5,
     label_affine = label_affine.copy()
     label_affine[0, 3] += shift
     write_nifti(tmp_path / "lab.nii.gz", stored, label_affine)
-    case = Case("c1", tmp_path / "img.nii.gz", "ct", label=tmp_path / "lab.nii.gz", label_map=label_map)
+    case = Case(
+        "c1", tmp_path / "img.nii.gz", "ct", label=tmp_path / "lab.nii.gz", label_map=label_map
+    )
     return case, label
 
 
@@ -165,7 +192,10 @@ def test_label_stored_in_another_orientation_lands_on_the_image_voxels(tmp_path)
     expected = read_volume(tmp_path / "img.nii.gz")  # the image grid in RAS
     assert ras_label.dtype == np.uint8
     assert ras_label.shape == expected.spatial_shape
-    assert np.array_equal(ras_label, nib.orientations.apply_orientation(label, nib.io_orientation(affine_for("LPS", (1, 1, 2)))))
+    assert np.array_equal(
+        ras_label,
+        nib.orientations.apply_orientation(label, nib.io_orientation(affine_for("LPS", (1, 1, 2)))),
+    )
 
 
 def test_label_on_another_grid_names_both_files(tmp_path):
@@ -180,7 +210,9 @@ def test_label_on_another_grid_names_both_files(tmp_path):
 def test_label_map_sends_ids_to_canonical_and_unknown_to_background(tmp_path):
     case, label = _case(tmp_path, label_map={1: 6, 2: 1})
     mapped = read_case_label(case, read_case_image(case))
-    original = read_case_label(Case("c1", case.image, "ct", label=case.label), read_case_image(case))
+    original = read_case_label(
+        Case("c1", case.image, "ct", label=case.label), read_case_image(case)
+    )
     assert np.array_equal(mapped, np.select([original == 1, original == 2], [6, 1], 0))
 
 
@@ -195,7 +227,12 @@ def test_map_label_ids_rejects_non_integer_and_too_large_values():
 def test_multichannel_case_is_stacked_and_channels_must_share_the_grid(tmp_path):
     rng = np.random.default_rng(2)
     affine = affine_for("LPS", (1.4, 1.4, 3.0))
-    paths = [write_nifti(tmp_path / f"s_000{c}.nii.gz", rng.normal(size=(5, 4, 3)).astype(np.float32), affine) for c in range(3)]
+    paths = [
+        write_nifti(
+            tmp_path / f"s_000{c}.nii.gz", rng.normal(size=(5, 4, 3)).astype(np.float32), affine
+        )
+        for c in range(3)
+    ]
     volume = read_case_image(Case("s", paths[0], "mr", channels=tuple(paths)))
     assert volume.data.shape == (3, 5, 4, 3)
     write_nifti(paths[2], rng.normal(size=(5, 4, 4)).astype(np.float32), affine)
@@ -206,11 +243,20 @@ def test_multichannel_case_is_stacked_and_channels_must_share_the_grid(tmp_path)
 def test_dicom_slices_are_stacked_by_position_not_by_name(tmp_path):
     volume = np.random.default_rng(3).integers(-1000, 1000, size=(6, 5, 4)).astype(np.int16)
     # names sort as slices 2, 1, 3, 0
-    folder = write_dicom_series(tmp_path / "series", volume, (0.7, 0.8, 2.5), (10.0, 20.0, 30.0),
-                                names=["x3.dcm", "x1.dcm", "x0.dcm", "x2.dcm"])
+    folder = write_dicom_series(
+        tmp_path / "series",
+        volume,
+        (0.7, 0.8, 2.5),
+        (10.0, 20.0, 30.0),
+        names=["x3.dcm", "x1.dcm", "x0.dcm", "x2.dcm"],
+    )
     read = read_volume(folder)
     assert read.original_shape == (6, 5, 4)
-    assert np.allclose(read.original_affine, [[-0.7, 0, 0, -10], [0, -0.8, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1]], atol=1e-4)
+    assert np.allclose(
+        read.original_affine,
+        [[-0.7, 0, 0, -10], [0, -0.8, 0, -20], [0, 0, 2.5, 30], [0, 0, 0, 1]],
+        atol=1e-4,
+    )
     assert np.array_equal(read.data, volume[::-1, ::-1, :])  # LPS rows/cols -> RAS
     assert nib.aff2axcodes(read.affine) == ("R", "A", "S")
 
@@ -218,8 +264,14 @@ def test_dicom_slices_are_stacked_by_position_not_by_name(tmp_path):
 def test_dicom_series_descending_positions_and_feet_first(tmp_path):
     volume = np.random.default_rng(4).integers(-1000, 1000, size=(4, 4, 5)).astype(np.int16)
     # slice normal = row x column = (1,0,0) x (0,0,-1) = (0,1,0): a coronal stack
-    folder = write_dicom_series(tmp_path / "cor", volume, (1.0, 2.0, 3.0), (0.0, 0.0, 0.0),
-                                row_cosine=(1.0, 0.0, 0.0), column_cosine=(0.0, 0.0, -1.0))
+    folder = write_dicom_series(
+        tmp_path / "cor",
+        volume,
+        (1.0, 2.0, 3.0),
+        (0.0, 0.0, 0.0),
+        row_cosine=(1.0, 0.0, 0.0),
+        column_cosine=(0.0, 0.0, -1.0),
+    )
     read = read_volume(folder)
     world = read.original_affine @ [1, 2, 3, 1]
     assert np.allclose(world[:3], [-1.0, -9.0, -4.0])  # LPS (1, 9, -4) -> RAS (-1, -9, -4)
@@ -239,7 +291,9 @@ def test_unreadable_dicom_and_empty_folder(tmp_path):
 
 
 def test_dicom_missing_slice_is_reported(tmp_path):
-    folder = write_dicom_series(tmp_path / "series", np.zeros((4, 4, 5), np.int16), (1, 1, 2), (0, 0, 0))
+    folder = write_dicom_series(
+        tmp_path / "series", np.zeros((4, 4, 5), np.int16), (1, 1, 2), (0, 0, 0)
+    )
     (folder / "slice002.dcm").unlink()
     with pytest.raises(DataError, match="uneven slice gaps"):
         read_volume(folder)
@@ -249,7 +303,9 @@ def test_4d_nifti_is_multichannel_only_when_the_adapter_names_the_channels(tmp_p
     path = write_nifti(tmp_path / "brats.nii.gz", np.zeros((5, 4, 3, 2), np.float32), np.eye(4))
     with pytest.raises(DataError, match="brats.nii.gz.*4D"):
         read_case_image(Case("b", path, "mr"))
-    assert read_case_image(Case("b", path, "mr", metadata={"channel_names": ["T1", "T2"]})).data.shape == (2, 5, 4, 3)
+    assert read_case_image(
+        Case("b", path, "mr", metadata={"channel_names": ["T1", "T2"]})
+    ).data.shape == (2, 5, 4, 3)
     with pytest.raises(DataError, match="2 channel.*lists 3"):
         read_case_image(Case("b", path, "mr", metadata={"channel_names": ["T1", "T2", "FLAIR"]}))
 
@@ -263,16 +319,30 @@ def test_chaos_png_label_follows_the_dicom_positions_onto_the_ras_grid(tmp_path)
     rng = np.random.default_rng(7)
     volume = rng.integers(0, 500, size=(6, 5, 4)).astype(np.int16)
     names = ["IMG-0001-00003.dcm", "IMG-0001-00001.dcm", "IMG-0001-00004.dcm", "IMG-0001-00002.dcm"]
-    dicom = write_dicom_series(tmp_path / "T2SPIR" / "DICOM_anon", volume, (1.5, 1.5, 6.0), (-50.0, 30.0, 10.0), names=names)
+    dicom = write_dicom_series(
+        tmp_path / "T2SPIR" / "DICOM_anon",
+        volume,
+        (1.5, 1.5, 6.0),
+        (-50.0, 30.0, 10.0),
+        names=names,
+    )
     ground = tmp_path / "T2SPIR" / "Ground"
     ground.mkdir()
     grey = {0: 0, 6: 63, 2: 126, 3: 189, 1: 252}
-    truth = rng.choice(list(grey), size=volume.shape).astype(np.uint8)  # canonical ids, (col, row, slice)
+    truth = rng.choice(list(grey), size=volume.shape).astype(
+        np.uint8
+    )  # canonical ids, (col, row, slice)
     for z, name in enumerate(names):
         png = np.vectorize(grey.get)(truth[:, :, z]).T.astype(np.uint8)  # PNG rows = DICOM rows
         Image.fromarray(png).save(ground / name.replace(".dcm", ".png"))
-    case = Case("mr_01_t2spir", dicom, "mr", label=ground, label_format="chaos_png",
-                metadata={LABEL_DICOM_DIR: dicom})
+    case = Case(
+        "mr_01_t2spir",
+        dicom,
+        "mr",
+        label=ground,
+        label_format="chaos_png",
+        metadata={LABEL_DICOM_DIR: dicom},
+    )
     image = read_case_image(case)
     label = read_case_label(case, image)
     assert label.shape == image.spatial_shape

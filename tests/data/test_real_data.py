@@ -32,7 +32,9 @@ def check_anatomy_in_ras(label: np.ndarray) -> None:
 
 
 def test_ts_ct_preprocessed_with_its_label(real_data):
-    case = Case("ts_ct", real_data / "ts_ct.nii.gz", "ct", label=real_data / "ts_ct_label_btcv.nii.gz")
+    case = Case(
+        "ts_ct", real_data / "ts_ct.nii.gz", "ct", label=real_data / "ts_ct_label_btcv.nii.gz"
+    )
     image, label, body, meta = preprocess_case(case, PreprocessConfig())
     assert meta["spacing"] == [1.0, 1.0, 2.0]
     assert np.allclose(np.linalg.norm(np.array(meta["affine"])[:3, :3], axis=0), [1.0, 1.0, 2.0])
@@ -48,23 +50,32 @@ def test_ts_ct_preprocessed_with_its_label(real_data):
     assert np.allclose(affine, nib.load(case.image).affine)
     # The same anatomy: liver HU from the cached image (inverse-windowed) vs the original scan.
     hu = invert_intensity_mapping(image, meta["intensity"])
-    cached_liver, original_liver = hu[label == LIVER].mean(), original_image[original_label == LIVER].mean()
+    cached_liver, original_liver = (
+        hu[label == LIVER].mean(),
+        original_image[original_label == LIVER].mean(),
+    )
     assert 20 < cached_liver < 200  # soft tissue (this scan's liver is ~45 HU)
     assert abs(cached_liver - original_liver) < 5
 
 
 def test_ts_mr_lps_preprocessed_with_its_label(real_data):
-    case = Case("ts_mr", real_data / "ts_mr.nii.gz", "mr", label=real_data / "ts_mr_label_btcv.nii.gz")
+    case = Case(
+        "ts_mr", real_data / "ts_mr.nii.gz", "mr", label=real_data / "ts_mr_label_btcv.nii.gz"
+    )
     assert nib.aff2axcodes(nib.load(case.image).affine) == ("L", "P", "S")
     image, label, body, meta = preprocess_case(case, PreprocessConfig())
     assert nib.aff2axcodes(np.array(meta["affine"])) == ("R", "A", "S")
     assert image.min() >= 0 and image.max() <= 1 and image.dtype == np.float32
     check_anatomy_in_ras(label)
-    assert meta["label_classes"] == sorted(set(np.unique(np.asarray(nib.load(case.label).dataobj)).tolist()) - {0})
+    assert meta["label_classes"] == sorted(
+        set(np.unique(np.asarray(nib.load(case.label).dataobj)).tolist()) - {0}
+    )
     back, _ = to_original_geometry(label, meta)
     original = np.asarray(nib.load(case.label).dataobj)
     kept = back > 0
-    assert np.array_equal(back[kept], original[kept])  # exact where the MR crop (scaled > 0.3) kept the voxels
+    assert np.array_equal(
+        back[kept], original[kept]
+    )  # exact where the MR crop (scaled > 0.3) kept the voxels
     assert (original[~kept] > 0).mean() < 0.02
     # a world point: the liver centroid in world mm is where it was
     world_before = nib.load(case.label).affine @ [*centroid_index(original, LIVER), 1]
@@ -75,10 +86,14 @@ def test_ts_mr_lps_preprocessed_with_its_label(real_data):
 def test_dicom_series_matches_its_ras_label_and_shows_contrast_liver(real_data):
     volume = read_volume(real_data / "dicom_ct")
     assert volume.spatial_shape == (512, 512, 20)
-    assert np.allclose(volume.spacing, (0.977, 0.977, 2.0), atol=2e-3)  # positions, not SliceThickness (3)
+    assert np.allclose(
+        volume.spacing, (0.977, 0.977, 2.0), atol=2e-3
+    )  # positions, not SliceThickness (3)
     assert nib.aff2axcodes(volume.affine) == ("R", "A", "S")
     assert -1100 < volume.data.min() < -900  # rescale intercept applied: air near -1000 HU
-    case = Case("dicom", real_data / "dicom_ct", "ct", label=real_data / "dicom_ct_label_btcv_RAS.nii.gz")
+    case = Case(
+        "dicom", real_data / "dicom_ct", "ct", label=real_data / "dicom_ct_label_btcv_RAS.nii.gz"
+    )
     label = read_case_label(case, volume)  # RAS label vs LPS series: compared in RAS
     raw_liver_hu = volume.data[label == LIVER].mean()
     assert 60 < raw_liver_hu < 200  # portal-venous contrast CT
@@ -89,8 +104,10 @@ def test_dicom_series_matches_its_ras_label_and_shows_contrast_liver(real_data):
     assert liver[0] > spleen[0]
     # 0.977 -> 1.0 mm is a (slight) downsampling: not exact, but every organ survives the round trip
     back, _ = to_original_geometry(cached_label, meta)
-    stored_label = nib.orientations.apply_orientation(label, nib.orientations.ornt_transform(
-        np.array([[0, 1], [1, 1], [2, 1]]), volume.orientation))
+    stored_label = nib.orientations.apply_orientation(
+        label,
+        nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), volume.orientation),
+    )
     for organ in (LIVER, SPLEEN):
         a, b = back == organ, stored_label == organ
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97

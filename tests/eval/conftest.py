@@ -16,7 +16,12 @@ TINY_RECIPE = {
     "name": "probe",
     "seed": 0,
     "preprocess": {"ct": {"spacing": [6.25, 6.25, 15.0]}},
-    "model": {"preset": "hierarchical", "base_channels": 4, "num_levels": 3, "projection_channels": 4},
+    "model": {
+        "preset": "hierarchical",
+        "base_channels": 4,
+        "num_levels": 3,
+        "projection_channels": 4,
+    },
     "probe": {
         "classes": ["liver", "spleen", "right_kidney", "left_kidney"],
         "patch_size": [64, 48, 16],  # the whole preprocessed phantom: one inference window
@@ -37,8 +42,14 @@ def write_phantoms(root: Path, count: int = NUM_PHANTOMS, shape=PHANTOM_SHAPE) -
     (root / "labels").mkdir()
     for seed in range(count):
         phantom = generate_phantom(seed, "ct", shape=shape)
-        nib.save(nib.Nifti1Image(phantom.image.astype(np.int16), phantom.affine), str(root / "images" / f"ph{seed:03d}.nii.gz"))
-        nib.save(nib.Nifti1Image(phantom.label, phantom.affine), str(root / "labels" / f"ph{seed:03d}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image(phantom.image.astype(np.int16), phantom.affine),
+            str(root / "images" / f"ph{seed:03d}.nii.gz"),
+        )
+        nib.save(
+            nib.Nifti1Image(phantom.label, phantom.affine),
+            str(root / "labels" / f"ph{seed:03d}.nii.gz"),
+        )
     return root
 
 
@@ -50,8 +61,13 @@ def write_recipe(folder: Path, data_root: Path, cache_dir: Path, **changes) -> P
             "cache_dir": str(cache_dir),
             "num_workers": 1,
             "sources": [
-                {"adapter": "folder", "name": "phantoms", "root": str(data_root), "modality": "ct",
-                 "options": {"images": "images", "labels": "labels"}}
+                {
+                    "adapter": "folder",
+                    "name": "phantoms",
+                    "root": str(data_root),
+                    "modality": "ct",
+                    "options": {"images": "images", "labels": "labels"},
+                }
             ],
         },
     }

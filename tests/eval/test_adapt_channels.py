@@ -13,9 +13,14 @@ from voxssl.models.weights import load_backbone, read_plan, save_weights
 
 @pytest.fixture()
 def ct_weights(tmp_path):
-    config = ModelConfig(preset="hierarchical", base_channels=4, num_levels=2, projection_channels=4)
+    config = ModelConfig(
+        preset="hierarchical", base_channels=4, num_levels=2, projection_channels=4
+    )
     backbone = build_backbone(config)
-    plan = Plan.for_model(backbone.config if hasattr(backbone, "config") else config, preprocessing_plan("ct", PreprocessConfig()))
+    plan = Plan.for_model(
+        backbone.config if hasattr(backbone, "config") else config,
+        preprocessing_plan("ct", PreprocessConfig()),
+    )
     path = tmp_path / "ct.safetensors"
     save_weights(path, {f"backbone.{k}": v for k, v in backbone.state_dict().items()}, plan)
     return path

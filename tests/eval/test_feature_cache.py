@@ -59,7 +59,9 @@ def test_head_on_a_cached_crop_equals_the_whole_volume_prediction_there():
     torch.manual_seed(1)
     head = FPNLinearHead(backbone.level_channels, num_classes=2).eval()
     whole = head([torch.from_numpy(lv)[None] for lv in cached[0].levels])[0]
-    sampler = CachedPatchSampler(cached, (8, 8, 4), foreground_fraction=0.5, rng=np.random.default_rng(0))
+    sampler = CachedPatchSampler(
+        cached, (8, 8, 4), foreground_fraction=0.5, rng=np.random.default_rng(0)
+    )
     rng = np.random.default_rng(1)
     for _ in range(20):
         start = sampler.aligned_start([rng.integers(d) for d in case.shape], case.shape)
@@ -67,19 +69,32 @@ def test_head_on_a_cached_crop_equals_the_whole_volume_prediction_there():
         assert all(s % 4 == 0 for s in start)
         region = tuple(slice(s, s + 8 if i < 2 else s + 4) for i, s in enumerate(start))
         patch_logits = head([torch.from_numpy(lv)[None] for lv in levels])[0]
-        np.testing.assert_allclose(patch_logits.detach().numpy(), whole[(slice(None), *region)].detach().numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            patch_logits.detach().numpy(), whole[(slice(None), *region)].detach().numpy(), atol=1e-5
+        )
         expected_target = np.full((8, 8, 4), IGNORE_INDEX, dtype=np.uint8)
-        inside = tuple(slice(0, min(8 if i < 2 else 4, d - s)) for i, (s, d) in enumerate(zip(start, case.shape)))
-        expected_target[inside] = case.target[tuple(slice(s, s + n.stop) for s, n in zip(start, inside))]
+        inside = tuple(
+            slice(0, min(8 if i < 2 else 4, d - s))
+            for i, (s, d) in enumerate(zip(start, case.shape))
+        )
+        expected_target[inside] = case.target[
+            tuple(slice(s, s + n.stop) for s, n in zip(start, inside))
+        ]
         np.testing.assert_array_equal(target, expected_target)
 
 
 def test_patch_starts_cover_the_whole_volume_and_stay_on_it():
     case = volume(shape=(21, 18, 10))
     backbone = tiny_backbone(levels=3)
-    sampler = CachedPatchSampler(cache_features(backbone, [case], torch.device("cpu"), progress=False), (8, 8, 4), 0.5,
-                                 np.random.default_rng(0))
-    centres = [(0, 0, 0), (20, 17, 9), (10, 9, 5), (19, 1, 8)] + [tuple(np.random.default_rng(i).integers((21, 18, 10))) for i in range(50)]
+    sampler = CachedPatchSampler(
+        cache_features(backbone, [case], torch.device("cpu"), progress=False),
+        (8, 8, 4),
+        0.5,
+        np.random.default_rng(0),
+    )
+    centres = [(0, 0, 0), (20, 17, 9), (10, 9, 5), (19, 1, 8)] + [
+        tuple(np.random.default_rng(i).integers((21, 18, 10))) for i in range(50)
+    ]
     for centre in centres:
         start = sampler.aligned_start(centre, case.shape)
         for c, s, p, dim in zip(centre, start, (8, 8, 4), case.shape):
@@ -91,11 +106,19 @@ def test_patch_starts_cover_the_whole_volume_and_stay_on_it():
 
 def test_cached_batch_shapes_and_training_targets():
     backbone = tiny_backbone(levels=3)
-    cases = cache_features(backbone, [volume(seed=0), volume(seed=1)], torch.device("cpu"), progress=False)
-    sampler = CachedPatchSampler(cases, (8, 8, 4), foreground_fraction=1.0, rng=np.random.default_rng(0))
+    cases = cache_features(
+        backbone, [volume(seed=0), volume(seed=1)], torch.device("cpu"), progress=False
+    )
+    sampler = CachedPatchSampler(
+        cases, (8, 8, 4), foreground_fraction=1.0, rng=np.random.default_rng(0)
+    )
     batch = sampler.batch(3)
     c0, c1, c2 = backbone.level_channels
-    assert [lv.shape for lv in batch["levels"]] == [(3, c0, 8, 8, 4), (3, c1, 4, 4, 2), (3, c2, 2, 2, 1)]
+    assert [lv.shape for lv in batch["levels"]] == [
+        (3, c0, 8, 8, 4),
+        (3, c1, 4, 4, 2),
+        (3, c2, 2, 2, 1),
+    ]
     assert batch["target"].shape == (3, 8, 8, 4) and batch["target"].dtype == np.int64
     assert all(((t == 1) | (t == 2)).any() for t in batch["target"])  # foreground-centred
 

@@ -46,7 +46,9 @@ def test_one_source_gives_disjoint_training_and_test_cases(bench):
 def test_embedding_is_the_projected_or_the_raw_pyramid(bench):
     from voxssl.models.fpn import FPN
 
-    backbone = FPN(in_channels=1, base_channels=2, num_levels=3, projection="learned", projection_channels=3)
+    backbone = FPN(
+        in_channels=1, base_channels=2, num_levels=3, projection="learned", projection_channels=3
+    )
 
     class Case:
         def image(self):

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from voxssl.errors import ConfigError, DataError
-from voxssl.eval.folds import kfold_assignment, load_splits, low_data_subset, make_splits, save_splits
+from voxssl.eval.folds import (
+    kfold_assignment,
+    load_splits,
+    low_data_subset,
+    make_splits,
+    save_splits,
+)
 
 BTCV_IDS = [f"img{i:04d}" for i in list(range(1, 11)) + list(range(21, 41))]
 
@@ -24,7 +30,11 @@ def test_kfold_matches_sklearn_kfold_semantics():
     ids = [f"c{i:02d}" for i in range(11)]
     order = np.arange(11)
     np.random.RandomState(7).shuffle(order)
-    expected = [sorted(ids[j] for j in order[:4]), sorted(ids[j] for j in order[4:8]), sorted(ids[j] for j in order[8:])]
+    expected = [
+        sorted(ids[j] for j in order[:4]),
+        sorted(ids[j] for j in order[4:8]),
+        sorted(ids[j] for j in order[8:]),
+    ]
     assert kfold_assignment(ids, 3, seed=7) == expected
 
 

@@ -22,7 +22,9 @@ def test_linear_head_equals_linear_map_of_concatenated_embedding():
         torch.nn.init.normal_(conv.weight, generator=g)
     torch.nn.init.normal_(head.level_convs[0].bias, generator=g)
 
-    embedding = torch.cat([upsample_to(p, i, size) for i, p in enumerate(pyramid)], dim=1)  # (B, 15, X, Y, Z)
+    embedding = torch.cat(
+        [upsample_to(p, i, size) for i, p in enumerate(pyramid)], dim=1
+    )  # (B, 15, X, Y, Z)
     weight, bias = head.as_linear_map()
     expected = torch.einsum("kc,bcxyz->bkxyz", weight, embedding) + bias[None, :, None, None, None]
 
@@ -43,18 +45,27 @@ def test_standardised_linear_head_is_still_one_linear_map_in_eval_mode():
     torch.nn.init.normal_(head.level_convs[0].bias, generator=g)
     pyramid = _pyramid_scaled(channels, size, g, scales)
 
-    standardized = [(p - n.running_mean[None, :, None, None, None]) / torch.sqrt(n.running_var + n.eps)[None, :, None, None, None]
-                    for p, n in zip(pyramid, head.level_norms)]
-    assert all(0.3 < s.std().item() < 3.0 for s in standardized)  # every level brought to unit scale
+    standardized = [
+        (p - n.running_mean[None, :, None, None, None])
+        / torch.sqrt(n.running_var + n.eps)[None, :, None, None, None]
+        for p, n in zip(pyramid, head.level_norms)
+    ]
+    assert all(
+        0.3 < s.std().item() < 3.0 for s in standardized
+    )  # every level brought to unit scale
     embedding = torch.cat([upsample_to(p, i, size) for i, p in enumerate(pyramid)], dim=1)
     weight, bias = head.as_linear_map()
     expected = torch.einsum("kc,bcxyz->bkxyz", weight, embedding) + bias[None, :, None, None, None]
     torch.testing.assert_close(head(pyramid), expected, rtol=1e-10, atol=1e-10)
-    assert not any(p.requires_grad for n in head.level_norms for p in n.parameters())  # no affine parameters
+    assert not any(
+        p.requires_grad for n in head.level_norms for p in n.parameters()
+    )  # no affine parameters
 
 
 def _pyramid_scaled(channels, size, generator, scales):
-    return [level * scale + scale for level, scale in zip(_pyramid(channels, size, generator), scales)]
+    return [
+        level * scale + scale for level, scale in zip(_pyramid(channels, size, generator), scales)
+    ]
 
 
 def test_linear_head_bias_only_on_finest_level():

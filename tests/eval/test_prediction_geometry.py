@@ -62,11 +62,15 @@ def test_prediction_equal_to_preprocessed_label_maps_back_exactly(tmp_path, name
     path, label, affine = _scan(tmp_path, name)
     volume = read_volume(path)
     assert not np.allclose(volume.affine, volume.original_affine)  # really reoriented
-    cfg = PreprocessConfig(ct=CTPreprocessConfig(spacing=(0.5, 0.5, 1.0)))  # finer than the scan: nearest is exact
+    cfg = PreprocessConfig(
+        ct=CTPreprocessConfig(spacing=(0.5, 0.5, 1.0))
+    )  # finer than the scan: nearest is exact
     _, cached_label, _, meta = preprocess_volume(volume, "ct", cfg, label=_ras_label(volume, label))
     probs = _one_hot_probabilities(cached_label, kind)
 
-    back, back_affine = label_in_original_geometry(probs, meta, CLASSES, kind, interpolation="nearest")
+    back, back_affine = label_in_original_geometry(
+        probs, meta, CLASSES, kind, interpolation="nearest"
+    )
     assert back.shape == label.shape
     np.testing.assert_array_equal(back, label)
     np.testing.assert_allclose(back_affine, affine)
@@ -75,8 +79,12 @@ def test_prediction_equal_to_preprocessed_label_maps_back_exactly(tmp_path, name
     linear, _ = label_in_original_geometry(probs, meta, CLASSES, kind, interpolation="linear")
     assert (linear == label).mean() > 0.97
     same_spacing = PreprocessConfig(ct=CTPreprocessConfig(spacing=tuple(volume.spacing)))
-    _, cached_same, _, meta_same = preprocess_volume(volume, "ct", same_spacing, label=_ras_label(volume, label))
-    linear_same, _ = label_in_original_geometry(_one_hot_probabilities(cached_same, kind), meta_same, CLASSES, kind, interpolation="linear")
+    _, cached_same, _, meta_same = preprocess_volume(
+        volume, "ct", same_spacing, label=_ras_label(volume, label)
+    )
+    linear_same, _ = label_in_original_geometry(
+        _one_hot_probabilities(cached_same, kind), meta_same, CLASSES, kind, interpolation="linear"
+    )
     np.testing.assert_array_equal(linear_same, label)
 
     # written with the original affine: it overlays the source scan voxel for voxel

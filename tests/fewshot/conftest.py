@@ -19,8 +19,14 @@ def write_phantoms(folder: Path, count: int = NUM_PHANTOMS) -> Path:
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     for seed in range(count):
         phantom = generate_phantom(seed, "ct", shape=PHANTOM_SHAPE)
-        nib.save(nib.Nifti1Image(phantom.image.astype(np.int16), phantom.affine), folder / "images" / f"p{seed:02d}.nii.gz")
-        nib.save(nib.Nifti1Image(phantom.label, phantom.affine), folder / "labels" / f"p{seed:02d}.nii.gz")
+        nib.save(
+            nib.Nifti1Image(phantom.image.astype(np.int16), phantom.affine),
+            folder / "images" / f"p{seed:02d}.nii.gz",
+        )
+        nib.save(
+            nib.Nifti1Image(phantom.label, phantom.affine),
+            folder / "labels" / f"p{seed:02d}.nii.gz",
+        )
     return folder
 
 
@@ -32,8 +38,15 @@ def fewshot_recipe_dict(root: Path, cache: Path, runs: Path) -> dict:
         "data": {
             "cache_dir": str(cache),
             "num_workers": 1,
-            "sources": [{"adapter": "folder", "name": "phantoms", "root": str(root), "modality": "ct",
-                         "options": {"images": "images", "labels": "labels"}}],
+            "sources": [
+                {
+                    "adapter": "folder",
+                    "name": "phantoms",
+                    "root": str(root),
+                    "modality": "ct",
+                    "options": {"images": "images", "labels": "labels"},
+                }
+            ],
         },
         "preprocess": {"ct": {"spacing": [6.25, 6.25, 10.0]}},
         "fewshot": {
@@ -43,7 +56,10 @@ def fewshot_recipe_dict(root: Path, cache: Path, runs: Path) -> dict:
             "superpixels": {"min_size": 40, "num_workers": 1},
             "alp": {"feature_grid": 16, "eval_feature_grid": 16},
             "optim": {"steps": 40, "lr": 0.01, "log_every": 20, "checkpoint_every": 0},
-            "eval": {"setting": 2, "organ_groups": [["left_kidney", "right_kidney"], ["spleen", "liver"]]},
+            "eval": {
+                "setting": 2,
+                "organ_groups": [["left_kidney", "right_kidney"], ["spleen", "liver"]],
+            },
             "device": "cpu",
         },
     }

@@ -23,9 +23,11 @@ def direct_alp(support, fg, query, window, fraction, temperature, eps):
         for i in range(s):
             for y in range(0, h - wy + 1, wy):
                 for x in range(0, w - wx + 1, wx):
-                    if float(mask[i, y:y + wy, x:x + wx].mean()) > fraction:
-                        protos.append(support[i, :, y:y + wy, x:x + wx].mean(dim=(1, 2)))
-        masked = sum(support[i] * mask[i] for i in range(s)).sum(dim=(1, 2)) / (float(mask.sum()) + 1e-5)
+                    if float(mask[i, y : y + wy, x : x + wx].mean()) > fraction:
+                        protos.append(support[i, :, y : y + wy, x : x + wx].mean(dim=(1, 2)))
+        masked = sum(support[i] * mask[i] for i in range(s)).sum(dim=(1, 2)) / (
+            float(mask.sum()) + 1e-5
+        )
         if not protos:
             protos = [masked]
         elif c == 1:
@@ -89,6 +91,8 @@ def test_loss_weights_ignore_and_alignment():
     ignored[:, :, :8] = 255
     _, parts_ignored, _ = alpnet_loss(head, s_feat, label, q_feat, ignored, (0.05, 1.0), 0.0)
     keep = ignored != 255
-    assert math.isclose(parts_ignored["seg"], float((ce * w)[keep].sum() / w[keep].sum()), rel_tol=1e-4)
+    assert math.isclose(
+        parts_ignored["seg"], float((ce * w)[keep].sum() / w[keep].sum()), rel_tol=1e-4
+    )
     total.backward()
     assert s_feat.grad is not None and float(s_feat.grad.abs().sum()) > 0

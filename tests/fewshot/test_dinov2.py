@@ -29,7 +29,9 @@ def tiny_checkpoint(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("dinov2_tiny")
     torch.manual_seed(0)
-    model = Dinov2Model(dinov2_config("small", hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=2))
+    model = Dinov2Model(
+        dinov2_config("small", hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=2)
+    )
     model.save_pretrained(str(folder))  # config.json + model.safetensors, as on the hub
     return folder, model
 
@@ -73,9 +75,15 @@ def test_incomplete_file_is_rejected(tiny_checkpoint, tmp_path):
 def test_released_architectures():
     from transformers import Dinov2Model
 
-    assert ARCHITECTURES["large"]["hidden_size"] == 1024 and ARCHITECTURES["large"]["num_hidden_layers"] == 24
+    assert (
+        ARCHITECTURES["large"]["hidden_size"] == 1024
+        and ARCHITECTURES["large"]["num_hidden_layers"] == 24
+    )
     with torch.device("meta"):
-        counts = {size: sum(p.numel() for p in Dinov2Model(dinov2_config(size)).parameters()) for size in ("small", "large")}
+        counts = {
+            size: sum(p.numel() for p in Dinov2Model(dinov2_config(size)).parameters())
+            for size in ("small", "large")
+        }
     assert 21e6 < counts["small"] < 23e6 and 300e6 < counts["large"] < 310e6
 
 
@@ -91,12 +99,23 @@ def test_lora_trainable_parameter_count_is_exact(tiny_checkpoint):
 
 def test_encoder_features_and_gradients(tiny_checkpoint):
     folder, _ = tiny_checkpoint
-    config = EncoderConfig(type="dinov2", size="small", weights=folder, input_mode="adapter", lora=LoRAConfig(rank=2, alpha=2))
+    config = EncoderConfig(
+        type="dinov2",
+        size="small",
+        weights=folder,
+        input_mode="adapter",
+        lora=LoRAConfig(rank=2, alpha=2),
+    )
     encoder = build_encoder(config)
     slices = torch.rand(2, 3, 64, 64)  # resized to 56 = 4 patches of 14
     features = encoder(slices, grid=8)
     assert features.shape == (2, WIDTH, 8, 8)
-    assert DinoV2Features(encoder.backbone.model)(torch.rand(1, 3, 28, 42)).shape == (1, WIDTH, 2, 3)
+    assert DinoV2Features(encoder.backbone.model)(torch.rand(1, 3, 28, 42)).shape == (
+        1,
+        WIDTH,
+        2,
+        3,
+    )
     features.square().mean().backward()
     grads = {n for n, p in encoder.named_parameters() if p.grad is not None}
     assert grads and all("lora_" in n or n.startswith("input_mode.adapter") for n in grads)

@@ -16,8 +16,11 @@ def _blob() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_identity_augmentation_is_exact():
-    aug = EpisodeAugment(AugmentConfig(rotate_deg=0, shift_px=0, shear_deg=0, scale=(1, 1), elastic_alpha=0,
-                                       gamma=(1, 1)))
+    aug = EpisodeAugment(
+        AugmentConfig(
+            rotate_deg=0, shift_px=0, shear_deg=0, scale=(1, 1), elastic_alpha=0, gamma=(1, 1)
+        )
+    )
     image, mask = _blob()
     image = image * 0.5 + 0.25
     draw = aug.randomize(np.random.default_rng(0), (48, 48))
@@ -49,7 +52,9 @@ def test_episodes_respect_setting2(phantom_cache):
     cache_dir = phantom_cache["cache_dir"]
     cases = fewshot_cases(cache_dir, None)[:2]
     prepare_superpixels(cases, cache_dir, config)
-    sources = episode_sources(cases, superpixel_store(cache_dir, config), config, test_classes=[2, 3])
+    sources = episode_sources(
+        cases, superpixel_store(cache_dir, config), config, test_classes=[2, 3]
+    )
     episodes = SuperpixelEpisodes(sources, EpisodeAugment(config.augment))
     for source, case in zip(sources, cases):
         kidney = np.isin(np.asarray(case.label()), [2, 3]).any(axis=(0, 1))
@@ -58,6 +63,9 @@ def test_episodes_respect_setting2(phantom_cache):
     for _ in range(5):
         episode = episodes.sample(rng)
         assert episode.support.shape == (1, 3, 64, 64) and episode.query.shape == (1, 3, 64, 64)
-        assert set(episode.support_label.unique().tolist()) <= {0, 1} and episode.support_label.sum() > 0
+        assert (
+            set(episode.support_label.unique().tolist()) <= {0, 1}
+            and episode.support_label.sum() > 0
+        )
         index = [s.key for s in sources].index(episode.case)
         assert sources[index].usable[episode.z]

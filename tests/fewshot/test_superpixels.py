@@ -77,7 +77,9 @@ def test_store_caches_and_resumes(tmp_path):
     assert sorted(build_superpixels(cases, store)) == ["src/a", "src/b"]
     np.testing.assert_array_equal(store.load("src/a"), first)
     assert not list(store.root.rglob(".tmp-*"))
-    other = SuperpixelStore(tmp_path, SuperpixelParams(1.0, 1.0, 50, 32))  # new parameters: new folder
+    other = SuperpixelStore(
+        tmp_path, SuperpixelParams(1.0, 1.0, 50, 32)
+    )  # new parameters: new folder
     assert other.root != store.root and not other.has("src/a")
 
 

@@ -26,9 +26,12 @@ def _episodes(config: FewShotConfig) -> SuperpixelEpisodes:
 
 
 def _config(steps: int) -> FewShotConfig:
-    return FewShotConfig(encoder=EncoderConfig(type="cnn", cnn_channels=[4, 8]), image_size=32, device="cpu",
-                         optim=OptimConfig(steps=steps, checkpoint_every=2, log_every=1, lr=0.05),
-                         )
+    return FewShotConfig(
+        encoder=EncoderConfig(type="cnn", cnn_channels=[4, 8]),
+        image_size=32,
+        device="cpu",
+        optim=OptimConfig(steps=steps, checkpoint_every=2, log_every=1, lr=0.05),
+    )
 
 
 def _train(config, path, progress=None):
@@ -39,7 +42,9 @@ def _train(config, path, progress=None):
 
 def test_learning_rate_steps():
     optim = OptimConfig(lr=1e-3, lr_step_every=1000, lr_step_gamma=0.95)
-    assert learning_rate(999, optim) == 1e-3 and learning_rate(1000, optim) == pytest.approx(0.95e-3)
+    assert learning_rate(999, optim) == 1e-3 and learning_rate(1000, optim) == pytest.approx(
+        0.95e-3
+    )
     assert learning_rate(2500, optim) == pytest.approx(1e-3 * 0.95**2)
 
 
@@ -55,7 +60,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         _train(config, tmp_path / "resumed.safetensors", interrupt_after_three)
-    assert (tmp_path / "resumed.state.pt").is_file() and not (tmp_path / "resumed.safetensors").exists()
+    assert (tmp_path / "resumed.state.pt").is_file() and not (
+        tmp_path / "resumed.safetensors"
+    ).exists()
     _train(config, tmp_path / "resumed.safetensors")  # resumes at step 2
     assert not (tmp_path / "resumed.state.pt").exists()
     straight, stored_config, extra = read_fewshot_weights(tmp_path / "straight.safetensors")

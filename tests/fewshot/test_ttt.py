@@ -16,7 +16,9 @@ def test_ttt_changes_weights_and_resets():
     config = FewShotConfig(encoder=EncoderConfig(type="cnn", cnn_channels=[4, 8]), image_size=32)
     model = build_alpnet(config)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = TestTimeTrainer(model, TTTConfig(enabled=True, steps=3, lr=0.05), EpisodeAugment(AugmentConfig()))
+    trainer = TestTimeTrainer(
+        model, TTTConfig(enabled=True, steps=3, lr=0.05), EpisodeAugment(AugmentConfig())
+    )
     image = torch.rand(1, 3, 32, 32)
     prediction = torch.zeros(1, 32, 32, dtype=torch.uint8)
     prediction[:, 8:20, 8:24] = 1
@@ -26,4 +28,6 @@ def test_ttt_changes_weights_and_resets():
     assert changed
     trainer.reset()
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-    assert trainer.adapt(image, torch.zeros_like(prediction), np.random.default_rng(0)) == []  # empty: no step
+    assert (
+        trainer.adapt(image, torch.zeros_like(prediction), np.random.default_rng(0)) == []
+    )  # empty: no step

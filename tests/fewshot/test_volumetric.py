@@ -18,11 +18,18 @@ def _tiny_backbone_file(path):
     from voxssl.models.plan import Plan
     from voxssl.models.weights import save_weights
 
-    config = ModelConfig(preset="hierarchical", base_channels=4, num_levels=2, blocks_per_stage=1,
-                         projection_channels=4)
+    config = ModelConfig(
+        preset="hierarchical",
+        base_channels=4,
+        num_levels=2,
+        blocks_per_stage=1,
+        projection_channels=4,
+    )
     torch.manual_seed(0)
     backbone = build_backbone(config)
-    save_weights(path, backbone.state_dict(), Plan.for_model(config, {"modality": "ct", "in_channels": 1}))
+    save_weights(
+        path, backbone.state_dict(), Plan.for_model(config, {"modality": "ct", "in_channels": 1})
+    )
     return path
 
 
@@ -32,7 +39,9 @@ def test_middle_slice_embeddings_index_the_containing_cell():
     out = middle_slice_embeddings([level0, level1], middle=1, height=4, width=4)
     assert out.shape == (1, 5, 4, 4)
     assert torch.equal(out[:, :2], level0[..., 1])
-    assert torch.equal(out[0, 2:, 3, 1], level1[0, :, 1, 0, 0])  # (3, 1) // 2 = (1, 0); z 1 // 2 = 0
+    assert torch.equal(
+        out[0, 2:, 3, 1], level1[0, :, 1, 0, 0]
+    )  # (3, 1) // 2 = (1, 0); z 1 // 2 = 0
 
 
 def test_frozen_3d_encoder_and_training_free_eval(phantom_cache, tmp_path):
@@ -46,10 +55,14 @@ def test_frozen_3d_encoder_and_training_free_eval(phantom_cache, tmp_path):
 
     base = phantom_cache["recipe"].fewshot
     config = dataclasses.replace(
-        base, encoder=EncoderConfig(type="voxssl3d", voxssl_weights=weights, slab_slices=3), eval_image_size=32,
+        base,
+        encoder=EncoderConfig(type="voxssl3d", voxssl_weights=weights, slab_slices=3),
+        eval_image_size=32,
         eval=dataclasses.replace(base.eval, write_predictions=False),
     )
-    results = evaluate_protocol(phantom_cache["cache_dir"], config, None, tmp_path / "eval", groups=[1], folds=[0])
+    results = evaluate_protocol(
+        phantom_cache["cache_dir"], config, None, tmp_path / "eval", groups=[1], folds=[0]
+    )
     stored = json.loads((tmp_path / "eval" / "results.json").read_text(encoding="utf-8"))
     assert len(results.scans) == 4 and stored["dice_per_organ"].keys() == {"spleen", "liver"}
     assert all(0.0 <= s.dice <= 1.0 for s in results.scans)

@@ -56,7 +56,9 @@ def foreign_fpn_state(
     return state
 
 
-def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor, levels: int, blocks: int) -> list[torch.Tensor]:
+def reference_forward(
+    state: dict[str, torch.Tensor], x: torch.Tensor, levels: int, blocks: int
+) -> list[torch.Tensor]:
     """The pyramid (level 0 first) computed straight from the foreign tensors, BN in eval mode."""
 
     def conv(x: torch.Tensor, prefix: str) -> torch.Tensor:
@@ -65,8 +67,13 @@ def reference_forward(state: dict[str, torch.Tensor], x: torch.Tensor, levels: i
 
     def norm(x: torch.Tensor, prefix: str) -> torch.Tensor:
         return F.batch_norm(
-            x, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"], state[f"{prefix}.weight"],
-            state[f"{prefix}.bias"], training=False, eps=1e-5,
+            x,
+            state[f"{prefix}.running_mean"],
+            state[f"{prefix}.running_var"],
+            state[f"{prefix}.weight"],
+            state[f"{prefix}.bias"],
+            training=False,
+            eps=1e-5,
         )
 
     def stage(x: torch.Tensor, prefix: str) -> torch.Tensor:

@@ -3,8 +3,8 @@ forward pass over the foreign tensors (tests/hub/foreign.py), never against voxs
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from voxssl.hub.channels import adapt_input_channels
 from voxssl.hub.convert import import_foreign, parse_key, voxssl_key
@@ -23,7 +23,9 @@ def foreign():
 
 @pytest.fixture(scope="module")
 def image():
-    return torch.rand(1, 1, 12, 10, 6, generator=torch.Generator().manual_seed(2))  # odd sizes: ceil pooling
+    return torch.rand(
+        1, 1, 12, 10, 6, generator=torch.Generator().manual_seed(2)
+    )  # odd sizes: ceil pooling
 
 
 def _assert_same_pyramid(backbone, foreign, x):
@@ -56,12 +58,21 @@ def test_hierarchical_import_with_prefixes_and_heads(tmp_path, foreign, image):
     source = tmp_path / "ct.ckpt"
     torch.save({"state_dict": wrapped, "epoch": 3}, source)
     result = import_foreign(
-        source, tmp_path / "h.safetensors", "hierarchical", modality="mr",
+        source,
+        tmp_path / "h.safetensors",
+        "hierarchical",
+        modality="mr",
         preprocessing={"spacing": [1.5, 1.5, 1.5], "percentiles": [1.0, 99.99]},
     )
     backbone, plan = load_backbone(result.path)
-    assert plan.architecture["preset"] == "hierarchical" and plan.architecture["projection"] == "none"
-    assert plan.preprocessing["modality"] == "mr" and plan.preprocessing["spacing"] == [1.5, 1.5, 1.5]
+    assert (
+        plan.architecture["preset"] == "hierarchical" and plan.architecture["projection"] == "none"
+    )
+    assert plan.preprocessing["modality"] == "mr" and plan.preprocessing["spacing"] == [
+        1.5,
+        1.5,
+        1.5,
+    ]
     assert "never saved" in plan.extra["note"]
     _assert_same_pyramid(backbone, foreign, image)
 
@@ -77,7 +88,9 @@ def test_shape_mismatch_names_the_key(tmp_path, foreign):
     bad = dict(foreign)
     bad["down_blocks.1.1.weight"] = torch.zeros(16, 7, 1, 1, 1)
     torch.save(bad, tmp_path / "bad.pt")
-    with pytest.raises(ConversionError, match=r"key 'down_blocks\.1\.1\.weight' has shape \(16, 7, 1, 1, 1\)"):
+    with pytest.raises(
+        ConversionError, match=r"key 'down_blocks\.1\.1\.weight' has shape \(16, 7, 1, 1, 1\)"
+    ):
         import_foreign(tmp_path / "bad.pt", tmp_path / "x.safetensors", "vox2vec")
     assert not (tmp_path / "x.safetensors").exists()
 
@@ -95,8 +108,15 @@ def test_unknown_and_missing_keys_are_named(tmp_path, foreign):
 
 def test_architecture_disagreeing_with_tensors_is_refused(tmp_path, foreign):
     torch.save(foreign, tmp_path / "w.pt")
-    with pytest.raises(ConversionError, match="architecture.base_channels is 16 but the checkpoint's tensors say 4"):
-        import_foreign(tmp_path / "w.pt", tmp_path / "x.safetensors", "vox2vec", architecture={"base_channels": 16})
+    with pytest.raises(
+        ConversionError, match="architecture.base_channels is 16 but the checkpoint's tensors say 4"
+    ):
+        import_foreign(
+            tmp_path / "w.pt",
+            tmp_path / "x.safetensors",
+            "vox2vec",
+            architecture={"base_channels": 16},
+        )
 
 
 class _NotATensor:
@@ -110,9 +130,15 @@ def test_pickled_objects_are_never_unpickled(tmp_path, foreign):
 
 
 def test_key_grammar_round_trip():
-    assert parse_key("right_blocks.0.layers.1.layers.3.running_var", 3).level == 1  # deepest decoder = level L-2
+    assert (
+        parse_key("right_blocks.0.layers.1.layers.3.running_var", 3).level == 1
+    )  # deepest decoder = level L-2
     assert parse_key("up_blocks.1.0.weight", 3).level == 0
-    for key in ["right_blocks.1.layers.0.layers.5.bias", "down_blocks.0.1.weight", "bottom_block.layers.1.layers.0.weight"]:
+    for key in [
+        "right_blocks.1.layers.0.layers.5.bias",
+        "down_blocks.0.1.weight",
+        "bottom_block.layers.1.layers.0.weight",
+    ]:
         assert voxssl_key(parse_key(key, 3), 3) == key
     with pytest.raises(ConversionError, match="not part of a vox2vec-layout"):
         parse_key("proj.weight", 3)
@@ -120,9 +146,17 @@ def test_key_grammar_round_trip():
 
 def test_channel_adaptation_repeat_keeps_features_of_repeated_image(tmp_path, foreign, image):
     torch.save(foreign, tmp_path / "w.pt")
-    with pytest.raises(ConversionError, match="take 1 input channel.*has 4.*--adapt-channels repeat"):
+    with pytest.raises(
+        ConversionError, match="take 1 input channel.*has 4.*--adapt-channels repeat"
+    ):
         import_foreign(tmp_path / "w.pt", tmp_path / "r.safetensors", "vox2vec", in_channels=4)
-    result = import_foreign(tmp_path / "w.pt", tmp_path / "r.safetensors", "vox2vec", in_channels=4, adapt_channels="repeat")
+    result = import_foreign(
+        tmp_path / "w.pt",
+        tmp_path / "r.safetensors",
+        "vox2vec",
+        in_channels=4,
+        adapt_channels="repeat",
+    )
     backbone, plan = load_backbone(result.path)
     assert plan.architecture["in_channels"] == 4 and plan.preprocessing["in_channels"] == 4
     assert "1->4" in plan.extra["adapted_channels"]
@@ -146,8 +180,12 @@ def test_channel_adaptation_needs_a_multiple():
 
 def test_plan_is_readable_without_loading_tensors(tmp_path, foreign):
     torch.save(foreign, tmp_path / "w.pt")
-    result = import_foreign(tmp_path / "w.pt", tmp_path / "o.safetensors", "vox2vec",
-                            provenance={"registry_name": "vox2vec-contrastive", "url": "https://example.org/w.pt"})
+    result = import_foreign(
+        tmp_path / "w.pt",
+        tmp_path / "o.safetensors",
+        "vox2vec",
+        provenance={"registry_name": "vox2vec-contrastive", "url": "https://example.org/w.pt"},
+    )
     plan = read_plan(result.path)
     assert plan.extra["registry_name"] == "vox2vec-contrastive"
     assert plan.extra["source_sha256"] == result.source_sha256
@@ -158,7 +196,9 @@ def test_safetensors_header_starting_with_0x80_is_not_taken_for_a_pickle(tmp_pat
     0x80, the first byte of a pickle: such a file must still load."""
     torch.save(foreign, tmp_path / "w.pt")
     for pad in range(0, 400, 8):
-        result = import_foreign(tmp_path / "w.pt", tmp_path / "o.safetensors", "vox2vec", provenance={"pad": "x" * pad})
+        result = import_foreign(
+            tmp_path / "w.pt", tmp_path / "o.safetensors", "vox2vec", provenance={"pad": "x" * pad}
+        )
         if result.path.read_bytes()[0] == 0x80:
             break
     else:

@@ -31,7 +31,9 @@ def test_download_verifies_records_and_reuses_cache(http_server, tmp_path):
     assert dest.read_bytes() == PAYLOAD
     assert record.sha256 == SHA and record.sha256_from == "registry" and record.size == len(PAYLOAD)
     assert not (tmp_path / "cache" / "w.pt.part").exists()
-    assert json.loads((tmp_path / "cache" / "w.pt.json").read_text(encoding="utf-8"))["sha256"] == SHA
+    assert (
+        json.loads((tmp_path / "cache" / "w.pt.json").read_text(encoding="utf-8"))["sha256"] == SHA
+    )
     # cached: no second request
     download_file([http_server.url("/w.pt")], dest, sha256=SHA, progress=False)
     assert len(http_server.requests) == 1
@@ -97,18 +99,26 @@ def test_404_is_reported_with_the_url(http_server, tmp_path):
 
 def test_mirror_fallback(http_server, tmp_path):
     http_server.files["/mirror/w.pt"] = Served(PAYLOAD)
-    urls = [f"http://127.0.0.1:{closed_port()}/w.pt", http_server.url("/gone.pt"), http_server.url("/mirror/w.pt")]
+    urls = [
+        f"http://127.0.0.1:{closed_port()}/w.pt",
+        http_server.url("/gone.pt"),
+        http_server.url("/mirror/w.pt"),
+    ]
     record = download_file(urls, tmp_path / "w.pt", sha256=SHA, progress=False)
     assert record.source == urls[2]
 
 
 def test_no_network(tmp_path):
     with pytest.raises(NetworkUnavailableError, match="cannot connect.*\n.*No network"):
-        download_file([f"http://127.0.0.1:{closed_port()}/w.pt"], tmp_path / "w.pt", progress=False, timeout=2)
+        download_file(
+            [f"http://127.0.0.1:{closed_port()}/w.pt"], tmp_path / "w.pt", progress=False, timeout=2
+        )
 
 
 def test_web_page_instead_of_file_is_refused(http_server, tmp_path):
-    http_server.files["/w.pt"] = Served(b"<html>confirm</html>", content_type="text/html; charset=utf-8")
+    http_server.files["/w.pt"] = Served(
+        b"<html>confirm</html>", content_type="text/html; charset=utf-8"
+    )
     with pytest.raises(DownloadError, match="web page instead of the file"):
         download_file([http_server.url("/w.pt")], tmp_path / "w.pt", progress=False)
     assert not (tmp_path / "w.pt").exists()
@@ -155,4 +165,6 @@ def test_copy_into_cache_checks_the_registry_checksum(tmp_path):
     with pytest.raises(ChecksumMismatchError, match="downloaded.pt has sha256"):
         copy_into_cache(source, tmp_path / "cache" / "w.pt", sha256="1" * 64)
     record = copy_into_cache(source, tmp_path / "cache" / "w.pt", sha256=SHA)
-    assert record.sha256_from == "registry" and (tmp_path / "cache" / "w.pt").read_bytes() == PAYLOAD
+    assert (
+        record.sha256_from == "registry" and (tmp_path / "cache" / "w.pt").read_bytes() == PAYLOAD
+    )

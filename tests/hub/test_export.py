@@ -21,7 +21,11 @@ from voxssl.models.weights import load_backbone, read_plan
 from .foreign import foreign_fpn_state
 
 TINY = {"preset": "vox2vec", "base_channels": 4, "num_levels": 3}
-PREPROCESSING = {"spacing": [1.0, 1.0, 2.0], "window_hu": [-1350.0, 1000.0], "crop_threshold_hu": -500.0}
+PREPROCESSING = {
+    "spacing": [1.0, 1.0, 2.0],
+    "window_hu": [-1350.0, 1000.0],
+    "crop_threshold_hu": -500.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,9 @@ def backbone_file(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny")
     torch.save(foreign_fpn_state(base=4, levels=3, blocks=2, seed=3), folder / "w.pt")
-    return import_foreign(folder / "w.pt", folder / "backbone.safetensors", "vox2vec", preprocessing=PREPROCESSING).path
+    return import_foreign(
+        folder / "w.pt", folder / "backbone.safetensors", "vox2vec", preprocessing=PREPROCESSING
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +45,23 @@ def segmentation_file(backbone_file, tmp_path_factory):
     from voxssl.eval.seg_weights import SegmentationSpec, save_segmentation_weights
 
     backbone, plan = load_backbone(backbone_file)
-    values = dict(classes=[1, 2, 6], head_kind="linear", head_in_channels=backbone.level_channels, head_hidden=8,
-                  head_blocks_per_level=1, loss="bce", threshold=0.5, patch_size=[16, 16, 8],
-                  sw_roi_size=[16, 16, 8], sw_overlap=0.5, sw_mode="gaussian", body_restricted=False)
-    names = {f.name for f in dataclasses.fields(SegmentationSpec)}  # the spec is owned by voxssl.eval
+    values = dict(
+        classes=[1, 2, 6],
+        head_kind="linear",
+        head_in_channels=backbone.level_channels,
+        head_hidden=8,
+        head_blocks_per_level=1,
+        loss="bce",
+        threshold=0.5,
+        patch_size=[16, 16, 8],
+        sw_roi_size=[16, 16, 8],
+        sw_overlap=0.5,
+        sw_mode="gaussian",
+        body_restricted=False,
+    )
+    names = {
+        f.name for f in dataclasses.fields(SegmentationSpec)
+    }  # the spec is owned by voxssl.eval
     spec = SegmentationSpec(**{k: v for k, v in values.items() if k in names})
     head = spec.build_head()
     with torch.no_grad():  # a head that makes all three organs appear somewhere
@@ -54,15 +73,24 @@ def segmentation_file(backbone_file, tmp_path_factory):
 
 
 def test_release_round_trip(backbone_file, tmp_path):
-    out = export_release(backbone_file, tmp_path / "my-release", license="CC-BY-4.0", description="tiny test model")
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.safetensors", "plan.json", "registry-entry.yaml"]
+    out = export_release(
+        backbone_file, tmp_path / "my-release", license="CC-BY-4.0", description="tiny test model"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "model.safetensors",
+        "plan.json",
+        "registry-entry.yaml",
+    ]
     assert resolve_weights(out) == out / "model.safetensors"
     original, _ = load_backbone(backbone_file)
     released, plan = load_backbone(resolve_weights(out))
     for key, value in original.state_dict().items():
         assert torch.equal(value, released.state_dict()[key])
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert plan.extra["converted_from"] == "vox2vec" and "CC-BY-4.0" in card and "`window_hu`" in card
+    assert (
+        plan.extra["converted_from"] == "vox2vec" and "CC-BY-4.0" in card and "`window_hu`" in card
+    )
     import yaml
 
     entry = yaml.safe_load((out / "registry-entry.yaml").read_text(encoding="utf-8"))[0]
@@ -77,7 +105,9 @@ def _ct_nifti(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     hu = rng.uniform(-400, 800, size=(16, 16, 8)).astype(np.float32)  # all above the -500 HU crop
-    affine = np.diag([1.0, 1.0, 2.0, 1.0])  # RAS at the plan's spacing: preprocessing is intensity only
+    affine = np.diag(
+        [1.0, 1.0, 2.0, 1.0]
+    )  # RAS at the plan's spacing: preprocessing is intensity only
     affine[:3, 3] = [-10.0, 20.0, 5.0]
     path = folder / "case_0001.nii.gz"
     nib.save(nib.Nifti1Image(hu, affine), path)
@@ -90,13 +120,32 @@ def test_monai_bundle_segmentation_runs_end_to_end(segmentation_file, tmp_path):
 
     bundle = export_monai_bundle(segmentation_file, tmp_path / "bundle")
     assert {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} == {
-        "configs/inference.json", "configs/metadata.json", "models/model.pt", "docs/README.md"}
+        "configs/inference.json",
+        "configs/metadata.json",
+        "models/model.pt",
+        "docs/README.md",
+    }
     image = _ct_nifti(tmp_path / "data")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
-         "--bundle_root", str(bundle), "--dataset_dir", str(image.parent), "--output_dir", str(tmp_path / "pred")],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(bundle / "configs" / "inference.json"),
+            "--bundle_root",
+            str(bundle),
+            "--dataset_dir",
+            str(image.parent),
+            "--output_dir",
+            str(tmp_path / "pred"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = nib.load(tmp_path / "pred" / "case_0001_seg.nii.gz")
@@ -107,7 +156,9 @@ def test_monai_bundle_segmentation_runs_end_to_end(segmentation_file, tmp_path):
     hu = np.asarray(nib.load(image).dataobj, dtype=np.float32)
     x = torch.from_numpy(np.clip((hu + 1350.0) / 2350.0, 0, 1))[None, None]
     with torch.no_grad():
-        expected = probabilities_to_label(model.predict_probabilities(x)[0], spec.classes, "bce", 0.5)
+        expected = probabilities_to_label(
+            model.predict_probabilities(x)[0], spec.classes, "bce", 0.5
+        )
     assert label.shape == expected.shape
     assert set(np.unique(label)) <= {0, 1, 2, 6} and len(np.unique(expected)) > 1
     np.testing.assert_array_equal(label, expected)
@@ -139,11 +190,17 @@ def test_pretraining_checkpoint_is_released_as_its_backbone(tmp_path):
     from voxssl.models.plan import Plan
     from voxssl.models.weights import save_weights
 
-    config = ModelConfig(preset="hierarchical", base_channels=4, num_levels=3, projection="frozen_random")
+    config = ModelConfig(
+        preset="hierarchical", base_channels=4, num_levels=3, projection="frozen_random"
+    )
     model = build_pretrain_model(config)
     checkpoint = tmp_path / "run" / "checkpoints" / "step_0000010"
     checkpoint.mkdir(parents=True)
-    save_weights(checkpoint / "model.safetensors", model.state_dict(), Plan.for_model(config, kind="pretrain"))
+    save_weights(
+        checkpoint / "model.safetensors",
+        model.state_dict(),
+        Plan.for_model(config, kind="pretrain"),
+    )
     torch.save({"step": 10}, checkpoint / "state.pt")
     release = export_release(tmp_path / "run", tmp_path / "release")
     backbone, plan = load_backbone(release / "model.safetensors")
@@ -169,23 +226,49 @@ def test_monai_bundle_maps_a_real_lps_mr_back_to_its_grid(real_data, tmp_path):
     from voxssl.eval.seg_weights import SegmentationSpec, save_segmentation_weights
     from voxssl.hub.convert import import_foreign
 
-    torch.save({"state_dict": foreign_fpn_state(base=4, levels=3, blocks=2, seed=7)}, tmp_path / "mr.ckpt")
-    backbone_path = import_foreign(tmp_path / "mr.ckpt", tmp_path / "mr.safetensors", "hierarchical", modality="mr",
-                                   preprocessing={"spacing": [4.5, 4.5, 4.5], "percentiles": [1.0, 99.99]}).path
+    torch.save(
+        {"state_dict": foreign_fpn_state(base=4, levels=3, blocks=2, seed=7)}, tmp_path / "mr.ckpt"
+    )
+    backbone_path = import_foreign(
+        tmp_path / "mr.ckpt",
+        tmp_path / "mr.safetensors",
+        "hierarchical",
+        modality="mr",
+        preprocessing={"spacing": [4.5, 4.5, 4.5], "percentiles": [1.0, 99.99]},
+    ).path
     backbone, plan = load_backbone(backbone_path)
-    values = dict(classes=[1, 6], head_kind="linear", head_in_channels=backbone.level_channels, head_hidden=8,
-                  head_blocks_per_level=1, loss="ce", threshold=0.5, patch_size=[32, 32, 16],
-                  sw_roi_size=[32, 32, 16], sw_overlap=0.25, sw_mode="constant", body_restricted=False)
+    values = dict(
+        classes=[1, 6],
+        head_kind="linear",
+        head_in_channels=backbone.level_channels,
+        head_hidden=8,
+        head_blocks_per_level=1,
+        loss="ce",
+        threshold=0.5,
+        patch_size=[32, 32, 16],
+        sw_roi_size=[32, 32, 16],
+        sw_overlap=0.25,
+        sw_mode="constant",
+        body_restricted=False,
+    )
     names = {f.name for f in dataclasses.fields(SegmentationSpec)}
     spec = SegmentationSpec(**{k: v for k, v in values.items() if k in names})
-    weights = save_segmentation_weights(tmp_path / "seg.safetensors", SegmentationModel(backbone, spec.build_head(), "ce"),
-                                        spec, plan)
+    weights = save_segmentation_weights(
+        tmp_path / "seg.safetensors",
+        SegmentationModel(backbone, spec.build_head(), "ce"),
+        spec,
+        plan,
+    )
     bundle = export_monai_bundle(weights, tmp_path / "bundle")
     data = tmp_path / "data"
     data.mkdir()
     (data / "ts_mr.nii.gz").symlink_to(real_data / "ts_mr.nii.gz")
-    run(config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle), dataset_dir=str(data),
-        output_dir=str(tmp_path / "pred"))
+    run(
+        config_file=str(bundle / "configs" / "inference.json"),
+        bundle_root=str(bundle),
+        dataset_dir=str(data),
+        output_dir=str(tmp_path / "pred"),
+    )
     source = nib.load(real_data / "ts_mr.nii.gz")
     out = nib.load(tmp_path / "pred" / "ts_mr_seg.nii.gz")
     assert out.shape == source.shape

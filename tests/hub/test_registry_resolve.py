@@ -11,7 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from voxssl.cli import app
-from voxssl.hub.errors import ConversionError, ManualDownloadRequired, NetworkUnavailableError, RegistryError
+from voxssl.hub.errors import (
+    ConversionError,
+    ManualDownloadRequired,
+    NetworkUnavailableError,
+    RegistryError,
+)
 from voxssl.hub.registry import load_registry
 from voxssl.hub.resolve import resolve_weights
 from voxssl.models.weights import load_backbone, read_plan
@@ -56,7 +61,9 @@ def test_builtin_registry_is_valid():
     registry = load_registry(include_user=False)
     assert {"vox2vec-contrastive", "hierarchical-ct", "hierarchical-mr"} <= set(registry.names())
     vox2vec = registry.get("vox2vec-contrastive")
-    assert vox2vec.urls[0].endswith("/resolve/29dfa9718434a58b3241af3c43dca90c867bea15/vox2vec_contrastive.pt")
+    assert vox2vec.urls[0].endswith(
+        "/resolve/29dfa9718434a58b3241af3c43dca90c867bea15/vox2vec_contrastive.pt"
+    )
     assert len(vox2vec.urls) == 2 and vox2vec.revision_verified is False
     for entry in registry.models:
         assert entry.sha256 is None or len(entry.sha256) == 64  # never a guessed value
@@ -86,7 +93,11 @@ def test_registry_rejects_bad_values(tmp_path):
     path.write_text(path.read_text(encoding="utf-8").replace("window_hu", "window"))
     with pytest.raises(RegistryError, match="unknown key 'preprocessing \\(ct\\).window'"):
         load_registry(path)
-    path.write_text(path.read_text(encoding="utf-8").replace("window:", "window_hu:").replace("preset: vox2vec", "preset: unet"))
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        .replace("window:", "window_hu:")
+        .replace("preset: vox2vec", "preset: unet")
+    )
     with pytest.raises(RegistryError, match="preset"):
         load_registry(path)
     (tmp_path / "card.md").unlink()
@@ -105,13 +116,17 @@ def test_registry_name_downloads_converts_and_works_offline(http_server, tmp_pat
     assert plan.preprocessing["intensity"]["window_hu"] == [-1000.0, 1000.0]
     assert plan.extra["registry_name"] == "tiny-vox2vec" and plan.extra["source_sha256"] == sha
     # offline: the server is gone, the cached (verified) file and its conversion are used
-    offline = load_registry(write_registry(tmp_path / "off", [f"http://127.0.0.1:{closed_port()}/tiny.pt"], sha))
+    offline = load_registry(
+        write_registry(tmp_path / "off", [f"http://127.0.0.1:{closed_port()}/tiny.pt"], sha)
+    )
     assert resolve_weights("tiny-vox2vec", registry=offline, progress=False) == weights
     assert len(http_server.requests) == 1
 
 
 def test_registry_without_cache_and_network_fails_clearly(tmp_path, tiny_pt):
-    registry = load_registry(write_registry(tmp_path, [f"http://127.0.0.1:{closed_port()}/tiny.pt"], tiny_pt[1]))
+    registry = load_registry(
+        write_registry(tmp_path, [f"http://127.0.0.1:{closed_port()}/tiny.pt"], tiny_pt[1])
+    )
     with pytest.raises(NetworkUnavailableError, match="weights download tiny-vox2vec --file PATH"):
         resolve_weights("tiny-vox2vec", registry=registry, progress=False)
 
@@ -126,12 +141,20 @@ def test_manual_entry_asks_for_the_file_and_accepts_it(tmp_path, tiny_pt):
     checkpoint = tmp_path / "from_drive.ckpt"
     torch.save({"state_dict": foreign_fpn_state(base=4, levels=3, blocks=2, seed=6)}, checkpoint)
     entry.architecture = {**entry.architecture, "base_channels": 32}  # the published width
-    with pytest.raises(ConversionError, match="architecture.base_channels is 32 but the checkpoint's tensors say 4"):
+    with pytest.raises(
+        ConversionError, match="architecture.base_channels is 32 but the checkpoint's tensors say 4"
+    ):
         registry_weights(entry, local_file=checkpoint, progress=False)
-    entry.architecture = {"preset": "hierarchical", "projection": "none", "reconstruction": "none"}  # tiny model
+    entry.architecture = {
+        "preset": "hierarchical",
+        "projection": "none",
+        "reconstruction": "none",
+    }  # tiny model
     weights = registry_weights(entry, local_file=checkpoint, progress=False)
     plan = read_plan(weights)
-    assert plan.preprocessing["modality"] == "ct" and plan.preprocessing["intensity"]["window_hu"] == [-175.0, 250.0]
+    assert plan.preprocessing["modality"] == "ct" and plan.preprocessing["intensity"][
+        "window_hu"
+    ] == [-175.0, 250.0]
 
 
 def test_local_files_and_folders(tmp_path, tiny_pt):
@@ -172,26 +195,55 @@ def test_resolve_adapts_input_channels_on_request(tiny_pt):
 def test_cli(http_server, tmp_path, tiny_pt, monkeypatch):
     source, sha = tiny_pt
     http_server.files["/tiny.pt"] = Served(source.read_bytes())
-    monkeypatch.setenv("VOXSSL_REGISTRY", str(write_registry(tmp_path / "reg", [http_server.url("/tiny.pt")], None)))
+    monkeypatch.setenv(
+        "VOXSSL_REGISTRY",
+        str(write_registry(tmp_path / "reg", [http_server.url("/tiny.pt")], None)),
+    )
     runner = CliRunner()
     listing = runner.invoke(app, ["weights", "list"])
-    assert listing.exit_code == 0 and "tiny-vox2vec" in listing.output and "vox2vec-contrastive" in listing.output
-    assert runner.invoke(app, ["weights", "path", "tiny-vox2vec"]).exit_code != 0  # not downloaded yet
+    assert (
+        listing.exit_code == 0
+        and "tiny-vox2vec" in listing.output
+        and "vox2vec-contrastive" in listing.output
+    )
+    assert (
+        runner.invoke(app, ["weights", "path", "tiny-vox2vec"]).exit_code != 0
+    )  # not downloaded yet
     downloaded = runner.invoke(app, ["weights", "download", "tiny-vox2vec", "-q"])
     assert downloaded.exit_code == 0, downloaded.output
-    assert f"sha256 {sha} (computed" in downloaded.output  # the registry has none: printed for the user
+    assert (
+        f"sha256 {sha} (computed" in downloaded.output
+    )  # the registry has none: printed for the user
     weights_path = runner.invoke(app, ["weights", "path", "tiny-vox2vec"]).output.strip()
     assert Path(weights_path).is_file()
     info = runner.invoke(app, ["weights", "info", "tiny-vox2vec"])
     assert f"sha256 {sha} (computed)" in info.output
     out = tmp_path / "imported.safetensors"
-    imported = runner.invoke(app, ["weights", "import", str(source), "--format", "vox2vec", "--out", str(out),
-                                   "--in-channels", "2", "--adapt-channels", "repeat"])
+    imported = runner.invoke(
+        app,
+        [
+            "weights",
+            "import",
+            str(source),
+            "--format",
+            "vox2vec",
+            "--out",
+            str(out),
+            "--in-channels",
+            "2",
+            "--adapt-channels",
+            "repeat",
+        ],
+    )
     assert imported.exit_code == 0, imported.output
     assert read_plan(out).architecture["in_channels"] == 2
     release = tmp_path / "rel"
-    exported = runner.invoke(app, ["weights", "export", str(out), "--out", str(release), "--license", "MIT"])
+    exported = runner.invoke(
+        app, ["weights", "export", str(out), "--out", str(release), "--license", "MIT"]
+    )
     assert exported.exit_code == 0, exported.output
     assert (release / "plan.json").is_file()
-    checked = runner.invoke(app, ["weights", "import", str(release / "model.safetensors"), "--format", "voxssl"])
+    checked = runner.invoke(
+        app, ["weights", "import", str(release / "model.safetensors"), "--format", "voxssl"]
+    )
     assert checked.exit_code == 0, checked.output

@@ -17,7 +17,9 @@ class PointwiseNet(nn.Module):
     def __init__(self, coordinate_channel: bool = False, levels: int = 2) -> None:
         super().__init__()
         self.coordinate_channel = coordinate_channel
-        self.net = nn.Sequential(nn.Conv3d(2 if coordinate_channel else 1, 32, 1), nn.ReLU(), nn.Conv3d(32, 32, 1))
+        self.net = nn.Sequential(
+            nn.Conv3d(2 if coordinate_channel else 1, 32, 1), nn.ReLU(), nn.Conv3d(32, 32, 1)
+        )
         self.levels = levels
 
     def forward(self, x):
@@ -29,8 +31,11 @@ class PointwiseNet(nn.Module):
 
 
 def sampled_positions(generator, batch, n):
-    return torch.stack([torch.randint(0, batch, (n,), generator=generator)]
-                       + [torch.randint(0, s, (n,), generator=generator) for s in SHAPE], dim=1)
+    return torch.stack(
+        [torch.randint(0, batch, (n,), generator=generator)]
+        + [torch.randint(0, s, (n,), generator=generator) for s in SHAPE],
+        dim=1,
+    )
 
 
 @pytest.mark.parametrize("zoom", [False, True])
@@ -38,7 +43,9 @@ def test_zero_alignment_error_for_an_equivariant_map_and_positive_for_a_non_equi
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 1, *SHAPE, generator=generator)
     if zoom:  # pooling is not scale-equivariant: compare the full-resolution level only
-        transform = GridTransform(SHAPE, zoom=2, zoom_offset=(2, 5, 3), flip_axes=(1,), quarter_turns=1)
+        transform = GridTransform(
+            SHAPE, zoom=2, zoom_offset=(2, 5, 3), flip_axes=(1,), quarter_turns=1
+        )
         levels = 1
     else:
         transform = GridTransform(SHAPE, flip_axes=(0, 2), quarter_turns=3)
@@ -86,8 +93,11 @@ def test_objective_contrasts_equivariance_through_the_shared_projector(projector
     from voxssl.config.pretrain import EquivarianceConfig, PretrainConfig
     from voxssl.train.objective import PretrainObjective
 
-    cfg = PretrainConfig(infonce_weight=0.0, reconstruction_weight=0.0,
-                         equivariance=EquivarianceConfig(weight=1.0, projector=projector_mode))
+    cfg = PretrainConfig(
+        infonce_weight=0.0,
+        reconstruction_weight=0.0,
+        equivariance=EquivarianceConfig(weight=1.0, projector=projector_mode),
+    )
     generator = torch.Generator().manual_seed(5)
     transform = RandomGridTransform(flip_prob=0.5, zoom_prob=0.0).randomize(SHAPE, generator)
     x = torch.randn(1, 1, *SHAPE, generator=generator)
@@ -104,11 +114,20 @@ def test_objective_contrasts_equivariance_through_the_shared_projector(projector
             return PretrainOutput(self.net(images), None, None, None)
 
     model = Model()
-    positions = torch.stack([torch.randint(0, s, (24,), generator=generator) for s in SHAPE], dim=1)[None]
-    batch = {"view1": x, "view2": x, "valid": torch.ones(1, 24, dtype=torch.bool),
-             "positions1": positions, "positions2": positions,
-             "view3": transform.apply_image(x[0])[None], "positions3": transform.map_points(positions[0], SHAPE)[None],
-             "valid3": torch.ones(1, 24, dtype=torch.bool), "transforms": [transform]}
+    positions = torch.stack(
+        [torch.randint(0, s, (24,), generator=generator) for s in SHAPE], dim=1
+    )[None]
+    batch = {
+        "view1": x,
+        "view2": x,
+        "valid": torch.ones(1, 24, dtype=torch.bool),
+        "positions1": positions,
+        "positions2": positions,
+        "view3": transform.apply_image(x[0])[None],
+        "positions3": transform.map_points(positions[0], SHAPE)[None],
+        "valid3": torch.ones(1, 24, dtype=torch.bool),
+        "transforms": [transform],
+    }
     PretrainObjective(cfg)(model, batch).loss.backward()
     assert all(p.grad is not None for p in model.net.parameters())
     assert (model.projector.weight.grad is not None) == (projector_mode == "shared")

@@ -28,12 +28,16 @@ def test_matches_the_naive_formula(temperature):
     z1, z2 = torch.randn(7, 5, generator=generator), torch.randn(7, 5, generator=generator)
     loss = InfoNCELoss(temperature)(z1, z2)
     assert loss.item() == pytest.approx(naive_nt_xent(z1, z2, temperature), rel=1e-5)
-    assert InfoNCELoss(temperature)(z2, z1).item() == pytest.approx(loss.item(), rel=1e-6)  # symmetric
+    assert InfoNCELoss(temperature)(z2, z1).item() == pytest.approx(
+        loss.item(), rel=1e-6
+    )  # symmetric
 
 
 def test_closed_form_for_orthogonal_identical_views():
     n, tau = 6, 0.1
-    z = torch.eye(8, dtype=torch.float64)[:n]  # float64: the loss is ~5e-4, below float32's resolution of 1/tau
+    z = torch.eye(8, dtype=torch.float64)[
+        :n
+    ]  # float64: the loss is ~5e-4, below float32's resolution of 1/tau
     expected = math.log(1 + (2 * n - 2) * math.exp(-1 / tau))  # positives at 1/tau, negatives at 0
     assert InfoNCELoss(tau)(z, z).item() == pytest.approx(expected, rel=1e-5)
 
@@ -60,7 +64,9 @@ def _distributed_worker(rank, world, init_file, z1_all, z2_all, counts, queue):
         uneven = [2, 4]  # ranks may hold different numbers of positives
         rows = slice(sum(uneven[:rank]), sum(uneven[: rank + 1]))
         uneven_loss = InfoNCELoss(0.2, gather_distributed=True)(z1_all[rows], z2_all[rows])
-        queue.put((rank, loss.item(), z1.grad.tolist(), z2.grad.tolist(), uneven_loss.item()))  # plain data
+        queue.put(
+            (rank, loss.item(), z1.grad.tolist(), z2.grad.tolist(), uneven_loss.item())
+        )  # plain data
     finally:
         dist.destroy_process_group()
 
@@ -72,7 +78,12 @@ def test_all_gather_of_negatives_across_ranks_is_gradient_correct(tmp_path):
     counts = [3, 3]
     z1_all, z2_all = torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
     queue = mp.get_context("spawn").Queue()
-    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), z1_all, z2_all, counts, queue), nprocs=2, join=True)
+    mp.spawn(
+        _distributed_worker,
+        args=(2, str(tmp_path / "init"), z1_all, z2_all, counts, queue),
+        nprocs=2,
+        join=True,
+    )
     results = dict((r[0], r[1:]) for r in (queue.get(timeout=60) for _ in range(2)))
 
     z1 = z1_all.clone().requires_grad_(True)
@@ -89,7 +100,9 @@ def test_all_gather_of_negatives_across_ranks_is_gradient_correct(tmp_path):
     # uneven split: each rank's loss is the mean over its own rows against all 12 candidates
     z = F.normalize(torch.cat([z1_all, z2_all]), dim=1)
     logits = (z @ z.T / 0.2).fill_diagonal_(float("-inf"))
-    per_row = F.cross_entropy(logits, torch.cat([torch.arange(6) + 6, torch.arange(6)]), reduction="none")
+    per_row = F.cross_entropy(
+        logits, torch.cat([torch.arange(6) + 6, torch.arange(6)]), reduction="none"
+    )
     for rank, rows in enumerate(([0, 1], [2, 3, 4, 5])):
         own = per_row[rows + [r + 6 for r in rows]].mean()
         assert results[rank][3] == pytest.approx(own.item(), rel=1e-5)

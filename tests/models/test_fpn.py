@@ -67,10 +67,19 @@ def test_pyramid_shapes_follow_ceil_pooling(shape):
 
 
 def test_frozen_random_projection_is_seeded_untrained_and_reproducible():
-    cfg = ModelConfig(preset="hierarchical", base_channels=4, num_levels=3, projection="frozen_random")
+    cfg = ModelConfig(
+        preset="hierarchical", base_channels=4, num_levels=3, projection="frozen_random"
+    )
     a, b = build_backbone(cfg), build_backbone(cfg)
-    other = build_backbone(ModelConfig(preset="hierarchical", base_channels=4, num_levels=3,
-                                       projection="frozen_random", projection_seed=1))
+    other = build_backbone(
+        ModelConfig(
+            preset="hierarchical",
+            base_channels=4,
+            num_levels=3,
+            projection="frozen_random",
+            projection_seed=1,
+        )
+    )
     assert all(not n.startswith("projections") for n, _ in a.named_parameters())
     assert torch.equal(a.projections[1].weight, b.projections[1].weight)
     assert not torch.equal(a.projections[1].weight, other.projections[1].weight)
@@ -78,8 +87,15 @@ def test_frozen_random_projection_is_seeded_untrained_and_reproducible():
 
 
 def test_gradients_reach_every_parameter_and_dimension_generic_2d():
-    model = FPN(in_channels=2, base_channels=4, num_levels=3, spatial_dims=2, projection="learned", projection_channels=8,
-                norm=("group", {"num_groups": 2}))
+    model = FPN(
+        in_channels=2,
+        base_channels=4,
+        num_levels=3,
+        spatial_dims=2,
+        projection="learned",
+        projection_channels=8,
+        norm=("group", {"num_groups": 2}),
+    )
     pyramid = model(torch.randn(2, 2, 11, 9))
     assert [p.shape[1:] for p in pyramid] == [(8, 11, 9), (8, 6, 5), (8, 3, 3)]
     sum(p.square().mean() for p in pyramid).backward()
@@ -93,7 +109,9 @@ def test_wrong_input_channels_raise_a_clear_error():
 
 
 def test_pretrain_model_outputs():
-    cfg = ModelConfig(preset="hierarchical", base_channels=4, num_levels=3, reconstruction="two_conv")
+    cfg = ModelConfig(
+        preset="hierarchical", base_channels=4, num_levels=3, reconstruction="two_conv"
+    )
     model = build_pretrain_model(cfg)
     images = torch.randn(2, 1, 12, 12, 6)
     coords = torch.tensor([[0, 0, 0, 0], [1, 11, 11, 5], [0, 5, 6, 2]])
@@ -103,5 +121,12 @@ def test_pretrain_model_outputs():
     assert torch.allclose(out.projections.norm(dim=1), torch.ones(3), atol=1e-5)
     assert out.reconstruction.shape == images.shape
     assert len(out.pyramid) == 3
-    assert set(k.split(".")[0] for k in model.state_dict()) == {"backbone", "projector", "reconstruction_head"}
-    assert build_pretrain_model(ModelConfig(preset="vox2vec", base_channels=2)).reconstruction_head is None
+    assert set(k.split(".")[0] for k in model.state_dict()) == {
+        "backbone",
+        "projector",
+        "reconstruction_head",
+    }
+    assert (
+        build_pretrain_model(ModelConfig(preset="vox2vec", base_channels=2)).reconstruction_head
+        is None
+    )

@@ -21,14 +21,17 @@ def test_gather_matches_upsample_then_index(shape):
     generator = torch.Generator().manual_seed(0)
     levels = 4
     pyramid = [
-        torch.randn(3, 2 + i, *(-(-n // 2**i) for n in shape), generator=generator) for i in range(levels)
+        torch.randn(3, 2 + i, *(-(-n // 2**i) for n in shape), generator=generator)
+        for i in range(levels)
     ]
     coords = torch.stack(
         [torch.randint(0, 3, (200,), generator=generator)]
         + [torch.randint(0, n, (200,), generator=generator) for n in shape],
         dim=1,
     )
-    coords[0] = torch.tensor([2, shape[0] - 1, shape[1] - 1, shape[2] - 1])  # the far corner (odd sizes)
+    coords[0] = torch.tensor(
+        [2, shape[0] - 1, shape[1] - 1, shape[2] - 1]
+    )  # the far corner (odd sizes)
     got = gather_voxel_embeddings(pyramid, coords)
     assert got.shape == (200, sum(2 + i for i in range(levels)))
     assert torch.equal(got, naive_embeddings(pyramid, coords))

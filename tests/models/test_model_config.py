@@ -28,8 +28,13 @@ def test_hierarchical_preset_defaults():
 
 def test_explicit_keys_override_the_preset_and_round_trip():
     cfg = model_config_from_dict(
-        {"preset": "hierarchical", "num_levels": 4, "projection": "frozen_random", "norm": ["group", {"num_groups": 4}],
-         "in_channels": 2}
+        {
+            "preset": "hierarchical",
+            "num_levels": 4,
+            "projection": "frozen_random",
+            "norm": ["group", {"num_groups": 4}],
+            "in_channels": 2,
+        }
     )
     assert cfg.num_levels == 4 and cfg.projection == "frozen_random"
     assert cfg.norm == ("group", {"num_groups": 4})

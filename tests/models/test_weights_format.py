@@ -9,13 +9,21 @@ from voxssl.config.model import ModelConfig
 from voxssl.errors import CheckpointError
 from voxssl.models.build import build_backbone, build_pretrain_model
 from voxssl.models.plan import Plan, check_plan, preprocessing_plan
-from voxssl.models.weights import load_backbone, load_weights, read_plan, save_weights, strip_prefixes
+from voxssl.models.weights import (
+    load_backbone,
+    load_weights,
+    read_plan,
+    save_weights,
+    strip_prefixes,
+)
 
 TINY = dict(preset="hierarchical", base_channels=2, num_levels=3)
 
 
 def tiny_plan(cfg: ModelConfig, kind: str = "backbone") -> Plan:
-    return Plan.for_model(cfg, preprocessing_plan("ct", PreprocessConfig()), recipe={"name": "test"}, kind=kind)
+    return Plan.for_model(
+        cfg, preprocessing_plan("ct", PreprocessConfig()), recipe={"name": "test"}, kind=kind
+    )
 
 
 def test_round_trip_keeps_tensors_and_plan(tmp_path):
@@ -24,7 +32,11 @@ def test_round_trip_keeps_tensors_and_plan(tmp_path):
     path = save_weights(tmp_path / "w.safetensors", backbone.state_dict(), tiny_plan(cfg))
     state, plan = load_weights(path)
     assert plan.model_config() == cfg
-    assert plan.preprocessing["modality"] == "ct" and plan.preprocessing["spacing"] == [1.0, 1.0, 2.0]
+    assert plan.preprocessing["modality"] == "ct" and plan.preprocessing["spacing"] == [
+        1.0,
+        1.0,
+        2.0,
+    ]
     assert plan.preprocessing["intensity"]["window_hu"] == [-1350.0, 1000.0]
     assert set(state) == set(backbone.state_dict())
     assert all(torch.equal(state[k], v) for k, v in backbone.state_dict().items())
@@ -40,7 +52,9 @@ def test_load_backbone_from_a_pretrain_state_dict_with_ddp_prefix(tmp_path):
             p.normal_()
     wrapped = {f"module.{k}": v for k, v in model.state_dict().items()}  # as saved from DDP
     path = save_weights(tmp_path / "p.safetensors", wrapped, tiny_plan(cfg, kind="pretrain"))
-    backbone, plan = load_backbone(path, expect={"preprocessing": {"modality": "ct"}, "architecture.in_channels": 1})
+    backbone, plan = load_backbone(
+        path, expect={"preprocessing": {"modality": "ct"}, "architecture.in_channels": 1}
+    )
     assert plan.kind == "pretrain" and not backbone.training
     x = torch.randn(1, 1, 8, 8, 4)
     model.eval()
@@ -50,8 +64,12 @@ def test_load_backbone_from_a_pretrain_state_dict_with_ddp_prefix(tmp_path):
 
 def test_plan_mismatch_names_the_field(tmp_path):
     cfg = ModelConfig(**TINY)
-    path = save_weights(tmp_path / "w.safetensors", build_backbone(cfg).state_dict(), tiny_plan(cfg))
-    with pytest.raises(CheckpointError, match=r"w.safetensors.*'preprocessing.modality' is 'ct' but 'mr'"):
+    path = save_weights(
+        tmp_path / "w.safetensors", build_backbone(cfg).state_dict(), tiny_plan(cfg)
+    )
+    with pytest.raises(
+        CheckpointError, match=r"w.safetensors.*'preprocessing.modality' is 'ct' but 'mr'"
+    ):
         load_backbone(path, expect={"preprocessing.modality": "mr"})
     with pytest.raises(CheckpointError, match=r"'architecture.in_channels' is 1 but 4"):
         load_backbone(path, expect={"architecture": {"in_channels": 4}})
@@ -71,8 +89,15 @@ def test_tensor_mismatch_names_the_first_key_or_shape(tmp_path):
     with pytest.raises(CheckpointError, match="unexpected key 'head.weight'"):
         load_backbone(save_weights(tmp_path / "b.safetensors", extra, tiny_plan(cfg)))
     wider = ModelConfig(**dict(TINY, base_channels=4))
-    with pytest.raises(CheckpointError, match=r"'first_conv.weight' has shape \(4, 1, 3, 3, 3\) in the weights but \(2"):
-        load_backbone(save_weights(tmp_path / "c.safetensors", build_backbone(wider).state_dict(), tiny_plan(cfg)))
+    with pytest.raises(
+        CheckpointError,
+        match=r"'first_conv.weight' has shape \(4, 1, 3, 3, 3\) in the weights but \(2",
+    ):
+        load_backbone(
+            save_weights(
+                tmp_path / "c.safetensors", build_backbone(wider).state_dict(), tiny_plan(cfg)
+            )
+        )
 
 
 def test_refuses_pickles_foreign_files_and_bad_plans(tmp_path):

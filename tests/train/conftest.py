@@ -15,7 +15,9 @@ WINDOW_HU = (-1350.0, 1000.0)
 PHANTOM_SHAPE = (40, 32, 16)
 
 
-def write_phantom_cache(cache_dir: Path, count: int = 3, shape: tuple[int, int, int] = PHANTOM_SHAPE) -> Path:
+def write_phantom_cache(
+    cache_dir: Path, count: int = 3, shape: tuple[int, int, int] = PHANTOM_SHAPE
+) -> Path:
     """``count`` CT phantoms scaled to [0, 1] like the CT preprocessing, body = above -500 HU."""
     manifest = empty_manifest()
     for seed in range(count):
@@ -24,8 +26,15 @@ def write_phantom_cache(cache_dir: Path, count: int = 3, shape: tuple[int, int, 
         image = np.clip((phantom.image - low) / (high - low), 0, 1).astype(np.float32)
         body = phantom.image > -500
         case_id = f"phantom_{seed:03d}"
-        meta = {"case_id": case_id, "source": "phantoms", "modality": "ct", "spacing": list(phantom.spacing),
-                "shape": list(image.shape), "num_channels": 1, "directory": f"phantoms/{case_id}"}
+        meta = {
+            "case_id": case_id,
+            "source": "phantoms",
+            "modality": "ct",
+            "spacing": list(phantom.spacing),
+            "shape": list(image.shape),
+            "num_channels": 1,
+            "directory": f"phantoms/{case_id}",
+        }
         meta = write_case(cache_dir / "phantoms" / case_id, image, None, body, meta)
         manifest["cases"][case_key("phantoms", case_id)] = meta
     write_manifest(cache_dir, manifest)
@@ -56,8 +65,13 @@ def tiny_recipe_dict(cache_dir: Path, output_dir: Path, **pretrain) -> dict:
         "seed": 3,
         "output_dir": str(output_dir),
         "data": {"cache_dir": str(cache_dir)},
-        "model": {"preset": "hierarchical", "base_channels": 4, "num_levels": 3, "projection_channels": 4,
-                  "projector_out": 16},
+        "model": {
+            "preset": "hierarchical",
+            "base_channels": 4,
+            "num_levels": 3,
+            "projection_channels": 4,
+            "projector_out": 16,
+        },
         "pretrain": {
             "steps": 4,
             "pairs_per_step": 2,

@@ -22,7 +22,9 @@ def main(recipe_path: str, out_dir: str) -> None:
     out = Path(out_dir)
     params = {name: p.detach().clone() for name, p in result.model.named_parameters()}
     save_file(params, str(out / f"rank{rank}.safetensors"))
-    (out / f"rank{rank}.json").write_text(json.dumps({"losses": result.losses, "terms": result.terms}), encoding="utf-8")
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"losses": result.losses, "terms": result.terms}), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

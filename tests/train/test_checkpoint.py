@@ -25,8 +25,13 @@ def _state(step: int) -> TrainingState:
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
-    return TrainingState(step=step, optimizer=optimizer.state_dict(), rng=rng_state(),
-                         sampler={"seed": 1, "next_step": step}, fingerprint={"pretrain": {"lr": 1.0}})
+    return TrainingState(
+        step=step,
+        optimizer=optimizer.state_dict(),
+        rng=rng_state(),
+        sampler={"seed": 1, "next_step": step},
+        fingerprint={"pretrain": {"lr": 1.0}},
+    )
 
 
 def _write_model(path):

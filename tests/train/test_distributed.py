@@ -22,10 +22,28 @@ def _free_port() -> int:
 
 
 def test_two_ranks_keep_identical_weights(tiny_recipe, tmp_path):
-    path = tiny_recipe("ddp", steps=3, gather_negatives_across_ranks=True, equivariance={"weight": 0.5})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), str(SCRIPT), str(path), str(tmp_path)]
+    path = tiny_recipe(
+        "ddp", steps=3, gather_negatives_across_ranks=True, equivariance={"weight": 0.5}
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(SCRIPT),
+        str(path),
+        str(tmp_path),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

@@ -15,8 +15,11 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_folder(tiny_recipe):
 
     from voxssl.models.weights import load_backbone
 
-    recipe = tiny_recipe.load(tiny_recipe(steps=16, checkpoint_every=8, image_every=8, lr=2e-3,
-                                          equivariance={"weight": 0.5}))
+    recipe = tiny_recipe.load(
+        tiny_recipe(
+            steps=16, checkpoint_every=8, image_every=8, lr=2e-3, equivariance={"weight": 0.5}
+        )
+    )
     result = pretrain(recipe, progress=False)
     losses = [result.losses[s] for s in sorted(result.losses)]
     assert len(losses) == 16 and all(np.isfinite(losses))
@@ -25,17 +28,31 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_folder(tiny_recipe):
 
     run_dir = recipe.run_dir
     assert (run_dir / "recipe.resolved.yaml").is_file()
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_0000008", "step_0000016"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "step_0000008",
+        "step_0000016",
+    ]
     backbone, plan = load_backbone(run_dir / BACKBONE_FILE, expect={"preprocessing.modality": "ct"})
     assert plan.kind == "backbone" and plan.extra["step"] == 16
-    torch.testing.assert_close(backbone.state_dict()["first_conv.weight"],
-                               result.model.backbone.state_dict()["first_conv.weight"])
+    torch.testing.assert_close(
+        backbone.state_dict()["first_conv.weight"],
+        result.model.backbone.state_dict()["first_conv.weight"],
+    )
 
-    events = EventAccumulator(str(run_dir / TENSORBOARD_DIR), size_guidance={"scalars": 0, "images": 0})
+    events = EventAccumulator(
+        str(run_dir / TENSORBOARD_DIR), size_guidance={"scalars": 0, "images": 0}
+    )
     events.Reload()
     tags = events.Tags()
-    for tag in ("loss/total", "loss/infonce", "loss/reconstruction", "loss/equivariance", "train/lr",
-                "perf/steps_per_s", "perf/data_wait_fraction"):
+    for tag in (
+        "loss/total",
+        "loss/infonce",
+        "loss/reconstruction",
+        "loss/equivariance",
+        "train/lr",
+        "perf/steps_per_s",
+        "perf/data_wait_fraction",
+    ):
         assert tag in tags["scalars"], tag
     logged = {e.step: e.value for e in events.Scalars("loss/total")}
     assert logged[16] == pytest.approx(result.losses[16], rel=1e-6)
@@ -46,7 +63,9 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_folder(tiny_recipe):
 
 def test_vox2vec_preset_without_reconstruction(tiny_recipe):
     path = tiny_recipe("v2v", steps=2, reconstruction_weight=0.0, local={"enabled": False})
-    recipe = tiny_recipe.load(path, ["model.preset=vox2vec", "model.projection=none", "model.reconstruction=none"])
+    recipe = tiny_recipe.load(
+        path, ["model.preset=vox2vec", "model.projection=none", "model.reconstruction=none"]
+    )
     result = pretrain(recipe, progress=False)
     assert set(result.terms[2]) == {"infonce"}
 
@@ -70,6 +89,14 @@ def test_hu_augmentation_units_are_refused_for_mri(tiny_recipe):
     recipe = tiny_recipe.load(tiny_recipe())
     with pytest.raises(ConfigError, match="units"):
         build_view_generator(recipe, recipe.pretrain, "mr")
-    recipe = tiny_recipe.load(tiny_recipe(intensity={"units": "scaled", "noise_std": [0.0, 0.01],
-                                                     "window_low": [0.0, 0.1], "window_high": [0.7, 1.0]}))
+    recipe = tiny_recipe.load(
+        tiny_recipe(
+            intensity={
+                "units": "scaled",
+                "noise_std": [0.0, 0.01],
+                "window_low": [0.0, 0.1],
+                "window_high": [0.7, 1.0],
+            }
+        )
+    )
     assert len(build_view_generator(recipe, recipe.pretrain, "mr").augmentations) == 6

@@ -5,17 +5,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from voxssl.config.pretrain import LocalAugConfig
 from voxssl.data.cache import open_cache
 from voxssl.data.pretrain_dataset import PairBatchSpec, PretrainPairs, make_loader
 from voxssl.transforms.local import build_local_augmentations
-from voxssl.config.pretrain import LocalAugConfig
 from voxssl.transforms.pairs import ViewGenerator
 
 
 def _dataset(cache, start=0, end=5, rank=0):
-    views = ViewGenerator((16, 16, 8), 32, build_local_augmentations(LocalAugConfig(shuffle_blocks=20)))
-    return PretrainPairs(open_cache(cache).cases(), views, PairBatchSpec(3, 2, 32), seed=11, rank=rank,
-                         start_step=start, end_step=end)
+    views = ViewGenerator(
+        (16, 16, 8), 32, build_local_augmentations(LocalAugConfig(shuffle_blocks=20))
+    )
+    return PretrainPairs(
+        open_cache(cache).cases(),
+        views,
+        PairBatchSpec(3, 2, 32),
+        seed=11,
+        rank=rank,
+        start_step=start,
+        end_step=end,
+    )
 
 
 def _same(a, b):

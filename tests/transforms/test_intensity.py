@@ -63,8 +63,11 @@ def test_blur_smooths_and_sharpen_amplifies_detail():
 
 def test_probability_zero_is_identity_and_randomize_false_reuses_parameters():
     img = _image()
-    for transform in (RandBlurOrSharpen(0.0, (1, 1), (1, 1), 0.5, (10, 10)), RandGaussianNoiseScaled(0.0, (0, 1)),
-                      RandWindow(0.0, (0, 0.1), (0.5, 1))):
+    for transform in (
+        RandBlurOrSharpen(0.0, (1, 1), (1, 1), 0.5, (10, 10)),
+        RandGaussianNoiseScaled(0.0, (0, 1)),
+        RandWindow(0.0, (0, 0.1), (0.5, 1)),
+    ):
         assert transform.set_generator(np.random.default_rng(0))(img) is img
     window = RandWindow(1.0, (0.0, 0.2), (0.6, 1.0)).set_generator(np.random.default_rng(0))
     first = window(img)
@@ -73,11 +76,19 @@ def test_probability_zero_is_identity_and_randomize_false_reuses_parameters():
 
 def test_build_uses_units():
     transforms = build_intensity_augmentations(IntensityAugConfig(), CT)
-    assert [type(t).__name__ for t in transforms] == ["RandBlurOrSharpen", "RandGaussianNoiseScaled", "RandWindow"]
+    assert [type(t).__name__ for t in transforms] == [
+        "RandBlurOrSharpen",
+        "RandGaussianNoiseScaled",
+        "RandWindow",
+    ]
     assert transforms[1].std_range[1] == pytest.approx(30 / 2350)
     assert transforms[2].low_range[0] == pytest.approx(0.0)
-    scaled = build_intensity_augmentations(IntensityAugConfig(units="scaled", noise_std=(0, 0.05),
-                                                              window_low=(0, 0.1), window_high=(0.8, 1)), CT)
+    scaled = build_intensity_augmentations(
+        IntensityAugConfig(
+            units="scaled", noise_std=(0, 0.05), window_low=(0, 0.1), window_high=(0.8, 1)
+        ),
+        CT,
+    )
     assert scaled[1].std_range[1] == pytest.approx(0.05)
     assert build_intensity_augmentations(IntensityAugConfig(enabled=False), CT) == []
 

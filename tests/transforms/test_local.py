@@ -23,14 +23,16 @@ def test_bezier_curve_goes_through_its_end_points_and_stays_in_range():
     xs, ys = bezier_curve(np.array([[0, 0], [0.2, 0.9], [0.7, 0.1], [1, 1]]))
     assert xs[0] == 0 and xs[-1] == 1 and ys[0] == 0 and ys[-1] == 1
     assert np.all(np.diff(xs) >= 0) and ys.min() >= 0 and ys.max() <= 1
-    identity_x, identity_y = bezier_curve(np.array([[0, 0], [1 / 3, 1 / 3], [2 / 3, 2 / 3], [1, 1]]))
+    identity_x, identity_y = bezier_curve(
+        np.array([[0, 0], [1 / 3, 1 / 3], [2 / 3, 2 / 3], [1, 1]])
+    )
     np.testing.assert_allclose(identity_x, identity_y, atol=1e-12)
 
 
 def test_bezier_intensity_keeps_range_and_is_a_function_of_the_value():
     img = _image()
     out = RandBezierIntensity(1.0).set_generator(np.random.default_rng(2))(img)
-    assert out.shape == img.shape and 0 <= out.min() and out.max() <= 1
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
     assert not np.allclose(out, img)
     # A look-up curve, not noise: equal inputs give equal outputs.
     same = img.copy()
@@ -41,7 +43,9 @@ def test_bezier_intensity_keeps_range_and_is_a_function_of_the_value():
 
 def test_local_shuffle_permutes_voxels_within_blocks_only():
     img = _image()
-    transform = RandLocalPixelShuffle(1.0, num_blocks=1, block_fraction=0.1).set_generator(np.random.default_rng(0))
+    transform = RandLocalPixelShuffle(1.0, num_blocks=1, block_fraction=0.1).set_generator(
+        np.random.default_rng(0)
+    )
     out = transform(img)
     changed = np.argwhere(out[0] != img[0])
     assert len(changed) > 0
@@ -58,7 +62,9 @@ def test_many_blocks_change_many_voxels_but_keep_the_histogram():
 
 
 def test_inpainting_fills_boxes_with_uniform_noise():
-    img = np.full((1, 40, 40, 20), 2.0, dtype=np.float32)  # outside [0, 1]: painted voxels are visible
+    img = np.full(
+        (1, 40, 40, 20), 2.0, dtype=np.float32
+    )  # outside [0, 1]: painted voxels are visible
     transform = RandInPainting(1.0, 30, 0.95, (0.1, 0.2)).set_generator(np.random.default_rng(0))
     out = transform(img)
     painted = out != 2.0
@@ -72,7 +78,11 @@ def test_inpainting_fills_boxes_with_uniform_noise():
 
 def test_same_generator_same_views_and_build_order():
     transforms = build_local_augmentations(LocalAugConfig())
-    assert [type(t).__name__ for t in transforms] == ["RandBezierIntensity", "RandLocalPixelShuffle", "RandInPainting"]
+    assert [type(t).__name__ for t in transforms] == [
+        "RandBezierIntensity",
+        "RandLocalPixelShuffle",
+        "RandInPainting",
+    ]
     img = _image()
 
     def run(seed):

@@ -111,7 +111,8 @@ def test_equivariance_view_maps_view1_positives_exactly(zoom_prob):
         kept += int(keep.sum())
         # Without augmentations, view 3 is exactly T(crop 1): its value at T(p) is crop 1's at p.
         np.testing.assert_array_equal(
-            pair.view3[0][tuple(pair.positions3[keep].T)], pair.target1[0][tuple(pair.positions1[keep].T)]
+            pair.view3[0][tuple(pair.positions3[keep].T)],
+            pair.target1[0][tuple(pair.positions1[keep].T)],
         )
         if zoom_prob == 0:
             assert keep.all()

@@ -46,14 +46,16 @@ def test_image_and_coordinates_agree(transform):
     assert torch.equal(out[0, 0][tuple(mapped[keep].T)], image[0, 0][tuple(inputs[keep].T)])
     # numpy images and torch points give the same results
     np.testing.assert_array_equal(transform.apply_image(image.numpy()), out.numpy())
-    batch_points = torch.from_numpy(np.concatenate([np.ones((len(outputs), 1), np.int64), outputs], 1))
+    batch_points = torch.from_numpy(
+        np.concatenate([np.ones((len(outputs), 1), np.int64), outputs], 1)
+    )
     assert torch.equal(transform.source_points(batch_points)[:, 1:], torch.from_numpy(sources))
     assert torch.equal(transform.source_points(batch_points)[:, 0], batch_points[:, 0])
 
 
-EXACT_ON_3_LEVELS = [t for t in example_transforms((16, 16, 8)) if all(o % 4 == 0 for o in t.zoom_offset)] + [
-    GridTransform((16, 16, 8), zoom=2, zoom_offset=(4, 12, 8), quarter_turns=1)
-]
+EXACT_ON_3_LEVELS = [
+    t for t in example_transforms((16, 16, 8)) if all(o % 4 == 0 for o in t.zoom_offset)
+] + [GridTransform((16, 16, 8), zoom=2, zoom_offset=(4, 12, 8), quarter_turns=1)]
 
 
 @pytest.mark.parametrize("transform", EXACT_ON_3_LEVELS, ids=name)
@@ -63,11 +65,15 @@ def test_feature_maps_at_every_level_agree_with_coordinates(transform):
     pyramid = [torch.randn(2, 3, *(n // 2**i for n in shape)) for i in range(levels)]
     transformed = transform.apply_pyramid(pyramid)
     outputs = all_voxels(transform.output_shape())
-    positions = torch.from_numpy(np.concatenate([np.zeros((len(outputs), 1), np.int64), outputs], 1))
+    positions = torch.from_numpy(
+        np.concatenate([np.zeros((len(outputs), 1), np.int64), outputs], 1)
+    )
     positions = torch.cat([positions, positions + torch.tensor([1, 0, 0, 0])])
     # T(f)(p) == f(T^-1(p)) on every level: what the equivariance loss relies on
-    assert torch.equal(gather_voxel_embeddings(transformed, positions),
-                       gather_voxel_embeddings(pyramid, transform.source_points(positions)))
+    assert torch.equal(
+        gather_voxel_embeddings(transformed, positions),
+        gather_voxel_embeddings(pyramid, transform.source_points(positions)),
+    )
 
 
 def test_inexact_feature_transforms_are_refused():
@@ -86,9 +92,14 @@ def test_inexact_feature_transforms_are_refused():
         GridTransform(SHAPE, zoom=2, zoom_offset=(9, 0, 0))
 
 
-@pytest.mark.parametrize("make_generator", [lambda s: np.random.default_rng(s), lambda s: torch.Generator().manual_seed(s)])
+@pytest.mark.parametrize(
+    "make_generator",
+    [lambda s: np.random.default_rng(s), lambda s: torch.Generator().manual_seed(s)],
+)
 def test_random_transforms_are_reproducible_and_respect_options(make_generator):
-    sampler = RandomGridTransform(flip_prob=0.5, zoom_prob=0.5, zoom_factors=(2, 3), offset_multiple=4)
+    sampler = RandomGridTransform(
+        flip_prob=0.5, zoom_prob=0.5, zoom_factors=(2, 3), offset_multiple=4
+    )
     first = [sampler.randomize((16, 16, 8), make_generator(7)) for _ in range(3)]
     assert first[0] == first[1] == first[2]
     drawn = [sampler((make_generator(seed)), (16, 16, 8)) for seed in range(60)]
@@ -107,10 +118,14 @@ def test_dictionary_wrapper_moves_image_and_label_together():
 
     image = np.random.default_rng(0).random((1, *SHAPE)).astype(np.float32)
     label = (image > 0.5).astype(np.uint8)
-    wrapper = RandomGridTransformd(("image", "label"), RandomGridTransform(flip_prob=1.0, rotation_turns=(1,)))
+    wrapper = RandomGridTransformd(
+        ("image", "label"), RandomGridTransform(flip_prob=1.0, rotation_turns=(1,))
+    )
     out = wrapper({"image": image, "label": label, "case_id": "x"}, np.random.default_rng(1))
     transform = out["grid_transform"]
-    assert transform.flip_axes == (0, 1, 2) and transform.quarter_turns == 1 and out["case_id"] == "x"
+    assert (
+        transform.flip_axes == (0, 1, 2) and transform.quarter_turns == 1 and out["case_id"] == "x"
+    )
     np.testing.assert_array_equal(out["label"], (out["image"] > 0.5).astype(np.uint8))
     np.testing.assert_array_equal(out["image"], transform.apply_image(image))
     with pytest.raises(KeyError, match="'label'"):

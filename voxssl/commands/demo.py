@@ -15,8 +15,12 @@ from voxssl.commands.common import OVERRIDES_OPTION
 
 
 def demo(
-    recipes_dir: Path = typer.Option(Path("recipes"), "--recipes", help="Folder holding demo.yaml and probe_demo.yaml."),
-    n_phantoms: int = typer.Option(8, "--phantoms", min=2, help="How many CT phantoms to generate."),
+    recipes_dir: Path = typer.Option(
+        Path("recipes"), "--recipes", help="Folder holding demo.yaml and probe_demo.yaml."
+    ),
+    n_phantoms: int = typer.Option(
+        8, "--phantoms", min=2, help="How many CT phantoms to generate."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the phantom generator."),
     overrides: list[str] = OVERRIDES_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -36,7 +40,9 @@ def demo(
     pretrain_path, probe_path = recipes_dir / "demo.yaml", recipes_dir / "probe_demo.yaml"
     for path in (pretrain_path, probe_path):
         if not path.is_file():
-            raise ConfigError(f"{path} not found: run `voxssl demo` from the voxssl repository root or pass --recipes DIR")
+            raise ConfigError(
+                f"{path} not found: run `voxssl demo` from the voxssl repository root or pass --recipes DIR"
+            )
     recipe = load_recipe(pretrain_path, _applicable(overrides, pretrain_path))
     probe_recipe = load_recipe(probe_path, _applicable(overrides, probe_path))
     if not recipe.data.sources:
@@ -51,7 +57,10 @@ def demo(
     if not summary.ok:
         raise DataError(summary.describe())
 
-    _stage(3, f"pretrain {recipe.model.preset if recipe.model else ''} backbone ({recipe.pretrain.steps} steps)")
+    _stage(
+        3,
+        f"pretrain {recipe.model.preset if recipe.model else ''} backbone ({recipe.pretrain.steps} steps)",
+    )
     require_section(recipe, "pretrain", "demo")
     result = pretrain(recipe, resume=False, progress=not quiet)
 
@@ -59,7 +68,11 @@ def demo(
     probe_cfg = require_section(probe_recipe, "probe", "demo")
     run_downstream(probe_recipe, probe_cfg, str(result.backbone_path), "linear-probe")
     results_md = probe_recipe.run_dir / "results.md"
-    typer.echo(results_md.read_text(encoding="utf-8") if results_md.is_file() else f"(no table at {results_md})")
+    typer.echo(
+        results_md.read_text(encoding="utf-8")
+        if results_md.is_file()
+        else f"(no table at {results_md})"
+    )
     typer.echo(f"pretrained backbone: {result.backbone_path}")
     typer.echo(f"probe results:       {probe_recipe.run_dir}")
     typer.echo(f"TensorBoard:         tensorboard --logdir {result.run_dir / 'tensorboard'}")
@@ -70,7 +83,11 @@ def _applicable(overrides: list[str] | None, recipe_path: Path) -> list[str]:
     from voxssl.config.loader import read_yaml
 
     sections = set(read_yaml(recipe_path))
-    return [o for o in overrides or [] if "." not in o.split("=", 1)[0] or o.split(".", 1)[0] in sections]
+    return [
+        o
+        for o in overrides or []
+        if "." not in o.split("=", 1)[0] or o.split(".", 1)[0] in sections
+    ]
 
 
 def _stage(index: int, text: str) -> None:

@@ -15,7 +15,9 @@ WEIGHTS_HELP = (
 
 
 def linear_probe(
-    recipe: Path = typer.Argument(..., help="Recipe YAML with `data`, `preprocess` and `probe` sections."),
+    recipe: Path = typer.Argument(
+        ..., help="Recipe YAML with `data`, `preprocess` and `probe` sections."
+    ),
     weights: str = typer.Option(..., "--weights", "-w", help=WEIGHTS_HELP),
     overrides: list[str] = OVERRIDES_OPTION,
 ) -> None:
@@ -24,12 +26,17 @@ def linear_probe(
 
 
 def fine_tune(
-    recipe: Path = typer.Argument(..., help="Recipe YAML with `data`, `preprocess` and `finetune` sections."),
-    weights: str = typer.Option(None, "--weights", "-w", help=WEIGHTS_HELP + " Not needed with --from-scratch."),
+    recipe: Path = typer.Argument(
+        ..., help="Recipe YAML with `data`, `preprocess` and `finetune` sections."
+    ),
+    weights: str = typer.Option(
+        None, "--weights", "-w", help=WEIGHTS_HELP + " Not needed with --from-scratch."
+    ),
     from_scratch: bool = typer.Option(
-        False, "--from-scratch",
+        False,
+        "--from-scratch",
         help="Random initialisation, same budget (sets finetune.from_scratch=true): the baseline. With --weights "
-             "and no `model` section in the recipe, the random backbone has the architecture of those weights.",
+        "and no `model` section in the recipe, the random backbone has the architecture of those weights.",
     ),
     overrides: list[str] = OVERRIDES_OPTION,
 ) -> None:
@@ -39,10 +46,18 @@ def fine_tune(
     extra = ["finetune.from_scratch=true"] if from_scratch else []
     if weights is None and not from_scratch:
         raise ConfigError("fine-tune needs --weights (or --from-scratch)")
-    _run(recipe, weights or "random", list(overrides or []) + extra, section="finetune", protocol="fine-tune")
+    _run(
+        recipe,
+        weights or "random",
+        list(overrides or []) + extra,
+        section="finetune",
+        protocol="fine-tune",
+    )
 
 
-def _run(recipe_path: Path, weights: str, overrides: list[str] | None, section: str, protocol: str) -> None:
+def _run(
+    recipe_path: Path, weights: str, overrides: list[str] | None, section: str, protocol: str
+) -> None:
     from voxssl.config.recipe import load_recipe, require_section
     from voxssl.eval.protocol import run_downstream
 
@@ -58,11 +73,16 @@ def _run(recipe_path: Path, weights: str, overrides: list[str] | None, section: 
 
 def predict(
     images: list[Path] = typer.Argument(..., help="NIfTI files or DICOM series folders."),
-    weights: str = typer.Option(..., "--weights", "-w", help="A model.safetensors written by linear-probe / fine-tune."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for <name>_seg.nii.gz label maps."),
+    weights: str = typer.Option(
+        ..., "--weights", "-w", help="A model.safetensors written by linear-probe / fine-tune."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder for <name>_seg.nii.gz label maps."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     interpolation: str = typer.Option(
-        "linear", help="Back to the scan's grid: 'linear' (probabilities, then decide) or 'nearest' (label)."
+        "linear",
+        help="Back to the scan's grid: 'linear' (probabilities, then decide) or 'nearest' (label).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -74,7 +94,9 @@ def predict(
         raise ConfigError(f"--interpolation must be 'linear' or 'nearest', got {interpolation!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    written = predict_files(weights, images, out, device=device, interpolation=interpolation, progress=not quiet)
+    written = predict_files(
+        weights, images, out, device=device, interpolation=interpolation, progress=not quiet
+    )
     for path in written:
         typer.echo(str(path))
 

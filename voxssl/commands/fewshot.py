@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,7 +24,7 @@ def _progress():
     return partial(tqdm, dynamic_ncols=True)
 
 
-def _load(recipe: Path, overrides: Optional[list[str]], verb: str):
+def _load(recipe: Path, overrides: list[str] | None, verb: str):
     from voxssl.config.recipe import load_recipe, require_section
 
     loaded = load_recipe(recipe, overrides or [])
@@ -35,9 +34,11 @@ def _load(recipe: Path, overrides: Optional[list[str]], verb: str):
 @fewshot_app.command("train")
 def train(
     recipe: Path = typer.Argument(..., help="Recipe YAML with data and fewshot sections."),
-    group: Optional[list[int]] = typer.Option(None, "--group", help="Train only these organ groups (index)."),
-    fold: Optional[list[int]] = typer.Option(None, "--fold", help="Train only these folds."),
-    overrides: Optional[list[str]] = OVERRIDES_OPTION,
+    group: list[int] | None = typer.Option(
+        None, "--group", help="Train only these organ groups (index)."
+    ),
+    fold: list[int] | None = typer.Option(None, "--fold", help="Train only these folds."),
+    overrides: list[str] | None = OVERRIDES_OPTION,
 ) -> None:
     """Compute superpixels (cached, resumable), then train one model per (organ group, fold)."""
     from voxssl.config.loader import to_dict
@@ -48,25 +49,38 @@ def train(
     run_dir = loaded.run_dir
     save_resolved(loaded, run_dir)
     summaries = train_protocol(
-        loaded.data.cache_dir, config, run_dir / "models", group, fold, _progress(),
+        loaded.data.cache_dir,
+        config,
+        run_dir / "models",
+        group,
+        fold,
+        _progress(),
         preprocess=to_dict(loaded.preprocess),
     )
     for name, summary in summaries.items():
-        typer.echo(f"{name}: loss {summary.get('loss', float('nan')):.4f}, "
-                   f"{summary['episodes_per_s']:.2f} episodes/s -> {run_dir / 'models' / name}.safetensors")
+        typer.echo(
+            f"{name}: loss {summary.get('loss', float('nan')):.4f}, "
+            f"{summary['episodes_per_s']:.2f} episodes/s -> {run_dir / 'models' / name}.safetensors"
+        )
     typer.echo(f"models in {run_dir / 'models'}")
 
 
 @fewshot_app.command("eval")
 def evaluate(
     recipe: Path = typer.Argument(..., help="Recipe YAML with data and fewshot sections."),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Folder of <group>-<fold>.safetensors (default: RUN_DIR/models), or one file for every fold."
+    weights: Path | None = typer.Option(
+        None,
+        "--weights",
+        help="Folder of <group>-<fold>.safetensors (default: RUN_DIR/models), or one file for every fold.",
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/fewshot-eval-<cca>[-ttt])."),
-    group: Optional[list[int]] = typer.Option(None, "--group", help="Evaluate only these organ groups."),
-    fold: Optional[list[int]] = typer.Option(None, "--fold", help="Evaluate only these folds."),
-    overrides: Optional[list[str]] = OVERRIDES_OPTION,
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (default: RUN_DIR/fewshot-eval-<cca>[-ttt])."
+    ),
+    group: list[int] | None = typer.Option(
+        None, "--group", help="Evaluate only these organ groups."
+    ),
+    fold: list[int] | None = typer.Option(None, "--fold", help="Evaluate only these folds."),
+    overrides: list[str] | None = OVERRIDES_OPTION,
 ) -> None:
     """The 1-way 1-shot C-chunk protocol: Dice per scan, results.json/.md and NIfTI predictions."""
     from voxssl.config.recipe import save_resolved
@@ -76,8 +90,15 @@ def evaluate(
     tag = f"fewshot-eval-cca{config.eval.cca}{'-ttt' if config.eval.ttt.enabled else ''}"
     out_dir = out or loaded.run_dir / tag
     save_resolved(loaded, out_dir)
-    results = evaluate_protocol(loaded.data.cache_dir, config, weights or loaded.run_dir / "models", out_dir,
-                                group, fold, _progress())
+    results = evaluate_protocol(
+        loaded.data.cache_dir,
+        config,
+        weights or loaded.run_dir / "models",
+        out_dir,
+        group,
+        fold,
+        _progress(),
+    )
     per_organ = ", ".join(f"{k} {100 * v:.2f}" for k, v in results.per_organ().items())
     typer.echo(f"Dice % (mean over scans): {per_organ}; mean {100 * results.mean():.2f}")
     typer.echo(f"results in {out_dir / 'results.json'} and {out_dir / 'results.md'}")
@@ -85,14 +106,24 @@ def evaluate(
 
 @fewshot_app.command("segment")
 def segment(
-    support: tuple[Path, Path] = typer.Option(..., "--support", help="Support IMAGE and its LABEL (NIfTI or DICOM folder)."),
-    query: list[Path] = typer.Option(..., "--query", help="Query scan (repeat --query for several)."),
+    support: tuple[Path, Path] = typer.Option(
+        ..., "--support", help="Support IMAGE and its LABEL (NIfTI or DICOM folder)."
+    ),
+    query: list[Path] = typer.Option(
+        ..., "--query", help="Query scan (repeat --query for several)."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for <query>_fewshot.nii.gz."),
     weights: Path = typer.Option(..., "--weights", help="A trained few-shot .safetensors file."),
     modality: str = typer.Option(..., "--modality", help="ct or mr."),
-    label_value: Optional[int] = typer.Option(None, "--label-value", help="Label id of the structure (default: every nonzero voxel)."),
-    cca: str = typer.Option("3d", "--cca", help="Connected-component post-processing: none, 2d or 3d."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Take the preprocessing from this recipe instead of the weights."),
+    label_value: int | None = typer.Option(
+        None, "--label-value", help="Label id of the structure (default: every nonzero voxel)."
+    ),
+    cca: str = typer.Option(
+        "3d", "--cca", help="Connected-component post-processing: none, 2d or 3d."
+    ),
+    recipe: Path | None = typer.Option(
+        None, "--recipe", help="Take the preprocessing from this recipe instead of the weights."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
     """1-shot segmentation of a new structure: one labelled scan guides the segmentation of new scans."""
@@ -108,8 +139,19 @@ def segment(
         from voxssl.config.recipe import load_recipe
 
         preprocess = load_recipe(recipe).preprocess
-    written = segment_scans(weights, support[0], support[1], list(query), out, modality, label_value, cca,
-                            preprocess, device, _progress())
+    written = segment_scans(
+        weights,
+        support[0],
+        support[1],
+        list(query),
+        out,
+        modality,
+        label_value,
+        cca,
+        preprocess,
+        device,
+        _progress(),
+    )
     for path in written:
         typer.echo(str(path))
 

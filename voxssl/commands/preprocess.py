@@ -10,7 +10,9 @@ from voxssl.commands.common import OVERRIDES_OPTION
 
 
 def preprocess(
-    recipe: Path = typer.Argument(..., help="Recipe YAML with `data` (sources, cache_dir) and `preprocess` sections."),
+    recipe: Path = typer.Argument(
+        ..., help="Recipe YAML with `data` (sources, cache_dir) and `preprocess` sections."
+    ),
     overrides: list[str] = OVERRIDES_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

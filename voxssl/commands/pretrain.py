@@ -10,9 +10,13 @@ from voxssl.commands.common import OVERRIDES_OPTION
 
 
 def pretrain(
-    recipe: Path = typer.Argument(..., help="Recipe YAML with `data`, `model` and `pretrain` sections."),
+    recipe: Path = typer.Argument(
+        ..., help="Recipe YAML with `data`, `model` and `pretrain` sections."
+    ),
     overrides: list[str] = OVERRIDES_OPTION,
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint of the run folder."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the latest checkpoint of the run folder."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Pretrain on data.cache_dir (fill it with `voxssl preprocess` first); writes output_dir/name/.

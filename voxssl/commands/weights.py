@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -42,8 +41,16 @@ def list_weights() -> None:
     rows = [("NAME", "MODALITY", "FORMAT", "CACHED", "SHA256", "LICENCE")]
     for entry in registry.models:
         cached = "yes" if cached_path(entry).is_file() else ("manual" if not entry.urls else "no")
-        rows.append((entry.name, entry.modality, entry.format, cached,
-                     "published" if entry.sha256 else "unknown", _short(entry.license, 40)))
+        rows.append(
+            (
+                entry.name,
+                entry.modality,
+                entry.format,
+                cached,
+                "published" if entry.sha256 else "unknown",
+                _short(entry.license, 40),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -51,7 +58,11 @@ def list_weights() -> None:
 
 
 @weights_app.command("info")
-def info(name: str = typer.Argument(..., help="A registry name, or a voxssl .safetensors file / release folder.")) -> None:
+def info(
+    name: str = typer.Argument(
+        ..., help="A registry name, or a voxssl .safetensors file / release folder."
+    ),
+) -> None:
     """Everything known about a model: source, checksum, architecture, preprocessing, licence, card."""
     import json
 
@@ -80,7 +91,8 @@ def info(name: str = typer.Argument(..., help="A registry name, or a voxssl .saf
         f"file:          {entry.filename}" + (f" ({entry.size} bytes)" if entry.size else ""),
         *[f"url:           {url}" for url in entry.urls],
         *([f"manual:        {entry.manual_download}"] if entry.manual_download else []),
-        f"revision:      {entry.revision or '-'}" + ("" if entry.revision_verified or not entry.revision else " (unverified)"),
+        f"revision:      {entry.revision or '-'}"
+        + ("" if entry.revision_verified or not entry.revision else " (unverified)"),
         f"sha256:        {entry.sha256 or 'unknown (not published)'}",
         f"cached:        {cached_path(entry) if record else 'no'}"
         + (f"  sha256 {record.sha256} ({record.sha256_from})" if record else ""),
@@ -97,8 +109,10 @@ def info(name: str = typer.Argument(..., help="A registry name, or a voxssl .saf
 @weights_app.command("download")
 def download(
     name: str = typer.Argument(..., help="Registry name (see `voxssl weights list`)."),
-    file: Optional[Path] = typer.Option(
-        None, "--file", help="Use this manually downloaded file instead of the network (checked, then cached)."
+    file: Path | None = typer.Option(
+        None,
+        "--file",
+        help="Use this manually downloaded file instead of the network (checked, then cached).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -112,8 +126,13 @@ def download(
     weights = registry_weights(entry, progress=not quiet, local_file=file)
     record = read_record(cached_path(entry))
     if record is not None:
-        origin = "matches the registry" if record.sha256_from == "registry" else (
-            "computed: the registry has none; compare it with a trusted source and add it to the registry")
+        origin = (
+            "matches the registry"
+            if record.sha256_from == "registry"
+            else (
+                "computed: the registry has none; compare it with a trusted source and add it to the registry"
+            )
+        )
         typer.echo(f"sha256 {record.sha256} ({origin})")
     typer.echo(str(weights))
 
@@ -128,26 +147,41 @@ def path(name: str = typer.Argument(..., help="Registry name.")) -> None:
     from voxssl.hub.resolve import CONVERTED_FILE
 
     entry = load_registry().get(name)
-    weights = cached_path(entry) if entry.format == "voxssl" else weights_dir(entry.name) / CONVERTED_FILE
+    weights = (
+        cached_path(entry) if entry.format == "voxssl" else weights_dir(entry.name) / CONVERTED_FILE
+    )
     if not weights.is_file():
-        raise DownloadError(f"'{name}' is not in the cache ({weights}); run 'voxssl weights download {name}'")
+        raise DownloadError(
+            f"'{name}' is not in the cache ({weights}); run 'voxssl weights download {name}'"
+        )
     typer.echo(str(weights))
 
 
 @weights_app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="A published checkpoint (.pt / .ckpt) or a voxssl .safetensors file."),
+    file: Path = typer.Argument(
+        ..., help="A published checkpoint (.pt / .ckpt) or a voxssl .safetensors file."
+    ),
     format: ImportFormat = typer.Option(..., "--format", "-f", help="Layout of FILE."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .safetensors (default: FILE with that suffix)."),
-    modality: Optional[ModalityChoice] = typer.Option(
-        None, "--modality", help="Images the weights expect (vox2vec: ct); voxssl's default preprocessing for it is recorded."
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output .safetensors (default: FILE with that suffix)."
     ),
-    like: Optional[str] = typer.Option(
-        None, "--like", help="Take architecture, modality and preprocessing from this registry entry."
+    modality: ModalityChoice | None = typer.Option(
+        None,
+        "--modality",
+        help="Images the weights expect (vox2vec: ct); voxssl's default preprocessing for it is recorded.",
     ),
-    in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Input channels of the target model."),
+    like: str | None = typer.Option(
+        None,
+        "--like",
+        help="Take architecture, modality and preprocessing from this registry entry.",
+    ),
+    in_channels: int | None = typer.Option(
+        None, "--in-channels", help="Input channels of the target model."
+    ),
     adapt_channels: AdaptChannelsChoice = typer.Option(
-        AdaptChannelsChoice.refuse, "--adapt-channels",
+        AdaptChannelsChoice.refuse,
+        "--adapt-channels",
         help="When --in-channels differs from the weights': repeat the first conv (scaled by 1/C) or refuse.",
     ),
 ) -> None:
@@ -162,18 +196,30 @@ def import_(
         from voxssl.hub.registry import load_registry
 
         entry = load_registry().get(like)
-        options = {"architecture": entry.architecture, "preprocessing": entry.preprocessing,
-                   "modality": entry.modality, "provenance": {"registry_name": entry.name}}
+        options = {
+            "architecture": entry.architecture,
+            "preprocessing": entry.preprocessing,
+            "modality": entry.modality,
+            "provenance": {"registry_name": entry.name},
+        }
     if modality is not None:
         options["modality"] = modality.value
     out = out or file.with_suffix(".safetensors")
-    result = import_foreign(file, out, format.value, in_channels=in_channels, adapt_channels=adapt_channels.value,
-                            **options)
+    result = import_foreign(
+        file,
+        out,
+        format.value,
+        in_channels=in_channels,
+        adapt_channels=adapt_channels.value,
+        **options,
+    )
     typer.echo(f"source sha256 {result.source_sha256}")
     typer.echo(str(result.path))
 
 
-def _import_voxssl(file: Path, out: Optional[Path], in_channels: Optional[int], adapt_channels: str) -> None:
+def _import_voxssl(
+    file: Path, out: Path | None, in_channels: int | None, adapt_channels: str
+) -> None:
     """Check a voxssl weights file (it loads through its plan) and optionally adapt/copy it."""
     import shutil
 
@@ -193,14 +239,24 @@ def _import_voxssl(file: Path, out: Optional[Path], in_channels: Optional[int], 
 
 @weights_app.command("export")
 def export(
-    checkpoint: str = typer.Argument(..., help="Weights: a checkpoint or release folder, a .safetensors file, a registry name."),
+    checkpoint: str = typer.Argument(
+        ..., help="Weights: a checkpoint or release folder, a .safetensors file, a registry name."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create."),
-    monai_bundle: bool = typer.Option(False, "--monai-bundle", help="Write a MONAI bundle instead of a release folder."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the folder name)."),
-    license: str = typer.Option("unspecified", "--license", help="Licence of the weights (release card)."),
+    monai_bundle: bool = typer.Option(
+        False, "--monai-bundle", help="Write a MONAI bundle instead of a release folder."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Model name (default: the folder name)."
+    ),
+    license: str = typer.Option(
+        "unspecified", "--license", help="Licence of the weights (release card)."
+    ),
     description: str = typer.Option("", "--description", help="One paragraph for the model card."),
     citation: str = typer.Option("", "--citation", help="How to cite these weights."),
-    roi: Optional[str] = typer.Option(None, "--roi", help="Bundle sliding-window size X,Y,Z (default: the training patch)."),
+    roi: str | None = typer.Option(
+        None, "--roi", help="Bundle sliding-window size X,Y,Z (default: the training patch)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:
     """Write a release folder (model.safetensors + plan.json + README.md) or a MONAI bundle."""
@@ -214,14 +270,25 @@ def export(
                 roi_size = [int(v) for v in roi.split(",")]
             except ValueError:
                 raise ConfigError(f"--roi must look like 128,128,32, got {roi!r}") from None
-        written = export_monai_bundle(checkpoint, out, name=name, roi_size=roi_size, overwrite=overwrite)
-        typer.echo(f"{written}\nrun: python -m monai.bundle run --config_file {written}/configs/inference.json "
-                   f"--bundle_root {written} --dataset_dir DIR_OF_NIFTIS --output_dir OUT")
+        written = export_monai_bundle(
+            checkpoint, out, name=name, roi_size=roi_size, overwrite=overwrite
+        )
+        typer.echo(
+            f"{written}\nrun: python -m monai.bundle run --config_file {written}/configs/inference.json "
+            f"--bundle_root {written} --dataset_dir DIR_OF_NIFTIS --output_dir OUT"
+        )
         return
     from voxssl.hub.export import export_release
 
-    written = export_release(checkpoint, out, name=name, description=description, license=license,
-                             citation=citation, overwrite=overwrite)
+    written = export_release(
+        checkpoint,
+        out,
+        name=name,
+        description=description,
+        license=license,
+        citation=citation,
+        overwrite=overwrite,
+    )
     typer.echo(str(written))
 
 

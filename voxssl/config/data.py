@@ -18,7 +18,9 @@ class SourceConfig:
     name: str = ""  # cache sub-folder; defaults to the adapter name
     modality: Modality | None = None  # required by adapters that cannot tell (folder, nako)
     labelled_only: bool = False  # keep only cases that have a label
-    options: dict[str, Any] = field(default_factory=dict)  # adapter-specific, validated by the adapter
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # adapter-specific, validated by the adapter
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -39,7 +41,9 @@ class CTPreprocessConfig:
     spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)  # mm, RAS axes (x, y, z)
     crop_threshold_hu: float = -500.0  # crop to the box of voxels above this
     window_hu: tuple[float, float] = (-1350.0, 1000.0)  # clip, then scale to [0, 1]
-    body_threshold_hu: float = -500.0  # air below this, connected to the border, is outside the body
+    body_threshold_hu: float = (
+        -500.0
+    )  # air below this, connected to the border, is outside the body
 
 
 @dataclass
@@ -49,7 +53,9 @@ class MRPreprocessConfig:
     spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)
     percentiles: tuple[float, float] = (0.01, 99.9)  # clip, then scale to [0, 1]
     crop_threshold: float = 0.3  # on the scaled image
-    body_threshold: float = 0.05  # on the scaled image; darker voxels connected to the border are outside
+    body_threshold: float = (
+        0.05  # on the scaled image; darker voxels connected to the border are outside
+    )
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from voxssl.errors import ConfigError
 
@@ -71,12 +71,12 @@ class CrossValidationConfig:
     scheme: CVScheme = "kfold"
     k: int = 5
     seed: int = 42
-    folds: Optional[list[int]] = None  # run only these folds (None: all)
-    split_file: Optional[Path] = None
+    folds: list[int] | None = None  # run only these folds (None: all)
+    split_file: Path | None = None
     test_cases: list[str] = field(default_factory=list)  # holdout only
     #: low-data experiments: train on the first n cases of a seeded permutation of each fold's
     #: training cases (nested: the 4 are among the 8). "all" = the whole training fold.
-    n_train: list[Union[int, Literal["all"]]] = field(default_factory=lambda: ["all"])
+    n_train: list[int | Literal["all"]] = field(default_factory=lambda: ["all"])
     val_fraction: float = 0.0  # training cases held out for validation Dice during training
 
     def __post_init__(self) -> None:
@@ -98,8 +98,8 @@ class DownstreamConfig:
     """Everything the probe and fine-tuning share: data, sampling, loss, inference, metrics."""
 
     # -- what to segment
-    classes: list[Union[int, str]] = field(default_factory=lambda: list(BTCV_CLASSES))
-    source: Optional[str] = None  # cache source (data.sources[].name) with the labels; None: all
+    classes: list[int | str] = field(default_factory=lambda: list(BTCV_CLASSES))
+    source: str | None = None  # cache source (data.sources[].name) with the labels; None: all
     head: HeadConfig = field(default_factory=HeadConfig)
     # single-channel weights on multi-channel scans (e.g. 4 Dixon contrasts): "repeat" copies the
     # first conv over the channels scaled by 1/C (same features on identical channels); "refuse" stops
@@ -109,7 +109,9 @@ class DownstreamConfig:
     batch_size: int = 7
     steps: int = 45_000
     lr: float = 3e-4
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # of the head's lr: cosine decays it to 0 at `steps`
+    lr_schedule: Literal["constant", "cosine"] = (
+        "constant"  # of the head's lr: cosine decays it to 0 at `steps`
+    )
     weight_decay: float = 0.0
     foreground_fraction: float = 0.5  # patches centred on a voxel of a (random) target class
     loss: Literal["bce", "ce"] = "bce"  # sigmoid BCE per class, or softmax CE with background
@@ -122,7 +124,7 @@ class DownstreamConfig:
     val_every: int = 0  # validation Dice on the cv.val_fraction cases every N steps (0: never)
     tensorboard: bool = False
     # -- inference and metrics
-    sw_roi_size: Optional[tuple[int, int, int]] = None  # inference window; None: patch_size
+    sw_roi_size: tuple[int, int, int] | None = None  # inference window; None: patch_size
     sw_overlap: float = 0.5
     sw_mode: Literal["gaussian", "constant"] = "gaussian"
     sw_batch_size: int = 2
@@ -160,7 +162,9 @@ class DownstreamConfig:
         for entry in self.classes:
             if isinstance(entry, int):
                 if entry not in ORGANS:
-                    raise ConfigError(f"classes: {entry} is not a canonical organ id (1-{max(ORGANS)})")
+                    raise ConfigError(
+                        f"classes: {entry} is not a canonical organ id (1-{max(ORGANS)})"
+                    )
                 ids.append(entry)
             else:
                 try:
@@ -184,7 +188,7 @@ class ProbeConfig(DownstreamConfig):
     (vox2vec's protocol). With the cache, ``patch_size`` must be a multiple of 2^(levels-1).
     """
 
-    feature_cache: Union[bool, Literal["auto"]] = "auto"
+    feature_cache: bool | Literal["auto"] = "auto"
     feature_cache_max_gib: float = 8.0
 
     def __post_init__(self) -> None:
@@ -214,9 +218,9 @@ class FinetuneConfig(DownstreamConfig):
 
 __all__ = [
     "BTCV_CLASSES",
-    "HeadConfig",
     "CrossValidationConfig",
     "DownstreamConfig",
-    "ProbeConfig",
     "FinetuneConfig",
+    "HeadConfig",
+    "ProbeConfig",
 ]

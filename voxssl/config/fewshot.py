@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 EncoderType = Literal["dinov2", "cnn", "voxssl3d"]
 DinoSize = Literal["small", "base", "large", "giant"]
@@ -29,14 +29,20 @@ class EncoderConfig:
     size: DinoSize = "large"
     # Where the DINOv2 weights come from: a safetensors file or a Hugging Face-format folder; None =
     # the voxssl weights cache ($VOXSSL_HOME/dinov2/<size>), then the hub when online.
-    weights: Optional[Path] = None
+    weights: Path | None = None
     pretrained: bool = True  # false: random initialisation (tests, benchmarks)
-    input_mode: InputMode = "repeat"  # slice tiled to RGB | slices z-1, z, z+1 | learned slice adapter
+    input_mode: InputMode = (
+        "repeat"  # slice tiled to RGB | slices z-1, z, z+1 | learned slice adapter
+    )
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    normalise_imagenet: bool = True  # [0, 1] slice -> ImageNet mean/std (what DINOv2 was trained on)
+    normalise_imagenet: bool = (
+        True  # [0, 1] slice -> ImageNet mean/std (what DINOv2 was trained on)
+    )
     cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # tiny CNN encoder only
-    voxssl_weights: Optional[Path] = None  # voxssl 3D backbone (encoder type voxssl3d)
-    voxssl_trainable: bool = False  # fine-tune the 3D backbone in episodes (default: frozen, no training)
+    voxssl_weights: Path | None = None  # voxssl 3D backbone (encoder type voxssl3d)
+    voxssl_trainable: bool = (
+        False  # fine-tune the 3D backbone in episodes (default: frozen, no training)
+    )
     slab_slices: int = 3  # voxssl3d: slices z-k..z+k fed to the 3D FPN (odd)
 
 
@@ -116,7 +122,7 @@ class FewShotConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     image_size: int = 256  # in-plane resize of every slice (training)
     eval_image_size: int = 256  # 672 in the DINOv2 paper's testing
-    source: Optional[str] = None  # cache source to use; None = every labelled/unlabelled case
+    source: str | None = None  # cache source to use; None = every labelled/unlabelled case
     superpixels: SuperpixelConfig = field(default_factory=SuperpixelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -126,7 +132,9 @@ class FewShotConfig:
     seed: int = 1234
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp_bf16: bool = True  # bf16 autocast on GPU only
-    cpu_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default (small models: 1 is fastest)
+    cpu_threads: int = (
+        0  # torch intra-op threads on CPU; 0 = torch's default (small models: 1 is fastest)
+    )
 
     def __post_init__(self) -> None:
         if self.image_size < 14 or self.eval_image_size < 14:
@@ -142,13 +150,13 @@ class FewShotConfig:
 
 
 __all__ = [
-    "FewShotConfig",
-    "EncoderConfig",
-    "LoRAConfig",
-    "SuperpixelConfig",
-    "AugmentConfig",
-    "OptimConfig",
     "ALPConfig",
-    "TTTConfig",
+    "AugmentConfig",
+    "EncoderConfig",
     "EvalConfig",
+    "FewShotConfig",
+    "LoRAConfig",
+    "OptimConfig",
+    "SuperpixelConfig",
+    "TTTConfig",
 ]

@@ -34,7 +34,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the recipe must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the recipe must be a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -72,7 +74,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 node[key] = {}
             node = node[key]
             if not isinstance(node, (dict, list)):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[:depth + 1])} is not a section")
+                raise ConfigError(
+                    f"override {text!r}: {'.'.join(keys[: depth + 1])} is not a section"
+                )
         last = keys[-1]
         if isinstance(node, list):
             node[_list_index(node, last, keys, text)] = value
@@ -83,7 +87,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _list_index(node: list, key: str, keys: list[str], text: str) -> int:
     if not key.isdigit() or int(key) >= len(node):
-        raise ConfigError(f"override {text!r}: {'.'.join(keys)} is not an index of a list of {len(node)}")
+        raise ConfigError(
+            f"override {text!r}: {'.'.join(keys)} is not an index of a list of {len(node)}"
+        )
     return int(key)
 
 
@@ -138,7 +144,11 @@ def _join(where: str, key: str) -> str:
 
 
 def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+    return (
+        f"{type(value).__name__} {value!r}"
+        if not isinstance(value, (dict, list))
+        else type(value).__name__
+    )
 
 
 def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
@@ -162,7 +172,9 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
         raise ConfigError(f"{source}: '{key}' must be {_type_name(tp)}, got {_describe(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}")
+            raise ConfigError(
+                f"{source}: '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}"
+            )
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, {} if value is None else value, where=key, source=source)
@@ -171,8 +183,12 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a list, got {_describe(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{source}: '{key}' must have {len(args)} items, got {len(value)}")
-            return tuple(_convert(a, v, f"{key}.{i}", source) for i, (a, v) in enumerate(zip(args, value)))
+                raise ConfigError(
+                    f"{source}: '{key}' must have {len(args)} items, got {len(value)}"
+                )
+            return tuple(
+                _convert(a, v, f"{key}.{i}", source) for i, (a, v) in enumerate(zip(args, value))
+            )
         item = args[0] if args else Any
         items = [_convert(item, v, f"{key}.{i}", source) for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or tp is tuple) else items
@@ -181,7 +197,8 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {_describe(value)}")
         kt, vt = args if args else (Any, Any)
         return {
-            _convert(kt, k, f"{key}.{k}", source): _convert(vt, v, f"{key}.{k}", source) for k, v in value.items()
+            _convert(kt, k, f"{key}.{k}", source): _convert(vt, v, f"{key}.{k}", source)
+            for k, v in value.items()
         }
     if tp is Path:
         if not isinstance(value, (str, Path)):
@@ -211,5 +228,5 @@ def _type_name(tp: Any) -> str:
     return " or ".join(names)
 
 
-__all__ = ["read_yaml", "apply_overrides", "parse_override", "from_dict", "to_dict"]
+__all__ = ["apply_overrides", "from_dict", "parse_override", "read_yaml", "to_dict"]
 _ = typing  # keep the typing import for forward references resolved by get_type_hints

@@ -83,7 +83,9 @@ class ModelConfig:
         # Invalid values raise ValueError; the recipe loader turns it into a ConfigError that names
         # the recipe file.
         if self.preset not in PRESETS:
-            raise ValueError(f"model.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            raise ValueError(
+                f"model.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"
+            )
         for name, value in PRESETS[self.preset].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -96,8 +98,16 @@ class ModelConfig:
         self._validate()
 
     def _validate(self) -> None:
-        positive = ("in_channels", "base_channels", "num_levels", "blocks_per_stage", "projection_channels",
-                    "projector_hidden", "projector_out", "reconstruction_channels")
+        positive = (
+            "in_channels",
+            "base_channels",
+            "num_levels",
+            "blocks_per_stage",
+            "projection_channels",
+            "projector_hidden",
+            "projector_out",
+            "reconstruction_channels",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -105,13 +115,17 @@ class ModelConfig:
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"model.spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
         if self.projection not in ("none", "learned", "frozen_random"):
-            raise ValueError(f"model.projection must be none, learned or frozen_random, got {self.projection!r}")
+            raise ValueError(
+                f"model.projection must be none, learned or frozen_random, got {self.projection!r}"
+            )
         if self.reconstruction not in ("none", "conv1x1", "two_conv"):
             raise ValueError(
                 f"model.reconstruction must be none, conv1x1 or two_conv, got {self.reconstruction!r}"
             )
         if self.reconstruction == "two_conv" and self.base_channels < 2:  # type: ignore[operator]
-            raise ValueError("model.reconstruction 'two_conv' halves the channels: base_channels must be >= 2")
+            raise ValueError(
+                "model.reconstruction 'two_conv' halves the channels: base_channels must be >= 2"
+            )
         norm_name = self.norm if isinstance(self.norm, str) else self.norm[0] if self.norm else None
         if not isinstance(norm_name, str) or not norm_name:
             raise ValueError(f"model.norm must be a name or [name, {{kwargs}}], got {self.norm!r}")
@@ -145,8 +159,8 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
 
 
 __all__ = [
-    "ModelConfig",
     "PRESETS",
+    "ModelConfig",
     "embedding_width",
     "level_channels_of",
     "model_config_from_dict",

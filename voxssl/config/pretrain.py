@@ -7,7 +7,7 @@ recipe only lists what it changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 
 def _check_range(name: str, low_high: tuple[float, float], minimum: float | None = None) -> None:
@@ -80,10 +80,14 @@ class LocalAugConfig:
         if self.shuffle_blocks < 0 or self.inpaint_max_boxes < 0:
             raise ValueError("local.shuffle_blocks and local.inpaint_max_boxes must be >= 0")
         if not 0.0 < self.shuffle_block_fraction <= 1.0:
-            raise ValueError(f"local.shuffle_block_fraction must be in (0, 1], got {self.shuffle_block_fraction}")
+            raise ValueError(
+                f"local.shuffle_block_fraction must be in (0, 1], got {self.shuffle_block_fraction}"
+            )
         _check_range("local.inpaint_size_fraction", self.inpaint_size_fraction, 0.0)
         if self.inpaint_size_fraction[1] > 1.0:
-            raise ValueError(f"local.inpaint_size_fraction must be <= 1, got {self.inpaint_size_fraction}")
+            raise ValueError(
+                f"local.inpaint_size_fraction must be <= 1, got {self.inpaint_size_fraction}"
+            )
 
 
 @dataclass
@@ -102,7 +106,9 @@ class EquivarianceConfig:
     temperature: float = 0.1
     projector: Literal["shared", "none"] = "shared"
     flip_prob: float = 0.5  # per axis (x, y, z)
-    rotation_turns: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # axial quarter turns, uniform
+    rotation_turns: list[int] = field(
+        default_factory=lambda: [0, 1, 2, 3]
+    )  # axial quarter turns, uniform
     zoom_prob: float = 0.0  # integer zoom-in + crop (exact on the grid) by one of ``zoom_factors``
     zoom_factors: list[int] = field(default_factory=lambda: [2])
 
@@ -112,11 +118,15 @@ class EquivarianceConfig:
         if self.temperature <= 0:
             raise ValueError(f"equivariance.temperature must be > 0, got {self.temperature}")
         if not self.rotation_turns or any(not 0 <= t <= 3 for t in self.rotation_turns):
-            raise ValueError(f"equivariance.rotation_turns must list quarter turns in 0..3, got {self.rotation_turns}")
+            raise ValueError(
+                f"equivariance.rotation_turns must list quarter turns in 0..3, got {self.rotation_turns}"
+            )
         for name in ("flip_prob", "zoom_prob"):
             _check_probability(f"equivariance.{name}", getattr(self, name))
         if any(f < 1 for f in self.zoom_factors):
-            raise ValueError(f"equivariance.zoom_factors must be integers >= 1, got {self.zoom_factors}")
+            raise ValueError(
+                f"equivariance.zoom_factors must be integers >= 1, got {self.zoom_factors}"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +148,9 @@ class OnlineProbeConfig:
 
     every: int = 0  # steps between probes; 0 = off
     source: str = ""  # cache source with labels; "" = every labelled case
-    classes: list[str] = field(default_factory=lambda: ["liver", "spleen", "right_kidney", "left_kidney"])
+    classes: list[str] = field(
+        default_factory=lambda: ["liver", "spleen", "right_kidney", "left_kidney"]
+    )
     train_cases: int = 4
     val_cases: int = 2
     steps: int = 200  # head training steps per probe
@@ -153,7 +165,7 @@ class OnlineProbeConfig:
     threshold: float = 0.5
     # the downstream probe's options (docs/downstream.md): standardised embedding, cached features
     feature_norm: Literal["none", "batch"] = "batch"
-    feature_cache: Union[bool, Literal["auto"]] = "auto"
+    feature_cache: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         if self.every < 0:
@@ -175,12 +187,25 @@ class OnlineProbeConfig:
         from voxssl.config.downstream import HeadConfig, ProbeConfig
 
         return ProbeConfig(
-            classes=list(self.classes), source=self.source or None,
-            head=HeadConfig(kind="linear", feature_norm=self.feature_norm), feature_cache=self.feature_cache,
-            patch_size=tuple(self.patch_size), batch_size=self.batch_size, steps=self.steps, lr=self.lr,
-            foreground_fraction=self.foreground_fraction, loss=self.loss, dice_weight=self.dice_weight,
-            device=device, log_every=self.steps, tensorboard=False, sw_overlap=self.sw_overlap,
-            sw_batch_size=self.sw_batch_size, threshold=self.threshold, hd95=False, write_predictions=False,
+            classes=list(self.classes),
+            source=self.source or None,
+            head=HeadConfig(kind="linear", feature_norm=self.feature_norm),
+            feature_cache=self.feature_cache,
+            patch_size=tuple(self.patch_size),
+            batch_size=self.batch_size,
+            steps=self.steps,
+            lr=self.lr,
+            foreground_fraction=self.foreground_fraction,
+            loss=self.loss,
+            dice_weight=self.dice_weight,
+            device=device,
+            log_every=self.steps,
+            tensorboard=False,
+            sw_overlap=self.sw_overlap,
+            sw_batch_size=self.sw_batch_size,
+            threshold=self.threshold,
+            hd95=False,
+            write_predictions=False,
             overlay_slices=0,
         )
 
@@ -215,12 +240,23 @@ class PretrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gather_negatives_across_ranks: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
-    cpu_threads: int = 0  # torch intra-op threads of the training process on CPU; 0 = torch's default
+    cpu_threads: int = (
+        0  # torch intra-op threads of the training process on CPU; 0 = torch's default
+    )
     online_probe: OnlineProbeConfig = field(default_factory=OnlineProbeConfig)  # off by default
 
     def __post_init__(self) -> None:
-        positive = ("steps", "pairs_per_step", "positives_per_pair", "pairs_per_volume", "checkpoint_every",
-                    "log_every", "image_every", "prefetch_factor", "min_overlap")
+        positive = (
+            "steps",
+            "pairs_per_step",
+            "positives_per_pair",
+            "pairs_per_volume",
+            "checkpoint_every",
+            "log_every",
+            "image_every",
+            "prefetch_factor",
+            "min_overlap",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -232,7 +268,14 @@ class PretrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.lr <= 0 or self.infonce_temperature <= 0:
             raise ValueError("lr and infonce_temperature must be > 0")
-        if min(self.infonce_weight, self.reconstruction_weight, self.grad_clip, self.weight_decay) < 0:
+        if (
+            min(self.infonce_weight, self.reconstruction_weight, self.grad_clip, self.weight_decay)
+            < 0
+        ):
             raise ValueError("loss weights, grad_clip and weight_decay must be >= 0")
-        if self.infonce_weight == 0 and self.reconstruction_weight == 0 and not self.equivariance.enabled:
+        if (
+            self.infonce_weight == 0
+            and self.reconstruction_weight == 0
+            and not self.equivariance.enabled
+        ):
             raise ValueError("every loss weight is 0: nothing to train")

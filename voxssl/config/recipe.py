@@ -69,8 +69,12 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
             if value is None:
                 continue
             if section not in sections:
-                raise ConfigError(f"{source}: section '{section}' is not supported by this voxssl version")
-            built_sections[section] = from_dict(sections[section], value, where=section, source=source)
+                raise ConfigError(
+                    f"{source}: section '{section}' is not supported by this voxssl version"
+                )
+            built_sections[section] = from_dict(
+                sections[section], value, where=section, source=source
+            )
     recipe = from_dict(Recipe, data, source=source)
     for section, value in built_sections.items():
         setattr(recipe, section, value)
@@ -94,7 +98,9 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 def require_section(recipe: Recipe, section: str, verb: str) -> Any:
     value = getattr(recipe, section)
     if value is None:
-        raise ConfigError(f"{recipe.source_file}: 'voxssl {verb}' needs a '{section}' section in the recipe")
+        raise ConfigError(
+            f"{recipe.source_file}: 'voxssl {verb}' needs a '{section}' section in the recipe"
+        )
     return value
 
 
@@ -112,5 +118,12 @@ def save_resolved(recipe: Recipe, run_dir: Path, filename: str = "recipe.resolve
     return atomic_write_text(run_dir / filename, text)
 
 
-__all__ = ["Recipe", "load_recipe", "recipe_from_dict", "recipe_to_dict", "require_section", "save_resolved"]
+__all__ = [
+    "Recipe",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+    "require_section",
+    "save_resolved",
+]
 _ = dataclasses

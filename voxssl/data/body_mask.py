@@ -20,7 +20,12 @@ def body_mask(image: np.ndarray, threshold: float) -> np.ndarray:
     dark = image < threshold if image.ndim == 3 else np.all(image < threshold, axis=0)
     components = cc3d.connected_components(dark, connectivity=6)
     border = np.concatenate(
-        [components[0].ravel(), components[-1].ravel(), components[:, 0].ravel(), components[:, -1].ravel()]
+        [
+            components[0].ravel(),
+            components[-1].ravel(),
+            components[:, 0].ravel(),
+            components[:, -1].ravel(),
+        ]
     )
     outside_ids = np.zeros(int(components.max()) + 1, dtype=bool)
     outside_ids[np.unique(border)] = True

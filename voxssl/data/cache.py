@@ -137,7 +137,9 @@ class CacheIndex:
     def __init__(self, cache_dir: Path, manifest: dict[str, Any]):
         self.cache_dir = Path(cache_dir)
         self.manifest = manifest
-        self._cases = [CachedCase(self.cache_dir, meta) for _, meta in sorted(manifest["cases"].items())]
+        self._cases = [
+            CachedCase(self.cache_dir, meta) for _, meta in sorted(manifest["cases"].items())
+        ]
 
     def cases(self, source: str | None = None, labelled: bool | None = None) -> list[CachedCase]:
         """Cases in a stable order (by source, then case id), optionally filtered.
@@ -153,7 +155,8 @@ class CacheIndex:
         return [
             case
             for case in self._cases
-            if (source is None or case.source == source) and (labelled is None or case.has_label == labelled)
+            if (source is None or case.source == source)
+            and (labelled is None or case.has_label == labelled)
         ]
 
     def case(self, source: str, case_id: str) -> CachedCase:
@@ -204,7 +207,9 @@ def read_manifest(cache_dir: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"cache manifest {path} is unreadable ({err}); delete it and run `voxssl preprocess` again") from None
+        raise DataError(
+            f"cache manifest {path} is unreadable ({err}); delete it and run `voxssl preprocess` again"
+        ) from None
     if manifest.get("format_version") != CACHE_FORMAT_VERSION:
         raise DataError(
             f"cache manifest {path} has format version {manifest.get('format_version')}, this voxssl reads "
@@ -214,16 +219,17 @@ def read_manifest(cache_dir: Path) -> dict[str, Any]:
 
 
 def write_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_text(Path(cache_dir) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True))
+    atomic_write_text(
+        Path(cache_dir) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True)
+    )
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """Write one ``.npy`` atomically (temporary ``.tmp-*`` name, then rename)."""
-    with atomic_path(path, suffix=".npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_case(
@@ -277,7 +283,9 @@ def case_files_present(cache_dir: Path, meta: dict[str, Any]) -> bool:
             with open(path, "rb") as fh:
                 version = np.lib.format.read_magic(fh)
                 read_header = (
-                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
                 )
                 shape, _, _ = read_header(fh)
         except (OSError, ValueError):
@@ -288,16 +296,16 @@ def case_files_present(cache_dir: Path, meta: dict[str, Any]) -> bool:
 
 
 __all__ = [
-    "CachedCase",
-    "CacheIndex",
-    "open_cache",
-    "case_key",
-    "read_manifest",
-    "write_manifest",
-    "write_case",
-    "remove_temporaries",
-    "case_files_present",
+    "BODY_MASK_DTYPE",
     "IMAGE_DTYPE",
     "LABEL_DTYPE",
-    "BODY_MASK_DTYPE",
+    "CacheIndex",
+    "CachedCase",
+    "case_files_present",
+    "case_key",
+    "open_cache",
+    "read_manifest",
+    "remove_temporaries",
+    "write_case",
+    "write_manifest",
 ]

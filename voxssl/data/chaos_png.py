@@ -36,7 +36,12 @@ import numpy as np
 from voxssl.errors import DataError
 
 #: (low, high, canonical id) for the MR Ground grey values, inclusive ranges.
-MR_GREY_RANGES: tuple[tuple[int, int, int], ...] = ((55, 70, 6), (110, 135, 2), (175, 200, 3), (240, 255, 1))
+MR_GREY_RANGES: tuple[tuple[int, int, int], ...] = (
+    (55, 70, 6),
+    (110, 135, 2),
+    (175, 200, 3),
+    (240, 255, 1),
+)
 CT_LIVER_THRESHOLD = 128
 CT_LIVER_ID = 6
 CT_PNG_NAME = re.compile(r"^liver_GT_(\d+)$", re.IGNORECASE)
@@ -81,15 +86,26 @@ def read_slice_header(path: Path) -> DicomSlice:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise DataError(f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})") from None
+        raise DataError(
+            f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})"
+        ) from None
     try:
         position = _numbers(reader.GetMetaData(TAG_POSITION), 3)
         orientation = _numbers(reader.GetMetaData(TAG_ORIENTATION), 6)
     except RuntimeError:
-        raise DataError(f"{path}: no ImagePositionPatient / ImageOrientationPatient; cannot place the slice") from None
+        raise DataError(
+            f"{path}: no ImagePositionPatient / ImageOrientationPatient; cannot place the slice"
+        ) from None
     spacing = reader.GetSpacing()
     size = reader.GetSize()
-    return DicomSlice(path, position, orientation[:3], orientation[3:], (spacing[0], spacing[1]), (size[0], size[1]))
+    return DicomSlice(
+        path,
+        position,
+        orientation[:3],
+        orientation[3:],
+        (spacing[0], spacing[1]),
+        (size[0], size[1]),
+    )
 
 
 def _numbers(text: str, count: int) -> np.ndarray:
@@ -105,17 +121,23 @@ def slices_by_position(dicom_dir: Path) -> list[DicomSlice]:
     first = slices[0]
     for other in slices[1:]:
         if other.size != first.size or not np.allclose(other.normal, first.normal, atol=1e-3):
-            raise DataError(f"{dicom_dir}: {other.path.name} has another size or orientation than {first.path.name}")
+            raise DataError(
+                f"{dicom_dir}: {other.path.name} has another size or orientation than {first.path.name}"
+            )
     normal = first.normal
     slices.sort(key=lambda s: float(np.dot(s.position, normal)))
     depths = np.array([np.dot(s.position, normal) for s in slices])
     if len(slices) > 1 and np.min(np.diff(depths)) < 1e-4:
         i = int(np.argmin(np.diff(depths)))
-        raise DataError(f"{dicom_dir}: {slices[i].path.name} and {slices[i + 1].path.name} are at the same position")
+        raise DataError(
+            f"{dicom_dir}: {slices[i].path.name} and {slices[i + 1].path.name} are at the same position"
+        )
     return slices
 
 
-def _series_geometry(slices: list[DicomSlice]) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+def _series_geometry(
+    slices: list[DicomSlice],
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     """(origin, spacing, direction) of the stacked slices, in SimpleITK's conventions."""
     first = slices[0]
     normal = first.normal / np.linalg.norm(first.normal)
@@ -124,7 +146,9 @@ def _series_geometry(slices: list[DicomSlice]) -> tuple[tuple[float, ...], tuple
         slice_spacing = float(np.median(np.diff(depths)))
     else:
         slice_spacing = 1.0
-    direction = np.stack([first.row_direction, first.column_direction, normal], axis=1)  # columns = axes
+    direction = np.stack(
+        [first.row_direction, first.column_direction, normal], axis=1
+    )  # columns = axes
     spacing = (first.spacing[0], first.spacing[1], slice_spacing)
     return tuple(first.position.tolist()), spacing, tuple(direction.flatten().tolist())
 
@@ -139,7 +163,9 @@ def read_dicom_series(dicom_dir: Path):
     try:
         image = reader.Execute()
     except RuntimeError as err:
-        raise DataError(f"{dicom_dir}: cannot read the DICOM series ({str(err).strip().splitlines()[-1]})") from None
+        raise DataError(
+            f"{dicom_dir}: cannot read the DICOM series ({str(err).strip().splitlines()[-1]})"
+        ) from None
     origin, spacing, direction = _series_geometry(slices)
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
@@ -160,7 +186,11 @@ def decode_png(values: np.ndarray, ct: bool) -> np.ndarray:
 
 def _png_index(ground_dir: Path) -> tuple[dict[str, Path], bool]:
     """PNG key -> path, and whether this is CT Ground (``liver_GT_NNN``: key = the number)."""
-    pngs = sorted(p for p in Path(ground_dir).iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+    pngs = sorted(
+        p
+        for p in Path(ground_dir).iterdir()
+        if p.suffix.lower() == ".png" and not p.name.startswith(".")
+    )
     if not pngs:
         raise DataError(f"{ground_dir}: no PNG ground-truth files")
     ct = all(CT_PNG_NAME.match(p.stem) for p in pngs)
@@ -174,7 +204,9 @@ def _dicom_key(path: Path, ct: bool) -> str:
         return path.stem
     match = CT_DICOM_INDEX.match(path.stem)
     if match is None:
-        raise DataError(f"{path}: cannot read the slice index from the file name (expected i0045,0000b.dcm)")
+        raise DataError(
+            f"{path}: cannot read the slice index from the file name (expected i0045,0000b.dcm)"
+        )
     return str(int(match.group(1)))
 
 
@@ -203,14 +235,20 @@ def read_chaos_label(ground_dir: Path, dicom_dir: Path, reference_image=None):
         key = _dicom_key(dicom_slice.path, ct)
         png = pngs.pop(key, None)
         if png is None:
-            raise DataError(f"{ground_dir}: no ground-truth PNG for DICOM slice {dicom_slice.path.name}")
+            raise DataError(
+                f"{ground_dir}: no ground-truth PNG for DICOM slice {dicom_slice.path.name}"
+            )
         with Image.open(png) as handle:
             values = np.asarray(handle.convert("L"))
         if values.shape != (rows, columns):
-            raise DataError(f"{png}: {values.shape[1]}x{values.shape[0]} pixels, the DICOM slice is {columns}x{rows}")
+            raise DataError(
+                f"{png}: {values.shape[1]}x{values.shape[0]} pixels, the DICOM slice is {columns}x{rows}"
+            )
         volume[z] = decode_png(values, ct)
     if pngs:
-        raise DataError(f"{ground_dir}: {next(iter(pngs.values())).name} matches no DICOM file in {dicom_dir}")
+        raise DataError(
+            f"{ground_dir}: {next(iter(pngs.values())).name} matches no DICOM file in {dicom_dir}"
+        )
     label = sitk.GetImageFromArray(volume)
     origin, spacing, direction = _series_geometry(slices)
     label.SetOrigin(origin)
@@ -218,7 +256,9 @@ def read_chaos_label(ground_dir: Path, dicom_dir: Path, reference_image=None):
     label.SetDirection(direction)
     if reference_image is None:
         return label
-    return sitk.Resample(label, reference_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.Resample(
+        label, reference_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+    )
 
 
 def read_case_label(case, reference_image):

@@ -37,7 +37,10 @@ def resampled_shape(source_shape: tuple[int, ...], ratio: np.ndarray) -> tuple[i
 
 
 def crop_box_for_source_box(
-    source_lo: np.ndarray, source_hi: np.ndarray, ratio: np.ndarray, full_shape: tuple[int, int, int]
+    source_lo: np.ndarray,
+    source_hi: np.ndarray,
+    ratio: np.ndarray,
+    full_shape: tuple[int, int, int],
 ) -> np.ndarray:
     """Resampled-grid box [lo, hi) covering the source voxels ``source_lo..source_hi`` (inclusive)."""
     lo = np.floor(np.asarray(source_lo) / ratio + _EPS).astype(int)
@@ -76,7 +79,9 @@ def resample_nearest(array: np.ndarray, positions: list[np.ndarray]) -> np.ndarr
     return result
 
 
-def resample_linear(array: np.ndarray, positions: list[np.ndarray], out_dtype=np.float32) -> np.ndarray:
+def resample_linear(
+    array: np.ndarray, positions: list[np.ndarray], out_dtype=np.float32
+) -> np.ndarray:
     """Separable (tri)linear interpolation at per-axis positions; positions are clamped to the array.
 
     One axis at a time, shrinking axes first so that the intermediates stay small; exact copies
@@ -91,7 +96,9 @@ def resample_linear(array: np.ndarray, positions: list[np.ndarray], out_dtype=np
     return result if result.dtype == out_dtype else result.astype(out_dtype)
 
 
-def _linear_along_axis(array: np.ndarray, positions: np.ndarray, axis: int, out_dtype) -> np.ndarray:
+def _linear_along_axis(
+    array: np.ndarray, positions: np.ndarray, axis: int, out_dtype
+) -> np.ndarray:
     """Linear interpolation along one axis, written slab by slab into one output array.
 
     Slabs (along another axis) bound the temporaries to a few MB instead of two full-size arrays.
@@ -149,12 +156,16 @@ def to_original_geometry(
     array = np.asarray(array)
     shape = tuple(int(s) for s in meta["shape"])
     if tuple(array.shape[-3:]) != shape or array.ndim not in (3, 4):
-        raise ValueError(f"array of shape {array.shape} is not on the cached grid {shape} of this meta")
+        raise ValueError(
+            f"array of shape {array.shape} is not on the cached grid {shape} of this meta"
+        )
     ratio = np.asarray(meta["ratio"], dtype=np.float64)
     box = np.asarray(meta["crop_box"], dtype=np.int64)
     ras_shape = _ras_shape(meta)
     # Position of every RAS source voxel on the cached grid.
-    positions = [np.arange(n, dtype=np.float64) / r - lo for n, r, (lo, _) in zip(ras_shape, ratio, box)]
+    positions = [
+        np.arange(n, dtype=np.float64) / r - lo for n, r, (lo, _) in zip(ras_shape, ratio, box)
+    ]
     if order == "nearest":
         index = [np.floor(p + 0.5 + _EPS).astype(np.intp) for p in positions]
         inside = [(i >= 0) & (i < n) for i, n in zip(index, shape)]
@@ -162,7 +173,9 @@ def to_original_geometry(
         ras = array[(Ellipsis, *np.ix_(*clipped))]
     elif order == "linear":
         inside = [(p >= -0.5) & (p <= n - 0.5) for p, n in zip(positions, shape)]
-        out_dtype = np.float64 if array.dtype == np.float64 else np.float32  # float16 input: compute in float32
+        out_dtype = (
+            np.float64 if array.dtype == np.float64 else np.float32
+        )  # float16 input: compute in float32
         ras = resample_linear(array, positions, out_dtype=out_dtype)
     else:
         raise ValueError(f"order must be 'nearest' or 'linear', got {order!r}")
@@ -176,7 +189,9 @@ def to_original_geometry(
 def from_ras(ras: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     """Undo the reorientation: RAS array (spatial last three axes) -> the file's axis order."""
     ornt = np.asarray(meta["orientation"], dtype=np.float64)
-    back = nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64), ornt)
+    back = nib.orientations.ornt_transform(
+        np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64), ornt
+    )
     if ras.ndim == 4:
         moved = nib.orientations.apply_orientation(np.moveaxis(ras, 0, -1), back)
         return np.ascontiguousarray(np.moveaxis(moved, -1, 0))
@@ -193,12 +208,12 @@ def _ras_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
 
 
 __all__ = [
-    "to_original_geometry",
-    "from_ras",
-    "resampled_shape",
-    "crop_box_for_source_box",
-    "source_positions",
     "cached_affine",
-    "resample_nearest",
+    "crop_box_for_source_box",
+    "from_ras",
     "resample_linear",
+    "resample_nearest",
+    "resampled_shape",
+    "source_positions",
+    "to_original_geometry",
 ]

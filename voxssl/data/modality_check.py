@@ -18,11 +18,13 @@ def modality_mismatch(data: np.ndarray, modality: str) -> str | None:
     """Why ``data`` does not look like a ``modality`` scan, or None when it plausibly does."""
     lowest = float(np.min(data))
     if modality == "ct" and lowest > CT_AIR_HU:
-        return (f"its lowest value is {lowest:g}, a CT in Hounsfield units holds air near -1000; is it an MR, "
-                "or a CT whose stored values were not rescaled to HU?")
+        return (
+            f"its lowest value is {lowest:g}, a CT in Hounsfield units holds air near -1000; is it an MR, "
+            "or a CT whose stored values were not rescaled to HU?"
+        )
     if modality == "mr" and lowest <= CT_AIR_HU:
         return f"its lowest value is {lowest:g}, as in a CT in Hounsfield units; MR intensities are not negative"
     return None
 
 
-__all__ = ["modality_mismatch", "CT_AIR_HU"]
+__all__ = ["CT_AIR_HU", "modality_mismatch"]

@@ -90,14 +90,18 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
     _check_source_names(data_cfg.sources, recipe.source_file)
     cache_dir = Path(data_cfg.cache_dir).expanduser()
     jobs: list[_Job] = []
-    for index, source in enumerate(data_cfg.sources):  # every source found before anything is written
+    for index, source in enumerate(
+        data_cfg.sources
+    ):  # every source found before anything is written
         cases = find_cases(source, where=f"data.sources.{index}", recipe_file=recipe.source_file)
         jobs += [_job(source, case, cache_dir, recipe.preprocess) for case in cases]
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(cache_dir, data_cfg.sources)
     summary = Summary(cache_dir=cache_dir)
     manifest = cache_format.read_manifest(cache_dir)
-    summary.removed = _drop_vanished_cases(manifest, data_cfg.sources, {job.key for job in jobs}, cache_dir)
+    summary.removed = _drop_vanished_cases(
+        manifest, data_cfg.sources, {job.key for job in jobs}, cache_dir
+    )
     todo = []
     for job in jobs:
         if _is_up_to_date(manifest["cases"].get(job.key), job, cache_dir):
@@ -107,7 +111,13 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
             todo.append(job)
     cache_format.write_manifest(cache_dir, manifest)
     if todo:
-        log.info("preprocessing %d of %d cases into %s (%d up to date)", len(todo), len(jobs), cache_dir, len(summary.skipped))
+        log.info(
+            "preprocessing %d of %d cases into %s (%d up to date)",
+            len(todo),
+            len(jobs),
+            cache_dir,
+            len(summary.skipped),
+        )
     _run_jobs(todo, manifest, cache_dir, summary, max(1, int(data_cfg.num_workers)), progress)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -126,10 +136,14 @@ def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
     def read_label():  # after the image is resampled and its source freed: lower peak memory
         return read_case_label(case, volume, tolerance_voxels=cfg.label_grid_tolerance)
 
-    image, label, body, meta = preprocess_volume(volume, case.modality, cfg, read_label, release_source=True)
+    image, label, body, meta = preprocess_volume(
+        volume, case.modality, cfg, read_label, release_source=True
+    )
     meta["label_classes"] = sorted(int(v) for v in _present_ids(label)) if label is not None else []
     # partial labels (FLARE23): the classes a case annotates are those its label contains
-    annotated = annotated_classes_from_label(meta["label_classes"], case) if label is not None else None
+    annotated = (
+        annotated_classes_from_label(meta["label_classes"], case) if label is not None else None
+    )
     meta["annotated"] = list(annotated) if annotated is not None else None
     return image, label, body, meta
 
@@ -138,7 +152,10 @@ def fingerprint(case: Case) -> dict[str, Any]:
     """size + mtime_ns of every input file (every file of a DICOM or PNG folder)."""
     paths = {"image": case.image, "label": case.label}
     paths.update({f"channel{i}": p for i, p in enumerate(case.channels)})
-    return {role: _path_fingerprint(Path(p)) if p is not None else None for role, p in sorted(paths.items())}
+    return {
+        role: _path_fingerprint(Path(p)) if p is not None else None
+        for role, p in sorted(paths.items())
+    }
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -179,7 +196,14 @@ def _is_up_to_date(entry: dict[str, Any] | None, job: _Job, cache_dir: Path) -> 
     )
 
 
-def _run_jobs(todo: list[_Job], manifest: dict, cache_dir: Path, summary: Summary, workers: int, progress: bool) -> None:
+def _run_jobs(
+    todo: list[_Job],
+    manifest: dict,
+    cache_dir: Path,
+    summary: Summary,
+    workers: int,
+    progress: bool,
+) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo)
@@ -218,7 +242,13 @@ def _run_jobs(todo: list[_Job], manifest: dict, cache_dir: Path, summary: Summar
                     try:
                         outcome = future.result()
                     except Exception as err:  # a worker that died (out of memory, killed)
-                        outcome = ("failed", (str(job.case.image), f"worker process failed: {type(err).__name__}: {err}"))
+                        outcome = (
+                            "failed",
+                            (
+                                str(job.case.image),
+                                f"worker process failed: {type(err).__name__}: {err}",
+                            ),
+                        )
                     record(job, outcome)
     finally:
         bar.close()
@@ -247,7 +277,9 @@ def _run_job(job: _Job) -> tuple[str, Any]:
         return "failed", (str(job.case.image), str(err))
     except MemoryError:
         return "failed", (str(job.case.image), "out of memory while preprocessing")
-    except Exception as err:  # an unexpected reader error on a corrupt file: report, do not stop others
+    except (
+        Exception
+    ) as err:  # an unexpected reader error on a corrupt file: report, do not stop others
         log.debug("unexpected error on %s", job.key, exc_info=True)
         return "failed", (str(job.case.image), f"{type(err).__name__}: {err}")
 
@@ -256,7 +288,9 @@ def _failure(job: _Job, path: str, reason: str) -> CaseFailure:
     return CaseFailure(key=job.key, path=path, reason=reason)
 
 
-def _drop_vanished_cases(manifest: dict, sources: list[SourceConfig], keys: set[str], cache_dir: Path) -> list[str]:
+def _drop_vanished_cases(
+    manifest: dict, sources: list[SourceConfig], keys: set[str], cache_dir: Path
+) -> list[str]:
     """Remove entries (and files) of a recipe source's cases that the source no longer has."""
     names = {source.name for source in sources}
     removed = []
@@ -274,7 +308,9 @@ def _remove_leftovers(cache_dir: Path, sources: list[SourceConfig]) -> None:
     for source in sources:
         source_dir = cache_dir / source.name
         if source_dir.is_dir():
-            removed += sum(cache_format.remove_temporaries(d) for d in source_dir.iterdir() if d.is_dir())
+            removed += sum(
+                cache_format.remove_temporaries(d) for d in source_dir.iterdir() if d.is_dir()
+            )
     if removed:
         log.info("removed %d temporary files left by an interrupted run in %s", removed, cache_dir)
 
@@ -288,7 +324,9 @@ def _check_source_names(sources: list[SourceConfig], recipe_file: str) -> None:
                 f"data.sources.{seen[source.name]}; give each source its own name (it is the cache sub-folder)"
             )
         if not source.name or "/" in source.name or source.name.startswith("."):
-            raise ConfigError(f"{recipe_file}: data.sources.{index}.name {source.name!r} is not a valid folder name")
+            raise ConfigError(
+                f"{recipe_file}: data.sources.{index}.name {source.name!r} is not a valid folder name"
+            )
         seen[source.name] = index
 
 
@@ -297,7 +335,11 @@ def _path_fingerprint(path: Path) -> list[int] | None:
         if path.is_dir():
             entries = sorted(p for p in path.iterdir() if p.is_file())
             stats = [p.stat() for p in entries]
-            digest = hashlib.sha256("".join(f"{p.name}:{s.st_size}:{s.st_mtime_ns};" for p, s in zip(entries, stats)).encode())
+            digest = hashlib.sha256(
+                "".join(
+                    f"{p.name}:{s.st_size}:{s.st_mtime_ns};" for p, s in zip(entries, stats)
+                ).encode()
+            )
             return [sum(s.st_size for s in stats), int(digest.hexdigest()[:15], 16)]
         stat = path.stat()
         return [stat.st_size, stat.st_mtime_ns]
@@ -323,4 +365,11 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["run_preprocess", "preprocess_case", "Summary", "CaseFailure", "fingerprint", "params_hash"]
+__all__ = [
+    "CaseFailure",
+    "Summary",
+    "fingerprint",
+    "params_hash",
+    "preprocess_case",
+    "run_preprocess",
+]

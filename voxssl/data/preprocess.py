@@ -65,9 +65,15 @@ def preprocess_volume(
     """
     params = cfg.for_modality(modality)
     mismatch = modality_mismatch(volume.data, modality)
-    if mismatch:  # a warning, not an error: the user decides (cache pipeline, predict, probes alike)
-        log.warning("%s does not look like %s, the modality it is preprocessed as: %s", volume.path,
-                    modality.upper(), mismatch)
+    if (
+        mismatch
+    ):  # a warning, not an error: the user decides (cache pipeline, predict, probes alike)
+        log.warning(
+            "%s does not look like %s, the modality it is preprocessed as: %s",
+            volume.path,
+            modality.upper(),
+            mismatch,
+        )
     if isinstance(label, np.ndarray):
         _check_label_shape(label, volume)
     data = volume.data
@@ -114,15 +120,21 @@ def preprocess_volume(
 
 def _check_label_shape(label: np.ndarray, volume: Volume) -> None:
     if tuple(label.shape) != volume.spatial_shape:
-        raise DataError(f"{volume.path}: label shape {label.shape} differs from the image's {volume.spatial_shape}")
+        raise DataError(
+            f"{volume.path}: label shape {label.shape} differs from the image's {volume.spatial_shape}"
+        )
 
 
-def preprocess_params(params: CTPreprocessConfig | MRPreprocessConfig, modality: str) -> dict[str, Any]:
+def preprocess_params(
+    params: CTPreprocessConfig | MRPreprocessConfig, modality: str
+) -> dict[str, Any]:
     """The parameters that determine the cached arrays (hashed to detect stale cache entries)."""
     return {"modality": modality, "version": PREPROCESS_VERSION, **_jsonable(asdict(params))}
 
 
-def intensity_mapping(data: np.ndarray, params: CTPreprocessConfig | MRPreprocessConfig) -> dict[str, Any]:
+def intensity_mapping(
+    data: np.ndarray, params: CTPreprocessConfig | MRPreprocessConfig
+) -> dict[str, Any]:
     """Per channel ``low``/``high`` raw values mapped to 0 and 1 (clipped outside)."""
     if isinstance(params, CTPreprocessConfig):
         low, high = params.window_hu
@@ -160,7 +172,9 @@ def invert_intensity_mapping(image: np.ndarray, intensity: dict[str, Any]) -> np
     return np.asarray(image, dtype=np.float32) * (high - low) + low
 
 
-def foreground_box(data: np.ndarray, thresholds: list[float], volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+def foreground_box(
+    data: np.ndarray, thresholds: list[float], volume: Volume
+) -> tuple[np.ndarray, np.ndarray]:
     """Inclusive source-voxel box of the voxels above the threshold (in any channel)."""
     channels = data if data.ndim == 4 else data[None]
     in_plane = np.zeros(channels.shape[1:3], dtype=bool)
@@ -185,7 +199,10 @@ def foreground_box(data: np.ndarray, thresholds: list[float], volume: Volume) ->
 def _raw_crop_threshold(params, intensity: dict[str, Any]) -> list[float]:
     if isinstance(params, CTPreprocessConfig):
         return [float(params.crop_threshold_hu)]
-    return [low + params.crop_threshold * (high - low) for low, high in zip(intensity["low"], intensity["high"])]
+    return [
+        low + params.crop_threshold * (high - low)
+        for low, high in zip(intensity["low"], intensity["high"])
+    ]
 
 
 def _scaled_body_threshold(params, intensity: dict[str, Any]) -> float:
@@ -209,4 +226,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["preprocess_volume", "preprocess_params", "invert_intensity_mapping", "PREPROCESS_VERSION"]
+__all__ = [
+    "PREPROCESS_VERSION",
+    "invert_intensity_mapping",
+    "preprocess_params",
+    "preprocess_volume",
+]

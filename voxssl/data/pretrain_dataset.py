@@ -70,7 +70,9 @@ def collate_pairs(pairs: Sequence[PairSample], positives_per_pair: int) -> dict[
     if pairs[0].view3 is not None:
         shapes = {p.view3.shape for p in pairs}
         if len(shapes) > 1:
-            raise ValueError(f"equivariance views of one step have different shapes {sorted(shapes)}")
+            raise ValueError(
+                f"equivariance views of one step have different shapes {sorted(shapes)}"
+            )
         positions3 = np.zeros((count, n, 3), dtype=np.int64)
         valid3 = np.zeros((count, n), dtype=bool)
         for i, pair in enumerate(pairs):
@@ -95,9 +97,13 @@ class _VolumeReader:
             case = self.cases[index]
             image, body = case.image(), case.body_mask()
             if image.shape[-3:] != body.shape:
-                raise DataError(f"cache case {case.key}: image {image.shape} and body mask {body.shape} differ")
+                raise DataError(
+                    f"cache case {case.key}: image {image.shape} and body mask {body.shape} differ"
+                )
             if not np.asarray(body).any():
-                raise DataError(f"cache case {case.key}: the body mask is empty; check its preprocessing")
+                raise DataError(
+                    f"cache case {case.key}: the body mask is empty; check its preprocessing"
+                )
             self._open[index] = (image, body)
         return self._open[index]
 
@@ -109,8 +115,17 @@ class PretrainPairs(IterableDataset):
     from one uniformly drawn volume (vox2vec: all pairs of a step from one volume).
     """
 
-    def __init__(self, cases: Sequence[CachedCase], views: ViewGenerator, spec: PairBatchSpec, *, seed: int,
-                 rank: int = 0, start_step: int = 0, end_step: int) -> None:
+    def __init__(
+        self,
+        cases: Sequence[CachedCase],
+        views: ViewGenerator,
+        spec: PairBatchSpec,
+        *,
+        seed: int,
+        rank: int = 0,
+        start_step: int = 0,
+        end_step: int,
+    ) -> None:
         super().__init__()
         if not cases:
             raise DataError("no cached case to pretrain on")
@@ -149,15 +164,25 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(dataset: PretrainPairs, num_workers: int, prefetch_factor: int = 2, pin_memory: bool = False,
-                worker_init_fn: Callable[[int], None] | None = None) -> DataLoader:
+def make_loader(
+    dataset: PretrainPairs,
+    num_workers: int,
+    prefetch_factor: int = 2,
+    pin_memory: bool = False,
+    worker_init_fn: Callable[[int], None] | None = None,
+) -> DataLoader:
     """A DataLoader over whole batches (the dataset collates). Workers are persistent; their
     randomness never comes from torch's per-worker seeds, only from :func:`step_generator`."""
     kwargs = {}
     if num_workers > 0:
-        kwargs = dict(prefetch_factor=prefetch_factor, persistent_workers=True,
-                      worker_init_fn=worker_init_fn or _worker_init)
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)
+        kwargs = dict(
+            prefetch_factor=prefetch_factor,
+            persistent_workers=True,
+            worker_init_fn=worker_init_fn or _worker_init,
+        )
+    return DataLoader(
+        dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs
+    )
 
 
-__all__ = ["PretrainPairs", "PairBatchSpec", "collate_pairs", "step_generator", "make_loader"]
+__all__ = ["PairBatchSpec", "PretrainPairs", "collate_pairs", "make_loader", "step_generator"]

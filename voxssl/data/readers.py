@@ -91,7 +91,14 @@ def read_case_image(case: Case) -> Volume:
     for vol in volumes[1:]:
         _check_same_grid(first, vol.path, vol.spatial_shape, vol.affine, "channel")
     stacked = np.stack([v.data for v in volumes])
-    return Volume(stacked, first.affine, first.original_affine, first.original_shape, first.orientation, first.path)
+    return Volume(
+        stacked,
+        first.affine,
+        first.original_affine,
+        first.original_shape,
+        first.orientation,
+        first.path,
+    )
 
 
 def read_case_label(case: Case, image: Volume, tolerance_voxels: float = 0.05) -> np.ndarray | None:
@@ -110,7 +117,9 @@ def read_case_label(case: Case, image: Volume, tolerance_voxels: float = 0.05) -
         label = read_volume(case.label)
         if label.num_channels != 1:
             raise DataError(f"{case.label}: a label must be a 3D image, got {label.data.shape}")
-        _check_same_grid(image, label.path, label.spatial_shape, label.affine, "label", tolerance_voxels)
+        _check_same_grid(
+            image, label.path, label.spatial_shape, label.affine, "label", tolerance_voxels
+        )
         raw = label.data
     return map_label_ids(raw, case.label_map, case.label or Path("?"))
 
@@ -125,7 +134,9 @@ def map_label_ids(raw: np.ndarray, label_map: dict[int, int] | None, path: Path)
     if values.dtype.kind == "f":
         rounded = np.rint(values)
         if not np.allclose(rounded, values, atol=1e-3):
-            raise DataError(f"{path}: label values are not integers (is this an image, not a label?)")
+            raise DataError(
+                f"{path}: label values are not integers (is this an image, not a label?)"
+            )
         values = rounded
     elif values.dtype.kind not in "iub":
         raise DataError(f"{path}: label values must be integers, got {values.dtype}")
@@ -136,7 +147,9 @@ def map_label_ids(raw: np.ndarray, label_map: dict[int, int] | None, path: Path)
         values = values.astype(np.uint16)
     if label_map is None:
         if high > 255:
-            raise DataError(f"{path}: label id {high} does not fit the uint8 cache; give the adapter a label_map")
+            raise DataError(
+                f"{path}: label id {high} does not fit the uint8 cache; give the adapter a label_map"
+            )
         return values.astype(np.uint8, copy=False)
     lut = np.zeros(max(int(high), max(label_map, default=0)) + 1, dtype=np.uint8)
     for source_id, canonical_id in label_map.items():
@@ -180,11 +193,15 @@ def _read_nifti(path: Path, allow_channels: bool) -> tuple[np.ndarray, np.ndarra
         # scaled integers straight to float32 (np.asarray would give float64: twice the memory)
         data = image.get_fdata(dtype=np.float32) if scaled else np.asarray(proxy)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise DataError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt") from None
+        raise DataError(
+            f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt"
+        ) from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim < 3 or min(data.shape[:3]) <= 1:
-        raise DataError(f"{path}: expected a 3D image, got shape {data.shape} (2D images are not supported)")
+        raise DataError(
+            f"{path}: expected a 3D image, got shape {data.shape} (2D images are not supported)"
+        )
     if data.ndim == 4 and not allow_channels:
         raise DataError(f"{path}: expected a 3D image, got a 4D image of shape {data.shape}")
     if data.ndim > 4:
@@ -199,7 +216,12 @@ def _check_finite(data: np.ndarray, path: Path) -> None:
 
 
 def _check_same_grid(
-    reference: Volume, path: Path, shape: tuple[int, ...], ras_affine: np.ndarray, what: str, tolerance_voxels: float = 0.05
+    reference: Volume,
+    path: Path,
+    shape: tuple[int, ...],
+    ras_affine: np.ndarray,
+    what: str,
+    tolerance_voxels: float = 0.05,
 ) -> None:
     """Shapes equal and RAS affines within ``tolerance_voxels`` of a voxel (in mm)."""
     if reference.spatial_shape != tuple(shape):
@@ -225,7 +247,9 @@ def check_label_header(case: Case, image: Volume, tolerance_voxels: float = 0.05
     try:
         header_image = nib.load(path)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise DataError(f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt") from None
+        raise DataError(
+            f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt"
+        ) from None
     shape = tuple(int(n) for n in header_image.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -246,7 +270,9 @@ def check_label_header(case: Case, image: Volume, tolerance_voxels: float = 0.05
 
 def _dicom_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _DICOM_SKIP_NAMES
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name not in _DICOM_SKIP_NAMES
     )
 
 
@@ -273,9 +299,13 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     orientation = headers[0]["orientation"]
     for path, header in zip(files, headers):
         if not np.allclose(header["orientation"], orientation, atol=1e-4):
-            raise DataError(f"{path}: ImageOrientationPatient differs from {files[0].name}; the folder mixes series")
+            raise DataError(
+                f"{path}: ImageOrientationPatient differs from {files[0].name}; the folder mixes series"
+            )
         if header["size"][:2] != headers[0]["size"][:2]:
-            raise DataError(f"{path}: slice size {header['size'][:2]} differs from {files[0].name}'s {headers[0]['size'][:2]}")
+            raise DataError(
+                f"{path}: slice size {header['size'][:2]} differs from {files[0].name}'s {headers[0]['size'][:2]}"
+            )
     row_cosine, column_cosine = orientation[:3], orientation[3:]
     normal = np.cross(row_cosine, column_cosine)
     positions = np.array([h["position"] for h in headers])
@@ -299,12 +329,20 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         image = reader.Execute()
     except RuntimeError as err:
-        raise DataError(f"{folder}: cannot decode the DICOM pixel data ({str(err).strip().splitlines()[-1]})") from None
-    data = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))  # (slice, row, col) -> (col, row, slice)
+        raise DataError(
+            f"{folder}: cannot decode the DICOM pixel data ({str(err).strip().splitlines()[-1]})"
+        ) from None
+    data = np.transpose(
+        sitk.GetArrayFromImage(image), (2, 1, 0)
+    )  # (slice, row, col) -> (col, row, slice)
     if data.ndim != 3:
-        raise DataError(f"{folder}: expected single-frame greyscale slices, got pixel array {data.shape}")
+        raise DataError(
+            f"{folder}: expected single-frame greyscale slices, got pixel array {data.shape}"
+        )
     if data.shape[2] < 2:
-        raise DataError(f"{folder}: a DICOM series needs at least 2 slices for a 3D image, got {data.shape[2]}")
+        raise DataError(
+            f"{folder}: a DICOM series needs at least 2 slices for a 3D image, got {data.shape[2]}"
+        )
     row_spacing, column_spacing = headers[0]["pixel_spacing"]
     slice_step = (positions[-1] - positions[0]) / (len(files) - 1)
     lps = np.eye(4)
@@ -326,10 +364,19 @@ def _dicom_header(path: Path) -> dict:
         orientation = _dicom_floats(reader, "0020|0037", 6)
         pixel_spacing = _dicom_floats(reader, "0028|0030", 2)
     except RuntimeError as err:
-        raise DataError(f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})") from None
+        raise DataError(
+            f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})"
+        ) from None
     except KeyError as tag:
-        raise DataError(f"{path}: DICOM tag {tag} is missing; cannot place the slice in space") from None
-    return {"position": position, "orientation": orientation, "pixel_spacing": pixel_spacing, "size": reader.GetSize()}
+        raise DataError(
+            f"{path}: DICOM tag {tag} is missing; cannot place the slice in space"
+        ) from None
+    return {
+        "position": position,
+        "orientation": orientation,
+        "pixel_spacing": pixel_spacing,
+        "size": reader.GetSize(),
+    }
 
 
 def _dicom_floats(reader, tag: str, count: int) -> np.ndarray:
@@ -341,4 +388,12 @@ def _dicom_floats(reader, tag: str, count: int) -> np.ndarray:
     return np.array(values)
 
 
-__all__ = ["Volume", "read_volume", "read_case_image", "read_case_label", "check_label_header", "map_label_ids", "to_ras"]
+__all__ = [
+    "Volume",
+    "check_label_header",
+    "map_label_ids",
+    "read_case_image",
+    "read_case_label",
+    "read_volume",
+    "to_ras",
+]

@@ -60,7 +60,11 @@ def check_patch_alignment(patch_size: Sequence[int], num_levels: int, field_name
 
 
 def decide_feature_cache(
-    setting: bool | str, volumes: Sequence[LabelledVolume], level_channels: Sequence[int], max_gib: float, where: str
+    setting: bool | str,
+    volumes: Sequence[LabelledVolume],
+    level_channels: Sequence[int],
+    max_gib: float,
+    where: str,
 ) -> bool:
     """Whether to cache: ``true`` (error if over ``max_gib``), ``false``, or ``auto`` (fits -> yes)."""
     if setting is False:
@@ -74,18 +78,23 @@ def decide_feature_cache(
             f"{where}: the frozen features of the {len(volumes)} training cases need {need:.1f} GiB, over "
             f"feature_cache_max_gib = {max_gib}; raise the limit or set feature_cache: auto / false"
         )
-    log.warning("feature cache off: %.1f GiB needed, feature_cache_max_gib is %s; features are recomputed per patch",
-                need, max_gib)
+    log.warning(
+        "feature cache off: %.1f GiB needed, feature_cache_max_gib is %s; features are recomputed per patch",
+        need,
+        max_gib,
+    )
     return False
 
 
 @torch.no_grad()
-def compute_pyramid(backbone: nn.Module, image: np.ndarray, device: torch.device, amp: bool = False) -> list[np.ndarray]:
+def compute_pyramid(
+    backbone: nn.Module, image: np.ndarray, device: torch.device, amp: bool = False
+) -> list[np.ndarray]:
     """The backbone's pyramid of a whole (C, X, Y, Z) volume, padded to the coarsest cell:
     level i as float32 (C_i, X_p / 2^i, Y_p / 2^i, Z_p / 2^i) on the CPU."""
     from voxssl.eval.train import autocast
 
-    num_levels = len(getattr(backbone, "level_channels"))
+    num_levels = len(backbone.level_channels)
     padded = padded_shape(image.shape[1:], alignment(num_levels))
     volume = crop(np.asarray(image, dtype=np.float32), (0, 0, 0), padded, 0.0)
     was_training = backbone.training
@@ -105,12 +114,18 @@ class CachedCase:
 
 
 def cache_features(
-    backbone: nn.Module, volumes: Sequence[LabelledVolume], device: torch.device, amp: bool = False, progress: bool = True
+    backbone: nn.Module,
+    volumes: Sequence[LabelledVolume],
+    device: torch.device,
+    amp: bool = False,
+    progress: bool = True,
 ) -> list[CachedCase]:
     from tqdm.auto import tqdm
 
     cached = []
-    for volume in tqdm(volumes, desc="frozen features", unit="case", disable=not progress, leave=False):
+    for volume in tqdm(
+        volumes, desc="frozen features", unit="case", disable=not progress, leave=False
+    ):
         cached.append(CachedCase(volume, compute_pyramid(backbone, volume.image, device, amp)))
     return cached
 
@@ -156,7 +171,9 @@ class CachedPatchSampler(PatchSampler):
         case = self.cases[self.rng.integers(len(self.cases))]
         return self.crop_at(case, self.aligned_start(self._centre(case.volume), case.volume.shape))
 
-    def crop_at(self, case: CachedCase, start: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    def crop_at(
+        self, case: CachedCase, start: Sequence[int]
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
         """(levels, target, body, annotated) of the patch at ``start`` (a multiple of the cell)."""
         volume = case.volume
         levels = [

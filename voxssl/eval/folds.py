@@ -15,7 +15,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -34,7 +33,7 @@ class Fold:
     train: tuple[str, ...]
     test: tuple[str, ...]
     val: tuple[str, ...] = ()
-    n_train: Union[int, str] = "all"  # the low-data subset this fold was cut to
+    n_train: int | str = "all"  # the low-data subset this fold was cut to
 
     @property
     def name(self) -> str:
@@ -49,7 +48,10 @@ class Splits:
 
     def to_json(self) -> str:
         data = {"format": SPLIT_FORMAT, "scheme": self.scheme, "seed": self.seed}
-        data["folds"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(f).items()} for f in self.folds]
+        data["folds"] = [
+            {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(f).items()}
+            for f in self.folds
+        ]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -57,7 +59,9 @@ class Splits:
         try:
             data = json.loads(text)
             if data.get("format") != SPLIT_FORMAT:
-                raise DataError(f"{source}: not a voxssl split file (format {data.get('format')!r})")
+                raise DataError(
+                    f"{source}: not a voxssl split file (format {data.get('format')!r})"
+                )
             folds = [
                 Fold(
                     index=int(f["index"]),
@@ -100,7 +104,9 @@ def make_splits(
     if scheme == "holdout":
         missing = sorted(set(test_cases) - set(case_ids))
         if not test_cases or missing:
-            raise ConfigError(f"cv.test_cases: holdout needs existing test cases (unknown: {missing[:5]})")
+            raise ConfigError(
+                f"cv.test_cases: holdout needs existing test cases (unknown: {missing[:5]})"
+            )
         train = [c for c in sorted(case_ids) if c not in set(test_cases)]
         folds = [_with_val(Fold(0, tuple(train), tuple(sorted(test_cases))), val_fraction, seed)]
         return Splits(scheme, seed, folds)
@@ -120,18 +126,22 @@ def _with_val(fold: Fold, val_fraction: float, seed: int) -> Fold:
     order = list(np.random.RandomState(seed + 1000 + fold.index).permutation(len(fold.train)))
     val = {fold.train[i] for i in order[:n_val]}
     return replace(
-        fold, train=tuple(c for c in fold.train if c not in val), val=tuple(c for c in fold.train if c in val)
+        fold,
+        train=tuple(c for c in fold.train if c not in val),
+        val=tuple(c for c in fold.train if c in val),
     )
 
 
-def low_data_subset(fold: Fold, n: Union[int, str], seed: int) -> Fold:
+def low_data_subset(fold: Fold, n: int | str, seed: int) -> Fold:
     """The fold with its training cases cut to the first ``n`` of a seeded permutation."""
     if n == "all":
         return fold
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"cv.n_train: {n!r} must be a positive integer or 'all'")
     if n > len(fold.train):
-        raise ConfigError(f"cv.n_train: {n} training cases requested, fold {fold.index} has {len(fold.train)}")
+        raise ConfigError(
+            f"cv.n_train: {n} training cases requested, fold {fold.index} has {len(fold.train)}"
+        )
     order = np.random.RandomState(seed + fold.index).permutation(len(fold.train))
     keep = {fold.train[i] for i in order[:n]}
     return replace(fold, train=tuple(c for c in fold.train if c in keep), n_train=n)
@@ -152,17 +162,19 @@ def load_splits(path: Path, case_ids: Sequence[str] | None = None) -> Splits:
         for fold in splits.folds:
             unknown = sorted(set(fold.train + fold.test + fold.val) - known)
             if unknown:
-                raise DataError(f"{path}: fold {fold.index} lists cases not in the cache: {unknown[:5]}")
+                raise DataError(
+                    f"{path}: fold {fold.index} lists cases not in the cache: {unknown[:5]}"
+                )
     return splits
 
 
 __all__ = [
+    "SCHEME_FOLDS",
     "Fold",
     "Splits",
-    "SCHEME_FOLDS",
     "kfold_assignment",
-    "make_splits",
-    "low_data_subset",
-    "save_splits",
     "load_splits",
+    "low_data_subset",
+    "make_splits",
+    "save_splits",
 ]

@@ -39,13 +39,16 @@ class FPNLinearHead(nn.Module):
     of magnitude between a randomly initialised and a pretrained backbone.
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, feature_norm: str = "none") -> None:
+    def __init__(
+        self, in_channels: Sequence[int], num_classes: int, feature_norm: str = "none"
+    ) -> None:
         super().__init__()
         self.in_channels = list(in_channels)
         self.num_classes = num_classes
         self.level_norms = level_feature_norms(self.in_channels, feature_norm)
         self.level_convs = nn.ModuleList(
-            nn.Conv3d(c, num_classes, kernel_size=1, bias=(i == 0)) for i, c in enumerate(self.in_channels)
+            nn.Conv3d(c, num_classes, kernel_size=1, bias=(i == 0))
+            for i, c in enumerate(self.in_channels)
         )
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -83,7 +86,9 @@ def level_feature_norms(in_channels: Sequence[int], kind: str) -> nn.ModuleList 
     raise ValueError(f"unknown head feature_norm {kind!r} (none | batch)")
 
 
-def normalize_levels(pyramid: Sequence[torch.Tensor], norms: nn.ModuleList | None) -> Sequence[torch.Tensor]:
+def normalize_levels(
+    pyramid: Sequence[torch.Tensor], norms: nn.ModuleList | None
+) -> Sequence[torch.Tensor]:
     if norms is None:
         return pyramid
     return [norm(level) for norm, level in zip(norms, pyramid)]
@@ -116,19 +121,29 @@ class FPNNonLinearHead(nn.Module):
     kernels: every voxel is still classified from its own pyramid embedding only.
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1,
-                 feature_norm: str = "none"):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        hidden: int = 128,
+        blocks_per_level: int = 1,
+        feature_norm: str = "none",
+    ):
         super().__init__()
         self.in_channels = list(in_channels)
         self.num_classes = num_classes
         self.level_norms = level_feature_norms(self.in_channels, feature_norm)
-        self.projections = nn.ModuleList(nn.Conv3d(c, hidden, kernel_size=1) for c in self.in_channels)
+        self.projections = nn.ModuleList(
+            nn.Conv3d(c, hidden, kernel_size=1) for c in self.in_channels
+        )
         self.merge_blocks = nn.ModuleList(
             nn.Sequential(*(PointwiseResidualBlock(hidden) for _ in range(blocks_per_level)))
             for _ in self.in_channels
         )
         self.classifier = nn.Sequential(
-            nn.BatchNorm3d(hidden), nn.ReLU(inplace=False), nn.Conv3d(hidden, num_classes, kernel_size=1)
+            nn.BatchNorm3d(hidden),
+            nn.ReLU(inplace=False),
+            nn.Conv3d(hidden, num_classes, kernel_size=1),
         )
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -136,19 +151,32 @@ class FPNNonLinearHead(nn.Module):
         pyramid = normalize_levels(pyramid, self.level_norms)
         x = self.merge_blocks[-1](self.projections[-1](pyramid[-1]))
         for level in range(len(pyramid) - 2, -1, -1):
-            x = upsample_to(x, 1, pyramid[level].shape[2:]) + self.projections[level](pyramid[level])
+            x = upsample_to(x, 1, pyramid[level].shape[2:]) + self.projections[level](
+                pyramid[level]
+            )
             x = self.merge_blocks[level](x)
         return self.classifier(x)
 
 
-def build_head(kind: str, in_channels: Sequence[int], num_classes: int, hidden: int = 128, blocks_per_level: int = 1,
-               feature_norm: str = "none") -> nn.Module:
+def build_head(
+    kind: str,
+    in_channels: Sequence[int],
+    num_classes: int,
+    hidden: int = 128,
+    blocks_per_level: int = 1,
+    feature_norm: str = "none",
+) -> nn.Module:
     """The head named by a recipe's ``head.kind``."""
     if kind == "linear":
         return FPNLinearHead(in_channels, num_classes, feature_norm=feature_norm)
     if kind == "nonlinear":
-        return FPNNonLinearHead(in_channels, num_classes, hidden=hidden, blocks_per_level=blocks_per_level,
-                                feature_norm=feature_norm)
+        return FPNNonLinearHead(
+            in_channels,
+            num_classes,
+            hidden=hidden,
+            blocks_per_level=blocks_per_level,
+            feature_norm=feature_norm,
+        )
     raise ValueError(f"unknown head kind {kind!r} (linear | nonlinear)")
 
 
@@ -158,4 +186,10 @@ def _check_pyramid(pyramid: Sequence[torch.Tensor], in_channels: list[int]) -> N
         raise ValueError(f"head expects pyramid channels {in_channels}, got {got}")
 
 
-__all__ = ["FPNLinearHead", "FPNNonLinearHead", "PointwiseResidualBlock", "build_head", "upsample_to"]
+__all__ = [
+    "FPNLinearHead",
+    "FPNNonLinearHead",
+    "PointwiseResidualBlock",
+    "build_head",
+    "upsample_to",
+]

@@ -90,7 +90,12 @@ def restrict_to_body(probs: torch.Tensor, body_mask: np.ndarray, kind: str) -> t
     return probs
 
 
-def _decide(channels: Iterator[tuple[int, np.ndarray]], kind: str, threshold: float, class_ids: Sequence[int]) -> np.ndarray:
+def _decide(
+    channels: Iterator[tuple[int, np.ndarray]],
+    kind: str,
+    threshold: float,
+    class_ids: Sequence[int],
+) -> np.ndarray:
     """Running argmax over (channel index, probability map) pairs -> canonical-id label map."""
     best_prob, best_channel = None, None
     for index, prob in channels:
@@ -108,7 +113,9 @@ def _decide(channels: Iterator[tuple[int, np.ndarray]], kind: str, threshold: fl
     return label
 
 
-def probabilities_to_label(probs: torch.Tensor | np.ndarray, class_ids: Sequence[int], kind: str, threshold: float = 0.5) -> np.ndarray:
+def probabilities_to_label(
+    probs: torch.Tensor | np.ndarray, class_ids: Sequence[int], kind: str, threshold: float = 0.5
+) -> np.ndarray:
     """uint8 canonical-id label (X, Y, Z): ``bce`` the most probable organ where its probability is
     >= ``threshold``, else background; ``ce`` the argmax including background."""
     probs = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
@@ -135,7 +142,9 @@ def label_in_original_geometry(
     def channels() -> Iterator[tuple[int, np.ndarray]]:
         for c in range(probs.shape[0]):
             background = kind == "ce" and c == 0  # outside the crop is background: probability 1
-            mapped, _ = to_original_geometry(probs[c].astype(np.float32), meta, order="linear", fill=1.0 if background else 0.0)
+            mapped, _ = to_original_geometry(
+                probs[c].astype(np.float32), meta, order="linear", fill=1.0 if background else 0.0
+            )
             yield c, mapped
 
     return _decide(channels(), kind, threshold, class_ids), affine
@@ -160,7 +169,10 @@ def slicer_color_table(class_ids: Sequence[int]) -> str:
     from voxssl.data.vocabulary import organ_name
     from voxssl.eval.overlay import ORGAN_COLOURS
 
-    lines = ["# voxssl organ colour table (load in 3D Slicer with the prediction)", "0 background 0 0 0 0"]
+    lines = [
+        "# voxssl organ colour table (load in 3D Slicer with the prediction)",
+        "0 background 0 0 0 0",
+    ]
     for organ in class_ids:
         r, g, b = (int(v) for v in ORGAN_COLOURS[organ % len(ORGAN_COLOURS)])
         lines.append(f"{organ} {organ_name(organ)} {r} {g} {b} 255")
@@ -168,10 +180,10 @@ def slicer_color_table(class_ids: Sequence[int]) -> str:
 
 
 __all__ = [
+    "label_in_original_geometry",
     "predict_probabilities",
     "probabilities_to_label",
-    "label_in_original_geometry",
     "restrict_to_body",
-    "write_label_nifti",
     "slicer_color_table",
+    "write_label_nifti",
 ]

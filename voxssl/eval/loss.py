@@ -33,7 +33,9 @@ class SegmentationLoss(nn.Module):
             raise ValueError("dice_weight must be >= 0")
         self.kind = kind
         self.dice_weight = dice_weight
-        self.dice = DiceLoss(include_background=True, sigmoid=False, softmax=False, batch=True, reduction="none")
+        self.dice = DiceLoss(
+            include_background=True, sigmoid=False, softmax=False, batch=True, reduction="none"
+        )
 
     def forward(
         self,
@@ -44,7 +46,9 @@ class SegmentationLoss(nn.Module):
     ) -> torch.Tensor:
         num_organs = channel_mask.shape[1]
         counted = voxel_mask & (target != IGNORE_INDEX)
-        organ_onehot = torch.stack([target == k + 1 for k in range(num_organs)], dim=1).float()  # (B, K, ...)
+        organ_onehot = torch.stack(
+            [target == k + 1 for k in range(num_organs)], dim=1
+        ).float()  # (B, K, ...)
         weight = (counted[:, None] & channel_mask[:, :, None, None, None]).float()  # (B, K, ...)
         if self.kind == "bce":
             bce = F.binary_cross_entropy_with_logits(logits.float(), organ_onehot, reduction="none")
@@ -54,7 +58,9 @@ class SegmentationLoss(nn.Module):
             ce_target = torch.where(counted, target, torch.full_like(target, IGNORE_INDEX))
             # a partially annotated case: its background may hide an unannotated organ; do not train it
             partial = ~channel_mask.all(dim=1)
-            ce_target = torch.where(partial[:, None, None, None] & (ce_target == 0), IGNORE_INDEX, ce_target)
+            ce_target = torch.where(
+                partial[:, None, None, None] & (ce_target == 0), IGNORE_INDEX, ce_target
+            )
             if (ce_target != IGNORE_INDEX).any():
                 data_term = F.cross_entropy(logits.float(), ce_target, ignore_index=IGNORE_INDEX)
             else:
@@ -62,7 +68,9 @@ class SegmentationLoss(nn.Module):
             organ_prob = torch.softmax(logits.float(), dim=1)[:, 1:]
         if self.dice_weight == 0:
             return data_term
-        dice = self.dice(organ_prob * weight, organ_onehot * weight)  # (1, K, 1, 1, 1) with batch=True
+        dice = self.dice(
+            organ_prob * weight, organ_onehot * weight
+        )  # (1, K, 1, 1, 1) with batch=True
         return data_term + self.dice_weight * dice.mean()
 
 

@@ -21,7 +21,9 @@ from voxssl.data.vocabulary import IGNORE_INDEX
 @dataclass
 class CaseScores:
     case_id: str
-    dice: dict[int, float] = field(default_factory=dict)  # canonical organ id -> Dice (NaN: not scored)
+    dice: dict[int, float] = field(
+        default_factory=dict
+    )  # canonical organ id -> Dice (NaN: not scored)
     hd95: dict[int, float] = field(default_factory=dict)  # mm; empty when not computed
 
     def mean_dice(self) -> float:
@@ -48,7 +50,9 @@ def score_case(
     from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
     if prediction.shape != reference.shape:
-        raise ValueError(f"{case_id}: prediction {prediction.shape} and reference {reference.shape} differ in shape")
+        raise ValueError(
+            f"{case_id}: prediction {prediction.shape} and reference {reference.shape} differ in shape"
+        )
     valid = np.asarray(reference) != IGNORE_INDEX
     pred = one_hot(np.where(valid, prediction, 0), class_ids)
     ref = one_hot(np.where(valid, reference, 0), class_ids)
@@ -62,9 +66,9 @@ def score_case(
     if hd95:
         with warnings.catch_warnings():  # empty maps give inf/nan, handled below
             warnings.simplefilter("ignore", UserWarning)
-            distance = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(
-                pred, ref, spacing=list(spacing) if spacing is not None else None
-            )[0]
+            distance = HausdorffDistanceMetric(
+                include_background=True, percentile=95, reduction="none"
+            )(pred, ref, spacing=list(spacing) if spacing is not None else None)[0]
         for c, organ in enumerate(class_ids):
             value = float(distance[c])
             has_both = bool(pred[0, c].any()) and bool(ref[0, c].any())

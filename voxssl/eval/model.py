@@ -28,7 +28,9 @@ class SegmentationModel(nn.Module):
 
     def train(self, mode: bool = True) -> SegmentationModel:
         super().train(mode)
-        self.backbone.train(mode and self.backbone_trainable)  # a frozen backbone stays in eval mode
+        self.backbone.train(
+            mode and self.backbone_trainable
+        )  # a frozen backbone stays in eval mode
         return self
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

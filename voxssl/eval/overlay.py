@@ -72,11 +72,15 @@ def _blend(grey: np.ndarray, label: np.ndarray) -> np.ndarray:
     label = np.where(label == IGNORE_INDEX, 0, label).astype(np.int64)
     colours = ORGAN_COLOURS[np.clip(label, 0, len(ORGAN_COLOURS) - 1)]
     mask = (label > 0)[..., None]
-    out = grey.astype(np.float32) * np.where(mask, 1 - OVERLAY_ALPHA, 1.0) + colours * np.where(mask, OVERLAY_ALPHA, 0.0)
+    out = grey.astype(np.float32) * np.where(mask, 1 - OVERLAY_ALPHA, 1.0) + colours * np.where(
+        mask, OVERLAY_ALPHA, 0.0
+    )
     return out.astype(np.uint8)
 
 
-def overlay_rows(image: np.ndarray, reference: np.ndarray | None, prediction: np.ndarray, slices: Sequence[int]) -> np.ndarray:
+def overlay_rows(
+    image: np.ndarray, reference: np.ndarray | None, prediction: np.ndarray, slices: Sequence[int]
+) -> np.ndarray:
     """RGB array: one row per slice, columns image | reference (if any) | prediction."""
     rows = []
     for z in slices:
@@ -86,12 +90,18 @@ def overlay_rows(image: np.ndarray, reference: np.ndarray | None, prediction: np
             panels.append(_blend(grey, _display(reference[:, :, z])))
         panels.append(_blend(grey, _display(prediction[:, :, z])))
         separator = np.full((grey.shape[0], 2, 3), 255, np.uint8)
-        rows.append(np.concatenate([p for panel in panels for p in (panel, separator)][:-1], axis=1))
+        rows.append(
+            np.concatenate([p for panel in panels for p in (panel, separator)][:-1], axis=1)
+        )
     return np.concatenate(rows, axis=0)
 
 
 def write_overlay(
-    path: Path, image: np.ndarray, prediction: np.ndarray, reference: np.ndarray | None = None, num_slices: int = 3
+    path: Path,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    reference: np.ndarray | None = None,
+    num_slices: int = 3,
 ) -> Path:
     """Write the overlay PNG of a case (arrays (X, Y, Z) in RAS on one grid) atomically."""
     from PIL import Image
@@ -99,7 +109,12 @@ def write_overlay(
     if image.ndim == 4:  # multi-channel: show the first channel
         image = image[0]
     slices = choose_slices(reference if reference is not None else prediction, num_slices)
-    rgb = overlay_rows(np.asarray(image), None if reference is None else np.asarray(reference), np.asarray(prediction), slices)
+    rgb = overlay_rows(
+        np.asarray(image),
+        None if reference is None else np.asarray(reference),
+        np.asarray(prediction),
+        slices,
+    )
     with atomic_path(path) as tmp:
         Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG")
     return Path(path)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from voxssl.errors import CheckpointError, DataError
 from voxssl.utils.atomic import atomic_write_text
@@ -34,10 +33,14 @@ def preprocess_config_from_plan(plan, source: str):
     pre = plan.preprocessing or {}
     modality = pre.get("modality")
     if modality not in ("ct", "mr") or pre.get("spacing") is None:
-        raise CheckpointError(f"{source}: the plan records no preprocessing (modality, spacing); cannot preprocess new scans")
+        raise CheckpointError(
+            f"{source}: the plan records no preprocessing (modality, spacing); cannot preprocess new scans"
+        )
     section = {"spacing": pre["spacing"], **pre.get("intensity", {})}
     try:
-        return modality, from_dict(PreprocessConfig, {modality: section}, where="preprocess", source=f"{source} (plan)")
+        return modality, from_dict(
+            PreprocessConfig, {modality: section}, where="preprocess", source=f"{source} (plan)"
+        )
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
 
@@ -88,17 +91,30 @@ def predict_files(
     in_channels = int(plan.model_config(source=str(path)).in_channels)
     out_dir = Path(out_dir)
     written: list[Path] = []
-    for image_path in tqdm([Path(p) for p in images], desc="predict", unit="scan", disable=not progress):
+    for image_path in tqdm(
+        [Path(p) for p in images], desc="predict", unit="scan", disable=not progress
+    ):
         volume = read_volume(image_path, allow_channels=in_channels > 1)
         if volume.num_channels != in_channels:
-            raise DataError(f"{image_path}: {volume.num_channels} channel(s), the weights expect {in_channels}")
+            raise DataError(
+                f"{image_path}: {volume.num_channels} channel(s), the weights expect {in_channels}"
+            )
         image, _, body, meta = preprocess_volume(volume, modality, preprocess_cfg)
         probs = predict_probabilities(
-            model, image, spec.sw_roi_size, spec.sw_overlap, spec.sw_mode, sw_batch_size, torch_device, amp
+            model,
+            image,
+            spec.sw_roi_size,
+            spec.sw_overlap,
+            spec.sw_mode,
+            sw_batch_size,
+            torch_device,
+            amp,
         )
         if spec.body_restricted:
             probs = restrict_to_body(probs, body, spec.loss)
-        label, affine = label_in_original_geometry(probs, meta, spec.classes, spec.loss, spec.threshold, interpolation)  # type: ignore[arg-type]
+        label, affine = label_in_original_geometry(
+            probs, meta, spec.classes, spec.loss, spec.threshold, interpolation
+        )  # type: ignore[arg-type]
         if not written:  # the output folder appears with the first prediction, never empty
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out_dir / COLOR_TABLE_NAME, slicer_color_table(spec.classes))
@@ -116,4 +132,4 @@ def _summary(label: np.ndarray, class_ids: Sequence[int]) -> str:
     return f"{len(found)} of {len(class_ids)} organs found"
 
 
-__all__ = ["predict_files", "preprocess_config_from_plan", "output_name", "COLOR_TABLE_NAME"]
+__all__ = ["COLOR_TABLE_NAME", "output_name", "predict_files", "preprocess_config_from_plan"]

@@ -49,7 +49,9 @@ class InitialBackbone:
     description: str
 
 
-def resolve_weights_path(spec: str, in_channels: int | None = None, adapt_channels: str = "refuse") -> Path:
+def resolve_weights_path(
+    spec: str, in_channels: int | None = None, adapt_channels: str = "refuse"
+) -> Path:
     """A voxssl weights file from ``--weights``: a file, a run folder or a released model name
     (``voxssl.hub.resolve``, which also converts foreign checkpoints)."""
     from voxssl.hub.resolve import resolve_weights
@@ -79,12 +81,20 @@ def initial_backbone(
     if weights == RANDOM_INIT or from_scratch:
         config = _random_init_architecture(recipe, weights, in_channels, adapt_channels)
         if config.in_channels != in_channels:
-            raise ConfigError(f"{recipe.source_file}: model.in_channels is {config.in_channels}, the images have {in_channels}")
+            raise ConfigError(
+                f"{recipe.source_file}: model.in_channels is {config.in_channels}, the images have {in_channels}"
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             backbone = build_backbone(config)
-        plan = Plan.for_model(config, preprocessing, recipe_to_dict(recipe), extra={"init": "random", "seed": seed})
-        shape = f", the architecture of {weights}" if weights != RANDOM_INIT and recipe.model is None else ""
+        plan = Plan.for_model(
+            config, preprocessing, recipe_to_dict(recipe), extra={"init": "random", "seed": seed}
+        )
+        shape = (
+            f", the architecture of {weights}"
+            if weights != RANDOM_INIT and recipe.model is None
+            else ""
+        )
         return InitialBackbone(backbone, plan, f"random init ({config.preset}, seed {seed}{shape})")
 
     from voxssl.config.model import model_config_to_dict
@@ -97,10 +107,17 @@ def initial_backbone(
     backbone, plan = load_backbone(path, expect=expect)
     planned = plan.preprocessing.get("modality")
     if planned and planned != modality:
-        raise CheckpointError(f"{path}: the weights were trained on {planned} images, the recipe's cases are {modality}")
+        raise CheckpointError(
+            f"{path}: the weights were trained on {planned} images, the recipe's cases are {modality}"
+        )
     planned_spacing = plan.preprocessing.get("spacing")
     if planned_spacing and not np.allclose(planned_spacing, preprocessing["spacing"], rtol=1e-4):
-        log.warning("%s was pretrained at spacing %s mm, the data are at %s mm", path, planned_spacing, preprocessing["spacing"])
+        log.warning(
+            "%s was pretrained at spacing %s mm, the data are at %s mm",
+            path,
+            planned_spacing,
+            preprocessing["spacing"],
+        )
     plan = Plan(
         architecture=plan.architecture,
         preprocessing=preprocessing,
@@ -129,13 +146,19 @@ def _labelled_cases(recipe: Recipe, cfg: DownstreamConfig) -> list:
 
     cases = open_cache(recipe.data.cache_dir).cases(source=cfg.source, labelled=True)
     if not cases:
-        raise DataError(f"cache {recipe.data.cache_dir} has no labelled case (source {cfg.source or 'any'})")
+        raise DataError(
+            f"cache {recipe.data.cache_dir} has no labelled case (source {cfg.source or 'any'})"
+        )
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
-        raise ConfigError(f"{recipe.source_file}: case ids repeat across sources; set probe.source to one source")
+        raise ConfigError(
+            f"{recipe.source_file}: case ids repeat across sources; set probe.source to one source"
+        )
     modalities = {c.modality for c in cases}
     if len(modalities) != 1:
-        raise ConfigError(f"{recipe.source_file}: labelled cases mix modalities {sorted(modalities)}; set 'source'")
+        raise ConfigError(
+            f"{recipe.source_file}: labelled cases mix modalities {sorted(modalities)}; set 'source'"
+        )
     return cases
 
 
@@ -150,12 +173,16 @@ def check_classes(cases: list, class_ids: list[int], source: str, section: str) 
             ids = np.unique(case.label()).tolist()
         unknown = [i for i in ids if i not in ORGANS and i not in (0, IGNORE_INDEX)]
         if unknown:
-            raise DataError(f"case {case.key}: label ids {unknown} are outside the canonical vocabulary")
+            raise DataError(
+                f"case {case.key}: label ids {unknown} are outside the canonical vocabulary"
+            )
         present.update(int(i) for i in ids)
     absent = [c for c in class_ids if c not in present]
     if absent:
         names = ", ".join(f"{organ_name(c)} ({c})" for c in absent)
-        raise ConfigError(f"{source}: {section}.classes lists {names}, annotated in none of the {len(cases)} labelled cases")
+        raise ConfigError(
+            f"{source}: {section}.classes lists {names}, annotated in none of the {len(cases)} labelled cases"
+        )
 
 
 def build_splits(cfg: DownstreamConfig, case_ids: list[str], run_dir: Path) -> Splits:
@@ -163,7 +190,14 @@ def build_splits(cfg: DownstreamConfig, case_ids: list[str], run_dir: Path) -> S
     if cv.split_file is not None:
         splits = load_splits(cv.split_file, case_ids)
     else:
-        splits = make_splits(case_ids, cv.scheme, k=cv.k, seed=cv.seed, val_fraction=cv.val_fraction, test_cases=cv.test_cases)
+        splits = make_splits(
+            case_ids,
+            cv.scheme,
+            k=cv.k,
+            seed=cv.seed,
+            val_fraction=cv.val_fraction,
+            test_cases=cv.test_cases,
+        )
     save_splits(splits, run_dir / "splits.json")
     return splits
 
@@ -171,7 +205,9 @@ def build_splits(cfg: DownstreamConfig, case_ids: list[str], run_dir: Path) -> S
 def selected_folds(cfg: DownstreamConfig, splits: Splits) -> list[Fold]:
     folds = [f for f in splits.folds if cfg.cv.folds is None or f.index in cfg.cv.folds]
     if not folds:
-        raise ConfigError(f"cv.folds {cfg.cv.folds} selects none of folds 0..{len(splits.folds) - 1}")
+        raise ConfigError(
+            f"cv.folds {cfg.cv.folds} selects none of folds 0..{len(splits.folds) - 1}"
+        )
     return [low_data_subset(f, n, cfg.cv.seed) for f in folds for n in cfg.cv.n_train]
 
 
@@ -199,14 +235,31 @@ def run_downstream(
     in_channels = cases[0].num_channels
     from_scratch = isinstance(cfg, FinetuneConfig) and cfg.from_scratch
     init = initial_backbone(
-        recipe, weights, cases[0].modality, in_channels, recipe.seed, cfg.adapt_channels, from_scratch=from_scratch
+        recipe,
+        weights,
+        cases[0].modality,
+        in_channels,
+        recipe.seed,
+        cfg.adapt_channels,
+        from_scratch=from_scratch,
     )
-    log.info("%s on %d labelled cases, %s, backbone: %s, device %s", protocol, len(cases), splits.scheme, init.description, device)
+    log.info(
+        "%s on %d labelled cases, %s, backbone: %s, device %s",
+        protocol,
+        len(cases),
+        splits.scheme,
+        init.description,
+        device,
+    )
 
     results: dict[str, list[CaseScores]] = {}
     for fold in selected_folds(cfg, splits):
-        results[fold.name] = run_fold(recipe, cfg, protocol, fold, by_id, init, class_ids, device, run_dir / fold.name)
-        log.info("%s: mean Dice %.3f", fold.name, np.nanmean([s.mean_dice() for s in results[fold.name]]))
+        results[fold.name] = run_fold(
+            recipe, cfg, protocol, fold, by_id, init, class_ids, device, run_dir / fold.name
+        )
+        log.info(
+            "%s: mean Dice %.3f", fold.name, np.nanmean([s.mean_dice() for s in results[fold.name]])
+        )
     extra = {
         "protocol": protocol,
         "weights": init.description,
@@ -245,12 +298,20 @@ def run_fold(
         for c in (by_id[i] for i in fold.train)
     ]
     backbone = copy.deepcopy(init.backbone)
-    in_channels = list(getattr(backbone, "level_channels"))
-    sampler = training_sampler(backbone, volumes, cfg, rng, device, where=f"{recipe.source_file} ({fold.name})")
+    in_channels = list(backbone.level_channels)
+    sampler = training_sampler(
+        backbone, volumes, cfg, rng, device, where=f"{recipe.source_file} ({fold.name})"
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence(seed_sequence).generate_state(1)[0]))
-        head = build_head(cfg.head.kind, in_channels, output_channels(cfg.loss, len(class_ids)), cfg.head.hidden_channels,
-                          cfg.head.blocks_per_level, cfg.head.feature_norm)
+        head = build_head(
+            cfg.head.kind,
+            in_channels,
+            output_channels(cfg.loss, len(class_ids)),
+            cfg.head.hidden_channels,
+            cfg.head.blocks_per_level,
+            cfg.head.feature_norm,
+        )
     model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
     schedule = BackboneSchedule.from_config(cfg) if isinstance(cfg, FinetuneConfig) else None
 
@@ -259,24 +320,44 @@ def run_fold(
         return {"mean_dice": float(np.nanmean([s.mean_dice() for s in scores]))}
 
     history = train_segmentation(
-        model, sampler, cfg, device, schedule=schedule, description=f"{protocol} {fold.name}",
-        tensorboard_dir=fold_dir / "tensorboard", validate=validate if fold.val else None, val_every=cfg.val_every,
+        model,
+        sampler,
+        cfg,
+        device,
+        schedule=schedule,
+        description=f"{protocol} {fold.name}",
+        tensorboard_dir=fold_dir / "tensorboard",
+        validate=validate if fold.val else None,
+        val_every=cfg.val_every,
     )
     atomic_write_text(fold_dir / "history.json", json.dumps(history, indent=1) + "\n")
     spec = segmentation_spec(cfg, class_ids, in_channels)
     save_segmentation_weights(fold_dir / "model.safetensors", model.cpu(), spec, init.plan)
     model.to(device)
-    return [write_case_outputs(model, by_id[i], cfg, class_ids, device, fold_dir) for i in fold.test]
+    return [
+        write_case_outputs(model, by_id[i], cfg, class_ids, device, fold_dir) for i in fold.test
+    ]
 
 
-def training_sampler(backbone: nn.Module, volumes: list, cfg: DownstreamConfig, rng: np.random.Generator,
-                     device: torch.device, where: str):
+def training_sampler(
+    backbone: nn.Module,
+    volumes: list,
+    cfg: DownstreamConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    where: str,
+):
     """Patches of the image, or of the frozen backbone's cached pyramid (probe ``feature_cache``)."""
     from voxssl.config.downstream import ProbeConfig
-    from voxssl.eval.feature_cache import CachedPatchSampler, cache_features, check_patch_alignment, decide_feature_cache
+    from voxssl.eval.feature_cache import (
+        CachedPatchSampler,
+        cache_features,
+        check_patch_alignment,
+        decide_feature_cache,
+    )
     from voxssl.eval.sampling import PatchSampler
 
-    level_channels = list(getattr(backbone, "level_channels"))
+    level_channels = list(backbone.level_channels)
     if isinstance(cfg, ProbeConfig) and cfg.feature_cache is not False:
         try:
             check_patch_alignment(cfg.patch_size, len(level_channels), f"{where}: probe.patch_size")
@@ -285,7 +366,9 @@ def training_sampler(backbone: nn.Module, volumes: list, cfg: DownstreamConfig, 
                 raise
             log.warning("feature cache off: %s", err)
             return PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
-        if decide_feature_cache(cfg.feature_cache, volumes, level_channels, cfg.feature_cache_max_gib, where):
+        if decide_feature_cache(
+            cfg.feature_cache, volumes, level_channels, cfg.feature_cache_max_gib, where
+        ):
             cached = cache_features(backbone.to(device), volumes, device, cfg.amp)
             return CachedPatchSampler(cached, cfg.patch_size, cfg.foreground_fraction, rng)
     return PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
@@ -310,36 +393,72 @@ def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: 
     )
 
 
-def evaluate_case(model, case, cfg: DownstreamConfig, class_ids: list[int], device) -> tuple[CaseScores, torch.Tensor, np.ndarray]:
+def evaluate_case(
+    model, case, cfg: DownstreamConfig, class_ids: list[int], device
+) -> tuple[CaseScores, torch.Tensor, np.ndarray]:
     """Scores, probabilities and label of one cached case, on the cached grid."""
-    from voxssl.eval.inference import predict_probabilities, probabilities_to_label, restrict_to_body
+    from voxssl.eval.inference import (
+        predict_probabilities,
+        probabilities_to_label,
+        restrict_to_body,
+    )
 
     probs = predict_probabilities(
-        model, np.asarray(case.image(), dtype=np.float32), cfg.inference_roi, cfg.sw_overlap, cfg.sw_mode,
-        cfg.sw_batch_size, device, cfg.amp,
+        model,
+        np.asarray(case.image(), dtype=np.float32),
+        cfg.inference_roi,
+        cfg.sw_overlap,
+        cfg.sw_mode,
+        cfg.sw_batch_size,
+        device,
+        cfg.amp,
     )
     if cfg.body_restricted_loss:
         probs = restrict_to_body(probs, case.body_mask(), cfg.loss)
     label = probabilities_to_label(probs, class_ids, cfg.loss, cfg.threshold)
     scores = score_case(
-        case.case_id, label, np.asarray(case.label()), class_ids, spacing=case.spacing, annotated=case.annotated, hd95=cfg.hd95
+        case.case_id,
+        label,
+        np.asarray(case.label()),
+        class_ids,
+        spacing=case.spacing,
+        annotated=case.annotated,
+        hd95=cfg.hd95,
     )
     return scores, probs, label
 
 
-def write_case_outputs(model, case, cfg: DownstreamConfig, class_ids: list[int], device, fold_dir: Path) -> CaseScores:
+def write_case_outputs(
+    model, case, cfg: DownstreamConfig, class_ids: list[int], device, fold_dir: Path
+) -> CaseScores:
     from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
     from voxssl.eval.overlay import write_overlay
 
     scores, probs, label = evaluate_case(model, case, cfg, class_ids, device)
     if cfg.overlay_slices > 0:
-        write_overlay(fold_dir / "overlays" / f"{case.case_id}.png", np.asarray(case.image()), label, np.asarray(case.label()), cfg.overlay_slices)
+        write_overlay(
+            fold_dir / "overlays" / f"{case.case_id}.png",
+            np.asarray(case.image()),
+            label,
+            np.asarray(case.label()),
+            cfg.overlay_slices,
+        )
     if cfg.write_predictions:
-        original, affine = label_in_original_geometry(probs, case.meta, class_ids, cfg.loss, cfg.threshold)
+        original, affine = label_in_original_geometry(
+            probs, case.meta, class_ids, cfg.loss, cfg.threshold
+        )
         write_label_nifti(fold_dir / "predictions" / f"{case.case_id}.nii.gz", original, affine)
     log.info("%s: mean Dice %.3f", case.case_id, scores.mean_dice())
     return scores
 
 
-__all__ = ["run_downstream", "run_fold", "initial_backbone", "resolve_weights_path", "evaluate_case", "RANDOM_INIT", "check_classes",
-           "training_sampler"]
+__all__ = [
+    "RANDOM_INIT",
+    "check_classes",
+    "evaluate_case",
+    "initial_backbone",
+    "resolve_weights_path",
+    "run_downstream",
+    "run_fold",
+    "training_sampler",
+]

@@ -33,7 +33,9 @@ def summarize(results: dict[str, list[CaseScores]], class_ids: Sequence[int]) ->
     summary: dict = {"organs": {}, "folds": {}}
     for organ in class_ids:
         name = organ_name(organ)
-        fold_means = [_stats([s.dice[organ] for s in scores])["mean"] for scores in results.values()]
+        fold_means = [
+            _stats([s.dice[organ] for s in scores])["mean"] for scores in results.values()
+        ]
         entry = {
             "id": organ,
             "dice_over_cases": _stats([s.dice[organ] for s in all_cases]),
@@ -55,18 +57,29 @@ def summarize(results: dict[str, list[CaseScores]], class_ids: Sequence[int]) ->
     return summary
 
 
-def results_json(results: dict[str, list[CaseScores]], class_ids: Sequence[int], extra: dict | None = None) -> str:
+def results_json(
+    results: dict[str, list[CaseScores]], class_ids: Sequence[int], extra: dict | None = None
+) -> str:
     cases = [
         {
             "fold": fold,
             "case_id": s.case_id,
             "dice": {organ_name(k): _nan_to_none(v) for k, v in s.dice.items()},
-            **({"hd95_mm": {organ_name(k): _nan_to_none(v) for k, v in s.hd95.items()}} if s.hd95 else {}),
+            **(
+                {"hd95_mm": {organ_name(k): _nan_to_none(v) for k, v in s.hd95.items()}}
+                if s.hd95
+                else {}
+            ),
         }
         for fold, scores in results.items()
         for s in scores
     ]
-    data = {**(extra or {}), "classes": [organ_name(c) for c in class_ids], "summary": summarize(results, class_ids), "cases": cases}
+    data = {
+        **(extra or {}),
+        "classes": [organ_name(c) for c in class_ids],
+        "summary": summarize(results, class_ids),
+        "cases": cases,
+    }
     return json.dumps(_nan_to_none(data), indent=2) + "\n"
 
 
@@ -78,11 +91,15 @@ def results_csv(results: dict[str, list[CaseScores]]) -> str:
         for s in scores:
             for organ, dice in s.dice.items():
                 hd = s.hd95.get(organ, float("nan"))
-                writer.writerow([fold, s.case_id, organ_name(organ), organ, _fmt(dice, 4), _fmt(hd, 2)])
+                writer.writerow(
+                    [fold, s.case_id, organ_name(organ), organ, _fmt(dice, 4), _fmt(hd, 2)]
+                )
     return buffer.getvalue()
 
 
-def results_markdown(results: dict[str, list[CaseScores]], class_ids: Sequence[int], title: str = "Results") -> str:
+def results_markdown(
+    results: dict[str, list[CaseScores]], class_ids: Sequence[int], title: str = "Results"
+) -> str:
     summary = summarize(results, class_ids)
     with_hd = any(s.hd95 for scores in results.values() for s in scores)
     header = "| organ | Dice % (mean ± std over cases) | Dice % (mean ± std over folds) |"
@@ -90,26 +107,44 @@ def results_markdown(results: dict[str, list[CaseScores]], class_ids: Sequence[i
     if with_hd:
         header += " HD95 mm |"
         rule += "---|"
-    lines = [f"# {title}", "", f"{len(summary['folds'])} fold(s), {sum(len(v) for v in results.values())} test case(s).", "", header, rule]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(summary['folds'])} fold(s), {sum(len(v) for v in results.values())} test case(s).",
+        "",
+        header,
+        rule,
+    ]
     for name, entry in summary["organs"].items():
         row = f"| {name} | {_pct(entry['dice_over_cases'])} | {_pct(entry['dice_over_folds'])} |"
         if with_hd:
             row += f" {_mm(entry['hd95_over_cases'])} |"
         lines.append(row)
     mean = summary["mean_dice"]
-    lines.append(f"| **mean** | **{_pct(mean['over_cases'])}** | **{_pct(mean['over_folds'])}** |" + (" |" if with_hd else ""))
+    lines.append(
+        f"| **mean** | **{_pct(mean['over_cases'])}** | **{_pct(mean['over_folds'])}** |"
+        + (" |" if with_hd else "")
+    )
     return "\n".join(lines) + "\n"
 
 
 def write_report(
-    run_dir: Path, results: dict[str, list[CaseScores]], class_ids: Sequence[int], title: str, extra: dict | None = None
+    run_dir: Path,
+    results: dict[str, list[CaseScores]],
+    class_ids: Sequence[int],
+    title: str,
+    extra: dict | None = None,
 ) -> dict[str, Path]:
     """Write results.{json,csv,md} into ``run_dir`` (atomically) and return their paths."""
     run_dir = Path(run_dir)
     return {
-        "json": atomic_write_text(run_dir / "results.json", results_json(results, class_ids, extra)),
+        "json": atomic_write_text(
+            run_dir / "results.json", results_json(results, class_ids, extra)
+        ),
         "csv": atomic_write_text(run_dir / "results.csv", results_csv(results)),
-        "md": atomic_write_text(run_dir / "results.md", results_markdown(results, class_ids, title)),
+        "md": atomic_write_text(
+            run_dir / "results.md", results_markdown(results, class_ids, title)
+        ),
     }
 
 
@@ -137,4 +172,4 @@ def _nan_to_none(value):
     return value
 
 
-__all__ = ["summarize", "results_json", "results_csv", "results_markdown", "write_report"]
+__all__ = ["results_csv", "results_json", "results_markdown", "summarize", "write_report"]

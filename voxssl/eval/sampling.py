@@ -44,7 +44,9 @@ def remap_label(label: np.ndarray, class_ids: Sequence[int], where: str) -> np.n
     present = np.unique(label)
     unknown = [int(v) for v in present if v != 0 and v != IGNORE_INDEX and int(v) not in ORGANS]
     if unknown:
-        raise DataError(f"{where}: label ids {unknown} are not in the canonical vocabulary (voxssl.data.vocabulary)")
+        raise DataError(
+            f"{where}: label ids {unknown} are not in the canonical vocabulary (voxssl.data.vocabulary)"
+        )
     lut = np.zeros(256, dtype=np.uint8)
     lut[IGNORE_INDEX] = IGNORE_INDEX
     for k, organ in enumerate(class_ids):
@@ -145,4 +147,11 @@ class PatchSampler:
         }
 
 
-__all__ = ["LabelledVolume", "PatchSampler", "remap_label", "labelled_volume", "crop", "as_channels"]
+__all__ = [
+    "LabelledVolume",
+    "PatchSampler",
+    "as_channels",
+    "crop",
+    "labelled_volume",
+    "remap_label",
+]

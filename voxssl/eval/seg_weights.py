@@ -52,8 +52,14 @@ class SegmentationSpec:
     def build_head(self) -> torch.nn.Module:
         from voxssl.eval.heads import build_head
 
-        return build_head(self.head_kind, self.head_in_channels, self.num_outputs, self.head_hidden,
-                          self.head_blocks_per_level, self.head_feature_norm)
+        return build_head(
+            self.head_kind,
+            self.head_in_channels,
+            self.num_outputs,
+            self.head_hidden,
+            self.head_blocks_per_level,
+            self.head_feature_norm,
+        )
 
     @classmethod
     def from_plan_extra(cls, extra: dict[str, Any], source: str) -> SegmentationSpec:
@@ -69,7 +75,9 @@ class SegmentationSpec:
             raise CheckpointError(f"{source}: malformed plan.extra.segmentation ({err})") from None
 
 
-def save_segmentation_weights(path: str | os.PathLike, model: SegmentationModel, spec: SegmentationSpec, base_plan) -> Path:
+def save_segmentation_weights(
+    path: str | os.PathLike, model: SegmentationModel, spec: SegmentationSpec, base_plan
+) -> Path:
     """Write backbone.* + head.* with a ``segmentation`` plan derived from the backbone's plan."""
     from voxssl.models.plan import Plan
     from voxssl.models.weights import save_weights
@@ -103,7 +111,12 @@ def load_segmentation_model(path: str | os.PathLike, device: str | torch.device 
 
 
 def _sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-__all__ = ["SegmentationSpec", "save_segmentation_weights", "load_segmentation_model", "SEGMENTATION_KEY"]
+__all__ = [
+    "SEGMENTATION_KEY",
+    "SegmentationSpec",
+    "load_segmentation_model",
+    "save_segmentation_weights",
+]

@@ -72,7 +72,11 @@ def slice_split_probe(
     from voxssl.data.preprocess import preprocess_volume
     from voxssl.data.readers import read_volume
     from voxssl.eval.heads import build_head
-    from voxssl.eval.inference import predict_probabilities, probabilities_to_label, restrict_to_body
+    from voxssl.eval.inference import (
+        predict_probabilities,
+        probabilities_to_label,
+        restrict_to_body,
+    )
     from voxssl.eval.loss import output_channels
     from voxssl.eval.metrics import score_case
     from voxssl.eval.model import SegmentationModel
@@ -87,20 +91,44 @@ def slice_split_probe(
     class_ids = cfg.class_ids()
     cut = split_slice(cached_label)
     rng = np.random.default_rng(seed)
-    train = labelled_volume("lower_labels", image, *_labels_below(cached_label, body, cut), class_ids, None, rng)
+    train = labelled_volume(
+        "lower_labels", image, *_labels_below(cached_label, body, cut), class_ids, None, rng
+    )
     device = resolve_device(cfg.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = build_head(cfg.head.kind, list(backbone.level_channels), output_channels(cfg.loss, len(class_ids)),
-                          cfg.head.hidden_channels, cfg.head.blocks_per_level, cfg.head.feature_norm)
+        head = build_head(
+            cfg.head.kind,
+            list(backbone.level_channels),
+            output_channels(cfg.loss, len(class_ids)),
+            cfg.head.hidden_channels,
+            cfg.head.blocks_per_level,
+            cfg.head.feature_norm,
+        )
     model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
     sampler = training_sampler(backbone, [train], cfg, rng, device, where="slice-split probe")
     history = train_segmentation(model, sampler, cfg, device, description="slice-split probe")
-    probs = predict_probabilities(model, image, cfg.inference_roi, cfg.sw_overlap, cfg.sw_mode, cfg.sw_batch_size, device, cfg.amp)
+    probs = predict_probabilities(
+        model,
+        image,
+        cfg.inference_roi,
+        cfg.sw_overlap,
+        cfg.sw_mode,
+        cfg.sw_batch_size,
+        device,
+        cfg.amp,
+    )
     if cfg.body_restricted_loss:
         probs = restrict_to_body(probs, body, cfg.loss)
     prediction = probabilities_to_label(probs[..., cut:], class_ids, cfg.loss, cfg.threshold)
-    scores = score_case("upper_part", prediction, cached_label[..., cut:], class_ids, spacing=meta["spacing"], hd95=cfg.hd95)
+    scores = score_case(
+        "upper_part",
+        prediction,
+        cached_label[..., cut:],
+        class_ids,
+        spacing=meta["spacing"],
+        hd95=cfg.hd95,
+    )
     facts = {
         "preprocessed_shape": list(image.shape),
         "cut_slice": cut,
@@ -112,10 +140,16 @@ def slice_split_probe(
     return scores, facts
 
 
-def organs_in_both_halves(label: np.ndarray, class_ids: Sequence[int], min_voxels: int = 20) -> list[int]:
+def organs_in_both_halves(
+    label: np.ndarray, class_ids: Sequence[int], min_voxels: int = 20
+) -> list[int]:
     """Organs with at least ``min_voxels`` voxels on both sides of :func:`split_slice`."""
     lower, upper = _halves(label, split_slice(label))
-    return [c for c in class_ids if (lower == c).sum() >= min_voxels and (upper == c).sum() >= min_voxels]
+    return [
+        c
+        for c in class_ids
+        if (lower == c).sum() >= min_voxels and (upper == c).sum() >= min_voxels
+    ]
 
 
-__all__ = ["slice_split_probe", "organs_in_both_halves", "split_slice"]
+__all__ = ["organs_in_both_halves", "slice_split_probe", "split_slice"]

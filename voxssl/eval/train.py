@@ -93,7 +93,12 @@ def train_segmentation(
             if (lr_backbone > 0) != model.backbone_trainable:
                 model.set_backbone_trainable(lr_backbone > 0)
                 model.train()
-                log.info("%s: backbone %s at step %d", description, "unfrozen" if lr_backbone > 0 else "frozen", step)
+                log.info(
+                    "%s: backbone %s at step %d",
+                    description,
+                    "unfrozen" if lr_backbone > 0 else "frozen",
+                    step,
+                )
             optimizer.param_groups[1]["lr"] = lr_backbone
         lr = head_lr(step, cfg.steps, cfg.lr, cfg.lr_schedule)
         optimizer.param_groups[0]["lr"] = lr
@@ -156,4 +161,4 @@ def _tensorboard(path: Path):
     return SummaryWriter(log_dir=str(path))
 
 
-__all__ = ["BackboneSchedule", "train_segmentation", "resolve_device", "autocast", "to_device"]
+__all__ = ["BackboneSchedule", "autocast", "resolve_device", "to_device", "train_segmentation"]

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 MASK_EPS = 1e-5
 
 
-def local_prototypes(features: torch.Tensor, mask: torch.Tensor, window: tuple[int, int], fraction: float) -> torch.Tensor:
+def local_prototypes(
+    features: torch.Tensor, mask: torch.Tensor, window: tuple[int, int], fraction: float
+) -> torch.Tensor:
     """Prototypes of the windows mostly inside ``mask``.
 
     features: (S, D, h, w); mask: (S, h, w) in [0, 1]. Returns (P, D).
@@ -42,7 +44,11 @@ def global_prototype(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 
 
 def class_prototypes(
-    features: torch.Tensor, mask: torch.Tensor, window: tuple[int, int], fraction: float, with_global: bool
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    window: tuple[int, int],
+    fraction: float,
+    with_global: bool,
 ) -> torch.Tensor:
     """Local prototypes (+ the global one when ``with_global``); the global one alone when no window qualifies."""
     local = local_prototypes(features, mask, window, fraction)
@@ -53,7 +59,9 @@ def class_prototypes(
     return local
 
 
-def prototype_similarity(query: torch.Tensor, prototypes: torch.Tensor, temperature: float, eps: float) -> torch.Tensor:
+def prototype_similarity(
+    query: torch.Tensor, prototypes: torch.Tensor, temperature: float, eps: float
+) -> torch.Tensor:
     """``T * cos`` between every prototype and every query pixel: (Q, D, h, w), (P, D) -> (Q, P, h, w)."""
     q = query / query.norm(dim=1, keepdim=True).clamp_min(eps)
     p = prototypes / prototypes.norm(dim=1, keepdim=True).clamp_min(eps)
@@ -68,8 +76,14 @@ def fuse_similarities(similarity: torch.Tensor) -> torch.Tensor:
 class ALPHead(nn.Module):
     """Segment query features given support features and a binary support mask (1-way)."""
 
-    def __init__(self, window: tuple[int, int], eval_window: tuple[int, int], mask_fraction: float,
-                 temperature: float, eps: float) -> None:
+    def __init__(
+        self,
+        window: tuple[int, int],
+        eval_window: tuple[int, int],
+        mask_fraction: float,
+        temperature: float,
+        eps: float,
+    ) -> None:
         super().__init__()
         self.window = tuple(window)
         self.eval_window = tuple(eval_window)
@@ -80,8 +94,13 @@ class ALPHead(nn.Module):
     def current_window(self) -> tuple[int, int]:
         return self.window if self.training else self.eval_window
 
-    def forward(self, support: torch.Tensor, foreground: torch.Tensor, query: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        support: torch.Tensor,
+        foreground: torch.Tensor,
+        query: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Class logits on the feature grid.
 
         support: (S, D, h, w); foreground: (S, h, w) fraction of foreground per feature cell;
@@ -98,13 +117,19 @@ class ALPHead(nn.Module):
             scores = []
             for mask, with_global in ((background, False), (foreground, True)):
                 protos = class_prototypes(support, mask, window, self.mask_fraction, with_global)
-                scores.append(fuse_similarities(prototype_similarity(query, protos, self.temperature, self.eps)))
+                scores.append(
+                    fuse_similarities(
+                        prototype_similarity(query, protos, self.temperature, self.eps)
+                    )
+                )
             return torch.stack(scores, dim=1)
 
 
 def mask_to_grid(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear downsampling of a (N, H, W) {0, 1} mask to the feature grid (fractions in [0, 1])."""
-    return F.interpolate(mask[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(mask[:, None].float(), size=size, mode="bilinear", align_corners=False)[
+        :, 0
+    ]
 
 
 def split_label(label: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,16 +158,24 @@ def alpnet_loss(
     image = query_label.shape[-2:]
     weights = torch.tensor(class_weights, dtype=torch.float32, device=query_features.device)
     fg, valid = split_label(support_label, ignore_index)
-    logits = head(support_features, mask_to_grid(fg, grid), query_features, mask_to_grid(valid, grid))
-    logits = F.interpolate(logits.float(), size=image, mode="bilinear", align_corners=False)  # fp32 loss under autocast
+    logits = head(
+        support_features, mask_to_grid(fg, grid), query_features, mask_to_grid(valid, grid)
+    )
+    logits = F.interpolate(
+        logits.float(), size=image, mode="bilinear", align_corners=False
+    )  # fp32 loss under autocast
     seg = F.cross_entropy(logits, query_label.long(), weight=weights, ignore_index=ignore_index)
     parts = {"seg": float(seg.detach())}
     total = seg
     if align_weight > 0:
         predicted = logits.argmax(dim=1).float()  # (Q, H, W); hard mask as in PANet
         back = head(query_features, mask_to_grid(predicted, grid), support_features)
-        back = F.interpolate(back.float(), size=support_label.shape[-2:], mode="bilinear", align_corners=False)
-        align = F.cross_entropy(back, support_label.long(), weight=weights, ignore_index=ignore_index)
+        back = F.interpolate(
+            back.float(), size=support_label.shape[-2:], mode="bilinear", align_corners=False
+        )
+        align = F.cross_entropy(
+            back, support_label.long(), weight=weights, ignore_index=ignore_index
+        )
         parts["align"] = float(align.detach())
         total = total + align_weight * align
     return total, parts, logits
@@ -150,12 +183,12 @@ def alpnet_loss(
 
 __all__ = [
     "ALPHead",
-    "local_prototypes",
-    "global_prototype",
-    "class_prototypes",
-    "prototype_similarity",
-    "fuse_similarities",
-    "mask_to_grid",
-    "split_label",
     "alpnet_loss",
+    "class_prototypes",
+    "fuse_similarities",
+    "global_prototype",
+    "local_prototypes",
+    "mask_to_grid",
+    "prototype_similarity",
+    "split_label",
 ]

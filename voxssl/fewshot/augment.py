@@ -34,7 +34,12 @@ class EpisodeAugment:
         self.config = config
 
     def randomize(self, rng: np.random.Generator, size: tuple[int, int]) -> AugmentDraw:
-        from monai.transforms.utils import create_rotate, create_scale, create_shear, create_translate
+        from monai.transforms.utils import (
+            create_rotate,
+            create_scale,
+            create_shear,
+            create_translate,
+        )
 
         c = self.config
         angle = math.radians(rng.uniform(-c.rotate_deg, c.rotate_deg))
@@ -47,10 +52,13 @@ class EpisodeAugment:
             @ np.asarray(create_shear(2, (shear, 0.0)))
             @ np.asarray(create_scale(2, [scale, scale]))
         )
-        displacement = np.stack([
-            gaussian_filter(rng.uniform(-1.0, 1.0, size=size), c.elastic_sigma, mode="constant") * c.elastic_alpha
-            for _ in range(2)
-        ])
+        displacement = np.stack(
+            [
+                gaussian_filter(rng.uniform(-1.0, 1.0, size=size), c.elastic_sigma, mode="constant")
+                * c.elastic_alpha
+                for _ in range(2)
+            ]
+        )
         gamma = float(rng.uniform(*c.gamma))
         return AugmentDraw(matrix=np.linalg.inv(forward), displacement=displacement, gamma=gamma)
 
@@ -58,28 +66,42 @@ class EpisodeAugment:
     def sampling_grid(draw: AugmentDraw, size: tuple[int, int]) -> torch.Tensor:
         """grid_sample grid (1, H, W, 2) for output pixels, align_corners=True."""
         h, w = size
-        ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+        ys, xs = np.meshgrid(
+            np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij"
+        )
         centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
-        out = np.stack([ys + draw.displacement[0] - centre[0], xs + draw.displacement[1] - centre[1]])
+        out = np.stack(
+            [ys + draw.displacement[0] - centre[0], xs + draw.displacement[1] - centre[1]]
+        )
         coords = np.einsum("ij,jhw->ihw", draw.matrix[:2, :2], out) + draw.matrix[:2, 2, None, None]
         src_y = (coords[0] + centre[0]) / max(h - 1, 1) * 2 - 1
         src_x = (coords[1] + centre[1]) / max(w - 1, 1) * 2 - 1
         return torch.from_numpy(np.stack([src_x, src_y], axis=-1)[None]).float()
 
-    def apply(self, draw: AugmentDraw, image: torch.Tensor, masks: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def apply(
+        self, draw: AugmentDraw, image: torch.Tensor, masks: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """image (C, H, W) float; masks (H, W) integer maps (0 outside the field of view)."""
         from monai.transforms import AdjustContrast
 
         grid = self.sampling_grid(draw, tuple(image.shape[-2:])).to(image.device)
-        warped = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+        warped = F.grid_sample(
+            image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=True
+        )[0]
         warped = AdjustContrast(gamma=draw.gamma)(warped)
         out_masks = []
         for mask in masks:
-            m = F.grid_sample(mask[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=True)
+            m = F.grid_sample(
+                mask[None, None].float(),
+                grid,
+                mode="nearest",
+                padding_mode="zeros",
+                align_corners=True,
+            )
             out_masks.append(m[0, 0].round().to(mask.dtype))
         if hasattr(warped, "as_tensor"):  # MONAI MetaTensor -> plain tensor
             warped = warped.as_tensor()
         return warped, out_masks
 
 
-__all__ = ["EpisodeAugment", "AugmentDraw"]
+__all__ = ["AugmentDraw", "EpisodeAugment"]

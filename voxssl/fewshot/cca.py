@@ -10,14 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def component_confidences(components: np.ndarray, probability: np.ndarray, count: int) -> np.ndarray:
+def component_confidences(
+    components: np.ndarray, probability: np.ndarray, count: int
+) -> np.ndarray:
     """Mean foreground probability of components 1..count: (count,)."""
     sums = np.bincount(components.ravel(), weights=probability.ravel(), minlength=count + 1)
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     return sums[1:] / np.maximum(sizes[1:], 1)
 
 
-def keep_most_confident(probability: np.ndarray, threshold: float = 0.5, connectivity: int | None = None) -> np.ndarray:
+def keep_most_confident(
+    probability: np.ndarray, threshold: float = 0.5, connectivity: int | None = None
+) -> np.ndarray:
     """Binary mask of the most confident component of ``probability > threshold`` (2D or 3D)."""
     import cc3d
 
@@ -27,8 +31,9 @@ def keep_most_confident(probability: np.ndarray, threshold: float = 0.5, connect
         connectivity = connectivity or 8
     else:
         connectivity = connectivity or 26
-    components, count = cc3d.connected_components(foreground.astype(np.uint8), connectivity=connectivity,
-                                                  return_N=True)
+    components, count = cc3d.connected_components(
+        foreground.astype(np.uint8), connectivity=connectivity, return_N=True
+    )
     if count == 0:
         return foreground
     best = int(np.argmax(component_confidences(components, probability, count))) + 1
@@ -40,11 +45,14 @@ def apply_cca(probability: np.ndarray, mode: str, threshold: float = 0.5) -> np.
     if mode == "none":
         return np.asarray(probability) > threshold
     if mode == "2d":
-        return np.stack([keep_most_confident(p, threshold) for p in probability]) if len(probability) else \
-            np.zeros_like(probability, dtype=bool)
+        return (
+            np.stack([keep_most_confident(p, threshold) for p in probability])
+            if len(probability)
+            else np.zeros_like(probability, dtype=bool)
+        )
     if mode == "3d":
         return keep_most_confident(probability, threshold)
     raise ValueError(f"unknown CCA mode {mode!r} (none | 2d | 3d)")
 
 
-__all__ = ["component_confidences", "keep_most_confident", "apply_cca"]
+__all__ = ["apply_cca", "component_confidences", "keep_most_confident"]

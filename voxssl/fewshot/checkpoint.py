@@ -27,10 +27,14 @@ FORMAT = "voxssl-fewshot-alpnet/1"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
-def save_fewshot_weights(path: Path, model: torch.nn.Module, config: FewShotConfig, extra: dict[str, Any] | None = None) -> Path:
+def save_fewshot_weights(
+    path: Path, model: torch.nn.Module, config: FewShotConfig, extra: dict[str, Any] | None = None
+) -> Path:
     from safetensors.torch import save_file
 
     metadata = {
@@ -44,7 +48,9 @@ def save_fewshot_weights(path: Path, model: torch.nn.Module, config: FewShotConf
     return Path(path)
 
 
-def read_fewshot_weights(path: Path) -> tuple[dict[str, torch.Tensor], FewShotConfig, dict[str, Any]]:
+def read_fewshot_weights(
+    path: Path,
+) -> tuple[dict[str, torch.Tensor], FewShotConfig, dict[str, Any]]:
     """(trainable tensors, the config that built them, extra metadata)."""
     from safetensors import safe_open
 
@@ -58,8 +64,12 @@ def read_fewshot_weights(path: Path) -> tuple[dict[str, torch.Tensor], FewShotCo
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not voxssl few-shot weights (format {metadata.get('format')!r})")
-    config = from_dict(FewShotConfig, json.loads(metadata["fewshot"]), where="fewshot", source=str(path))
+        raise CheckpointError(
+            f"{path}: not voxssl few-shot weights (format {metadata.get('format')!r})"
+        )
+    config = from_dict(
+        FewShotConfig, json.loads(metadata["fewshot"]), where="fewshot", source=str(path)
+    )
     return tensors, config, json.loads(metadata.get("extra", "{}"))
 
 
@@ -70,18 +80,31 @@ def load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], pat
     unknown = sorted(set(tensors) - set(params))
     missing = sorted(expected - set(tensors))
     if unknown or missing:
-        raise CheckpointError(f"{path}: weights do not match the model (unknown {unknown[:3]}, missing {missing[:3]})")
+        raise CheckpointError(
+            f"{path}: weights do not match the model (unknown {unknown[:3]}, missing {missing[:3]})"
+        )
     with torch.no_grad():
         for name, tensor in tensors.items():
             if params[name].shape != tensor.shape:
-                raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, model {tuple(params[name].shape)}")
+                raise CheckpointError(
+                    f"{path}: {name} has shape {tuple(tensor.shape)}, model {tuple(params[name].shape)}"
+                )
             params[name].copy_(tensor)
 
 
-def save_training_state(path: Path, model: torch.nn.Module, optimiser: torch.optim.Optimizer, step: int,
-                        rng_state: dict[str, Any]) -> None:
-    state = {"model": trainable_state(model), "optimiser": optimiser.state_dict(), "step": step,
-             "rng": json.dumps(rng_state)}
+def save_training_state(
+    path: Path,
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    step: int,
+    rng_state: dict[str, Any],
+) -> None:
+    state = {
+        "model": trainable_state(model),
+        "optimiser": optimiser.state_dict(),
+        "step": step,
+        "rng": json.dumps(rng_state),
+    }
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
 
@@ -90,16 +113,18 @@ def load_training_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: unreadable training state ({err}); delete it to restart") from None
+        raise CheckpointError(
+            f"{path}: unreadable training state ({err}); delete it to restart"
+        ) from None
     state["rng"] = json.loads(state["rng"])
     return state
 
 
 __all__ = [
-    "save_fewshot_weights",
-    "read_fewshot_weights",
     "load_trainable",
-    "trainable_state",
-    "save_training_state",
     "load_training_state",
+    "read_fewshot_weights",
+    "save_fewshot_weights",
+    "save_training_state",
+    "trainable_state",
 ]

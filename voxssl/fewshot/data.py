@@ -27,7 +27,9 @@ def fewshot_cases(cache_dir: Path, source: str | None) -> list[Any]:
 
 def superpixel_store(cache_dir: Path, config: FewShotConfig) -> SuperpixelStore:
     sp = config.superpixels
-    params = SuperpixelParams(scale=sp.scale, sigma=sp.sigma, min_size=sp.min_size, size=config.image_size)
+    params = SuperpixelParams(
+        scale=sp.scale, sigma=sp.sigma, min_size=sp.min_size, size=config.image_size
+    )
     return SuperpixelStore(Path(cache_dir) / sp.cache_subdir, params)
 
 
@@ -42,8 +44,9 @@ def group_class_ids(config: FewShotConfig) -> list[list[int]]:
     return groups
 
 
-def episode_sources(cases: list[Any], store: SuperpixelStore, config: FewShotConfig,
-                    test_classes: list[int]) -> list[EpisodeSource]:
+def episode_sources(
+    cases: list[Any], store: SuperpixelStore, config: FewShotConfig, test_classes: list[int]
+) -> list[EpisodeSource]:
     """Training volumes with their superpixels and the slices Setting 1/2 allows."""
     sources = []
     for case in cases:
@@ -51,8 +54,13 @@ def episode_sources(cases: list[Any], store: SuperpixelStore, config: FewShotCon
         volume = SliceVolume(case.image(), config.image_size, context=slice_context(config.encoder))
         usable = training_slice_mask(label, volume.depth, test_classes, config.eval.setting)
         if label is None and config.eval.setting == 2 and test_classes:
-            log.warning("%s has no label: Setting 2 cannot remove its test-organ slices", case_store_key(case))
-        sources.append(EpisodeSource(case_store_key(case), volume, store.load(case_store_key(case)), usable))
+            log.warning(
+                "%s has no label: Setting 2 cannot remove its test-organ slices",
+                case_store_key(case),
+            )
+        sources.append(
+            EpisodeSource(case_store_key(case), volume, store.load(case_store_key(case)), usable)
+        )
     return sources
 
 
@@ -90,11 +98,11 @@ def model_name(setting: int, group: int, fold: int) -> str:
 
 
 __all__ = [
-    "fewshot_cases",
-    "superpixel_store",
-    "group_class_ids",
-    "episode_sources",
     "FoldSplit",
+    "episode_sources",
+    "fewshot_cases",
     "fold_splits",
+    "group_class_ids",
     "model_name",
+    "superpixel_store",
 ]

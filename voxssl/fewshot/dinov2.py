@@ -22,10 +22,18 @@ PATCH_SIZE = 14
 
 #: ViT-S/14, B/14, L/14, g/14 as released by Meta (hidden width, depth, heads, SwiGLU MLP).
 ARCHITECTURES: dict[str, dict] = {
-    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, use_swiglu_ffn=False),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, use_swiglu_ffn=False),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, use_swiglu_ffn=False),
-    "giant": dict(hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True),
+    "small": dict(
+        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, use_swiglu_ffn=False
+    ),
+    "base": dict(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, use_swiglu_ffn=False
+    ),
+    "large": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, use_swiglu_ffn=False
+    ),
+    "giant": dict(
+        hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True
+    ),
 }
 HUB_IDS = {size: f"facebook/dinov2-{size}" for size in ARCHITECTURES}
 HUB_HOST = "huggingface.co"
@@ -34,11 +42,21 @@ HUB_CHECK_TIMEOUT_S = 3.0
 #: Linear layers LoRA adapts: qkv, the attention output projection, fc1 and fc2 of every block.
 #: transformers renamed them across versions, so both spellings are listed and matched by suffix.
 LORA_TARGET_SUFFIXES = (
-    "attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj",
-    "attention.attention.query", "attention.attention.key", "attention.attention.value",
+    "attention.q_proj",
+    "attention.k_proj",
+    "attention.v_proj",
+    "attention.o_proj",
+    "attention.attention.query",
+    "attention.attention.key",
+    "attention.attention.value",
     "attention.output.dense",
-    "mlp.fc1", "mlp.fc2",
-    "mlp.weights_in", "mlp.weights_out", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+    "mlp.fc1",
+    "mlp.fc2",
+    "mlp.weights_in",
+    "mlp.weights_out",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
 )
 
 
@@ -47,8 +65,16 @@ def dinov2_config(size: str, **overrides):
     from transformers import Dinov2Config
 
     if size not in ARCHITECTURES:
-        raise CheckpointError(f"unknown DINOv2 size {size!r}; choose one of {', '.join(ARCHITECTURES)}")
-    params = dict(patch_size=PATCH_SIZE, image_size=518, mlp_ratio=4, layer_norm_eps=1e-6, layerscale_value=1.0)
+        raise CheckpointError(
+            f"unknown DINOv2 size {size!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
+    params = dict(
+        patch_size=PATCH_SIZE,
+        image_size=518,
+        mlp_ratio=4,
+        layer_norm_eps=1e-6,
+        layerscale_value=1.0,
+    )
     params.update(ARCHITECTURES[size])
     params.update(overrides)
     return Dinov2Config(**params)
@@ -80,9 +106,13 @@ def _from_folder(folder: Path) -> nn.Module:
     from transformers import Dinov2Model
 
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder}: not a Hugging Face-format DINOv2 folder (config.json missing)")
+        raise CheckpointError(
+            f"{folder}: not a Hugging Face-format DINOv2 folder (config.json missing)"
+        )
     try:
-        loaded = Dinov2Model.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
+        loaded = Dinov2Model.from_pretrained(
+            str(folder), local_files_only=True, output_loading_info=True
+        )
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{folder}: cannot load DINOv2 weights: {err}") from None
     return _checked(loaded, folder)
@@ -103,13 +133,17 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     for prefix in ("dinov2.", "backbone.", "model."):
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     beside = path.parent / "config.json"
     config = Dinov2Config.from_json_file(str(beside)) if beside.is_file() else dinov2_config(size)
     try:
-        loaded = Dinov2Model.from_pretrained(None, config=config, state_dict=state, output_loading_info=True)
+        loaded = Dinov2Model.from_pretrained(
+            None, config=config, state_dict=state, output_loading_info=True
+        )
     except (RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: does not match the DINOv2 architecture (size {size!r}): {err}") from None
+        raise CheckpointError(
+            f"{path}: does not match the DINOv2 architecture (size {size!r}): {err}"
+        ) from None
     return _checked(loaded, path)
 
 
@@ -125,7 +159,9 @@ def load_dinov2(size: str, weights: Path | None = None, pretrained: bool = True)
             return _from_folder(weights)
         if weights.is_file() and weights.suffix == ".safetensors":
             return _from_safetensors(weights, size)
-        raise CheckpointError(f"encoder.weights: {weights} is neither a .safetensors file nor a model folder")
+        raise CheckpointError(
+            f"encoder.weights: {weights} is neither a .safetensors file nor a model folder"
+        )
     cached = cached_weights_dir(size)
     if (cached / "config.json").is_file():
         return _from_folder(cached)
@@ -181,11 +217,14 @@ def _from_hub(size: str, target: Path) -> nn.Module:
 def lora_target_modules(model: nn.Module) -> list[str]:
     """Names of the Linear layers LoRA adapts, as found in ``model`` (raises if none match)."""
     names = [
-        name for name, module in model.named_modules()
+        name
+        for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and name.endswith(LORA_TARGET_SUFFIXES)
     ]
     if not names:
-        raise CheckpointError("no DINOv2 attention/MLP Linear layers found for LoRA (transformers version?)")
+        raise CheckpointError(
+            "no DINOv2 attention/MLP Linear layers found for LoRA (transformers version?)"
+        )
     return names
 
 
@@ -193,7 +232,9 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) 
     """Freeze ``model`` and add LoRA adapters (peft) to qkv, proj, fc1, fc2 of every block."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_modules(model))
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_modules(model)
+    )
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     model = inject_adapter_in_model(config, model)
@@ -223,21 +264,23 @@ class DinoV2Features(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape
         if height % PATCH_SIZE or width % PATCH_SIZE:
-            raise ValueError(f"DINOv2 input must be a multiple of {PATCH_SIZE}, got {height}x{width}")
+            raise ValueError(
+                f"DINOv2 input must be a multiple of {PATCH_SIZE}, got {height}x{width}"
+            )
         tokens = self.model(pixel_values=images).last_hidden_state  # layernorm applied
         grid_h, grid_w = height // PATCH_SIZE, width // PATCH_SIZE
-        patches = tokens[:, -grid_h * grid_w:]  # drop CLS (and any register tokens)
+        patches = tokens[:, -grid_h * grid_w :]  # drop CLS (and any register tokens)
         return patches.transpose(1, 2).reshape(n, self.out_channels, grid_h, grid_w)
 
 
 __all__ = [
     "ARCHITECTURES",
     "PATCH_SIZE",
+    "DinoV2Features",
+    "apply_lora",
+    "cached_weights_dir",
     "dinov2_config",
     "load_dinov2",
-    "cached_weights_dir",
-    "apply_lora",
-    "lora_target_modules",
     "lora_parameter_count",
-    "DinoV2Features",
+    "lora_target_modules",
 ]

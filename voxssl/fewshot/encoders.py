@@ -27,7 +27,9 @@ class InputMode(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.adapter = (
-            nn.Sequential(nn.Conv2d(3, 3, kernel_size=1), nn.InstanceNorm2d(3)) if mode == "adapter" else None
+            nn.Sequential(nn.Conv2d(3, 3, kernel_size=1), nn.InstanceNorm2d(3))
+            if mode == "adapter"
+            else None
         )
 
     def forward(self, slices: torch.Tensor) -> torch.Tensor:
@@ -50,7 +52,11 @@ class TinyCNN(nn.Module):
         previous = 3
         for index, width in enumerate(channels):
             stride = 2 if index < 2 else 1
-            layers += [nn.Conv2d(previous, width, 3, stride=stride, padding=1), nn.GroupNorm(1, width), nn.GELU()]
+            layers += [
+                nn.Conv2d(previous, width, 3, stride=stride, padding=1),
+                nn.GroupNorm(1, width),
+                nn.GELU(),
+            ]
             previous = width
         self.body = nn.Sequential(*layers)
         self.out_channels = previous
@@ -77,7 +83,9 @@ class SliceEncoder(nn.Module):
             images = F.interpolate(images, size=target, mode="bilinear", align_corners=False)
         features = self.backbone(images)
         if features.shape[-2:] != (grid, grid):
-            features = F.interpolate(features, size=(grid, grid), mode="bilinear", align_corners=False)
+            features = F.interpolate(
+                features, size=(grid, grid), mode="bilinear", align_corners=False
+            )
         return features
 
 
@@ -101,9 +109,22 @@ def build_encoder(config: EncoderConfig) -> SliceEncoder:
     if config.type == "voxssl3d":
         from voxssl.fewshot.volumetric import load_volumetric_encoder
 
-        identity = InputMode("stack", normalise_imagenet=False)  # the cache's [0, 1] values, as pretrained
-        return SliceEncoder(identity, load_volumetric_encoder(config.voxssl_weights, trainable=config.voxssl_trainable))
+        identity = InputMode(
+            "stack", normalise_imagenet=False
+        )  # the cache's [0, 1] values, as pretrained
+        return SliceEncoder(
+            identity,
+            load_volumetric_encoder(config.voxssl_weights, trainable=config.voxssl_trainable),
+        )
     raise ValueError(f"unknown encoder.type {config.type!r}")
 
 
-__all__ = ["InputMode", "TinyCNN", "SliceEncoder", "build_encoder", "slice_context", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "InputMode",
+    "SliceEncoder",
+    "TinyCNN",
+    "build_encoder",
+    "slice_context",
+]

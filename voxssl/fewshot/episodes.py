@@ -16,7 +16,9 @@ from voxssl.fewshot.augment import EpisodeAugment
 from voxssl.fewshot.slices import SliceVolume
 
 
-def training_slice_mask(label: np.ndarray | None, depth: int, test_classes: list[int], setting: int) -> np.ndarray:
+def training_slice_mask(
+    label: np.ndarray | None, depth: int, test_classes: list[int], setting: int
+) -> np.ndarray:
     """Slices usable for training: (Z,) bool.
 
     Setting 2 (Ouyang et al.) removes every slice that contains any pixel of a test class, so the
@@ -52,7 +54,9 @@ class EpisodeSource:
 class SuperpixelEpisodes:
     """Draws episodes uniformly over usable (volume, slice) pairs that hold a superpixel."""
 
-    def __init__(self, sources: list[EpisodeSource], augment: EpisodeAugment, min_pixels: int = 1) -> None:
+    def __init__(
+        self, sources: list[EpisodeSource], augment: EpisodeAugment, min_pixels: int = 1
+    ) -> None:
         self.sources = sources
         self.augment = augment
         self.min_pixels = min_pixels
@@ -83,4 +87,4 @@ class SuperpixelEpisodes:
         return Episode(image[None], mask[None], query[None], query_mask[None], source.key, z)
 
 
-__all__ = ["training_slice_mask", "Episode", "EpisodeSource", "SuperpixelEpisodes"]
+__all__ = ["Episode", "EpisodeSource", "SuperpixelEpisodes", "training_slice_mask"]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,19 +73,30 @@ class EvalResults:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "setting": self.setting, "cca": self.cca, "ttt": self.ttt,
-            "dice_mean": self.mean(), "dice_per_organ": self.per_organ(),
+            "setting": self.setting,
+            "cca": self.cca,
+            "ttt": self.ttt,
+            "dice_mean": self.mean(),
+            "dice_per_organ": self.per_organ(),
             "scans": [vars(r) for r in self.scans],
         }
 
     def to_markdown(self) -> str:
         organs = self.per_organ()
-        lines = [f"Setting {self.setting}, 1-way 1-shot, CCA {self.cca}, TTT {'on' if self.ttt else 'off'}",
-                 "", "| " + " | ".join([*organs, "mean"]) + " |", "|" + "---|" * (len(organs) + 1),
-                 "| " + " | ".join(f"{100 * v:.2f}" for v in [*organs.values(), self.mean()]) + " |", "",
-                 "| organ | scan | fold | support | slices | Dice % |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r.organ} | {r.case} | {r.fold} | {r.support} | {r.slices} | {100 * r.dice:.2f} |"
-                  for r in self.scans]
+        lines = [
+            f"Setting {self.setting}, 1-way 1-shot, CCA {self.cca}, TTT {'on' if self.ttt else 'off'}",
+            "",
+            "| " + " | ".join([*organs, "mean"]) + " |",
+            "|" + "---|" * (len(organs) + 1),
+            "| " + " | ".join(f"{100 * v:.2f}" for v in [*organs.values(), self.mean()]) + " |",
+            "",
+            "| organ | scan | fold | support | slices | Dice % |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.organ} | {r.case} | {r.fold} | {r.support} | {r.slices} | {100 * r.dice:.2f} |"
+            for r in self.scans
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -96,10 +108,14 @@ def weights_file(weights: Path, name: str) -> Path:
     for candidate in (weights / f"{name}.safetensors", weights / "models" / f"{name}.safetensors"):
         if candidate.is_file():
             return candidate
-    raise CheckpointError(f"--weights {weights}: no {name}.safetensors in it (train with `voxssl few-shot train`)")
+    raise CheckpointError(
+        f"--weights {weights}: no {name}.safetensors in it (train with `voxssl few-shot train`)"
+    )
 
 
-def load_model(config: FewShotConfig, weights: Path | None, name: str, device: torch.device) -> ALPNet:
+def load_model(
+    config: FewShotConfig, weights: Path | None, name: str, device: torch.device
+) -> ALPNet:
     """Build the recipe's model and load the trained weights of model ``name``; the encoders must match.
 
     A model without trainable parameters (the frozen voxssl3d encoder) needs no weights.
@@ -119,10 +135,17 @@ def load_model(config: FewShotConfig, weights: Path | None, name: str, device: t
                 f"{path}: trained with encoder.{key}={getattr(stored.encoder, key)!r}, "
                 f"the recipe has {getattr(config.encoder, key)!r}"
             )
-    if (stored.encoder.lora.enabled, stored.encoder.lora.rank) != (config.encoder.lora.enabled, config.encoder.lora.rank):
-        raise CheckpointError(f"{path}: trained with a different encoder.lora setting than the recipe")
+    if (stored.encoder.lora.enabled, stored.encoder.lora.rank) != (
+        config.encoder.lora.enabled,
+        config.encoder.lora.rank,
+    ):
+        raise CheckpointError(
+            f"{path}: trained with a different encoder.lora setting than the recipe"
+        )
     if stored.encoder.type == "cnn" and stored.encoder.cnn_channels != config.encoder.cnn_channels:
-        raise CheckpointError(f"{path}: trained with encoder.cnn_channels={stored.encoder.cnn_channels}")
+        raise CheckpointError(
+            f"{path}: trained with encoder.cnn_channels={stored.encoder.cnn_channels}"
+        )
     load_trainable(model, tensors, path)
     return model.to(device).eval()
 
@@ -169,7 +192,11 @@ def evaluate_protocol(
             ttt = TestTimeTrainer(model, ev.ttt, augment) if ev.ttt.enabled else None
             support_label = np.asarray(split.support.label())
             support = SliceVolume(split.support.image(), size, support_label, context)
-            scans = progress(split.query, desc=f"group {group} fold {split.fold}") if progress else split.query
+            scans = (
+                progress(split.query, desc=f"group {group} fold {split.fold}")
+                if progress
+                else split.query
+            )
             for case in scans:
                 label = np.asarray(case.label())
                 query = SliceVolume(case.image(), size, context=context)
@@ -177,24 +204,53 @@ def evaluate_protocol(
                     support_range = organ_slice_range(support_label, organ)
                     query_range = organ_slice_range(label, organ)
                     if support_range is None or query_range is None:
-                        log.warning("%s: organ %s missing in %s", case_store_key(case), organ_name(organ),
-                                    "the support scan" if support_range is None else "the query scan")
+                        log.warning(
+                            "%s: organ %s missing in %s",
+                            case_store_key(case),
+                            organ_name(organ),
+                            "the support scan" if support_range is None else "the query scan",
+                        )
                         continue
                     rng = np.random.default_rng([config.seed, group, split.fold, organ])
                     probability, zs = segment_organ_chunks(
-                        model, support, organ, support_range, query, query_range, ev.chunks, device,
-                        ttt, rng, ev.ttt.reset == "slice", ev.query_batch,
+                        model,
+                        support,
+                        organ,
+                        support_range,
+                        query,
+                        query_range,
+                        ev.chunks,
+                        device,
+                        ttt,
+                        rng,
+                        ev.ttt.reset == "slice",
+                        ev.query_batch,
                     )
                     if ttt is not None and ev.ttt.reset == "scan":
                         ttt.reset()
                     mask = np.zeros(label.shape, dtype=bool)
-                    mask[:, :, zs] = apply_cca(probability[:, :, zs].transpose(2, 0, 1), ev.cca).transpose(1, 2, 0)
+                    mask[:, :, zs] = apply_cca(
+                        probability[:, :, zs].transpose(2, 0, 1), ev.cca
+                    ).transpose(1, 2, 0)
                     score = dice(mask[:, :, zs], label[:, :, zs] == organ)
-                    results.scans.append(ScanResult(group, split.fold, organ_name(organ), case.case_id,
-                                                    split.support.case_id, score, len(zs)))
+                    results.scans.append(
+                        ScanResult(
+                            group,
+                            split.fold,
+                            organ_name(organ),
+                            case.case_id,
+                            split.support.case_id,
+                            score,
+                            len(zs),
+                        )
+                    )
                     if ev.write_predictions:  # one binary map per organ: exactly what was scored
                         name = f"{case.case_id}_{organ_name(organ)}.nii.gz"
-                        write_prediction(Path(out_dir) / "predictions" / name, mask.astype(np.uint8) * organ, case.meta)
+                        write_prediction(
+                            Path(out_dir) / "predictions" / name,
+                            mask.astype(np.uint8) * organ,
+                            case.meta,
+                        )
     save_results(results, out_dir)
     return results
 
@@ -205,4 +261,11 @@ def save_results(results: EvalResults, out_dir: Path) -> None:
     atomic_write_text(out_dir / "results.md", results.to_markdown())
 
 
-__all__ = ["evaluate_protocol", "EvalResults", "ScanResult", "load_model", "weights_file", "write_prediction"]
+__all__ = [
+    "EvalResults",
+    "ScanResult",
+    "evaluate_protocol",
+    "load_model",
+    "weights_file",
+    "write_prediction",
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,13 +30,16 @@ log = logging.getLogger(__name__)
 Progress = Callable[..., Iterable]
 
 
-def prepare_superpixels(cases: list[Any], cache_dir: Path, config: FewShotConfig,
-                        progress: Progress | None = None) -> None:
+def prepare_superpixels(
+    cases: list[Any], cache_dir: Path, config: FewShotConfig, progress: Progress | None = None
+) -> None:
     store = superpixel_store(cache_dir, config)
     build_superpixels(cases, store, config.superpixels.num_workers, progress)
 
 
-def training_jobs(config: FewShotConfig, groups: list[int] | None, folds: list[int] | None) -> list[tuple[int, int]]:
+def training_jobs(
+    config: FewShotConfig, groups: list[int] | None, folds: list[int] | None
+) -> list[tuple[int, int]]:
     """(group, fold) pairs to train; Setting 1 trains one model per fold (group index 0)."""
     group_ids = list(range(len(config.eval.organ_groups))) if config.eval.setting == 2 else [0]
     if groups is not None and config.eval.setting == 2:
@@ -73,17 +77,28 @@ def train_protocol(
         split = splits[fold]
         test_classes = class_groups[group] if config.eval.setting == 2 else []
         sources = episode_sources(split.train, store, config, test_classes)
-        episodes = SuperpixelEpisodes(sources, EpisodeAugment(config.augment), config.min_superpixel_pixels)
+        episodes = SuperpixelEpisodes(
+            sources, EpisodeAugment(config.augment), config.min_superpixel_pixels
+        )
         log.info("training %s on %d scans (%d usable slices)", name, len(sources), len(episodes))
         torch.manual_seed(config.seed + 1000 * group + fold)
         model = build_alpnet(config)
         rng = np.random.default_rng([config.seed, group, fold])
-        extra = {"group": group, "fold": fold, "support": split.support.case_id,
-                 "excluded_classes": test_classes, "train_cases": [c.case_id for c in split.train],
-                 "preprocess": preprocess or {}}
-        bar = (lambda it, start, total: progress(it, total=total, initial=start, desc=name)) if progress else None
+        extra = {
+            "group": group,
+            "fold": fold,
+            "support": split.support.case_id,
+            "excluded_classes": test_classes,
+            "train_cases": [c.case_id for c in split.train],
+            "preprocess": preprocess or {},
+        }
+        bar = (
+            (lambda it, start, total: progress(it, total=total, initial=start, desc=name))
+            if progress
+            else None
+        )
         summaries[name] = train_alpnet(model, episodes, config, target, rng, bar, extra)
     return summaries
 
 
-__all__ = ["train_protocol", "training_jobs", "prepare_superpixels"]
+__all__ = ["prepare_superpixels", "train_protocol", "training_jobs"]

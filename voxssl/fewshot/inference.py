@@ -25,23 +25,39 @@ def binary_support_label(volume: SliceVolume, z: int, organ: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def _predict(model: ALPNet, support: torch.Tensor, support_label: torch.Tensor, query: torch.Tensor,
-             device: torch.device) -> torch.Tensor:
+def _predict(
+    model: ALPNet,
+    support: torch.Tensor,
+    support_label: torch.Tensor,
+    query: torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
     model.eval()
     return model(support.to(device), support_label.to(device), query.to(device)).float().cpu()
 
 
 @torch.no_grad()
-def _predict_batched(model: ALPNet, support: torch.Tensor, support_label: torch.Tensor, query_volume: SliceVolume,
-                     zs: list[int], device: torch.device, batch: int) -> torch.Tensor:
+def _predict_batched(
+    model: ALPNet,
+    support: torch.Tensor,
+    support_label: torch.Tensor,
+    query_volume: SliceVolume,
+    zs: list[int],
+    device: torch.device,
+    batch: int,
+) -> torch.Tensor:
     """The support encoded once, the queries ``batch`` slices at a time."""
     model.eval()
     s_feat = model.encode(support.to(device))
     label = support_label.to(device)
     out = []
     for start in range(0, len(zs), batch):
-        query = query_volume.slices(zs[start:start + batch]).to(device)
-        out.append(model.segment_features(s_feat, label, model.encode(query), tuple(query.shape[-2:])).float().cpu())
+        query = query_volume.slices(zs[start : start + batch]).to(device)
+        out.append(
+            model.segment_features(s_feat, label, model.encode(query), tuple(query.shape[-2:]))
+            .float()
+            .cpu()
+        )
     return torch.cat(out)
 
 
@@ -78,7 +94,9 @@ def to_volume(probability: torch.Tensor, zs: list[int], volume: SliceVolume) -> 
     """(len(zs), S, S) -> (X, Y, Z) float32 on the cached grid, zero elsewhere."""
     full = np.zeros(volume.image.shape, dtype=np.float32)
     if zs:
-        full[:, :, zs] = resize_back(probability, volume.shape_xy).clamp(0, 1).numpy().transpose(1, 2, 0)
+        full[:, :, zs] = (
+            resize_back(probability, volume.shape_xy).clamp(0, 1).numpy().transpose(1, 2, 0)
+        )
     return full
 
 
@@ -107,11 +125,17 @@ def segment_organ_chunks(
         support = support_volume.slice(anchor)[None]
         label = binary_support_label(support_volume, anchor, organ)[None]
         probabilities.append(
-            segment_slices(model, support, label, query_volume, zs, device, ttt, rng, reset_each_slice, batch)
+            segment_slices(
+                model, support, label, query_volume, zs, device, ttt, rng, reset_each_slice, batch
+            )
         )
         all_zs.extend(zs)
-    probability = torch.cat(probabilities) if probabilities else torch.zeros(0, query_volume.size, query_volume.size)
+    probability = (
+        torch.cat(probabilities)
+        if probabilities
+        else torch.zeros(0, query_volume.size, query_volume.size)
+    )
     return to_volume(probability, all_zs, query_volume), all_zs
 
 
-__all__ = ["binary_support_label", "segment_slices", "to_volume", "segment_organ_chunks"]
+__all__ = ["binary_support_label", "segment_organ_chunks", "segment_slices", "to_volume"]

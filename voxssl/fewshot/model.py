@@ -13,8 +13,15 @@ from voxssl.fewshot.encoders import SliceEncoder, build_encoder
 
 
 class ALPNet(nn.Module):
-    def __init__(self, encoder: SliceEncoder, head: ALPHead, grid: int, eval_grid: int,
-                 class_weights: tuple[float, float], align_weight: float) -> None:
+    def __init__(
+        self,
+        encoder: SliceEncoder,
+        head: ALPHead,
+        grid: int,
+        eval_grid: int,
+        class_weights: tuple[float, float],
+        align_weight: float,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
@@ -26,25 +33,44 @@ class ALPNet(nn.Module):
     def current_grid(self) -> int:
         return self.grid if self.training else self.eval_grid
 
-    def encode_pair(self, support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_pair(
+        self, support: torch.Tensor, query: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One encoder pass over support and query together: (S, 3, H, W), (Q, 3, H, W)."""
         features = self.encoder(torch.cat([support, query]), self.current_grid())
-        return features[: support.shape[0]], features[support.shape[0]:]
+        return features[: support.shape[0]], features[support.shape[0] :]
 
-    def loss(self, support: torch.Tensor, support_label: torch.Tensor, query: torch.Tensor,
-             query_label: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self,
+        support: torch.Tensor,
+        support_label: torch.Tensor,
+        query: torch.Tensor,
+        query_label: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Episode loss; labels (S|Q, H, W) in {0, 1, 255}."""
         s_feat, q_feat = self.encode_pair(support, query)
         total, parts, _ = alpnet_loss(
-            self.head, s_feat, support_label, q_feat, query_label, self.class_weights, self.align_weight, IGNORE_INDEX
+            self.head,
+            s_feat,
+            support_label,
+            q_feat,
+            query_label,
+            self.class_weights,
+            self.align_weight,
+            IGNORE_INDEX,
         )
         return total, parts
 
     def encode(self, slices: torch.Tensor) -> torch.Tensor:
         return self.encoder(slices, self.current_grid())
 
-    def segment_features(self, s_feat: torch.Tensor, support_label: torch.Tensor, q_feat: torch.Tensor,
-                         size: tuple[int, int]) -> torch.Tensor:
+    def segment_features(
+        self,
+        s_feat: torch.Tensor,
+        support_label: torch.Tensor,
+        q_feat: torch.Tensor,
+        size: tuple[int, int],
+    ) -> torch.Tensor:
         """Foreground probability (Q, H, W) from already encoded support and query features."""
         grid = s_feat.shape[-2:]
         fg, valid = split_label(support_label, IGNORE_INDEX)
@@ -52,7 +78,9 @@ class ALPNet(nn.Module):
         logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
         return logits.softmax(dim=1)[:, 1]
 
-    def forward(self, support: torch.Tensor, support_label: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, support: torch.Tensor, support_label: torch.Tensor, query: torch.Tensor
+    ) -> torch.Tensor:
         """Foreground probability of every query pixel: (Q, H, W)."""
         s_feat, q_feat = self.encode_pair(support, query)
         return self.segment_features(s_feat, support_label, q_feat, tuple(query.shape[-2:]))
@@ -60,9 +88,17 @@ class ALPNet(nn.Module):
 
 def build_alpnet(config: FewShotConfig) -> ALPNet:
     alp = config.alp
-    head = ALPHead(alp.train_window, alp.eval_window, alp.mask_fraction, alp.temperature, alp.cosine_eps)
-    return ALPNet(build_encoder(config.encoder), head, alp.feature_grid, alp.eval_feature_grid,
-                  alp.class_weights, alp.align_weight)
+    head = ALPHead(
+        alp.train_window, alp.eval_window, alp.mask_fraction, alp.temperature, alp.cosine_eps
+    )
+    return ALPNet(
+        build_encoder(config.encoder),
+        head,
+        alp.feature_grid,
+        alp.eval_feature_grid,
+        alp.class_weights,
+        alp.align_weight,
+    )
 
 
 __all__ = ["ALPNet", "build_alpnet"]

@@ -14,7 +14,9 @@ import numpy as np
 def cv_folds(scan_ids: list[str], folds: int) -> list[list[str]]:
     ids = sorted(scan_ids)
     if len(ids) < folds + 1:
-        raise ValueError(f"{folds}-fold cross-validation needs at least {folds + 1} scans, got {len(ids)}")
+        raise ValueError(
+            f"{folds}-fold cross-validation needs at least {folds + 1} scans, got {len(ids)}"
+        )
     return [list(part) for part in np.array_split(np.array(ids, dtype=object), folds)]
 
 
@@ -28,7 +30,10 @@ def support_slices(organ_range: tuple[int, int], chunks: int) -> list[int]:
     """Middle slice of each of ``chunks`` equal parts of [z_min, z_max] (fractions (2k+1)/(2C))."""
     z_min, z_max = organ_range
     length = z_max - z_min + 1
-    return [min(z_max, z_min + int(np.floor((2 * k + 1) * length / (2 * chunks)))) for k in range(chunks)]
+    return [
+        min(z_max, z_min + int(np.floor((2 * k + 1) * length / (2 * chunks))))
+        for k in range(chunks)
+    ]
 
 
 def query_chunks(organ_range: tuple[int, int], chunks: int) -> list[list[int]]:
@@ -45,4 +50,4 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if denominator == 0 else float(2.0 * np.logical_and(p, g).sum() / denominator)
 
 
-__all__ = ["cv_folds", "support_scan", "support_slices", "query_chunks", "dice"]
+__all__ = ["cv_folds", "dice", "query_chunks", "support_scan", "support_slices"]

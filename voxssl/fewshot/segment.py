@@ -11,8 +11,8 @@ each query's original grid.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -34,18 +34,24 @@ from voxssl.fewshot.train import resolve_device
 log = logging.getLogger(__name__)
 
 
-def load_segmenter(weights: Path, device: torch.device) -> tuple[ALPNet, FewShotConfig, PreprocessConfig | None]:
+def load_segmenter(
+    weights: Path, device: torch.device
+) -> tuple[ALPNet, FewShotConfig, PreprocessConfig | None]:
     """The model a weights file describes, and the preprocessing it was trained with (if stored)."""
     tensors, config, extra = read_fewshot_weights(weights)
     model = build_alpnet(config)
     load_trainable(model, tensors, weights)
     preprocess = None
     if extra.get("preprocess"):
-        preprocess = from_dict(PreprocessConfig, extra["preprocess"], where="preprocess", source=str(weights))
+        preprocess = from_dict(
+            PreprocessConfig, extra["preprocess"], where="preprocess", source=str(weights)
+        )
     return model.to(device).eval(), config, preprocess
 
 
-def _preprocess(image_path: Path, modality: str, cfg: PreprocessConfig, label_path: Path | None = None):
+def _preprocess(
+    image_path: Path, modality: str, cfg: PreprocessConfig, label_path: Path | None = None
+):
     from voxssl.data.case import Case
     from voxssl.data.preprocess import preprocess_volume
     from voxssl.data.readers import read_case_label, read_volume
@@ -53,14 +59,25 @@ def _preprocess(image_path: Path, modality: str, cfg: PreprocessConfig, label_pa
     volume = read_volume(image_path)
     label = None
     if label_path is not None:
-        label = read_case_label(Case(case_id="support", image=Path(image_path), modality=modality,
-                                     label=Path(label_path)), volume)
+        label = read_case_label(
+            Case(
+                case_id="support", image=Path(image_path), modality=modality, label=Path(label_path)
+            ),
+            volume,
+        )
     image, label, _, meta = preprocess_volume(volume, modality, cfg, label)
     return image, label, meta
 
 
-def support_set(image: np.ndarray, label: np.ndarray, label_value: int | None, chunks: int, size: int,
-                label_path: Path, context: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def support_set(
+    image: np.ndarray,
+    label: np.ndarray,
+    label_value: int | None,
+    chunks: int,
+    size: int,
+    label_path: Path,
+    context: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, 3, S, S) support slices and (C, S, S) binary masks of the structure."""
     binary = (label > 0) if label_value is None else (label == label_value)
     slice_range = organ_slice_range(binary.astype(np.uint8), 1)
@@ -93,14 +110,27 @@ def segment_scans(
     size = config.eval_image_size
     image, label, _ = _preprocess(support_image, modality, cfg, support_label)
     context = slice_context(config.encoder)
-    support, support_mask = support_set(image, label, label_value, config.eval.chunks, size, support_label, context)
+    support, support_mask = support_set(
+        image, label, label_value, config.eval.chunks, size, support_label, context
+    )
     written = []
-    for query_path in (progress(queries, desc="few-shot segment") if progress else queries):
+    for query_path in progress(queries, desc="few-shot segment") if progress else queries:
         q_image, _, meta = _preprocess(query_path, modality, cfg)
         volume = SliceVolume(q_image, size, context=context)
         zs = list(range(volume.depth))
-        probability = to_volume(segment_slices(model, support, support_mask, volume, zs, torch_device,
-                                                    batch=config.eval.query_batch), zs, volume)
+        probability = to_volume(
+            segment_slices(
+                model,
+                support,
+                support_mask,
+                volume,
+                zs,
+                torch_device,
+                batch=config.eval.query_batch,
+            ),
+            zs,
+            volume,
+        )
         mask = apply_cca(probability.transpose(2, 0, 1), cca).transpose(1, 2, 0)
         name = Path(query_path).name.split(".nii")[0]
         target = Path(out_dir) / f"{name}_fewshot.nii.gz"
@@ -109,4 +139,4 @@ def segment_scans(
     return written
 
 
-__all__ = ["segment_scans", "load_segmenter", "support_set"]
+__all__ = ["load_segmenter", "segment_scans", "support_set"]

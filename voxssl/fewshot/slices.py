@@ -19,9 +19,13 @@ def _as_3d(image: np.ndarray) -> np.ndarray:
     return image[0] if image.ndim == 4 else image
 
 
-def resize_slices(slices: np.ndarray | torch.Tensor, size: int, nearest: bool = False) -> torch.Tensor:
+def resize_slices(
+    slices: np.ndarray | torch.Tensor, size: int, nearest: bool = False
+) -> torch.Tensor:
     """(N, X, Y) -> (N, size, size)."""
-    tensor = torch.as_tensor(np.asarray(slices, dtype=np.float32) if isinstance(slices, np.ndarray) else slices)
+    tensor = torch.as_tensor(
+        np.asarray(slices, dtype=np.float32) if isinstance(slices, np.ndarray) else slices
+    )
     tensor = tensor.float()[:, None]
     if nearest:
         out = F.interpolate(tensor, size=(size, size), mode="nearest")
@@ -30,7 +34,9 @@ def resize_slices(slices: np.ndarray | torch.Tensor, size: int, nearest: bool = 
     return out[:, 0]
 
 
-def resize_back(prediction: torch.Tensor, shape_xy: tuple[int, int], nearest: bool = False) -> torch.Tensor:
+def resize_back(
+    prediction: torch.Tensor, shape_xy: tuple[int, int], nearest: bool = False
+) -> torch.Tensor:
     """(N, S, S) -> (N, X, Y)."""
     x = prediction.float()[:, None]
     if nearest:
@@ -61,22 +67,32 @@ class SliceVolume:
         return int(self.image.shape[0]), int(self.image.shape[1])
 
     def context_indices(self, z: int) -> list[int]:
-        return [min(max(k, 0), self.depth - 1) for k in range(z - self.context, z + self.context + 1)]
+        return [
+            min(max(k, 0), self.depth - 1) for k in range(z - self.context, z + self.context + 1)
+        ]
 
     def slice(self, z: int) -> torch.Tensor:
         """(2 context + 1, S, S) float32: slices z-1, z, z+1 for the default context."""
-        stack = np.stack([np.asarray(self.image[:, :, k], dtype=np.float32) for k in self.context_indices(z)])
+        stack = np.stack(
+            [np.asarray(self.image[:, :, k], dtype=np.float32) for k in self.context_indices(z)]
+        )
         return resize_slices(stack, self.size)
 
     def slices(self, zs: list[int]) -> torch.Tensor:
         channels = 2 * self.context + 1
-        return torch.stack([self.slice(z) for z in zs]) if zs else torch.zeros(0, channels, self.size, self.size)
+        return (
+            torch.stack([self.slice(z) for z in zs])
+            if zs
+            else torch.zeros(0, channels, self.size, self.size)
+        )
 
     def label_slice(self, z: int) -> torch.Tensor:
         """(S, S) label (canonical ids), nearest-neighbour resized."""
         if self.label is None:
             raise ValueError("this volume has no label")
-        return resize_slices(np.asarray(self.label[:, :, z])[None], self.size, nearest=True)[0].to(torch.uint8)
+        return resize_slices(np.asarray(self.label[:, :, z])[None], self.size, nearest=True)[0].to(
+            torch.uint8
+        )
 
     def mask_slice(self, mask: np.ndarray, z: int) -> torch.Tensor:
         """Any (X, Y, Z) integer map (superpixels, body mask) at slice z, resized: (S, S) int64."""
@@ -91,4 +107,4 @@ def organ_slice_range(label: np.ndarray, organ: int) -> tuple[int, int] | None:
     return int(present[0]), int(present[-1])
 
 
-__all__ = ["SliceVolume", "resize_slices", "resize_back", "organ_slice_range"]
+__all__ = ["SliceVolume", "organ_slice_range", "resize_back", "resize_slices"]

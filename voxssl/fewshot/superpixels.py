@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -54,8 +55,13 @@ def slice_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelPar
     """Superpixels of one (S, S) slice inside ``body``: int32, 0 outside, 1..n inside."""
     from skimage.segmentation import felzenszwalb, relabel_sequential
 
-    segments = felzenszwalb(image.astype(np.float64), scale=params.scale, sigma=params.sigma,
-                            min_size=params.min_size, channel_axis=None)
+    segments = felzenszwalb(
+        image.astype(np.float64),
+        scale=params.scale,
+        sigma=params.sigma,
+        min_size=params.min_size,
+        channel_axis=None,
+    )
     body = clean_body_mask(body)
     shifted = np.where(body, segments.astype(np.int64) + 1, 0)  # +1 so that segment 0 survives
     relabelled, _, _ = relabel_sequential(shifted)
@@ -70,8 +76,12 @@ def volume_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelPa
     depth = image.shape[-1]
     out = np.zeros((params.size, params.size, depth), dtype=np.int32)
     for z in range(depth):
-        img = resize_slices(np.asarray(image[:, :, z], dtype=np.float32)[None], params.size)[0].numpy()
-        msk = resize_slices(np.asarray(body[:, :, z], dtype=np.float32)[None], params.size, nearest=True)[0].numpy()
+        img = resize_slices(np.asarray(image[:, :, z], dtype=np.float32)[None], params.size)[
+            0
+        ].numpy()
+        msk = resize_slices(
+            np.asarray(body[:, :, z], dtype=np.float32)[None], params.size, nearest=True
+        )[0].numpy()
         out[:, :, z] = slice_superpixels(img, msk > 0.5, params)
     return out
 
@@ -98,9 +108,10 @@ class SuperpixelStore:
 
     def save(self, case_id: str, superpixels: np.ndarray) -> Path:
         target = self.path(case_id)
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, superpixels=superpixels, params=json.dumps(asdict(self.params)))
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh, superpixels=superpixels, params=json.dumps(asdict(self.params))
+            )
         return target
 
     def load(self, case_id: str) -> np.ndarray:
@@ -123,8 +134,12 @@ def _compute_one(case: Any, store: SuperpixelStore) -> str:
     return case_store_key(case)
 
 
-def build_superpixels(cases: Iterable[Any], store: SuperpixelStore, num_workers: int = 1,
-                      progress: Callable[..., Iterable] | None = None) -> list[str]:
+def build_superpixels(
+    cases: Iterable[Any],
+    store: SuperpixelStore,
+    num_workers: int = 1,
+    progress: Callable[..., Iterable] | None = None,
+) -> list[str]:
     """Compute the superpixels of every case not cached yet; returns the ids computed now.
 
     ``cases`` are cached cases (``case_id``, ``image()``, ``body_mask()``); they are sent to
@@ -143,7 +158,7 @@ def build_superpixels(cases: Iterable[Any], store: SuperpixelStore, num_workers:
     with ProcessPoolExecutor(max_workers=num_workers) as pool:
         futures = [pool.submit(_compute_one, case, store) for case in todo]
         finished = as_completed(futures)
-        for future in (progress(finished, total=len(todo)) if progress else finished):
+        for future in progress(finished, total=len(todo)) if progress else finished:
             done.append(future.result())
     return done
 
@@ -151,9 +166,9 @@ def build_superpixels(cases: Iterable[Any], store: SuperpixelStore, num_workers:
 __all__ = [
     "SuperpixelParams",
     "SuperpixelStore",
+    "build_superpixels",
+    "case_store_key",
     "clean_body_mask",
     "slice_superpixels",
     "volume_superpixels",
-    "build_superpixels",
-    "case_store_key",
 ]

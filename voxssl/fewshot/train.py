@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -45,8 +45,12 @@ def learning_rate(step: int, optim: OptimConfig) -> float:
 def make_optimiser(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.SGD:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("the few-shot model has no trainable parameter (LoRA disabled on a frozen encoder?)")
-    return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        raise ValueError(
+            "the few-shot model has no trainable parameter (LoRA disabled on a frozen encoder?)"
+        )
+    return torch.optim.SGD(
+        params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+    )
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -91,7 +95,10 @@ def train_alpnet(
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, optim)
         episode = episodes.sample(rng)
-        tensors = [t.to(device) for t in (episode.support, episode.support_label, episode.query, episode.query_label)]
+        tensors = [
+            t.to(device)
+            for t in (episode.support, episode.support_label, episode.query, episode.query_label)
+        ]
         with autocast(device, config.amp_bf16):
             loss, parts = model.loss(*tensors)
         optimiser.zero_grad(set_to_none=True)
@@ -100,15 +107,26 @@ def train_alpnet(
         for key, value in {"loss": float(loss.detach()), **parts}.items():
             running[key] = 0.98 * running.get(key, value) + 0.02 * value
         if (step + 1) % optim.log_every == 0:
-            log.info("step %d/%d %s lr %.2e", step + 1, optim.steps,
-                     " ".join(f"{k} {v:.4f}" for k, v in running.items()), learning_rate(step, optim))
-        if optim.checkpoint_every and (step + 1) % optim.checkpoint_every == 0 and step + 1 < optim.steps:
+            log.info(
+                "step %d/%d %s lr %.2e",
+                step + 1,
+                optim.steps,
+                " ".join(f"{k} {v:.4f}" for k, v in running.items()),
+                learning_rate(step, optim),
+            )
+        if (
+            optim.checkpoint_every
+            and (step + 1) % optim.checkpoint_every == 0
+            and step + 1 < optim.steps
+        ):
             save_training_state(state_path, model, optimiser, step + 1, rng.bit_generator.state)
     elapsed = time.perf_counter() - began
-    save_fewshot_weights(weights_path, model, config, extra={**(extra or {}), "steps": optim.steps, **running})
+    save_fewshot_weights(
+        weights_path, model, config, extra={**(extra or {}), "steps": optim.steps, **running}
+    )
     state_path.unlink(missing_ok=True)
     done = max(optim.steps - start, 0)
     return {**running, "episodes_per_s": done / elapsed if elapsed > 0 else 0.0}
 
 
-__all__ = ["train_alpnet", "learning_rate", "make_optimiser", "resolve_device", "autocast"]
+__all__ = ["autocast", "learning_rate", "make_optimiser", "resolve_device", "train_alpnet"]

@@ -37,7 +37,9 @@ class TestTimeTrainer:
                 if name in self._saved:
                     parameter.copy_(self._saved[name])
 
-    def adapt(self, image: torch.Tensor, prediction: torch.Tensor, rng: np.random.Generator) -> list[float]:
+    def adapt(
+        self, image: torch.Tensor, prediction: torch.Tensor, rng: np.random.Generator
+    ) -> list[float]:
         """Train on (augmented slice, augmented prediction) pairs. image (1, 3, S, S); prediction (1, S, S) {0,1}.
 
         Returns the losses; no step is taken when the prediction is empty (nothing to segment) or the
@@ -46,15 +48,23 @@ class TestTimeTrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if int(prediction.sum()) == 0 or not params:
             return []
-        optimiser = torch.optim.SGD(params, lr=self.config.lr, momentum=self.config.momentum,
-                                    weight_decay=self.config.weight_decay)
+        optimiser = torch.optim.SGD(
+            params,
+            lr=self.config.lr,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+        )
         was_training = self.model.training
         self.model.train()
         losses = []
         for _ in range(self.config.steps):
             draw = self.augment.randomize(rng, tuple(image.shape[-2:]))
-            query, (query_label,) = self.augment.apply(draw, image[0], [prediction[0].to(torch.uint8)])
-            loss, _ = self.model.loss(image, prediction.to(torch.uint8), query[None], query_label[None])
+            query, (query_label,) = self.augment.apply(
+                draw, image[0], [prediction[0].to(torch.uint8)]
+            )
+            loss, _ = self.model.loss(
+                image, prediction.to(torch.uint8), query[None], query_label[None]
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

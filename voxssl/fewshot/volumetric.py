@@ -16,7 +16,9 @@ import torch
 import torch.nn as nn
 
 
-def middle_slice_embeddings(pyramid: list[torch.Tensor], middle: int, height: int, width: int) -> torch.Tensor:
+def middle_slice_embeddings(
+    pyramid: list[torch.Tensor], middle: int, height: int, width: int
+) -> torch.Tensor:
     """(N, sum C_i, H, W) embeddings of slice ``middle`` from a pyramid of (N, C_i, H_i, W_i, K_i) maps."""
     out = []
     for level_index, level in enumerate(pyramid):
@@ -38,7 +40,7 @@ class VolumetricFeatures(nn.Module):
             parameter.requires_grad_(trainable)
         self.trainable = trainable
 
-    def train(self, mode: bool = True) -> "VolumetricFeatures":
+    def train(self, mode: bool = True) -> VolumetricFeatures:
         super().train(mode)
         if not self.trainable:  # keep BatchNorm statistics of the pretrained backbone
             self.backbone.eval()
@@ -50,7 +52,9 @@ class VolumetricFeatures(nn.Module):
         return middle_slice_embeddings(self.backbone(volume), k // 2, height, width)
 
 
-def load_volumetric_encoder(weights: Path, modality: str | None = None, trainable: bool = False) -> VolumetricFeatures:
+def load_volumetric_encoder(
+    weights: Path, modality: str | None = None, trainable: bool = False
+) -> VolumetricFeatures:
     """Rebuild a voxssl backbone from its weights file (plan checked) as a slice encoder."""
     from voxssl.models.build import level_channels
     from voxssl.models.weights import load_backbone

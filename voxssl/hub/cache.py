@@ -43,4 +43,4 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["HOME_ENV", "voxssl_home", "weights_dir", "converted_dir", "sha256_of"]
+__all__ = ["HOME_ENV", "converted_dir", "sha256_of", "voxssl_home", "weights_dir"]

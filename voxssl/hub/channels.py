@@ -39,9 +39,13 @@ def adapt_input_channels(
     tensors are returned unchanged (not copied).
     """
     if mode not in ADAPT_CHANNELS_CHOICES:
-        raise ConversionError(f"adapt_channels must be one of {', '.join(ADAPT_CHANNELS_CHOICES)}, got {mode!r}")
+        raise ConversionError(
+            f"adapt_channels must be one of {', '.join(ADAPT_CHANNELS_CHOICES)}, got {mode!r}"
+        )
     if key not in state:
-        raise ConversionError(f"{source}: no '{key}' tensor to adapt to {in_channels} input channels")
+        raise ConversionError(
+            f"{source}: no '{key}' tensor to adapt to {in_channels} input channels"
+        )
     weight = state[key]
     source_channels = int(weight.shape[1])
     if source_channels == in_channels:
@@ -65,4 +69,4 @@ def adapt_input_channels(
     return adapted
 
 
-__all__ = ["AdaptChannels", "ADAPT_CHANNELS_CHOICES", "adapt_input_channels"]
+__all__ = ["ADAPT_CHANNELS_CHOICES", "AdaptChannels", "adapt_input_channels"]

@@ -56,7 +56,9 @@ _BATCHNORM_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batc
 _STAGE_KEY = re.compile(
     r"^(?P<part>left_blocks|right_blocks)\.(?P<index>\d+)\.layers\.(?P<block>\d+)\.layers\.(?P<layer>\d+)\.(?P<tensor>\w+)$"
 )
-_BOTTOM_KEY = re.compile(r"^bottom_block\.layers\.(?P<block>\d+)\.layers\.(?P<layer>\d+)\.(?P<tensor>\w+)$")
+_BOTTOM_KEY = re.compile(
+    r"^bottom_block\.layers\.(?P<block>\d+)\.layers\.(?P<layer>\d+)\.(?P<tensor>\w+)$"
+)
 _DOWN_KEY = re.compile(r"^down_blocks\.(?P<index>\d+)\.1\.(?P<tensor>weight|bias)$")
 _UP_KEY = re.compile(r"^up_blocks\.(?P<index>\d+)\.0\.(?P<tensor>weight|bias)$")
 _SKIP_KEY = re.compile(r"^skip_blocks\.(?P<index>\d+)\.(?P<tensor>weight|bias)$")
@@ -120,22 +122,38 @@ def extract_state_dict(checkpoint: Any, fmt: ForeignFormat, source: str) -> dict
     """The flat tensor mapping of a loaded checkpoint, according to its format."""
     if fmt == "hierarchical":
         if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-            found = ", ".join(list(checkpoint)[:5]) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+            found = (
+                ", ".join(list(checkpoint)[:5])
+                if isinstance(checkpoint, Mapping)
+                else type(checkpoint).__name__
+            )
             raise ConversionError(
                 f"{source}: a hierarchical-dense-ssl checkpoint is a dict with a 'state_dict' entry; found {found}"
             )
         checkpoint = checkpoint["state_dict"]
-    elif isinstance(checkpoint, Mapping) and "state_dict" in checkpoint and "first_conv.weight" not in checkpoint:
+    elif (
+        isinstance(checkpoint, Mapping)
+        and "state_dict" in checkpoint
+        and "first_conv.weight" not in checkpoint
+    ):
         checkpoint = checkpoint["state_dict"]  # a vox2vec Lightning checkpoint
     if not isinstance(checkpoint, Mapping):
-        raise ConversionError(f"{source}: expected a mapping of parameter names to tensors, got {type(checkpoint).__name__}")
-    bad = next((key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)), None)
+        raise ConversionError(
+            f"{source}: expected a mapping of parameter names to tensors, got {type(checkpoint).__name__}"
+        )
+    bad = next(
+        (key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)), None
+    )
     if bad is not None:
-        raise ConversionError(f"{source}: entry '{bad}' is a {type(checkpoint[bad]).__name__}, not a tensor")
+        raise ConversionError(
+            f"{source}: entry '{bad}' is a {type(checkpoint[bad]).__name__}, not a tensor"
+        )
     return dict(checkpoint)
 
 
-def strip_wrappers(state: Mapping[str, torch.Tensor], source: str = "<checkpoint>") -> dict[str, torch.Tensor]:
+def strip_wrappers(
+    state: Mapping[str, torch.Tensor], source: str = "<checkpoint>"
+) -> dict[str, torch.Tensor]:
     """Remove ``module.`` / ``_orig_mod.`` / ``model.`` / ``backbone.`` prefixes and drop head keys."""
     out: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
@@ -145,10 +163,14 @@ def strip_wrappers(state: Mapping[str, torch.Tensor], source: str = "<checkpoint
             dropped.append(key)
             continue
         if name in out:
-            raise ConversionError(f"{source}: keys '{key}' and another one both map to '{name}' after removing prefixes")
+            raise ConversionError(
+                f"{source}: keys '{key}' and another one both map to '{name}' after removing prefixes"
+            )
         out[name] = value
     if dropped:
-        logger.info("%s: ignoring %d keys of pretraining heads (e.g. %s)", source, len(dropped), dropped[0])
+        logger.info(
+            "%s: ignoring %d keys of pretraining heads (e.g. %s)", source, len(dropped), dropped[0]
+        )
     return out
 
 
@@ -162,10 +184,18 @@ def parse_key(key: str, num_levels: int) -> ParsedKey:
         return ParsedKey("first_conv", 0, None, None, match["tensor"])
     if match := _STAGE_KEY.match(key):
         index = int(match["index"])
-        part, level = ("encoder", index) if match["part"] == "left_blocks" else ("decoder", num_levels - 2 - index)
-        return ParsedKey(part, level, int(match["block"]), _block_layer(key, match), match["tensor"])
+        part, level = (
+            ("encoder", index)
+            if match["part"] == "left_blocks"
+            else ("decoder", num_levels - 2 - index)
+        )
+        return ParsedKey(
+            part, level, int(match["block"]), _block_layer(key, match), match["tensor"]
+        )
     if match := _BOTTOM_KEY.match(key):
-        return ParsedKey("bottom", num_levels - 1, int(match["block"]), _block_layer(key, match), match["tensor"])
+        return ParsedKey(
+            "bottom", num_levels - 1, int(match["block"]), _block_layer(key, match), match["tensor"]
+        )
     if match := _DOWN_KEY.match(key):
         return ParsedKey("down", int(match["index"]), None, None, match["tensor"])
     if match := _UP_KEY.match(key):
@@ -178,11 +208,15 @@ def parse_key(key: str, num_levels: int) -> ParsedKey:
 def _block_layer(key: str, match: re.Match) -> str:
     layer = _BLOCK_LAYERS.get(int(match["layer"]))
     if layer is None:
-        raise ConversionError(f"key '{key}': a residual block has no layer {match['layer']} (norm 0, 3; conv 2, 5)")
+        raise ConversionError(
+            f"key '{key}': a residual block has no layer {match['layer']} (norm 0, 3; conv 2, 5)"
+        )
     is_norm = layer.startswith("norm")
     allowed = _BATCHNORM_TENSORS if is_norm else ("weight", "bias")
     if match["tensor"] not in allowed:
-        raise ConversionError(f"key '{key}': unexpected tensor '{match['tensor']}' for a {'norm' if is_norm else 'conv'}")
+        raise ConversionError(
+            f"key '{key}': unexpected tensor '{match['tensor']}' for a {'norm' if is_norm else 'conv'}"
+        )
     return layer
 
 
@@ -223,14 +257,22 @@ def infer_fpn_shape(state: Mapping[str, torch.Tensor], source: str = "<checkpoin
         raise ConversionError(
             f"{source}: no 3D 'first_conv.weight' tensor: not a vox2vec-layout FPN backbone (first keys: {found})"
         )
-    encoder_levels = {int(m["index"]) for key in state if (m := _STAGE_KEY.match(key)) and m["part"] == "left_blocks"}
+    encoder_levels = {
+        int(m["index"])
+        for key in state
+        if (m := _STAGE_KEY.match(key)) and m["part"] == "left_blocks"
+    }
     blocks = {
-        int(m["block"]) for key in state if (m := _STAGE_KEY.match(key)) and m["part"] == "left_blocks" and m["index"] == "0"
+        int(m["block"])
+        for key in state
+        if (m := _STAGE_KEY.match(key)) and m["part"] == "left_blocks" and m["index"] == "0"
     }
     if not blocks:
         blocks = {int(m["block"]) for key in state if (m := _BOTTOM_KEY.match(key))}
     if not blocks:
-        raise ConversionError(f"{source}: no residual blocks found (keys 'left_blocks.0.layers.*' or 'bottom_block.layers.*')")
+        raise ConversionError(
+            f"{source}: no residual blocks found (keys 'left_blocks.0.layers.*' or 'bottom_block.layers.*')"
+        )
     return FPNShape(
         in_channels=int(first.shape[1]),
         base_channels=int(first.shape[0]),
@@ -240,7 +282,10 @@ def infer_fpn_shape(state: Mapping[str, torch.Tensor], source: str = "<checkpoin
 
 
 def map_state_dict(
-    foreign: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], num_levels: int, source: str
+    foreign: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    num_levels: int,
+    source: str,
 ) -> dict[str, torch.Tensor]:
     """Place every foreign tensor under its voxssl name; check names and shapes against ``expected``.
 
@@ -332,15 +377,22 @@ def import_foreign(
     config: ModelConfig = model_config_from_dict(config_data, source=f"{name} (architecture)")
     reference = build_backbone(config).state_dict()
     mapped = map_state_dict(state, reference, config.num_levels, name)  # type: ignore[arg-type]
-    for key, value in reference.items():  # frozen random projections, if asked for, are voxssl's own
+    for (
+        key,
+        value,
+    ) in reference.items():  # frozen random projections, if asked for, are voxssl's own
         mapped.setdefault(key, value)
 
     adapted = target_channels != shape.in_channels
     if adapted:
         mapped = adapt_input_channels(mapped, target_channels, adapt_channels, source=name)
-        config = model_config_from_dict({**model_config_to_dict(config), "in_channels": target_channels}, source=name)
+        config = model_config_from_dict(
+            {**model_config_to_dict(config), "in_channels": target_channels}, source=name
+        )
 
-    modality = modality or (preprocessing or {}).get("modality") or ("ct" if fmt == "vox2vec" else None)
+    modality = (
+        modality or (preprocessing or {}).get("modality") or ("ct" if fmt == "vox2vec" else None)
+    )
     plan = Plan.for_model(
         config,
         preprocessing=_preprocessing_for(modality, preprocessing, target_channels),
@@ -349,9 +401,15 @@ def import_foreign(
             "converted_from": fmt,
             "source_file": source.name,
             "source_sha256": (source_sha := sha256_of(source)),
-            **({"adapted_channels": f"{shape.in_channels}->{target_channels} ({adapt_channels})"} if adapted else {}),
             **(
-                {"note": "the published code never saved its per-level projections; imported with projection: none"}
+                {"adapted_channels": f"{shape.in_channels}->{target_channels} ({adapt_channels})"}
+                if adapted
+                else {}
+            ),
+            **(
+                {
+                    "note": "the published code never saved its per-level projections; imported with projection: none"
+                }
                 if fmt == "hierarchical"
                 else {}
             ),
@@ -360,11 +418,17 @@ def import_foreign(
     )
     path = save_weights(out, mapped, plan)
     _check_round_trip(path)
-    return ImportResult(path=Path(path), architecture=model_config_to_dict(config), source_sha256=source_sha,
-                        adapted_channels=adapted)
+    return ImportResult(
+        path=Path(path),
+        architecture=model_config_to_dict(config),
+        source_sha256=source_sha,
+        adapted_channels=adapted,
+    )
 
 
-def _architecture_for(fmt: ForeignFormat, shape: FPNShape, given: Mapping[str, Any] | None) -> dict[str, Any]:
+def _architecture_for(
+    fmt: ForeignFormat, shape: FPNShape, given: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """The format's preset, with what the tensors say, overridden by what the caller gives."""
     read_off = {
         "in_channels": shape.in_channels,
@@ -385,7 +449,9 @@ def _architecture_for(fmt: ForeignFormat, shape: FPNShape, given: Mapping[str, A
     return data
 
 
-def _preprocessing_for(modality: str | None, given: Mapping[str, Any] | None, in_channels: int) -> dict[str, Any]:
+def _preprocessing_for(
+    modality: str | None, given: Mapping[str, Any] | None, in_channels: int
+) -> dict[str, Any]:
     """The plan's preprocessing section in the layout of :func:`voxssl.models.plan.preprocessing_plan`."""
     if modality is None:
         return {"in_channels": in_channels}
@@ -394,7 +460,9 @@ def _preprocessing_for(modality: str | None, given: Mapping[str, Any] | None, in
     from voxssl.models.plan import preprocessing_plan
 
     params = {k: v for k, v in (given or {}).items() if k != "modality"}
-    preprocess = from_dict(PreprocessConfig, {modality: params}, where="preprocess", source="<weights import>")
+    preprocess = from_dict(
+        PreprocessConfig, {modality: params}, where="preprocess", source="<weights import>"
+    )
     return preprocessing_plan(modality, preprocess, in_channels=in_channels)
 
 

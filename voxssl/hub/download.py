@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -82,7 +81,9 @@ def read_record(dest: Path) -> DownloadRecord | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return DownloadRecord(**{f.name: data[f.name] for f in dataclasses.fields(DownloadRecord) if f.name in data})
+        return DownloadRecord(
+            **{f.name: data[f.name] for f in dataclasses.fields(DownloadRecord) if f.name in data}
+        )
     except (ValueError, TypeError, KeyError):
         logger.warning("ignoring unreadable download record %s", path)
         return None
@@ -108,7 +109,10 @@ def verify_cached(dest: Path, sha256: str | None) -> DownloadRecord | None:
     actual = sha256_of(dest)
     if expected is not None and actual != expected:
         logger.warning(
-            "cached file %s has sha256 %s, expected %s: deleting it and downloading again", dest, actual, expected
+            "cached file %s has sha256 %s, expected %s: deleting it and downloading again",
+            dest,
+            actual,
+            expected,
         )
         _remove(dest, record_path(dest))
         return None
@@ -182,7 +186,11 @@ def download_file(
 
 
 def copy_into_cache(
-    source: str | os.PathLike, dest: str | os.PathLike, *, sha256: str | None = None, size: int | None = None
+    source: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
 ) -> DownloadRecord:
     """Place a manually downloaded file in the cache (verified, then written atomically)."""
     source, dest = Path(source), Path(dest)
@@ -195,7 +203,9 @@ def copy_into_cache(
             "(or a damaged copy); download it again"
         )
     if size is not None and source.stat().st_size != size:
-        raise ChecksumMismatchError(f"{source} has {source.stat().st_size} bytes, the registry expects {size}")
+        raise ChecksumMismatchError(
+            f"{source} has {source.stat().st_size} bytes, the registry expects {size}"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     try:
@@ -222,14 +232,22 @@ def copy_into_cache(
 
 
 def _download_verified(
-    url: str, dest: Path, sha256: str | None, size: int | None, progress: bool, timeout: float, retries: int
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    size: int | None,
+    progress: bool,
+    timeout: float,
+    retries: int,
 ) -> DownloadRecord:
     part = part_path(dest)
     _download_resumable(url, part, size, progress, timeout, retries)
     actual_size = part.stat().st_size
     if size is not None and actual_size != size:
         _remove(part)
-        raise ChecksumMismatchError(f"{url}: got {actual_size} bytes, expected {size}; deleted the download")
+        raise ChecksumMismatchError(
+            f"{url}: got {actual_size} bytes, expected {size}; deleted the download"
+        )
     actual = sha256_of(part)
     if sha256 and actual != sha256.lower():
         _remove(part)
@@ -276,17 +294,23 @@ def _transfer(url: str, part: Path, size: int | None, progress: bool, timeout: f
     if start:
         headers["Range"] = f"bytes={start}-"
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        )
     except urllib.error.HTTPError as err:
         err.close()
-        if err.code == 416 and start:  # nothing after our bytes: complete, or a stale part of another file
+        if (
+            err.code == 416 and start
+        ):  # nothing after our bytes: complete, or a stale part of another file
             if size is not None and start == size:
                 return
             logger.warning("%s: server refused to resume at byte %d; restarting from 0", url, start)
             _remove(part)
             raise _DroppedConnection("range not satisfiable") from None
         if err.code == 404:
-            raise RemoteFileNotFoundError(f"{url}: HTTP 404 Not Found (the file is not at this address)") from None
+            raise RemoteFileNotFoundError(
+                f"{url}: HTTP 404 Not Found (the file is not at this address)"
+            ) from None
         if err.code >= 500 or err.code == 429:
             raise _DroppedConnection(f"HTTP {err.code} {err.reason}") from None
         raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
@@ -314,7 +338,9 @@ def _write_mode(response: http.client.HTTPResponse, url: str, start: int) -> tup
         logger.warning("%s: unexpected Content-Range %r; restarting from 0", url, content_range)
         raise _DroppedConnection("bad Content-Range")
     if start:
-        logger.info("%s: the server does not support resuming (HTTP Range); restarting from byte 0", url)
+        logger.info(
+            "%s: the server does not support resuming (HTTP Range); restarting from byte 0", url
+        )
     return "wb", 0
 
 
@@ -340,7 +366,7 @@ def _stream(response: IO[bytes], part: Path, mode: str, bar) -> int:
             while True:
                 try:
                     chunk = response.read(CHUNK_SIZE)
-                except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as err:
+                except (http.client.IncompleteRead, ConnectionError, TimeoutError) as err:
                     fh.flush()
                     raise _DroppedConnection(str(err) or type(err).__name__) from None
                 except OSError as err:
@@ -390,7 +416,13 @@ def _progress_bar(enabled: bool, total: int | None, initial: int, name: str) -> 
     from tqdm import tqdm
 
     with tqdm(
-        total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not enabled
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        disable=not enabled,
     ) as bar:
         yield bar
 
@@ -422,4 +454,11 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-__all__ = ["DownloadRecord", "download_file", "copy_into_cache", "verify_cached", "read_record", "record_path"]
+__all__ = [
+    "DownloadRecord",
+    "copy_into_cache",
+    "download_file",
+    "read_record",
+    "record_path",
+    "verify_cached",
+]

@@ -39,12 +39,12 @@ class ConversionError(CheckpointError):
 
 
 __all__ = [
-    "DownloadError",
-    "NetworkUnavailableError",
-    "RemoteFileNotFoundError",
     "ChecksumMismatchError",
-    "DiskFullError",
-    "ManualDownloadRequired",
-    "RegistryError",
     "ConversionError",
+    "DiskFullError",
+    "DownloadError",
+    "ManualDownloadRequired",
+    "NetworkUnavailableError",
+    "RegistryError",
+    "RemoteFileNotFoundError",
 ]

@@ -48,7 +48,13 @@ def export_release(
     interrupted export never leaves a half-written release. Returns ``out``.
     """
     from voxssl.hub.resolve import resolve_weights
-    from voxssl.models.weights import load_backbone, load_weights, read_plan, save_weights, strip_prefixes
+    from voxssl.models.weights import (
+        load_backbone,
+        load_weights,
+        read_plan,
+        save_weights,
+        strip_prefixes,
+    )
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -70,15 +76,28 @@ def export_release(
         plan = read_plan(target)
         digest, size = sha256_of(target), target.stat().st_size
         plan_data = json.loads(plan.to_json())
-        (staging / RELEASE_PLAN).write_text(json.dumps(plan_data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        (staging / RELEASE_CARD).write_text(model_card(name, plan_data, digest, size, description, license, citation), encoding="utf-8")
+        (staging / RELEASE_PLAN).write_text(
+            json.dumps(plan_data, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        (staging / RELEASE_CARD).write_text(
+            model_card(name, plan_data, digest, size, description, license, citation),
+            encoding="utf-8",
+        )
         entry = registry_entry(name, plan_data, digest, size, description, license, citation)
-        (staging / RELEASE_REGISTRY_ENTRY).write_text(yaml.safe_dump([entry], sort_keys=False, width=100), encoding="utf-8")
+        (staging / RELEASE_REGISTRY_ENTRY).write_text(
+            yaml.safe_dump([entry], sort_keys=False, width=100), encoding="utf-8"
+        )
     return out
 
 
 def registry_entry(
-    name: str, plan: dict[str, Any], sha256: str, size: int, description: str, license: str, citation: str
+    name: str,
+    plan: dict[str, Any],
+    sha256: str,
+    size: int,
+    description: str,
+    license: str,
+    citation: str,
 ) -> dict[str, Any]:
     """A ``pretrained/registry.yaml`` entry for a release (the URL is left for the publisher)."""
     preprocessing = plan.get("preprocessing", {})
@@ -86,7 +105,8 @@ def registry_entry(
     params = {"spacing": preprocessing.get("spacing"), **preprocessing.get("intensity", {})}
     return {
         "name": name,
-        "description": description or f"voxssl {plan.get('architecture', {}).get('preset', '')} backbone",
+        "description": description
+        or f"voxssl {plan.get('architecture', {}).get('preset', '')} backbone",
         "format": "voxssl",
         "modality": modality,
         "filename": f"{name}.safetensors",
@@ -102,20 +122,36 @@ def registry_entry(
 
 
 def model_card(
-    name: str, plan: dict[str, Any], sha256: str, size: int, description: str, license: str, citation: str
+    name: str,
+    plan: dict[str, Any],
+    sha256: str,
+    size: int,
+    description: str,
+    license: str,
+    citation: str,
 ) -> str:
     """A Markdown model card written from the plan (everything in it is read off the weights)."""
     architecture = plan.get("architecture", {})
     preprocessing = plan.get("preprocessing", {})
     extra = plan.get("extra", {})
     segmentation = extra.get("segmentation")
-    rows = "\n".join(f"| `{key}` | `{json.dumps(value)}` |" for key, value in sorted(architecture.items()))
+    rows = "\n".join(
+        f"| `{key}` | `{json.dumps(value)}` |" for key, value in sorted(architecture.items())
+    )
     prep = {k: v for k, v in preprocessing.items() if k != "intensity"}
     prep.update(preprocessing.get("intensity", {}))
-    prep_rows = "\n".join(f"| `{key}` | `{json.dumps(value)}` |" for key, value in sorted(prep.items())) or "| (not recorded) | |"
-    provenance = "\n".join(
-        f"- {key}: {json.dumps(value)}" for key, value in sorted(extra.items()) if key != "segmentation"
-    ) or "- (none recorded)"
+    prep_rows = (
+        "\n".join(f"| `{key}` | `{json.dumps(value)}` |" for key, value in sorted(prep.items()))
+        or "| (not recorded) | |"
+    )
+    provenance = (
+        "\n".join(
+            f"- {key}: {json.dumps(value)}"
+            for key, value in sorted(extra.items())
+            if key != "segmentation"
+        )
+        or "- (none recorded)"
+    )
     head = (
         f"\n## Segmentation head\n\nClasses (canonical voxssl ids, output order): {segmentation.get('classes')}; "
         f"head `{segmentation.get('head_kind')}`, loss `{segmentation.get('loss')}`, threshold "
@@ -125,14 +161,14 @@ def model_card(
     )
     return f"""# {name}
 
-{description or 'Weights exported by voxssl.'}
+{description or "Weights exported by voxssl."}
 
 | | |
 |---|---|
 | File | `{RELEASE_WEIGHTS}` ({size} bytes) |
 | sha256 | `{sha256}` |
-| Kind | {plan.get('kind')} |
-| voxssl version | {plan.get('voxssl_version')} |
+| Kind | {plan.get("kind")} |
+| voxssl version | {plan.get("voxssl_version")} |
 | Licence | {license} |
 
 ## Use
@@ -162,8 +198,15 @@ In Python: `voxssl.models.weights.load_backbone("path/to/{name}/{RELEASE_WEIGHTS
 
 ## Citation
 
-{citation or 'Not given.'}
+{citation or "Not given."}
 """
 
 
-__all__ = ["export_release", "model_card", "registry_entry", "RELEASE_WEIGHTS", "RELEASE_PLAN", "RELEASE_CARD"]
+__all__ = [
+    "RELEASE_CARD",
+    "RELEASE_PLAN",
+    "RELEASE_WEIGHTS",
+    "export_release",
+    "model_card",
+    "registry_entry",
+]

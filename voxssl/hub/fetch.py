@@ -25,7 +25,9 @@ def cached_record(entry: RegistryEntry) -> DownloadRecord | None:
     return verify_cached(cached_path(entry), entry.sha256)
 
 
-def fetch(entry: RegistryEntry, *, progress: bool = True, local_file: str | os.PathLike | None = None) -> Path:
+def fetch(
+    entry: RegistryEntry, *, progress: bool = True, local_file: str | os.PathLike | None = None
+) -> Path:
     """Return the verified cached file of ``entry``, getting it first if needed.
 
     ``local_file``: a copy the user downloaded by hand; it is checked against the registry's
@@ -41,9 +43,13 @@ def fetch(entry: RegistryEntry, *, progress: bool = True, local_file: str | os.P
     if cached_record(entry) is not None:
         return dest
     if not entry.urls:
-        raise ManualDownloadRequired(f"'{entry.name}' cannot be downloaded automatically. {entry.manual_download}")
+        raise ManualDownloadRequired(
+            f"'{entry.name}' cannot be downloaded automatically. {entry.manual_download}"
+        )
     try:
-        record = download_file(entry.urls, dest, sha256=entry.sha256, size=entry.size, progress=progress)
+        record = download_file(
+            entry.urls, dest, sha256=entry.sha256, size=entry.size, progress=progress
+        )
     except DownloadError as err:
         raise type(err)(str(err).replace("download NAME", f"download {entry.name}")) from None
     _announce(entry, record)

@@ -34,9 +34,7 @@ from voxssl.hub.errors import ConversionError
 from voxssl.utils.atomic import atomic_directory
 
 DEFAULT_ROI = [128, 128, 32]
-METADATA_SCHEMA = (
-    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
-)
+METADATA_SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 
 
 class BundleNetwork(nn.Module):
@@ -50,17 +48,23 @@ class BundleNetwork(nn.Module):
     (every level read at ``v // 2**i`` and concatenated).
     """
 
-    def __init__(self, architecture: Mapping[str, Any], segmentation: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, architecture: Mapping[str, Any], segmentation: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__()
         from voxssl.config.model import model_config_from_dict
         from voxssl.models.build import build_backbone
 
-        self.backbone = build_backbone(model_config_from_dict(dict(architecture), source="bundle network"))
+        self.backbone = build_backbone(
+            model_config_from_dict(dict(architecture), source="bundle network")
+        )
         self.head: nn.Module | None = None
         if segmentation is not None:
             from voxssl.eval.seg_weights import SEGMENTATION_KEY, SegmentationSpec
 
-            spec = SegmentationSpec.from_plan_extra({SEGMENTATION_KEY: dict(segmentation)}, "bundle network")
+            spec = SegmentationSpec.from_plan_extra(
+                {SEGMENTATION_KEY: dict(segmentation)}, "bundle network"
+            )
             self.head = spec.build_head()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -78,8 +82,18 @@ class ProbabilitiesToLabeld:
     in canonical voxssl ids, with voxssl's decision rule (:func:`voxssl.eval.inference.probabilities_to_label`).
     The image metadata (affine) is kept so that ``SaveImaged`` writes the right geometry."""
 
-    def __init__(self, keys: Hashable | Sequence[Hashable], classes: Sequence[int], kind: str, threshold: float = 0.5):
-        self.keys = [keys] if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence) else list(keys)
+    def __init__(
+        self,
+        keys: Hashable | Sequence[Hashable],
+        classes: Sequence[int],
+        kind: str,
+        threshold: float = 0.5,
+    ):
+        self.keys = (
+            [keys]
+            if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence)
+            else list(keys)
+        )
         self.classes, self.kind, self.threshold = list(classes), kind, float(threshold)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -90,9 +104,13 @@ class ProbabilitiesToLabeld:
         out = dict(data)
         for key in self.keys:
             probs = out[key]
-            label = probabilities_to_label(probs.detach().cpu().float(), self.classes, self.kind, self.threshold)
+            label = probabilities_to_label(
+                probs.detach().cpu().float(), self.classes, self.kind, self.threshold
+            )
             tensor = torch.as_tensor(label[None].astype("uint8"))
-            out[key] = MetaTensor(tensor, meta=probs.meta) if isinstance(probs, MetaTensor) else tensor
+            out[key] = (
+                MetaTensor(tensor, meta=probs.meta) if isinstance(probs, MetaTensor) else tensor
+            )
         return out
 
 
@@ -104,10 +122,21 @@ class BundleInference:
     pytorch-ignite; MONAI's ``python -m monai.bundle`` itself needs ``fire``.
     """
 
-    def __init__(self, dataloader, network: nn.Module, inferer, postprocessing, weights: str | os.PathLike,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        dataloader,
+        network: nn.Module,
+        inferer,
+        postprocessing,
+        weights: str | os.PathLike,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.dataloader, self.network, self.inferer = dataloader, network, inferer
-        self.postprocessing, self.weights, self.device = postprocessing, Path(weights), torch.device(device)
+        self.postprocessing, self.weights, self.device = (
+            postprocessing,
+            Path(weights),
+            torch.device(device),
+        )
 
     def load_weights(self) -> None:
         state = torch.load(self.weights, map_location=self.device, weights_only=True)
@@ -129,8 +158,14 @@ class BundleInference:
         return count
 
 
-def export_monai_bundle(weights: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
-                        roi_size: Sequence[int] | None = None, overwrite: bool = False) -> Path:
+def export_monai_bundle(
+    weights: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    name: str | None = None,
+    roi_size: Sequence[int] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a MONAI bundle for ``weights`` (anything :func:`resolve_weights` accepts); returns ``out``."""
     from voxssl.hub.resolve import resolve_weights
     from voxssl.models.weights import load_weights, strip_prefixes
@@ -146,7 +181,9 @@ def export_monai_bundle(weights: str | os.PathLike, out: str | os.PathLike, *, n
     else:
         tensors = {f"backbone.{k}": v for k, v in strip_prefixes(state).items()}
     network = BundleNetwork(plan.architecture, segmentation)
-    network.load_state_dict(tensors, strict=True)  # the bundle must hold exactly the network's tensors
+    network.load_state_dict(
+        tensors, strict=True
+    )  # the bundle must hold exactly the network's tensors
 
     trained_roi = (segmentation or {}).get("sw_roi_size") or (segmentation or {}).get("patch_size")
     roi = list(roi_size or trained_roi or DEFAULT_ROI)
@@ -155,12 +192,21 @@ def export_monai_bundle(weights: str | os.PathLike, out: str | os.PathLike, *, n
     with atomic_directory(out) as staging:
         for folder in ("configs", "models", "docs"):
             (staging / folder).mkdir()
-        torch.save({k: v.contiguous() for k, v in network.state_dict().items()}, staging / "models" / "model.pt")
+        torch.save(
+            {k: v.contiguous() for k, v in network.state_dict().items()},
+            staging / "models" / "model.pt",
+        )
         config = inference_config(plan.architecture, plan.preprocessing, segmentation, roi)
-        (staging / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (staging / "configs" / "inference.json").write_text(
+            json.dumps(config, indent=2) + "\n", encoding="utf-8"
+        )
         metadata = bundle_metadata(name, plan, segmentation, roi, network)
-        (staging / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        (staging / "docs" / "README.md").write_text(_bundle_readme(name, plan, segmentation), encoding="utf-8")
+        (staging / "configs" / "metadata.json").write_text(
+            json.dumps(metadata, indent=2) + "\n", encoding="utf-8"
+        )
+        (staging / "docs" / "README.md").write_text(
+            _bundle_readme(name, plan, segmentation), encoding="utf-8"
+        )
     return out
 
 
@@ -185,14 +231,29 @@ def preprocessing_transforms(preprocessing: Mapping[str, Any]) -> list[dict[str,
         threshold = intensity.get("crop_threshold_hu", -500.0)
         transforms += [
             _crop(threshold),
-            {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": low, "a_max": high,
-             "b_min": 0.0, "b_max": 1.0, "clip": True},
+            {
+                "_target_": "ScaleIntensityRanged",
+                "keys": "image",
+                "a_min": low,
+                "a_max": high,
+                "b_min": 0.0,
+                "b_max": 1.0,
+                "clip": True,
+            },
         ]
     else:
         low, high = intensity.get("percentiles", (0.01, 99.9))
         transforms += [
-            {"_target_": "ScaleIntensityRangePercentilesd", "keys": "image", "lower": low, "upper": high,
-             "b_min": 0.0, "b_max": 1.0, "clip": True, "channel_wise": True},
+            {
+                "_target_": "ScaleIntensityRangePercentilesd",
+                "keys": "image",
+                "lower": low,
+                "upper": high,
+                "b_min": 0.0,
+                "b_max": 1.0,
+                "clip": True,
+                "channel_wise": True,
+            },
             _crop(intensity.get("crop_threshold", 0.3)),
         ]
     transforms.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
@@ -200,12 +261,20 @@ def preprocessing_transforms(preprocessing: Mapping[str, Any]) -> list[dict[str,
 
 
 def _crop(threshold: float) -> dict[str, Any]:
-    return {"_target_": "CropForegroundd", "keys": "image", "source_key": "image",
-            "select_fn": f"$lambda x: x > {float(threshold)!r}", "margin": 0, "allow_smaller": True}
+    return {
+        "_target_": "CropForegroundd",
+        "keys": "image",
+        "source_key": "image",
+        "select_fn": f"$lambda x: x > {float(threshold)!r}",
+        "margin": 0,
+        "allow_smaller": True,
+    }
 
 
 def inference_config(
-    architecture: Mapping[str, Any], preprocessing: Mapping[str, Any], segmentation: Mapping[str, Any] | None,
+    architecture: Mapping[str, Any],
+    preprocessing: Mapping[str, Any],
+    segmentation: Mapping[str, Any] | None,
     roi: Sequence[int],
 ) -> dict[str, Any]:
     """The ``configs/inference.json`` content (MONAI inference layout, run by :class:`BundleInference`)."""
@@ -215,21 +284,59 @@ def inference_config(
     if segmentation is not None:
         kind = segmentation["loss"]
         post = [
-            {"_target_": "Activationsd", "keys": "pred", "sigmoid": kind == "bce", "softmax": kind != "bce"},
-            {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
-             "nearest_interp": False, "to_tensor": True},
-            {"_target_": "voxssl.hub.monai_bundle.ProbabilitiesToLabeld", "keys": "pred",
-             "classes": list(segmentation["classes"]), "kind": kind, "threshold": float(segmentation["threshold"])},
-            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
-             "output_dtype": "$numpy.uint8", "resample": False, "separate_folder": False, "print_log": False},
+            {
+                "_target_": "Activationsd",
+                "keys": "pred",
+                "sigmoid": kind == "bce",
+                "softmax": kind != "bce",
+            },
+            {
+                "_target_": "Invertd",
+                "keys": "pred",
+                "transform": "@preprocessing",
+                "orig_keys": "image",
+                "nearest_interp": False,
+                "to_tensor": True,
+            },
+            {
+                "_target_": "voxssl.hub.monai_bundle.ProbabilitiesToLabeld",
+                "keys": "pred",
+                "classes": list(segmentation["classes"]),
+                "kind": kind,
+                "threshold": float(segmentation["threshold"]),
+            },
+            {
+                "_target_": "SaveImaged",
+                "keys": "pred",
+                "output_dir": "@output_dir",
+                "output_postfix": "seg",
+                "output_dtype": "$numpy.uint8",
+                "resample": False,
+                "separate_folder": False,
+                "print_log": False,
+            },
         ]
     else:  # embeddings stay on the preprocessed grid (their affine places them in the scanner space)
         post = [
-            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "embedding",
-             "output_dtype": "$numpy.float32", "resample": False, "separate_folder": False, "print_log": False},
+            {
+                "_target_": "SaveImaged",
+                "keys": "pred",
+                "output_dir": "@output_dir",
+                "output_postfix": "embedding",
+                "output_dtype": "$numpy.float32",
+                "resample": False,
+                "separate_folder": False,
+                "print_log": False,
+            },
         ]
     return {
-        "imports": ["$import glob", "$import os", "$import numpy", "$import torch", "$import voxssl.hub.monai_bundle"],
+        "imports": [
+            "$import glob",
+            "$import os",
+            "$import numpy",
+            "$import torch",
+            "$import voxssl.hub.monai_bundle",
+        ],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
         "dataset_dir": "/workspace/data",
@@ -241,23 +348,51 @@ def inference_config(
             "segmentation": None if segmentation is None else dict(segmentation),
         },
         "network": "$@network_def.to(@device)",
-        "preprocessing": {"_target_": "Compose", "transforms": preprocessing_transforms(preprocessing)},
-        "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
-        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
-                       "num_workers": 0},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(roi), "sw_batch_size": 1,
-                    "overlap": overlap, "mode": mode},
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": preprocessing_transforms(preprocessing),
+        },
+        "dataset": {
+            "_target_": "Dataset",
+            "data": "$[{'image': i} for i in @datalist]",
+            "transform": "@preprocessing",
+        },
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@dataset",
+            "batch_size": 1,
+            "shuffle": False,
+            "num_workers": 0,
+        },
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": list(roi),
+            "sw_batch_size": 1,
+            "overlap": overlap,
+            "mode": mode,
+        },
         "postprocessing": {"_target_": "Compose", "transforms": post},
-        "inference": {"_target_": "voxssl.hub.monai_bundle.BundleInference", "dataloader": "@dataloader",
-                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
-                      "weights": "$@bundle_root + '/models/model.pt'", "device": "@device"},
+        "inference": {
+            "_target_": "voxssl.hub.monai_bundle.BundleInference",
+            "dataloader": "@dataloader",
+            "network": "@network",
+            "inferer": "@inferer",
+            "postprocessing": "@postprocessing",
+            "weights": "$@bundle_root + '/models/model.pt'",
+            "device": "@device",
+        },
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
         "run": ["$@inference.run()"],
     }
 
 
-def bundle_metadata(name: str, plan: Any, segmentation: Mapping[str, Any] | None, roi: Sequence[int],
-                    network: BundleNetwork) -> dict[str, Any]:
+def bundle_metadata(
+    name: str,
+    plan: Any,
+    segmentation: Mapping[str, Any] | None,
+    roi: Sequence[int],
+    network: BundleNetwork,
+) -> dict[str, Any]:
     import monai
     import numpy
 
@@ -270,16 +405,33 @@ def bundle_metadata(name: str, plan: Any, segmentation: Mapping[str, Any] | None
         from voxssl.data.vocabulary import ORGANS as ORGAN_NAMES
 
         classes = list(segmentation["classes"])
-        channel_def = {"0": "background", **{str(c): ORGAN_NAMES.get(c, f"class {c}") for c in classes}}
-        output = {"type": "image", "format": "labels", "dtype": "uint8", "value_range": [0, max(classes)],
-                  "num_channels": 1, "spatial_shape": ["*", "*", "*"], "is_patch_data": False,
-                  "channel_def": channel_def}
+        channel_def = {
+            "0": "background",
+            **{str(c): ORGAN_NAMES.get(c, f"class {c}") for c in classes},
+        }
+        output = {
+            "type": "image",
+            "format": "labels",
+            "dtype": "uint8",
+            "value_range": [0, max(classes)],
+            "num_channels": 1,
+            "spatial_shape": ["*", "*", "*"],
+            "is_patch_data": False,
+            "channel_def": channel_def,
+        }
         task = "voxel-wise segmentation of " + ", ".join(channel_def[str(c)] for c in classes)
     else:
         width = sum(network.backbone.level_channels)
-        output = {"type": "image", "format": "embedding", "dtype": "float32", "value_range": [],
-                  "num_channels": width, "spatial_shape": ["*", "*", "*"], "is_patch_data": False,
-                  "channel_def": {"0": f"{width}-d voxel embedding"}}
+        output = {
+            "type": "image",
+            "format": "embedding",
+            "dtype": "float32",
+            "value_range": [],
+            "num_channels": width,
+            "spatial_shape": ["*", "*", "*"],
+            "is_patch_data": False,
+            "channel_def": {"0": f"{width}-d voxel embedding"},
+        }
         task = "dense voxel embeddings for self-supervised transfer"
     return {
         "schema": METADATA_SCHEMA,
@@ -295,20 +447,32 @@ def bundle_metadata(name: str, plan: Any, segmentation: Mapping[str, Any] | None
         + (" with a segmentation head" if segmentation else ""),
         "authors": "voxssl",
         "copyright": "see docs/README.md",
-        "data_source": json.dumps(plan.extra.get("registry_name", plan.extra.get("source_file", "voxssl"))),
+        "data_source": json.dumps(
+            plan.extra.get("registry_name", plan.extra.get("source_file", "voxssl"))
+        ),
         "data_type": "nibabel",
         "image_classes": f"{in_channels}-channel {modality.upper()} image, {preprocessing.get('spacing')} mm after resampling",
-        "label_classes": "canonical voxssl organ ids (voxssl.data.vocabulary)" if segmentation else "none",
+        "label_classes": "canonical voxssl organ ids (voxssl.data.vocabulary)"
+        if segmentation
+        else "none",
         "pred_classes": "see network_data_format.outputs.pred.channel_def",
         "eval_metrics": {},
         "intended_use": "research only; not for clinical use",
         "references": [],
         "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": "hounsfield" if modality == "ct" else "magnitude",
-                                 "modality": modality.upper(), "num_channels": in_channels,
-                                 "spatial_shape": list(roi), "dtype": "float32", "value_range": [0, 1],
-                                 "is_patch_data": True,
-                                 "channel_def": {str(i): f"image channel {i}" for i in range(in_channels)}}},
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "hounsfield" if modality == "ct" else "magnitude",
+                    "modality": modality.upper(),
+                    "num_channels": in_channels,
+                    "spatial_shape": list(roi),
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": True,
+                    "channel_def": {str(i): f"image channel {i}" for i in range(in_channels)},
+                }
+            },
             "outputs": {"pred": output},
         },
     }
@@ -333,8 +497,11 @@ python -m monai.bundle run --config_file configs/inference.json \\
     --bundle_root . --dataset_dir /path/to/niftis --output_dir /path/to/output
 ```
 
-Output: {'a label map per image (canonical voxssl organ ids) on the original image grid' if segmentation else
-'a voxel-embedding image per image, on the resampled (preprocessed) grid'}.
+Output: {
+        "a label map per image (canonical voxssl organ ids) on the original image grid"
+        if segmentation
+        else "a voxel-embedding image per image, on the resampled (preprocessed) grid"
+    }.
 
 Weights: `models/model.pt`, a state dict of tensors only (loaded with `torch.load(weights_only=True)`).
 
@@ -346,4 +513,10 @@ Plan of the weights (architecture, preprocessing, provenance):
 """
 
 
-__all__ = ["BundleNetwork", "ProbabilitiesToLabeld", "export_monai_bundle", "inference_config", "preprocessing_transforms"]
+__all__ = [
+    "BundleNetwork",
+    "ProbabilitiesToLabeld",
+    "export_monai_bundle",
+    "inference_config",
+    "preprocessing_transforms",
+]

@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from voxssl.config.loader import from_dict, read_yaml
 from voxssl.errors import ConfigError
@@ -46,12 +46,16 @@ class RegistryEntry:
     card: str  # model card, relative to the registry file
     urls: list[str] = field(default_factory=list)  # primary first, then mirrors
     manual_download: str = ""  # where to get the file when there is no direct URL
-    sha256: Optional[str] = None  # None: unknown; the first download records the computed value
-    size: Optional[int] = None  # bytes, when known
-    revision: Optional[str] = None  # the commit the URL is pinned to (e.g. on the Hugging Face Hub)
+    sha256: str | None = None  # None: unknown; the first download records the computed value
+    size: int | None = None  # bytes, when known
+    revision: str | None = None  # the commit the URL is pinned to (e.g. on the Hugging Face Hub)
     revision_verified: bool = False  # false: taken from secondary sources, not checked on the host
-    architecture: dict[str, Any] = field(default_factory=dict)  # `model` recipe section (preset + fields)
-    preprocessing: dict[str, Any] = field(default_factory=dict)  # `preprocess.<modality>` recipe section
+    architecture: dict[str, Any] = field(
+        default_factory=dict
+    )  # `model` recipe section (preset + fields)
+    preprocessing: dict[str, Any] = field(
+        default_factory=dict
+    )  # `preprocess.<modality>` recipe section
     unverified: list[str] = field(default_factory=list)  # facts not confirmed from the source
 
     def __post_init__(self) -> None:
@@ -60,7 +64,9 @@ class RegistryEntry:
         if self.sha256 is not None:
             self.sha256 = self.sha256.lower()
             if not _SHA256.match(self.sha256):
-                raise ValueError(f"{self.name}: sha256 must be 64 hex digits or null, got {self.sha256!r}")
+                raise ValueError(
+                    f"{self.name}: sha256 must be 64 hex digits or null, got {self.sha256!r}"
+                )
         for url in self.urls:
             if not url.startswith(("https://", "http://")):
                 raise ValueError(f"{self.name}: url {url!r} must start with https://")
@@ -86,7 +92,9 @@ class Registry:
     models: list[RegistryEntry] = field(default_factory=list)
     version: int = 1
     source: str = field(default="<registry>", init=False)
-    root: Path = field(default=Path("."), init=False)  # folder of the registry file (cards are relative to it)
+    root: Path = field(
+        default=Path("."), init=False
+    )  # folder of the registry file (cards are relative to it)
 
     def names(self) -> list[str]:
         return [entry.name for entry in self.models]
@@ -124,7 +132,9 @@ def load_registry(path: str | os.PathLike | None = None, *, include_user: bool =
         user = _load_one(Path(extra).expanduser())
         for entry in user.models:
             if entry.name in registry:
-                raise RegistryError(f"{user.source}: model '{entry.name}' is already in {registry.source}")
+                raise RegistryError(
+                    f"{user.source}: model '{entry.name}' is already in {registry.source}"
+                )
             entry.card = str((user.root / entry.card).resolve())
             registry.models.append(entry)
     return registry
@@ -163,7 +173,9 @@ def _check_preprocessing(entry: RegistryEntry, where: str) -> None:
 
     schema = CTPreprocessConfig if entry.modality == "ct" else MRPreprocessConfig
     try:
-        from_dict(schema, entry.preprocessing, where=f"preprocessing ({entry.modality})", source=where)
+        from_dict(
+            schema, entry.preprocessing, where=f"preprocessing ({entry.modality})", source=where
+        )
     except ConfigError as err:
         raise RegistryError(str(err)) from None
 
@@ -180,4 +192,4 @@ def _check_architecture(entry: RegistryEntry, where: str) -> None:
         raise RegistryError(str(err)) from None
 
 
-__all__ = ["RegistryEntry", "Registry", "load_registry", "default_registry_path", "REGISTRY_ENV"]
+__all__ = ["REGISTRY_ENV", "Registry", "RegistryEntry", "default_registry_path", "load_registry"]

@@ -65,7 +65,9 @@ def resolve_weights(
     return path
 
 
-def _resolve_source(spec: str | os.PathLike, registry: Registry | None, progress: bool, foreign_format: str | None) -> Path:
+def _resolve_source(
+    spec: str | os.PathLike, registry: Registry | None, progress: bool, foreign_format: str | None
+) -> Path:
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -81,7 +83,9 @@ def _resolve_source(spec: str | os.PathLike, registry: Registry | None, progress
     try:
         entry = registry.get(text)
     except RegistryError as err:
-        raise RegistryError(f"--weights '{text}' is not a file, a folder or a registry name: {err}") from None
+        raise RegistryError(
+            f"--weights '{text}' is not a file, a folder or a registry name: {err}"
+        ) from None
     return registry_weights(entry, progress=progress)
 
 
@@ -112,7 +116,9 @@ def weights_in_folder(folder: Path) -> Path:
     )
 
 
-def registry_weights(entry: RegistryEntry, *, progress: bool = True, local_file: str | os.PathLike | None = None) -> Path:
+def registry_weights(
+    entry: RegistryEntry, *, progress: bool = True, local_file: str | os.PathLike | None = None
+) -> Path:
     """Fetch a registry entry and return its voxssl weights (converted once, then cached)."""
     from voxssl.hub.download import read_record
     from voxssl.hub.fetch import fetch
@@ -136,7 +142,11 @@ def registry_weights(entry: RegistryEntry, *, progress: bool = True, local_file:
         architecture=entry.architecture,
         preprocessing=entry.preprocessing,
         modality=entry.modality,
-        provenance={"registry_name": entry.name, "license": entry.license, "urls": list(entry.urls)},
+        provenance={
+            "registry_name": entry.name,
+            "license": entry.license,
+            "urls": list(entry.urls),
+        },
     )
     return converted
 
@@ -177,7 +187,9 @@ def detect_format(path: Path) -> str:
     checkpoint = read_torch_checkpoint(path)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         return "hierarchical"
-    if isinstance(checkpoint, dict) and any(str(k).endswith("first_conv.weight") for k in checkpoint):
+    if isinstance(checkpoint, dict) and any(
+        str(k).endswith("first_conv.weight") for k in checkpoint
+    ):
         return "vox2vec"
     raise ConversionError(
         f"{path}: not a vox2vec or hierarchical-dense-ssl checkpoint (no 'first_conv.weight' and no "
@@ -201,10 +213,18 @@ def _with_input_channels(path: Path, in_channels: int, adapt_channels: AdaptChan
     state, plan = load_weights(path)
     state = strip_prefixes(state)
     state = adapt_input_channels(state, in_channels, adapt_channels, source=str(path))
-    config = model_config_from_dict({**plan.architecture, "in_channels": in_channels}, source=str(path))
+    config = model_config_from_dict(
+        {**plan.architecture, "in_channels": in_channels}, source=str(path)
+    )
     preprocessing = {**plan.preprocessing, "in_channels": in_channels}
-    extra = {**plan.extra, "adapted_channels": f"{have}->{in_channels} ({adapt_channels})", "adapted_from": str(path)}
-    adapted = Plan.for_model(config, preprocessing=preprocessing, recipe=plan.recipe, kind="backbone", extra=extra)
+    extra = {
+        **plan.extra,
+        "adapted_channels": f"{have}->{in_channels} ({adapt_channels})",
+        "adapted_from": str(path),
+    }
+    adapted = Plan.for_model(
+        config, preprocessing=preprocessing, recipe=plan.recipe, kind="backbone", extra=extra
+    )
     save_weights(out, state, adapted)
     return out
 
@@ -243,4 +263,10 @@ def _registry_entry_for_sha(sha256: str) -> RegistryEntry | None:
     return None
 
 
-__all__ = ["resolve_weights", "registry_weights", "import_cached", "weights_in_folder", "detect_format"]
+__all__ = [
+    "detect_format",
+    "import_cached",
+    "registry_weights",
+    "resolve_weights",
+    "weights_in_folder",
+]

@@ -39,9 +39,16 @@ class EquivarianceLoss(nn.Module):
         gather_distributed: negatives from every DDP rank (see :class:`InfoNCELoss`).
     """
 
-    def __init__(self, temperature: float = 0.1, projector: nn.Module | None = None, gather_distributed: bool = False) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        projector: nn.Module | None = None,
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__()
-        self.contrast = InfoNCELoss(temperature, normalize=True, gather_distributed=gather_distributed)
+        self.contrast = InfoNCELoss(
+            temperature, normalize=True, gather_distributed=gather_distributed
+        )
         self.projector = projector
 
     def forward(
@@ -71,7 +78,9 @@ class EquivarianceLoss(nn.Module):
         return self.contrast(transformed, reference)
 
 
-def source_positions(transforms: object | Sequence[object], positions: torch.Tensor) -> torch.Tensor:
+def source_positions(
+    transforms: object | Sequence[object], positions: torch.Tensor
+) -> torch.Tensor:
     """``T_b^-1(p)`` for every row ``(b, p)``; ``transforms`` is one transform or one per batch item."""
     if not isinstance(transforms, Sequence):
         return transforms.source_points(positions)  # type: ignore[attr-defined]
@@ -85,7 +94,10 @@ def source_positions(transforms: object | Sequence[object], positions: torch.Ten
 
 
 def equivariance_alignment(
-    pyramid_of_transformed: Sequence[torch.Tensor], pyramid: Sequence[torch.Tensor], transforms, positions: torch.Tensor
+    pyramid_of_transformed: Sequence[torch.Tensor],
+    pyramid: Sequence[torch.Tensor],
+    transforms,
+    positions: torch.Tensor,
 ) -> torch.Tensor:
     """Diagnostic: mean cosine distance ``1 - cos(a_i, b_i)`` of the positive pairs (0 when equivariant)."""
     a = gather_voxel_embeddings(pyramid_of_transformed, positions)

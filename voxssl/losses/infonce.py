@@ -34,7 +34,9 @@ class InfoNCELoss(nn.Module):
         gather_distributed: use the embeddings of every DDP rank as negatives.
     """
 
-    def __init__(self, temperature: float = 0.1, normalize: bool = True, gather_distributed: bool = False) -> None:
+    def __init__(
+        self, temperature: float = 0.1, normalize: bool = True, gather_distributed: bool = False
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -45,7 +47,9 @@ class InfoNCELoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """``z1``, ``z2``: ``(N, D)``, row i of both is one positive pair. Returns a scalar."""
         if z1.shape != z2.shape or z1.ndim != 2:
-            raise ValueError(f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+            raise ValueError(
+                f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+            )
         with torch.autocast(device_type=z1.device.type, enabled=False):
             return self._loss(_at_least_float32(z1), _at_least_float32(z2))
 
@@ -63,11 +67,15 @@ class InfoNCELoss(nn.Module):
         local = torch.arange(n, device=z1.device) + offset  # this rank's voxels among the M
         self_columns = torch.cat([local, local + m])  # (2N,) where each row meets itself
         partner_columns = torch.cat([local + m, local])  # (2N,) its positive in the other view
-        logits = logits.index_put((torch.arange(2 * n, device=z1.device), self_columns),
-                                  torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
+        logits = logits.index_put(
+            (torch.arange(2 * n, device=z1.device), self_columns),
+            torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device),
+        )
         return F.cross_entropy(logits, partner_columns)
 
-    def _candidates(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _candidates(
+        self, z1: torch.Tensor, z2: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         if not self.gather_distributed:
             return z1, z2, 0
         import torch.distributed as dist
@@ -76,7 +84,9 @@ class InfoNCELoss(nn.Module):
             return z1, z2, 0
         from voxssl.train.distributed import DistributedContext, gather_with_gradient
 
-        context = DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=z1.device)
+        context = DistributedContext(
+            rank=dist.get_rank(), world_size=dist.get_world_size(), device=z1.device
+        )
         all1, offset = gather_with_gradient(z1, context)
         all2, _ = gather_with_gradient(z2, context)
         return all1, all2, offset

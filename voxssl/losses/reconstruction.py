@@ -14,16 +14,26 @@ from torch import nn
 
 
 class ReconstructionLoss(nn.Module):
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if prediction.shape != target.shape:
-            raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ")
+            raise ValueError(
+                f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ"
+            )
         squared = (prediction - target.to(prediction.dtype)) ** 2  # (B, C, *S)
         if mask is None:
             return squared.mean()
         if mask.ndim == prediction.ndim - 1:
             mask = mask.unsqueeze(1)  # (B, *S) -> (B, 1, *S)
-        if mask.ndim != prediction.ndim or mask.shape[0] != prediction.shape[0] or mask.shape[2:] != prediction.shape[2:]:
-            raise ValueError(f"mask {tuple(mask.shape)} does not match prediction {tuple(prediction.shape)}")
+        if (
+            mask.ndim != prediction.ndim
+            or mask.shape[0] != prediction.shape[0]
+            or mask.shape[2:] != prediction.shape[2:]
+        ):
+            raise ValueError(
+                f"mask {tuple(mask.shape)} does not match prediction {tuple(prediction.shape)}"
+            )
         weights = mask.to(squared.dtype).expand_as(squared)
         # An empty mask gives 0 (with a graph), not NaN.
         return (squared * weights).sum() / weights.sum().clamp_min(1.0)

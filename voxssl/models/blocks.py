@@ -14,10 +14,13 @@ from torch import nn
 from voxssl.config.model import NormSpec
 
 
-def conv_layer(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Module:
+def conv_layer(
+    spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True
+) -> nn.Module:
     """A ``kernel_size`` convolution with 'same' padding (odd kernels)."""
-    return Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=kernel_size,
-                                         padding=kernel_size // 2, bias=bias)
+    return Conv[Conv.CONV, spatial_dims](
+        in_channels, out_channels, kernel_size=kernel_size, padding=kernel_size // 2, bias=bias
+    )
 
 
 class PreActivationResidualBlock(nn.Module):
@@ -26,7 +29,9 @@ class PreActivationResidualBlock(nn.Module):
     Keys: ``layers.0`` norm, ``layers.2`` conv, ``layers.3`` norm, ``layers.5`` conv (1, 4: ReLU).
     """
 
-    def __init__(self, channels: int, norm: NormSpec = "batch", spatial_dims: int = 3, kernel_size: int = 3) -> None:
+    def __init__(
+        self, channels: int, norm: NormSpec = "batch", spatial_dims: int = 3, kernel_size: int = 3
+    ) -> None:
         super().__init__()
         self.layers = nn.Sequential(
             get_norm_layer(norm, spatial_dims=spatial_dims, channels=channels),
@@ -44,7 +49,9 @@ class PreActivationResidualBlock(nn.Module):
 class ResidualStage(nn.Module):
     """``num_blocks`` residual blocks at one resolution (keys ``layers.<j>.layers.*``)."""
 
-    def __init__(self, channels: int, num_blocks: int, norm: NormSpec = "batch", spatial_dims: int = 3) -> None:
+    def __init__(
+        self, channels: int, num_blocks: int, norm: NormSpec = "batch", spatial_dims: int = 3
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             [PreActivationResidualBlock(channels, norm, spatial_dims) for _ in range(num_blocks)]

@@ -31,7 +31,11 @@ def build_reconstruction_head(cfg: ModelConfig) -> ReconstructionHead | None:
     if cfg.reconstruction == "none":
         return None
     return ReconstructionHead(
-        feature_channels(cfg)[0], cfg.reconstruction_channels, cfg.reconstruction, cfg.norm, cfg.spatial_dims  # type: ignore[arg-type]
+        feature_channels(cfg)[0],
+        cfg.reconstruction_channels,
+        cfg.reconstruction,
+        cfg.norm,
+        cfg.spatial_dims,  # type: ignore[arg-type]
     )
 
 

@@ -73,13 +73,17 @@ class FPN(nn.Module):
         self.bottom_block = stage(self.feature_channels[-1])
         decoder_levels = encoder_levels[::-1]  # deepest first, like vox2vec
         self.up_blocks = nn.ModuleList([up_block(spatial_dims, c) for c in decoder_levels])
-        self.skip_blocks = nn.ModuleList([conv_layer(spatial_dims, c, c, kernel_size=1) for c in decoder_levels])
+        self.skip_blocks = nn.ModuleList(
+            [conv_layer(spatial_dims, c, c, kernel_size=1) for c in decoder_levels]
+        )
         self.right_blocks = nn.ModuleList([stage(c) for c in decoder_levels])
         self.projections = build_level_projections(
             self.feature_channels, projection_channels, projection, spatial_dims, projection_seed
         )
         self.level_channels = (
-            list(self.feature_channels) if self.projections is None else [projection_channels] * num_levels
+            list(self.feature_channels)
+            if self.projections is None
+            else [projection_channels] * num_levels
         )
 
     @property
@@ -104,7 +108,9 @@ class FPN(nn.Module):
         for up, skip, right in zip(self.up_blocks, self.skip_blocks, self.right_blocks):
             encoder_map = skips.pop()
             x = up(x)
-            x = x[(..., *(slice(0, n) for n in encoder_map.shape[2:]))]  # odd sizes: drop the extra voxel
+            x = x[
+                (..., *(slice(0, n) for n in encoder_map.shape[2:]))
+            ]  # odd sizes: drop the extra voxel
             x = right(x + skip(encoder_map))
             pyramid.insert(0, x)
         return pyramid

@@ -39,7 +39,9 @@ def gather_voxel_embeddings(
     full = pyramid[0]
     dims = full.ndim - 2
     if coords.ndim != 2 or coords.shape[1] != 1 + dims:
-        raise ValueError(f"coords must be (N, {1 + dims}) = (batch, *spatial), got {tuple(coords.shape)}")
+        raise ValueError(
+            f"coords must be (N, {1 + dims}) = (batch, *spatial), got {tuple(coords.shape)}"
+        )
     if coords.dtype.is_floating_point or coords.dtype == torch.bool:
         raise ValueError(f"coords must be an integer tensor, got {coords.dtype}")
     coords = coords.to(device=full.device, dtype=torch.long)

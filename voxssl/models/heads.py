@@ -19,7 +19,14 @@ class ProjectionHead(nn.Module):
     -> 128; hierarchical: 160 -> 160 -> 160 -> 128. Input ``(N, in_dim)``, output ``(N, out_dim)``.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 128, num_layers: int = 3, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int = 128,
+        num_layers: int = 3,
+        normalize: bool = True,
+    ) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -46,11 +53,18 @@ class ReconstructionHead(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kind: str = "conv1x1", norm: NormSpec = "batch", spatial_dims: int = 3
+        self,
+        in_channels: int,
+        out_channels: int,
+        kind: str = "conv1x1",
+        norm: NormSpec = "batch",
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
         if kind == "conv1x1":
-            self.layers = nn.Sequential(conv_layer(spatial_dims, in_channels, out_channels, kernel_size=1))
+            self.layers = nn.Sequential(
+                conv_layer(spatial_dims, in_channels, out_channels, kernel_size=1)
+            )
         elif kind == "two_conv":
             hidden = max(in_channels // 2, 1)
             self.layers = nn.Sequential(

@@ -25,12 +25,20 @@ KINDS = ("backbone", "pretrain", "segmentation")
 @dataclass
 class Plan:
     architecture: dict[str, Any]  # ModelConfig as plain data (every field resolved)
-    preprocessing: dict[str, Any] = field(default_factory=dict)  # modality, in_channels, spacing, intensity
-    recipe: dict[str, Any] = field(default_factory=dict)  # the resolved recipe that produced the weights
-    kind: str = "backbone"  # backbone | pretrain (backbone.* + heads) | segmentation (backbone.* + head.*)
+    preprocessing: dict[str, Any] = field(
+        default_factory=dict
+    )  # modality, in_channels, spacing, intensity
+    recipe: dict[str, Any] = field(
+        default_factory=dict
+    )  # the resolved recipe that produced the weights
+    kind: str = (
+        "backbone"  # backbone | pretrain (backbone.* + heads) | segmentation (backbone.* + head.*)
+    )
     voxssl_version: str = __version__
     format_version: int = PLAN_FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)  # provenance: source, converter, step, classes...
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # provenance: source, converter, step, classes...
 
     @classmethod
     def for_model(
@@ -78,7 +86,9 @@ class Plan:
         if unknown:
             raise CheckpointError(f"{source}: unknown plan field '{unknown[0]}'")
         if data.get("kind", "backbone") not in KINDS:
-            raise CheckpointError(f"{source}: plan field 'kind' must be one of {', '.join(KINDS)}, got {data['kind']!r}")
+            raise CheckpointError(
+                f"{source}: plan field 'kind' must be one of {', '.join(KINDS)}, got {data['kind']!r}"
+            )
         return cls(**data)
 
 
@@ -92,7 +102,12 @@ def preprocessing_plan(modality: str, preprocess: Any, in_channels: int = 1) -> 
 
     params = to_dict(getattr(preprocess, modality))
     spacing = params.pop("spacing", None)
-    return {"modality": modality, "in_channels": in_channels, "spacing": spacing, "intensity": params}
+    return {
+        "modality": modality,
+        "in_channels": in_channels,
+        "spacing": spacing,
+        "intensity": params,
+    }
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -111,8 +126,14 @@ def _same(actual: Any, expected: Any) -> bool:
     if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
         return len(actual) == len(expected) and all(_same(a, e) for a, e in zip(actual, expected))
     numbers = (int, float)
-    if isinstance(expected, numbers) and isinstance(actual, numbers) and not isinstance(expected, bool):
-        return not isinstance(actual, bool) and math.isclose(actual, expected, rel_tol=1e-6, abs_tol=1e-9)
+    if (
+        isinstance(expected, numbers)
+        and isinstance(actual, numbers)
+        and not isinstance(expected, bool)
+    ):
+        return not isinstance(actual, bool) and math.isclose(
+            actual, expected, rel_tol=1e-6, abs_tol=1e-9
+        )
     return actual == expected
 
 

@@ -20,13 +20,20 @@ from voxssl.models.heads import ProjectionHead, ReconstructionHead
 
 class PretrainOutput(NamedTuple):
     pyramid: list[torch.Tensor]  # voxel-embedding pyramid [(B, level_channels[i], *S_i)]
-    embeddings: torch.Tensor | None  # (N, D) concatenated embeddings at coords (None without coords)
+    embeddings: (
+        torch.Tensor | None
+    )  # (N, D) concatenated embeddings at coords (None without coords)
     projections: torch.Tensor | None  # (N, projector_out), L2-normalised
     reconstruction: torch.Tensor | None  # (B, reconstruction_channels, *S) or None without a head
 
 
 class PretrainModel(nn.Module):
-    def __init__(self, backbone: FPN, projector: ProjectionHead, reconstruction_head: ReconstructionHead | None) -> None:
+    def __init__(
+        self,
+        backbone: FPN,
+        projector: ProjectionHead,
+        reconstruction_head: ReconstructionHead | None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.projector = projector

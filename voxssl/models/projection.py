@@ -28,7 +28,9 @@ class FrozenRandomProjection(nn.Module):
     ``torch.Generator().manual_seed(seed)``: the same seed gives the same projection everywhere.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int, seed: int, bias: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, spatial_dims: int, seed: int, bias: bool
+    ) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         bound = 1.0 / math.sqrt(in_channels)
@@ -36,14 +38,19 @@ class FrozenRandomProjection(nn.Module):
         weight = (torch.rand(shape, generator=generator, device="cpu") * 2 - 1) * bound
         self.register_buffer("weight", weight)
         if bias:
-            self.register_buffer("bias", (torch.rand(out_channels, generator=generator, device="cpu") * 2 - 1) * bound)
+            self.register_buffer(
+                "bias",
+                (torch.rand(out_channels, generator=generator, device="cpu") * 2 - 1) * bound,
+            )
         else:
             self.bias = None
         self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = F.conv3d if self.spatial_dims == 3 else F.conv2d
-        return conv(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return conv(
+            x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
+        )
 
 
 def build_level_projections(
@@ -54,12 +61,17 @@ def build_level_projections(
         return None
     if kind == "learned":
         return nn.ModuleList(
-            [conv_layer(spatial_dims, c, out_channels, kernel_size=1, bias=(i == 0)) for i, c in enumerate(level_channels)]
+            [
+                conv_layer(spatial_dims, c, out_channels, kernel_size=1, bias=(i == 0))
+                for i, c in enumerate(level_channels)
+            ]
         )
     if kind == "frozen_random":
         return nn.ModuleList(
             [
-                FrozenRandomProjection(c, out_channels, spatial_dims, seed=seed * 1000 + i, bias=(i == 0))
+                FrozenRandomProjection(
+                    c, out_channels, spatial_dims, seed=seed * 1000 + i, bias=(i == 0)
+                )
                 for i, c in enumerate(level_channels)
             ]
         )

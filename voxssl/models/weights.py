@@ -30,7 +30,9 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _BACKBONE_PREFIX = "backbone."
 
 
-def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], plan: Plan) -> Path:
+def save_weights(
+    path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], plan: Plan
+) -> Path:
     """Write ``state_dict`` and ``plan`` to a ``.safetensors`` file (atomically)."""
     from safetensors.torch import save_file
 
@@ -82,7 +84,9 @@ def read_plan(path: str | os.PathLike) -> Plan:
     return Plan.from_json(metadata[_PLAN_KEY], source=str(path))
 
 
-def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], Plan]:
+def load_weights(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], Plan]:
     """``(state_dict, plan)`` of a voxssl weights file (safetensors only; no code is executed)."""
     from safetensors.torch import load_file
 
@@ -102,11 +106,13 @@ def remove_leading_prefixes(key: str, prefixes: tuple[str, ...]) -> str:
         changed = False
         for prefix in prefixes:
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key
 
 
-def strip_prefixes(state_dict: Mapping[str, torch.Tensor], take: str | None = _BACKBONE_PREFIX) -> dict[str, torch.Tensor]:
+def strip_prefixes(
+    state_dict: Mapping[str, torch.Tensor], take: str | None = _BACKBONE_PREFIX
+) -> dict[str, torch.Tensor]:
     """Remove wrapper prefixes (``module.``, ``_orig_mod.``); keep only the ``take`` sub-module.
 
     When some keys start with ``take`` (e.g. ``backbone.`` in a pretraining or segmentation state
@@ -118,12 +124,19 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], take: str | None = _B
     if take and any(key.startswith(take) for key in state):
         dropped = sorted(key.split(".")[0] for key in state if not key.startswith(take))
         if dropped:
-            log.info("keeping %s* only; dropping %d keys of %s", take, len(dropped), ", ".join(sorted(set(dropped))))
-        state = {key[len(take):]: value for key, value in state.items() if key.startswith(take)}
+            log.info(
+                "keeping %s* only; dropping %d keys of %s",
+                take,
+                len(dropped),
+                ", ".join(sorted(set(dropped))),
+            )
+        state = {key[len(take) :]: value for key, value in state.items() if key.startswith(take)}
     return state
 
 
-def load_state_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+def load_state_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str
+) -> None:
     """``module.load_state_dict(strict=True)`` with an error naming the first bad key or shape."""
     expected = module.state_dict()
     missing = [key for key in expected if key not in state_dict]
@@ -148,7 +161,9 @@ def load_state_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
 
 
 def load_backbone(
-    path: str | os.PathLike, expect: dict[str, Any] | None = None, device: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    expect: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, Plan]:
     """Rebuild the backbone from the file's plan, check ``expect``, load strictly.
 

@@ -26,14 +26,18 @@ def select_cases(recipe: Recipe, cfg: PretrainConfig) -> list[CachedCase]:
     hint = DATA_HINT.format(recipe=recipe.source_file)
     cache_dir = Path(recipe.data.cache_dir)
     if not (cache_dir / "manifest.json").is_file():
-        raise DataError(f"{recipe.source_file}: no preprocessed cache at data.cache_dir={cache_dir}; {hint}")
+        raise DataError(
+            f"{recipe.source_file}: no preprocessed cache at data.cache_dir={cache_dir}; {hint}"
+        )
     index = open_cache(cache_dir)
     if cfg.sources:
         cases = [case for source in cfg.sources for case in index.cases(source=source)]
     else:
         cases = index.cases()
     if not cases:
-        raise DataError(f"{recipe.source_file}: the cache {cache_dir} has no case for pretrain.sources; {hint}")
+        raise DataError(
+            f"{recipe.source_file}: the cache {cache_dir} has no case for pretrain.sources; {hint}"
+        )
     modalities = sorted({case.modality for case in cases})
     if len(modalities) > 1:
         raise ConfigError(
@@ -41,7 +45,9 @@ def select_cases(recipe: Recipe, cfg: PretrainConfig) -> list[CachedCase]:
         )
     channels = sorted({case.num_channels for case in cases})
     if len(channels) > 1:
-        raise DataError(f"{recipe.source_file}: cached cases have different channel counts {channels}")
+        raise DataError(
+            f"{recipe.source_file}: cached cases have different channel counts {channels}"
+        )
     log.info("pretraining on %d cached %s cases from %s", len(cases), modalities[0], cache_dir)
     return cases
 
@@ -69,9 +75,13 @@ def build_view_generator(recipe: Recipe, cfg: PretrainConfig, modality: str) -> 
 
         eq = cfg.equivariance
         # Odd quarter turns are drawn only for square axial planes (the view keeps its shape).
-        sampler = RandomGridTransform(flip_prob=eq.flip_prob, rotation_turns=tuple(eq.rotation_turns),
-                                      zoom_prob=eq.zoom_prob, zoom_factors=tuple(eq.zoom_factors))
+        sampler = RandomGridTransform(
+            flip_prob=eq.flip_prob,
+            rotation_turns=tuple(eq.rotation_turns),
+            zoom_prob=eq.zoom_prob,
+            zoom_factors=tuple(eq.zoom_factors),
+        )
     return ViewGenerator(cfg.patch_size, cfg.positives_per_pair, augmentations, sampler)
 
 
-__all__ = ["select_cases", "build_view_generator", "intensity_scale", "DATA_HINT"]
+__all__ = ["DATA_HINT", "build_view_generator", "intensity_scale", "select_cases"]

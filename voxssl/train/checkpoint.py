@@ -41,8 +41,18 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 # Pretrain fields that may change between an interrupted run and its resumption (they do not
 # change what step k computes).
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "num_workers", "prefetch_factor", "checkpoint_every", "keep_checkpoints", "log_every", "image_every",
-     "device", "deterministic", "cpu_threads"}
+    {
+        "steps",
+        "num_workers",
+        "prefetch_factor",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "image_every",
+        "device",
+        "deterministic",
+        "cpu_threads",
+    }
 )
 
 
@@ -55,8 +65,14 @@ class TrainingState:
     fingerprint: dict[str, Any]  # recipe sections that must match on resume
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": STATE_FORMAT, "step": self.step, "optimizer": self.optimizer, "rng": self.rng,
-                "sampler": self.sampler, "fingerprint": self.fingerprint}
+        return {
+            "format": STATE_FORMAT,
+            "step": self.step,
+            "optimizer": self.optimizer,
+            "rng": self.rng,
+            "sampler": self.sampler,
+            "fingerprint": self.fingerprint,
+        }
 
 
 def rng_state() -> dict[str, Any]:
@@ -69,7 +85,11 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if (
+        "cuda" in state
+        and torch.cuda.is_available()
+        and len(state["cuda"]) == torch.cuda.device_count()
+    ):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -99,7 +119,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_checkpoint(run_dir: Path, state: TrainingState, save_model: Callable[[Path], None], keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path, state: TrainingState, save_model: Callable[[Path], None], keep: int = 2
+) -> Path:
     """Write ``step_<state.step>`` atomically; keep the ``keep`` newest step folders.
 
     ``save_model(path)`` writes the model's safetensors file at ``path``.
@@ -132,7 +154,7 @@ def load_state(folder: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint state {path} not found") from None
-    except Exception as err:  # noqa: BLE001 - a corrupt or foreign file
+    except Exception as err:
         raise CheckpointError(f"checkpoint state {path} is unreadable: {err}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"checkpoint state {path} has an unknown format")
@@ -152,9 +174,22 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], folder: Pa
                         f"cannot resume from {folder}: '{section}.{key}' was {old.get(key)!r} and is now "
                         f"{new.get(key)!r}; start a new run (another name) or restore the setting"
                     )
-        raise CheckpointError(f"cannot resume from {folder}: '{section}' was {old!r} and is now {new!r}")
+        raise CheckpointError(
+            f"cannot resume from {folder}: '{section}' was {old!r} and is now {new!r}"
+        )
 
 
-__all__ = ["TrainingState", "save_checkpoint", "load_state", "latest_checkpoint", "list_checkpoints",
-           "check_fingerprint", "rng_state", "restore_rng_state", "checkpoint_root", "RESUMABLE_CHANGES",
-           "MODEL_FILE", "STATE_FILE"]
+__all__ = [
+    "MODEL_FILE",
+    "RESUMABLE_CHANGES",
+    "STATE_FILE",
+    "TrainingState",
+    "check_fingerprint",
+    "checkpoint_root",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_state",
+    "restore_rng_state",
+    "rng_state",
+    "save_checkpoint",
+]

@@ -42,7 +42,9 @@ class DistributedContext:
 
 
 def launched_by_torchrun() -> bool:
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+    return all(
+        k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    )
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -54,7 +56,9 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(requested_device: str = "auto", timeout_s: float = 1800.0) -> DistributedContext:
+def init_distributed(
+    requested_device: str = "auto", timeout_s: float = 1800.0
+) -> DistributedContext:
     """Join the torchrun process group when launched by torchrun; a world of one otherwise."""
     if not launched_by_torchrun():
         return DistributedContext(device=resolve_device(requested_device))
@@ -68,8 +72,10 @@ def init_distributed(requested_device: str = "auto", timeout_s: float = 1800.0) 
     if not dist.is_initialized():
         try:
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-        except Exception as err:  # noqa: BLE001 - re-raised with the rank and backend
-            raise DistributedError(f"rank {rank}/{world}: init_process_group({backend}) failed: {err}") from err
+        except Exception as err:
+            raise DistributedError(
+                f"rank {rank}/{world}: init_process_group({backend}) failed: {err}"
+            ) from err
     if dist.get_world_size() != world or dist.get_rank() != rank:
         raise DistributedError(
             f"process group reports rank {dist.get_rank()}/{dist.get_world_size()}, torchrun said {rank}/{world}"
@@ -89,7 +95,7 @@ def barrier(ctx: DistributedContext) -> None:
     _require_group("barrier")
     try:
         dist.barrier()
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise DistributedError(f"rank {ctx.rank}: barrier failed: {err}") from err
 
 
@@ -101,7 +107,7 @@ def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tens
     out = tensor.detach().clone()
     try:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise DistributedError(f"rank {ctx.rank}: all_reduce failed: {err}") from err
     return out / ctx.world_size
 
@@ -147,11 +153,13 @@ def gather_with_gradient(tensor: torch.Tensor, ctx: DistributedContext) -> tuple
         return _GatherWithGradient.apply(tensor), offset
     except DistributedError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise DistributedError(f"rank {ctx.rank}: all_gather failed: {err}") from err
 
 
-def wrap_ddp(model: torch.nn.Module, ctx: DistributedContext, find_unused_parameters: bool = False) -> torch.nn.Module:
+def wrap_ddp(
+    model: torch.nn.Module, ctx: DistributedContext, find_unused_parameters: bool = False
+) -> torch.nn.Module:
     """DistributedDataParallel around ``model`` (BatchNorm statistics stay per rank, as in DDP).
 
     ``find_unused_parameters``: needed when a sub-module takes no part in the loss (a
@@ -160,8 +168,9 @@ def wrap_ddp(model: torch.nn.Module, ctx: DistributedContext, find_unused_parame
         return model
     _require_group("DistributedDataParallel")
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                                     find_unused_parameters=find_unused_parameters)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
 
 
 def cleanup(ctx: DistributedContext) -> None:
@@ -169,5 +178,15 @@ def cleanup(ctx: DistributedContext) -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["DistributedContext", "DistributedError", "init_distributed", "resolve_device", "barrier",
-           "all_reduce_mean", "gather_with_gradient", "wrap_ddp", "cleanup", "launched_by_torchrun"]
+__all__ = [
+    "DistributedContext",
+    "DistributedError",
+    "all_reduce_mean",
+    "barrier",
+    "cleanup",
+    "gather_with_gradient",
+    "init_distributed",
+    "launched_by_torchrun",
+    "resolve_device",
+    "wrap_ddp",
+]

@@ -35,7 +35,9 @@ def pca_rgb(features: torch.Tensor) -> torch.Tensor:
     return rgb.T.reshape(3, h, w)
 
 
-def slice_panel(image: torch.Tensor, reconstruction: torch.Tensor | None, embedding: torch.Tensor) -> torch.Tensor:
+def slice_panel(
+    image: torch.Tensor, reconstruction: torch.Tensor | None, embedding: torch.Tensor
+) -> torch.Tensor:
     """(3, X, n*Y) picture of one slice: grey image | grey reconstruction (if any) | PCA of the
     embedding. ``image``/``reconstruction``: (C, X, Y) (channel 0 shown); ``embedding``: (D, X, Y)."""
     grey = lambda t: t[0].detach().float().cpu().clamp(0, 1).expand(3, -1, -1)  # noqa: E731
@@ -49,8 +51,15 @@ def slice_panel(image: torch.Tensor, reconstruction: torch.Tensor | None, embedd
 class TrainLogger:
     """TensorBoard + progress bar for rank 0 (``enabled=False`` on the other ranks)."""
 
-    def __init__(self, log_dir: Path, *, total_steps: int, start_step: int, enabled: bool = True,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        total_steps: int,
+        start_step: int,
+        enabled: bool = True,
+        progress: bool = True,
+    ) -> None:
         self.enabled = enabled
         self.writer = None
         self.bar = None
@@ -58,11 +67,19 @@ class TrainLogger:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_step if start_step > 0 else None)
+        self.writer = SummaryWriter(
+            log_dir=str(log_dir), purge_step=start_step if start_step > 0 else None
+        )
         if progress:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="pretrain", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total_steps,
+                initial=start_step,
+                desc="pretrain",
+                unit="step",
+                dynamic_ncols=True,
+            )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is None:
@@ -127,4 +144,4 @@ def gpu_memory_gb(device: torch.device) -> dict[str, float]:
     return {"perf/gpu_memory_gb": peak}
 
 
-__all__ = ["TrainLogger", "ThroughputMeter", "pca_rgb", "slice_panel", "gpu_memory_gb"]
+__all__ = ["ThroughputMeter", "TrainLogger", "gpu_memory_gb", "pca_rgb", "slice_panel"]

@@ -33,10 +33,16 @@ from voxssl.models.plan import Plan, preprocessing_plan
 from voxssl.models.weights import load_state_strict, load_weights, save_weights
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.builders import build_view_generator, select_cases
-from voxssl.train.distributed import DistributedContext, all_reduce_mean, cleanup, init_distributed, wrap_ddp
+from voxssl.train.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    cleanup,
+    init_distributed,
+    wrap_ddp,
+)
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
-from voxssl.train.online_probe import build_online_probe
 from voxssl.train.objective import PretrainObjective
+from voxssl.train.online_probe import build_online_probe
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,9 @@ class PretrainResult:
     terms: dict[int, dict[str, float]] = field(default_factory=dict)
     backbone_path: Path | None = None  # written when the run reached pretrain.steps
     data_wait_fraction: float = 0.0  # over the whole run
-    step_seconds: dict[int, float] = field(default_factory=dict)  # wall time of each step, data wait included
+    step_seconds: dict[int, float] = field(
+        default_factory=dict
+    )  # wall time of each step, data wait included
     data_wait_seconds: dict[int, float] = field(default_factory=dict)
     model: torch.nn.Module | None = None  # the trained PretrainModel (unwrapped), in train mode
 
@@ -65,7 +73,9 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16
     if amp == "bf16":
-        raise ConfigError("pretrain.amp is 'bf16' but training runs on the CPU (bf16 is ~100x slower there); use auto")
+        raise ConfigError(
+            "pretrain.amp is 'bf16' but training runs on the CPU (bf16 is ~100x slower there); use auto"
+        )
     return None
 
 
@@ -76,19 +86,30 @@ def learning_rate(step: int, cfg: PretrainConfig) -> float:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def fingerprint(recipe: Recipe, cfg: PretrainConfig, ctx: DistributedContext) -> dict:
     """What must not change between a run and its resumption."""
     # the online probe only observes the backbone: changing it never changes training
-    pretrain = {k: v for k, v in to_dict(cfg).items()
-                if k not in ckpt.RESUMABLE_CHANGES and k != "online_probe"}
-    return {"model": model_config_to_dict(recipe.model), "pretrain": pretrain,
-            "run": {"seed": recipe.seed, "world_size": ctx.world_size}}
+    pretrain = {
+        k: v
+        for k, v in to_dict(cfg).items()
+        if k not in ckpt.RESUMABLE_CHANGES and k != "online_probe"
+    }
+    return {
+        "model": model_config_to_dict(recipe.model),
+        "pretrain": pretrain,
+        "run": {"seed": recipe.seed, "world_size": ctx.world_size},
+    }
 
 
-def pretrain(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
+def pretrain(
+    recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_after: int | None = None
+) -> PretrainResult:
     """Pretrain the recipe's model on its cache; see the module docstring.
 
     Args:
@@ -102,20 +123,24 @@ def pretrain(recipe: Recipe, *, resume: bool = False, progress: bool = True, sto
     model_cfg = require_section(recipe, "model", "pretrain")
     ctx = init_distributed(cfg.device)
     try:
-        return _pretrain(recipe, cfg, model_cfg, ctx, resume=resume, progress=progress, stop_after=stop_after)
+        return _pretrain(
+            recipe, cfg, model_cfg, ctx, resume=resume, progress=progress, stop_after=stop_after
+        )
     finally:
         cleanup(ctx)
 
 
-def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> PretrainResult:  # noqa: C901
+def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> PretrainResult:
     run_dir, device = Path(recipe.run_dir), ctx.device
 
     # --- data and model ------------------------------------------------------------------------
     cases = select_cases(recipe, cfg)
     modality, channels = cases[0].modality, cases[0].num_channels
     if model_cfg.in_channels != channels:
-        raise ConfigError(f"{recipe.source_file}: model.in_channels is {model_cfg.in_channels} but the cached "
-                          f"{modality} images have {channels} channel(s)")
+        raise ConfigError(
+            f"{recipe.source_file}: model.in_channels is {model_cfg.in_channels} but the cached "
+            f"{modality} images have {channels} channel(s)"
+        )
     autocast_dtype = amp_dtype(cfg.amp, device)
     if device.type == "cpu" and cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
@@ -123,7 +148,9 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(recipe.seed)  # same initial weights on every rank (DDP also broadcasts them)
     model = build_pretrain_model(model_cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    )
     preprocessing = preprocessing_plan(modality, recipe.preprocess, channels)
     resolved = recipe_to_dict(recipe)
 
@@ -143,40 +170,79 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
         start_step = int(state["step"])
         log.info("resuming %s at step %d", run_dir, start_step)
     elif latest is not None:
-        raise ConfigError(f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
-                          f"run, or give this one another name (--set name=...)")
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
+            f"run, or give this one another name (--set name=...)"
+        )
     end_step = cfg.steps
     if start_step >= end_step:
-        raise ConfigError(f"the run is already at step {start_step} >= pretrain.steps={end_step}; raise pretrain.steps")
-    train_model = wrap_ddp(model, ctx, find_unused_parameters=model.reconstruction_head is not None
-                           and cfg.reconstruction_weight == 0)
+        raise ConfigError(
+            f"the run is already at step {start_step} >= pretrain.steps={end_step}; raise pretrain.steps"
+        )
+    train_model = wrap_ddp(
+        model,
+        ctx,
+        find_unused_parameters=model.reconstruction_head is not None
+        and cfg.reconstruction_weight == 0,
+    )
     objective = PretrainObjective(cfg)
 
     views = build_view_generator(recipe, cfg, modality)
     spec = PairBatchSpec(cfg.pairs_per_step, cfg.pairs_per_volume, cfg.positives_per_pair)
-    dataset = PretrainPairs(cases, views, spec, seed=recipe.seed, rank=ctx.rank, start_step=start_step,
-                            end_step=end_step)
-    loader = make_loader(dataset, cfg.num_workers, cfg.prefetch_factor, pin_memory=device.type == "cuda")
+    dataset = PretrainPairs(
+        cases,
+        views,
+        spec,
+        seed=recipe.seed,
+        rank=ctx.rank,
+        start_step=start_step,
+        end_step=end_step,
+    )
+    loader = make_loader(
+        dataset, cfg.num_workers, cfg.prefetch_factor, pin_memory=device.type == "cuda"
+    )
 
     if ctx.is_main:
         save_resolved(recipe, run_dir)
-    probe = build_online_probe(recipe, cfg.online_probe, modality=modality, channels=channels, device=device,
-                               is_main=ctx.is_main)
-    logger = TrainLogger(run_dir / TENSORBOARD_DIR, total_steps=end_step, start_step=start_step,
-                         enabled=ctx.is_main, progress=progress)
+    probe = build_online_probe(
+        recipe,
+        cfg.online_probe,
+        modality=modality,
+        channels=channels,
+        device=device,
+        is_main=ctx.is_main,
+    )
+    logger = TrainLogger(
+        run_dir / TENSORBOARD_DIR,
+        total_steps=end_step,
+        start_step=start_step,
+        enabled=ctx.is_main,
+        progress=progress,
+    )
 
     def plan(kind: str, step: int) -> Plan:
         return Plan.for_model(model_cfg, preprocessing, resolved, kind=kind, extra={"step": step})
 
     def save(step: int) -> None:
         if ctx.is_main:
-            state = ckpt.TrainingState(step=step, optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
-                                       sampler={"seed": recipe.seed, "next_step": step}, fingerprint=run_fingerprint)
-            ckpt.save_checkpoint(run_dir, state, lambda path: save_weights(path, model.state_dict(), plan("pretrain", step)),
-                                 keep=cfg.keep_checkpoints)
+            state = ckpt.TrainingState(
+                step=step,
+                optimizer=optimizer.state_dict(),
+                rng=ckpt.rng_state(),
+                sampler={"seed": recipe.seed, "next_step": step},
+                fingerprint=run_fingerprint,
+            )
+            ckpt.save_checkpoint(
+                run_dir,
+                state,
+                lambda path: save_weights(path, model.state_dict(), plan("pretrain", step)),
+                keep=cfg.keep_checkpoints,
+            )
 
     # --- the loop -------------------------------------------------------------------------------
-    result = PretrainResult(run_dir=run_dir, start_step=start_step, last_step=start_step, model=model)
+    result = PretrainResult(
+        run_dir=run_dir, start_step=start_step, last_step=start_step, model=model
+    )
     meter, total_wait, started = ThroughputMeter(), 0.0, time.perf_counter()
     model.train()
     expected = start_step
@@ -192,8 +258,11 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
 
-            autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                        else contextlib.nullcontext())
+            autocast = (
+                torch.autocast(device.type, dtype=autocast_dtype)
+                if autocast_dtype is not None
+                else contextlib.nullcontext()
+            )
             with autocast:
                 out = objective(train_model, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -206,7 +275,9 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             loss = float(all_reduce_mean(out.loss.detach(), ctx))
             terms = {k: float(all_reduce_mean(v, ctx)) for k, v in out.terms.items()}
             if not torch.isfinite(torch.tensor(loss)):
-                raise FloatingPointError(f"the loss is {loss} at step {done}; lower pretrain.lr or check the data")
+                raise FloatingPointError(
+                    f"the loss is {loss} at step {done}; lower pretrain.lr or check the data"
+                )
             result.losses[done], result.terms[done], result.last_step = loss, terms, done
             meter.add(data_wait)
             total_wait += data_wait
@@ -214,8 +285,12 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             result.data_wait_seconds[done] = data_wait
             logger.advance(1, {"loss": loss})
             if done % cfg.log_every == 0 or done == end_step:
-                scalars = {"loss/total": loss, **{f"loss/{k}": v for k, v in terms.items()},
-                           "train/lr": optimizer.param_groups[0]["lr"], "train/grad_norm": float(grad_norm)}
+                scalars = {
+                    "loss/total": loss,
+                    **{f"loss/{k}": v for k, v in terms.items()},
+                    "train/lr": optimizer.param_groups[0]["lr"],
+                    "train/grad_norm": float(grad_norm),
+                }
                 scalars.update(meter.read(cfg.pairs_per_step * ctx.world_size))
                 scalars.update(gpu_memory_gb(device))
                 logger.scalars(done, scalars)
@@ -234,8 +309,9 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
 
     result.data_wait_fraction = total_wait / max(time.perf_counter() - started, 1e-9)
     if result.last_step == end_step and ctx.is_main:
-        result.backbone_path = save_weights(run_dir / BACKBONE_FILE, model.backbone.state_dict(),
-                                            plan("backbone", end_step))
+        result.backbone_path = save_weights(
+            run_dir / BACKBONE_FILE, model.backbone.state_dict(), plan("backbone", end_step)
+        )
         log.info("pretrained backbone written to %s", result.backbone_path)
     return result
 
@@ -249,11 +325,22 @@ def _panel(output, batch: dict) -> torch.Tensor:
     levels = []
     for i, level in enumerate(output.pyramid):
         plane = level[0, :, :, :, z >> i].float()
-        plane = plane.repeat_interleave(2**i, dim=1).repeat_interleave(2**i, dim=2)[:, : size[0], : size[1]]
+        plane = plane.repeat_interleave(2**i, dim=1).repeat_interleave(2**i, dim=2)[
+            :, : size[0], : size[1]
+        ]
         levels.append(plane)
     embedding = torch.cat(levels, dim=0)
-    reconstruction = None if output.reconstruction is None else output.reconstruction[0, :, :, :, z].float()
+    reconstruction = (
+        None if output.reconstruction is None else output.reconstruction[0, :, :, :, z].float()
+    )
     return slice_panel(view[:, :, :, z], reconstruction, embedding)
 
 
-__all__ = ["pretrain", "PretrainResult", "amp_dtype", "learning_rate", "BACKBONE_FILE", "TENSORBOARD_DIR"]
+__all__ = [
+    "BACKBONE_FILE",
+    "TENSORBOARD_DIR",
+    "PretrainResult",
+    "amp_dtype",
+    "learning_rate",
+    "pretrain",
+]

@@ -26,7 +26,9 @@ from voxssl.losses.reconstruction import ReconstructionLoss
 
 def batch_coords(positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(P, N, 3) positions + (P, N) valid -> (M, 4) ``(pair index, x, y, z)`` of the valid ones."""
-    pair_index = torch.arange(positions.shape[0], device=positions.device)[:, None].expand(valid.shape)
+    pair_index = torch.arange(positions.shape[0], device=positions.device)[:, None].expand(
+        valid.shape
+    )
     return torch.cat([pair_index[valid][:, None], positions[valid]], dim=1)
 
 
@@ -51,7 +53,9 @@ class PretrainObjective(nn.Module):
         gather = cfg.gather_negatives_across_ranks
         self.infonce = InfoNCELoss(temperature=cfg.infonce_temperature, gather_distributed=gather)
         self.reconstruction = ReconstructionLoss()
-        self.equivariance = EquivarianceLoss(temperature=cfg.equivariance.temperature, gather_distributed=gather)
+        self.equivariance = EquivarianceLoss(
+            temperature=cfg.equivariance.temperature, gather_distributed=gather
+        )
 
     def forward(self, model: nn.Module, batch: dict) -> StepOutput:
         cfg = self.cfg
@@ -65,7 +69,9 @@ class PretrainObjective(nn.Module):
             total = total + cfg.infonce_weight * terms["infonce"]
         if cfg.reconstruction_weight > 0:
             if out1.reconstruction is None:
-                raise ValueError("pretrain.reconstruction_weight > 0 needs a model with a reconstruction head")
+                raise ValueError(
+                    "pretrain.reconstruction_weight > 0 needs a model with a reconstruction head"
+                )
             terms["reconstruction"] = 0.5 * (
                 self.reconstruction(out1.reconstruction.float(), batch["target1"])
                 + self.reconstruction(out2.reconstruction.float(), batch["target2"])
@@ -73,12 +79,15 @@ class PretrainObjective(nn.Module):
             total = total + cfg.reconstruction_weight * terms["reconstruction"]
         if cfg.equivariance.enabled:
             out3 = model(batch["view3"])  # the pyramid of T(crop 1 with fresh augmentations)
-            positions3 = batch_coords(batch["positions3"], valid & batch["valid3"])  # on T's output grid
+            positions3 = batch_coords(
+                batch["positions3"], valid & batch["valid3"]
+            )  # on T's output grid
             pyramid3 = [level.float() for level in out3.pyramid]
             pyramid1 = [level.float() for level in out1.pyramid]
             projector = unwrap(model).projector if cfg.equivariance.projector == "shared" else None
-            terms["equivariance"] = self.equivariance(pyramid3, pyramid1, list(batch["transforms"]), positions3,
-                                                      projector=projector)
+            terms["equivariance"] = self.equivariance(
+                pyramid3, pyramid1, list(batch["transforms"]), positions3, projector=projector
+            )
             total = total + cfg.equivariance.weight * terms["equivariance"]
         return StepOutput(total, {k: v.detach() for k, v in terms.items()}, out1)
 

@@ -35,8 +35,17 @@ TAG = "online_probe"
 class OnlineProbe:
     """Holds the probe's cases (loaded once) and runs one probe per call of :meth:`run`."""
 
-    def __init__(self, cfg: OnlineProbeConfig, cache_dir, *, modality: str, channels: int, seed: int,
-                 device: torch.device, where: str = "recipe") -> None:
+    def __init__(
+        self,
+        cfg: OnlineProbeConfig,
+        cache_dir,
+        *,
+        modality: str,
+        channels: int,
+        seed: int,
+        device: torch.device,
+        where: str = "recipe",
+    ) -> None:
         from voxssl.data.cache import open_cache
         from voxssl.eval.protocol import check_classes
 
@@ -58,7 +67,7 @@ class OnlineProbe:
             )
         order = np.random.default_rng(seed).permutation(len(cases))
         chosen = [cases[i] for i in order[:needed]]
-        self.train_cases, self.val_cases = chosen[: cfg.train_cases], chosen[cfg.train_cases:]
+        self.train_cases, self.val_cases = chosen[: cfg.train_cases], chosen[cfg.train_cases :]
         check_classes(self.train_cases, self.class_ids, where, SECTION)
         self._volumes = None  # loaded at the first probe: (label remapping, organ voxel indices)
 
@@ -77,8 +86,12 @@ class OnlineProbe:
             scores = self._evaluate(model)
         del model
         scores[f"{TAG}/seconds"] = time.perf_counter() - started
-        log.info("online probe at step %d: mean Dice %.3f (%.1f s)", step, scores.get(f"{TAG}/dice_mean", float("nan")),
-                 scores[f"{TAG}/seconds"])
+        log.info(
+            "online probe at step %d: mean Dice %.3f (%.1f s)",
+            step,
+            scores.get(f"{TAG}/dice_mean", float("nan")),
+            scores[f"{TAG}/seconds"],
+        )
         return scores
 
     def _model(self, backbone: nn.Module):
@@ -86,12 +99,18 @@ class OnlineProbe:
         from voxssl.eval.loss import output_channels
         from voxssl.eval.model import SegmentationModel
 
-        frozen = copy.deepcopy(backbone)  # SegmentationModel freezes its backbone's parameters in place
+        frozen = copy.deepcopy(
+            backbone
+        )  # SegmentationModel freezes its backbone's parameters in place
         for parameter in frozen.parameters():
             parameter.grad = None
         in_channels = list(frozen.level_channels)
-        head = build_head("linear", in_channels, output_channels(self.cfg.loss, len(self.class_ids)),
-                          feature_norm=self.cfg.feature_norm)
+        head = build_head(
+            "linear",
+            in_channels,
+            output_channels(self.cfg.loss, len(self.class_ids)),
+            feature_norm=self.cfg.feature_norm,
+        )
         return SegmentationModel(frozen, head, loss_kind=self.cfg.loss).to(self.device)
 
     def _train(self, model, rng: np.random.Generator, step: int) -> None:
@@ -102,18 +121,32 @@ class OnlineProbe:
         if self._volumes is None:
             volume_rng = np.random.default_rng([self.seed, 0])
             self._volumes = [
-                labelled_volume(c.case_id, c.image(), c.label(), c.body_mask(), self.class_ids, c.annotated, volume_rng)
+                labelled_volume(
+                    c.case_id,
+                    c.image(),
+                    c.label(),
+                    c.body_mask(),
+                    self.class_ids,
+                    c.annotated,
+                    volume_rng,
+                )
                 for c in self.train_cases
             ]
-        sampler = training_sampler(model.backbone, self._volumes, self.downstream, rng, self.device, where=SECTION)
-        train_segmentation(model, sampler, self.downstream, self.device, description=f"online probe @{step}")
+        sampler = training_sampler(
+            model.backbone, self._volumes, self.downstream, rng, self.device, where=SECTION
+        )
+        train_segmentation(
+            model, sampler, self.downstream, self.device, description=f"online probe @{step}"
+        )
 
     def _evaluate(self, model) -> dict[str, float]:
         from voxssl.data.vocabulary import organ_name
         from voxssl.eval.protocol import evaluate_case
 
-        scores = [evaluate_case(model, case, self.downstream, self.class_ids, self.device)[0]
-                  for case in self.val_cases]
+        scores = [
+            evaluate_case(model, case, self.downstream, self.class_ids, self.device)[0]
+            for case in self.val_cases
+        ]
         return dice_scalars(scores, self.class_ids, organ_name)
 
 
@@ -131,13 +164,27 @@ def dice_scalars(scores: Sequence, class_ids: Sequence[int], name_of) -> dict[st
     return out
 
 
-def build_online_probe(recipe, cfg: OnlineProbeConfig, *, modality: str, channels: int, device: torch.device,
-                       is_main: bool) -> OnlineProbe | None:
+def build_online_probe(
+    recipe,
+    cfg: OnlineProbeConfig,
+    *,
+    modality: str,
+    channels: int,
+    device: torch.device,
+    is_main: bool,
+) -> OnlineProbe | None:
     """The probe of rank 0 when ``cfg.every > 0``; None otherwise (other ranks never probe)."""
     if not cfg.enabled or not is_main:
         return None
-    return OnlineProbe(cfg, recipe.data.cache_dir, modality=modality, channels=channels, seed=recipe.seed,
-                       device=device, where=str(recipe.source_file))
+    return OnlineProbe(
+        cfg,
+        recipe.data.cache_dir,
+        modality=modality,
+        channels=channels,
+        seed=recipe.seed,
+        device=device,
+        where=str(recipe.source_file),
+    )
 
 
 __all__ = ["OnlineProbe", "build_online_probe", "dice_scalars"]

@@ -27,7 +27,7 @@ class IntensityScale:
     high: float = 1.0
 
     @classmethod
-    def identity(cls) -> "IntensityScale":
+    def identity(cls) -> IntensityScale:
         return cls(0.0, 1.0)
 
     def value(self, v: float) -> float:
@@ -45,7 +45,7 @@ class RandomTransform:
     def __init__(self) -> None:
         self.rng = np.random.default_rng(0)
 
-    def set_generator(self, rng: np.random.Generator) -> "RandomTransform":
+    def set_generator(self, rng: np.random.Generator) -> RandomTransform:
         self.rng = rng
         return self
 
@@ -63,15 +63,23 @@ class RandomTransform:
 
 def _gaussian(transform, img: np.ndarray) -> np.ndarray:
     out = transform(torch.as_tensor(img, dtype=torch.float32))
-    return np.asarray(out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=np.float32)
+    return np.asarray(
+        out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=np.float32
+    )
 
 
 class RandBlurOrSharpen(RandomTransform):
     """With probability ``prob``: half of the time a Gaussian blur (sigma ~ U(blur_sigma)), else
     MONAI's unsharp-mask sharpening (sigma1 ~ U(sharpen_sigma1), fixed sigma2, alpha ~ U(alpha))."""
 
-    def __init__(self, prob: float, blur_sigma: tuple[float, float], sharpen_sigma1: tuple[float, float],
-                 sharpen_sigma2: float, sharpen_alpha: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        prob: float,
+        blur_sigma: tuple[float, float],
+        sharpen_sigma1: tuple[float, float],
+        sharpen_sigma2: float,
+        sharpen_alpha: tuple[float, float],
+    ) -> None:
         super().__init__()
         self.prob, self.blur_sigma, self.sharpen_sigma1 = prob, blur_sigma, sharpen_sigma1
         self.sharpen_sigma2, self.sharpen_alpha = sharpen_sigma2, sharpen_alpha
@@ -93,7 +101,9 @@ class RandBlurOrSharpen(RandomTransform):
         if self.mode == "blur":
             return _gaussian(GaussianSmooth(sigma=self.sigma), img)
         if self.mode == "sharpen":
-            sharpen = GaussianSharpen(sigma1=self.sigma, sigma2=self.sharpen_sigma2, alpha=self.alpha)
+            sharpen = GaussianSharpen(
+                sigma1=self.sigma, sigma2=self.sharpen_sigma2, alpha=self.alpha
+            )
             return _gaussian(sharpen, img)
         return img
 
@@ -125,7 +135,9 @@ class RandWindow(RandomTransform):
     """A random intensity window [low, high] (low ~ U(low_range), high ~ U(high_range)) rescaled
     to [0, 1] and clipped: vox2vec's random HU window, on the scaled image."""
 
-    def __init__(self, prob: float, low_range: tuple[float, float], high_range: tuple[float, float]) -> None:
+    def __init__(
+        self, prob: float, low_range: tuple[float, float], high_range: tuple[float, float]
+    ) -> None:
         super().__init__()
         self.prob, self.low_range, self.high_range = prob, low_range, high_range
         self.window: tuple[float, float] | None = None
@@ -133,13 +145,18 @@ class RandWindow(RandomTransform):
     def randomize(self, img: np.ndarray) -> None:
         self.window = None
         if self.rng.random() < self.prob:
-            self.window = (float(self.rng.uniform(*self.low_range)), float(self.rng.uniform(*self.high_range)))
+            self.window = (
+                float(self.rng.uniform(*self.low_range)),
+                float(self.rng.uniform(*self.high_range)),
+            )
 
     def apply(self, img: np.ndarray) -> np.ndarray:
         if self.window is None:
             return img
         low, high = self.window
-        return np.clip((img - np.float32(low)) / np.float32(high - low), 0.0, 1.0).astype(np.float32, copy=False)
+        return np.clip((img - np.float32(low)) / np.float32(high - low), 0.0, 1.0).astype(
+            np.float32, copy=False
+        )
 
 
 class RandomSequence(RandomTransform):
@@ -149,7 +166,7 @@ class RandomSequence(RandomTransform):
         super().__init__()
         self.transforms = list(transforms)
 
-    def set_generator(self, rng: np.random.Generator) -> "RandomSequence":
+    def set_generator(self, rng: np.random.Generator) -> RandomSequence:
         self.rng = rng
         for t in self.transforms:
             t.set_generator(rng)
@@ -161,20 +178,39 @@ class RandomSequence(RandomTransform):
         return img
 
 
-def build_intensity_augmentations(cfg: IntensityAugConfig, scale: IntensityScale) -> list[RandomTransform]:
+def build_intensity_augmentations(
+    cfg: IntensityAugConfig, scale: IntensityScale
+) -> list[RandomTransform]:
     """vox2vec's sequence (blur/sharpen, noise, window) with HU numbers converted by ``scale``."""
     if not cfg.enabled:
         return []
     if cfg.units == "scaled":
         scale = IntensityScale.identity()
     return [
-        RandBlurOrSharpen(cfg.blur_or_sharpen_prob, cfg.blur_sigma, cfg.sharpen_sigma1, cfg.sharpen_sigma2,
-                          cfg.sharpen_alpha),
-        RandGaussianNoiseScaled(cfg.noise_prob, (scale.difference(cfg.noise_std[0]), scale.difference(cfg.noise_std[1]))),
-        RandWindow(cfg.window_prob, (scale.value(cfg.window_low[0]), scale.value(cfg.window_low[1])),
-                   (scale.value(cfg.window_high[0]), scale.value(cfg.window_high[1]))),
+        RandBlurOrSharpen(
+            cfg.blur_or_sharpen_prob,
+            cfg.blur_sigma,
+            cfg.sharpen_sigma1,
+            cfg.sharpen_sigma2,
+            cfg.sharpen_alpha,
+        ),
+        RandGaussianNoiseScaled(
+            cfg.noise_prob, (scale.difference(cfg.noise_std[0]), scale.difference(cfg.noise_std[1]))
+        ),
+        RandWindow(
+            cfg.window_prob,
+            (scale.value(cfg.window_low[0]), scale.value(cfg.window_low[1])),
+            (scale.value(cfg.window_high[0]), scale.value(cfg.window_high[1])),
+        ),
     ]
 
 
-__all__ = ["IntensityScale", "RandomTransform", "RandBlurOrSharpen", "RandGaussianNoiseScaled", "RandWindow",
-           "RandomSequence", "build_intensity_augmentations"]
+__all__ = [
+    "IntensityScale",
+    "RandBlurOrSharpen",
+    "RandGaussianNoiseScaled",
+    "RandWindow",
+    "RandomSequence",
+    "RandomTransform",
+    "build_intensity_augmentations",
+]

@@ -17,7 +17,9 @@ _BEZIER_SAMPLES = 1000
 _LUT_SIZE = 4097  # look-up table nodes on [0, 1]; linear between nodes (error ~1e-7 for a cubic)
 
 
-def bezier_curve(points: np.ndarray, samples: int = _BEZIER_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+def bezier_curve(
+    points: np.ndarray, samples: int = _BEZIER_SAMPLES
+) -> tuple[np.ndarray, np.ndarray]:
     """Cubic Bezier through 4 control points ``(4, 2)``; returns (x, y) sorted by x."""
     t = np.linspace(0.0, 1.0, samples)[:, None]
     basis = np.concatenate([(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3], axis=1)
@@ -79,9 +81,13 @@ class RandLocalPixelShuffle(RandomTransform):
         if int(np.prod(block)) == 1:
             return
         origins = self.rng.integers(0, spatial - block + 1, size=(self.num_blocks, 3))
-        offsets = np.stack(np.meshgrid(*[np.arange(b) for b in block], indexing="ij"), -1).reshape(-1, 3)
+        offsets = np.stack(np.meshgrid(*[np.arange(b) for b in block], indexing="ij"), -1).reshape(
+            -1, 3
+        )
         coords = origins[:, None, :] + offsets[None, :, :]  # (blocks, voxels per block, 3)
-        flat = np.ravel_multi_index(tuple(np.moveaxis(coords, -1, 0)), tuple(spatial))  # (blocks, v)
+        flat = np.ravel_multi_index(
+            tuple(np.moveaxis(coords, -1, 0)), tuple(spatial)
+        )  # (blocks, v)
         order = np.argsort(self.rng.random(flat.shape), axis=1)
         self.flat_index = flat.reshape(-1)
         self.permuted_index = np.take_along_axis(flat, order, axis=1).reshape(-1)
@@ -98,9 +104,16 @@ class RandInPainting(RandomTransform):
     """Fill up to ``max_boxes`` random boxes with U(0, 1) noise; after each box another follows
     with probability ``continue_prob``. Box side = patch side * U[lo, hi) (at least 1 voxel)."""
 
-    def __init__(self, prob: float, max_boxes: int, continue_prob: float, size_fraction: tuple[float, float]) -> None:
+    def __init__(
+        self, prob: float, max_boxes: int, continue_prob: float, size_fraction: tuple[float, float]
+    ) -> None:
         super().__init__()
-        self.prob, self.max_boxes, self.continue_prob, self.size_fraction = prob, max_boxes, continue_prob, size_fraction
+        self.prob, self.max_boxes, self.continue_prob, self.size_fraction = (
+            prob,
+            max_boxes,
+            continue_prob,
+            size_fraction,
+        )
         self.boxes: list[tuple[tuple[int, int, int], tuple[int, int, int], np.ndarray]] = []
 
     def randomize(self, img: np.ndarray) -> None:
@@ -109,7 +122,9 @@ class RandInPainting(RandomTransform):
             return
         spatial = np.array(img.shape[1:])
         while len(self.boxes) < self.max_boxes:
-            size = np.maximum(1, (spatial * self.rng.uniform(*self.size_fraction, size=3)).astype(int))
+            size = np.maximum(
+                1, (spatial * self.rng.uniform(*self.size_fraction, size=3)).astype(int)
+            )
             size = np.minimum(size, spatial)
             start = self.rng.integers(0, spatial - size + 1)
             fill = self.rng.random((img.shape[0], *size), dtype=np.float32)
@@ -133,9 +148,19 @@ def build_local_augmentations(cfg: LocalAugConfig) -> list[RandomTransform]:
     return [
         RandBezierIntensity(cfg.nonlinear_prob),
         RandLocalPixelShuffle(cfg.shuffle_prob, cfg.shuffle_blocks, cfg.shuffle_block_fraction),
-        RandInPainting(cfg.inpaint_prob, cfg.inpaint_max_boxes, cfg.inpaint_continue_prob, cfg.inpaint_size_fraction),
+        RandInPainting(
+            cfg.inpaint_prob,
+            cfg.inpaint_max_boxes,
+            cfg.inpaint_continue_prob,
+            cfg.inpaint_size_fraction,
+        ),
     ]
 
 
-__all__ = ["bezier_curve", "RandBezierIntensity", "RandLocalPixelShuffle", "RandInPainting",
-           "build_local_augmentations"]
+__all__ = [
+    "RandBezierIntensity",
+    "RandInPainting",
+    "RandLocalPixelShuffle",
+    "bezier_curve",
+    "build_local_augmentations",
+]

@@ -35,10 +35,14 @@ class GridTransform(Protocol):
     def apply_image(self, image: np.ndarray) -> np.ndarray:  # (C, X, Y, Z) -> (C, X', Y', Z')
         ...
 
-    def map_points(self, points: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:  # (N, 3) -> (N, 3)
+    def map_points(
+        self, points: np.ndarray, shape: tuple[int, int, int]
+    ) -> np.ndarray:  # (N, 3) -> (N, 3)
         ...
 
-    def inside(self, points: np.ndarray) -> np.ndarray:  # (N, 3) -> (N,) bool, inside the output grid
+    def inside(
+        self, points: np.ndarray
+    ) -> np.ndarray:  # (N, 3) -> (N,) bool, inside the output grid
         ...
 
 
@@ -89,8 +93,12 @@ def sample_anchor(body: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.array(np.unravel_index(rng.choice(inside), body.shape), dtype=np.int64)
 
 
-def sample_crop_start(anchor: np.ndarray, volume_shape: tuple[int, ...], patch: tuple[int, int, int],
-                      rng: np.random.Generator) -> np.ndarray:
+def sample_crop_start(
+    anchor: np.ndarray,
+    volume_shape: tuple[int, ...],
+    patch: tuple[int, int, int],
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Origin ``s`` of a crop of size ``patch`` with ``s <= anchor < s + patch``, inside the volume
     where the volume is large enough, else covering the whole axis."""
     starts = np.empty(3, dtype=np.int64)
@@ -100,10 +108,14 @@ def sample_crop_start(anchor: np.ndarray, volume_shape: tuple[int, ...], patch: 
     return starts
 
 
-def extract_patch(array: np.ndarray, start: np.ndarray, patch: tuple[int, int, int], fill: float = 0) -> np.ndarray:
+def extract_patch(
+    array: np.ndarray, start: np.ndarray, patch: tuple[int, int, int], fill: float = 0
+) -> np.ndarray:
     """``array[..., s:s+p]`` over the 3 last axes, padded with ``fill`` where the crop leaves the array."""
     spatial = array.shape[-3:]
-    out = np.full((*array.shape[:-3], *patch), fill, dtype=np.float32 if array.dtype != bool else bool)
+    out = np.full(
+        (*array.shape[:-3], *patch), fill, dtype=np.float32 if array.dtype != bool else bool
+    )
     src, dst = [], []
     for s, p, n in zip(start, patch, spatial):
         lo, hi = max(s, 0), min(s + p, n)
@@ -113,15 +125,21 @@ def extract_patch(array: np.ndarray, start: np.ndarray, patch: tuple[int, int, i
     return out
 
 
-def sample_positives(body: np.ndarray, start1: np.ndarray, start2: np.ndarray, patch: tuple[int, int, int],
-                     count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_positives(
+    body: np.ndarray,
+    start1: np.ndarray,
+    start2: np.ndarray,
+    patch: tuple[int, int, int],
+    count: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``count`` body voxels inside both crops, without replacement, in each crop's coordinates."""
     low = np.maximum(np.maximum(start1, start2), 0)
     high = np.minimum(np.minimum(start1, start2) + np.array(patch), body.shape)
     if np.any(high <= low):
         empty = np.zeros((0, 3), dtype=np.int64)
         return empty, empty
-    region = np.asarray(body[low[0]:high[0], low[1]:high[1], low[2]:high[2]])
+    region = np.asarray(body[low[0] : high[0], low[1] : high[1], low[2] : high[2]])
     inside = np.flatnonzero(region.reshape(-1))
     if inside.size > count:
         inside = rng.choice(inside, size=count, replace=False)
@@ -133,9 +151,13 @@ class ViewGenerator:
     """Draws a :class:`PairSample` from one volume (``image`` (C, X, Y, Z) or (X, Y, Z) in [0, 1],
     ``body`` bool (X, Y, Z)); memory-mapped arrays are read crop by crop."""
 
-    def __init__(self, patch_size: tuple[int, int, int], positives_per_pair: int,
-                 augmentations: list[RandomTransform] | None = None,
-                 grid_transform_sampler: GridTransformSampler | None = None) -> None:
+    def __init__(
+        self,
+        patch_size: tuple[int, int, int],
+        positives_per_pair: int,
+        augmentations: list[RandomTransform] | None = None,
+        grid_transform_sampler: GridTransformSampler | None = None,
+    ) -> None:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.positives_per_pair = positives_per_pair
         self.augmentations = list(augmentations or [])
@@ -147,29 +169,58 @@ class ViewGenerator:
             view = transform.set_generator(rng)(view)
         return np.ascontiguousarray(view, dtype=np.float32)
 
-    def __call__(self, image: np.ndarray, body: np.ndarray, rng: np.random.Generator, case_id: str = "") -> PairSample:
+    def __call__(
+        self, image: np.ndarray, body: np.ndarray, rng: np.random.Generator, case_id: str = ""
+    ) -> PairSample:
         image = as_channel_first(image)
         if image.shape[1:] != body.shape:
-            raise ValueError(f"image {image.shape} and body mask {body.shape} grids differ ({case_id})")
+            raise ValueError(
+                f"image {image.shape} and body mask {body.shape} grids differ ({case_id})"
+            )
         anchor = sample_anchor(body, rng)
         start1 = sample_crop_start(anchor, body.shape, self.patch_size, rng)
         start2 = sample_crop_start(anchor, body.shape, self.patch_size, rng)
-        positions1, positions2 = sample_positives(body, start1, start2, self.patch_size, self.positives_per_pair, rng)
+        positions1, positions2 = sample_positives(
+            body, start1, start2, self.patch_size, self.positives_per_pair, rng
+        )
         target1 = extract_patch(image, start1, self.patch_size)
         target2 = extract_patch(image, start2, self.patch_size)
         view1 = self.augment(target1, rng)
         view2 = self.augment(target2, rng)
-        sample = PairSample(view1=view1, view2=view2, target1=target1, target2=target2, positions1=positions1,
-                            positions2=positions2, start1=start1, start2=start2, anchor=anchor, case_id=case_id)
+        sample = PairSample(
+            view1=view1,
+            view2=view2,
+            target1=target1,
+            target2=target2,
+            positions1=positions1,
+            positions2=positions2,
+            start1=start1,
+            start2=start2,
+            anchor=anchor,
+            case_id=case_id,
+        )
         if self.grid_transform_sampler is not None:
             transform = self.grid_transform_sampler(rng, self.patch_size)
             sample.transform = transform
-            sample.view3 = np.ascontiguousarray(transform.apply_image(self.augment(target1, rng)), dtype=np.float32)
-            sample.positions3 = np.asarray(transform.map_points(positions1, self.patch_size), dtype=np.int64)
+            sample.view3 = np.ascontiguousarray(
+                transform.apply_image(self.augment(target1, rng)), dtype=np.float32
+            )
+            sample.positions3 = np.asarray(
+                transform.map_points(positions1, self.patch_size), dtype=np.int64
+            )
             sample.valid3 = np.asarray(transform.inside(sample.positions3), dtype=bool)
             sample.positions3[~sample.valid3] = 0
         return sample
 
 
-__all__ = ["PairSample", "ViewGenerator", "GridTransform", "GridTransformSampler", "as_channel_first",
-           "sample_anchor", "sample_crop_start", "extract_patch", "sample_positives"]
+__all__ = [
+    "GridTransform",
+    "GridTransformSampler",
+    "PairSample",
+    "ViewGenerator",
+    "as_channel_first",
+    "extract_patch",
+    "sample_anchor",
+    "sample_crop_start",
+    "sample_positives",
+]

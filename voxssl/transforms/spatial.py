@@ -62,19 +62,27 @@ class GridTransform:
     def __post_init__(self) -> None:
         dims = len(self.spatial_shape)
         object.__setattr__(self, "spatial_shape", tuple(int(n) for n in self.spatial_shape))
-        offset = tuple(int(o) for o in self.zoom_offset) if self.zoom_offset is not None else (0,) * dims
+        offset = (
+            tuple(int(o) for o in self.zoom_offset) if self.zoom_offset is not None else (0,) * dims
+        )
         object.__setattr__(self, "zoom_offset", offset)
         object.__setattr__(self, "flip_axes", tuple(sorted({int(a) for a in self.flip_axes})))
         object.__setattr__(self, "quarter_turns", int(self.quarter_turns) % 4)
         if self.zoom < 1 or int(self.zoom) != self.zoom:
-            raise ValueError(f"zoom must be a positive integer (exact on the grid), got {self.zoom}")
+            raise ValueError(
+                f"zoom must be a positive integer (exact on the grid), got {self.zoom}"
+            )
         if len(offset) != dims:
             raise ValueError(f"zoom_offset needs {dims} values, got {offset}")
         for o, n in zip(offset, self.spatial_shape):
             if not 0 <= o <= (self.zoom - 1) * n:
-                raise ValueError(f"zoom_offset {offset} leaves the zoomed grid of {self.spatial_shape} x{self.zoom}")
+                raise ValueError(
+                    f"zoom_offset {offset} leaves the zoomed grid of {self.spatial_shape} x{self.zoom}"
+                )
         if any(not 0 <= a < dims for a in self.flip_axes + tuple(self.rotation_axes)):
-            raise ValueError(f"axes must be in [0, {dims}); got flips {self.flip_axes}, rotation {self.rotation_axes}")
+            raise ValueError(
+                f"axes must be in [0, {dims}); got flips {self.flip_axes}, rotation {self.rotation_axes}"
+            )
         if len(self.rotation_axes) != 2 or self.rotation_axes[0] == self.rotation_axes[1]:
             raise ValueError(f"rotation_axes must be two different axes, got {self.rotation_axes}")
 
@@ -107,7 +115,9 @@ class GridTransform:
         level_shape = tuple(-(-n // scale) for n in self.spatial_shape)
         self._check_spatial(features.shape, level_shape, f"level-{level} features")
         if any(o % scale for o in self.zoom_offset):  # type: ignore[union-attr]
-            raise ValueError(f"zoom offset {self.zoom_offset} is not a multiple of 2**{level}: not exact at level {level}")
+            raise ValueError(
+                f"zoom offset {self.zoom_offset} is not a multiple of 2**{level}: not exact at level {level}"
+            )
         moved = set(self.flip_axes) | (set(self.rotation_axes) if self.quarter_turns else set())
         if any(self.spatial_shape[a] % scale for a in moved):
             raise ValueError(
@@ -174,7 +184,9 @@ class GridTransform:
         ``shape``, when given, must be ``spatial_shape`` (kept for callers that pass it).
         """
         if shape is not None and tuple(int(n) for n in shape) != self.spatial_shape:
-            raise ValueError(f"this transform was drawn for shape {self.spatial_shape}, not {tuple(shape)}")
+            raise ValueError(
+                f"this transform was drawn for shape {self.spatial_shape}, not {tuple(shape)}"
+            )
         spatial, restore = self._split_points(points)
         if self.zoom > 1:
             spatial = spatial * self.zoom - np.asarray(self.zoom_offset)
@@ -193,31 +205,45 @@ class GridTransform:
         spatial, _ = self._split_points(points)
         upper = np.asarray(self.output_shape())
         keep = np.all((spatial >= 0) & (spatial < upper), axis=1)
-        return torch.from_numpy(keep).to(points.device) if isinstance(points, torch.Tensor) else keep
+        return (
+            torch.from_numpy(keep).to(points.device) if isinstance(points, torch.Tensor) else keep
+        )
 
     def _split_points(self, points: Array):
         dims = len(self.spatial_shape)
         is_torch = isinstance(points, torch.Tensor)
         array = points.detach().cpu().numpy() if is_torch else np.asarray(points)
         if array.ndim != 2 or array.shape[1] not in (dims, dims + 1):
-            raise ValueError(f"points must be (N, {dims}) or (N, {dims + 1}) with a batch column, got {array.shape}")
+            raise ValueError(
+                f"points must be (N, {dims}) or (N, {dims + 1}) with a batch column, got {array.shape}"
+            )
         if not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"points must be integer voxel indices, got {array.dtype}")
         batch = array[:, :1] if array.shape[1] == dims + 1 else None
         spatial = array[:, -dims:].astype(np.int64, copy=True)
 
         def restore(result: np.ndarray) -> Array:
-            out = result if batch is None else np.concatenate([batch.astype(np.int64), result], axis=1)
+            out = (
+                result
+                if batch is None
+                else np.concatenate([batch.astype(np.int64), result], axis=1)
+            )
             if is_torch:
-                return torch.from_numpy(np.ascontiguousarray(out)).to(device=points.device, dtype=points.dtype)
+                return torch.from_numpy(np.ascontiguousarray(out)).to(
+                    device=points.device, dtype=points.dtype
+                )
             return out.astype(array.dtype, copy=False)
 
         return spatial, restore
 
     @staticmethod
     def _check_spatial(shape: Sequence[int], expected: Sequence[int], what: str) -> None:
-        if tuple(shape[len(shape) - len(expected):]) != tuple(expected) or len(shape) < len(expected):
-            raise ValueError(f"{what} has spatial shape {tuple(shape)[-len(expected):]}, the transform expects {tuple(expected)}")
+        if tuple(shape[len(shape) - len(expected) :]) != tuple(expected) or len(shape) < len(
+            expected
+        ):
+            raise ValueError(
+                f"{what} has spatial shape {tuple(shape)[-len(expected) :]}, the transform expects {tuple(expected)}"
+            )
 
 
 class RandomGridTransform:
@@ -251,9 +277,13 @@ class RandomGridTransform:
         offset_multiple: int = 1,
     ) -> None:
         if not 0.0 <= flip_prob <= 1.0 or not 0.0 <= zoom_prob <= 1.0:
-            raise ValueError(f"probabilities must be in [0, 1], got flip {flip_prob}, zoom {zoom_prob}")
+            raise ValueError(
+                f"probabilities must be in [0, 1], got flip {flip_prob}, zoom {zoom_prob}"
+            )
         if any(int(k) != k or k < 1 for k in zoom_factors) or (zoom_prob > 0 and not zoom_factors):
-            raise ValueError(f"zoom_factors must be positive integers (exact on the grid), got {tuple(zoom_factors)}")
+            raise ValueError(
+                f"zoom_factors must be positive integers (exact on the grid), got {tuple(zoom_factors)}"
+            )
         if offset_multiple < 1:
             raise ValueError(f"offset_multiple must be >= 1, got {offset_multiple}")
         if not rotation_turns:
@@ -270,7 +300,9 @@ class RandomGridTransform:
 
     def randomize(self, spatial_shape: Sequence[int], generator: Generator) -> GridTransform:
         shape = tuple(int(n) for n in spatial_shape)
-        flips = tuple(a for a in self.flip_axes if a < len(shape) and _uniform(generator) < self.flip_prob)
+        flips = tuple(
+            a for a in self.flip_axes if a < len(shape) and _uniform(generator) < self.flip_prob
+        )
         turns_allowed = self.rotation_turns
         a, b = self.rotation_axes
         if shape[a] != shape[b] and not self.allow_shape_change:
@@ -279,7 +311,11 @@ class RandomGridTransform:
         zoom, offset = 1, (0,) * len(shape)
         if self.zoom_prob > 0 and _uniform(generator) < self.zoom_prob:
             zoom = self.zoom_factors[_integer(generator, len(self.zoom_factors))]
-            offset = tuple(self.offset_multiple * _integer(generator, (zoom - 1) * n // self.offset_multiple + 1) for n in shape)
+            offset = tuple(
+                self.offset_multiple
+                * _integer(generator, (zoom - 1) * n // self.offset_multiple + 1)
+                for n in shape
+            )
         self.transform = GridTransform(shape, zoom, offset, flips, turns, self.rotation_axes)  # type: ignore[arg-type]
         return self.transform
 
@@ -296,7 +332,11 @@ class RandomGridTransformd:
     """
 
     def __init__(
-        self, keys: Sequence[str], sampler: RandomGridTransform, transform_key: str = "grid_transform", spatial_dims: int = 3
+        self,
+        keys: Sequence[str],
+        sampler: RandomGridTransform,
+        transform_key: str = "grid_transform",
+        spatial_dims: int = 3,
     ) -> None:
         if not keys:
             raise ValueError("keys must name at least one entry")
@@ -308,9 +348,11 @@ class RandomGridTransformd:
     def __call__(self, data: dict, generator: Generator) -> dict:
         missing = [k for k in self.keys if k not in data]
         if missing:
-            raise KeyError(f"RandomGridTransformd: key '{missing[0]}' not in the data (has {', '.join(data)})")
+            raise KeyError(
+                f"RandomGridTransformd: key '{missing[0]}' not in the data (has {', '.join(data)})"
+            )
         out = dict(data)
-        spatial_shape = tuple(data[self.keys[0]].shape[-self.spatial_dims:])
+        spatial_shape = tuple(data[self.keys[0]].shape[-self.spatial_dims :])
         transform = self.sampler.randomize(spatial_shape, generator)
         for key in self.keys:
             out[key] = transform.apply_image(data[key])

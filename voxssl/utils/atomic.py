@@ -24,7 +24,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix if suffix is not None else "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.stem.split('.')[0]}-", suffix=suffix, dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".tmp-{target.stem.split('.')[0]}-", suffix=suffix, dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -41,11 +43,10 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return Path(target)
 
 

@@ -34,7 +34,9 @@ ADAPTERS: dict[str, Adapter] = {
 }
 
 
-def find_cases(source: SourceConfig, where: str | None = None, recipe_file: str | None = None) -> list[Case]:
+def find_cases(
+    source: SourceConfig, where: str | None = None, recipe_file: str | None = None
+) -> list[Case]:
     """The cases of one recipe source, sorted by case id.
 
     Args:
@@ -53,24 +55,38 @@ def find_cases(source: SourceConfig, where: str | None = None, recipe_file: str 
         raise ConfigError(
             f"{prefix}{where}.adapter: unknown adapter {source.adapter!r} (known: {', '.join(ADAPTERS)})"
         )
-    options = from_dict(adapter.options, dict(source.options or {}), where=f"{where}.options",
-                        source=recipe_file or f"adapter {adapter.name}")
+    options = from_dict(
+        adapter.options,
+        dict(source.options or {}),
+        where=f"{where}.options",
+        source=recipe_file or f"adapter {adapter.name}",
+    )
     root = Path(source.root).expanduser()
     if not root.is_dir():
         raise DataError(f"{where}.root: folder not found: {root}")
     ctx = SourceContext(root=root, modality=source.modality, where=where)
     cases = adapter.find(ctx, options)
     if not cases:
-        raise DataError(f"{root}: no {adapter.name} scans found ({adapter.description}); is {where}.root right?")
+        raise DataError(
+            f"{root}: no {adapter.name} scans found ({adapter.description}); is {where}.root right?"
+        )
     if source.labelled_only:
         cases = [case for case in cases if case.has_label]
         if not cases:
-            raise DataError(f"{root}: no labelled {adapter.name} scans found ({where}.labelled_only is true)")
+            raise DataError(
+                f"{root}: no labelled {adapter.name} scans found ({where}.labelled_only is true)"
+            )
     cases.sort(key=lambda case: case.case_id)
     check_unique_ids(cases, root)
-    logger.info("%s: %d %s cases (%d labelled) in %s", where, len(cases), adapter.name,
-                sum(case.has_label for case in cases), root)
+    logger.info(
+        "%s: %d %s cases (%d labelled) in %s",
+        where,
+        len(cases),
+        adapter.name,
+        sum(case.has_label for case in cases),
+        root,
+    )
     return cases
 
 
-__all__ = ["ADAPTERS", "Adapter", "PARTIAL_LABELS", "annotated_classes_from_label", "find_cases"]
+__all__ = ["ADAPTERS", "PARTIAL_LABELS", "Adapter", "annotated_classes_from_label", "find_cases"]

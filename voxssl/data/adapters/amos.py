@@ -30,7 +30,11 @@ AMOS_TO_CANONICAL: dict[int, int] = {
     14: 15,
     15: 16,
 }
-SPLIT_DIRS = {"train": ("imagesTr", "labelsTr"), "validation": ("imagesVa", "labelsVa"), "test": ("imagesTs", None)}
+SPLIT_DIRS = {
+    "train": ("imagesTr", "labelsTr"),
+    "validation": ("imagesVa", "labelsVa"),
+    "test": ("imagesTs", None),
+}
 CASE_NAME = re.compile(r"^amos_(\d+)$")
 
 

@@ -146,7 +146,9 @@ def canonical_target(value: int | str, key: str) -> int:
     if isinstance(value, int):
         if value == IGNORE_INDEX or is_known(value):
             return value
-        raise ConfigError(f"{key}: {value} is not a canonical organ id (see voxssl.data.vocabulary)")
+        raise ConfigError(
+            f"{key}: {value} is not a canonical organ id (see voxssl.data.vocabulary)"
+        )
     text = str(value).strip().lower()
     if text == "background":
         return BACKGROUND
@@ -154,8 +156,10 @@ def canonical_target(value: int | str, key: str) -> int:
         return IGNORE_INDEX
     found = canonical_id_of_name(text)
     if found is None:
-        raise ConfigError(f"{key}: unknown organ {value!r} (use a name from voxssl.data.vocabulary, "
-                          f"'background' or 'ignore')")
+        raise ConfigError(
+            f"{key}: unknown organ {value!r} (use a name from voxssl.data.vocabulary, "
+            f"'background' or 'ignore')"
+        )
     return found
 
 
@@ -218,7 +222,9 @@ def label_map_from_names(
     return mapping
 
 
-def annotated_classes_from_label(canonical_ids_present: Iterable[int], case: Case) -> tuple[int, ...] | None:
+def annotated_classes_from_label(
+    canonical_ids_present: Iterable[int], case: Case
+) -> tuple[int, ...] | None:
     """The canonical classes that ``case``'s label annotates, for the cache's ``annotated`` entry.
 
     Args:

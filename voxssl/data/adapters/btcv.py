@@ -62,14 +62,17 @@ def find_btcv(ctx: SourceContext, options: BTCVOptions) -> list[Case]:
             match = IMAGE_NAME.match(nifti_stem(image))
             if match is None:
                 continue
-            label = label_dir / f"label{match.group(1)}{image.name[len(nifti_stem(image)):]}"
+            label = label_dir / f"label{match.group(1)}{image.name[len(nifti_stem(image)) :]}"
             cases.append(
                 Case(
                     case_id=nifti_stem(image),
                     image=image,
                     modality="ct",
                     label=label if label.is_file() else None,
-                    metadata={"split": "validation" if image.name in validation else split, "dataset": "btcv"},
+                    metadata={
+                        "split": "validation" if image.name in validation else split,
+                        "dataset": "btcv",
+                    },
                 )
             )
     return cases
@@ -84,7 +87,9 @@ def _monai_validation_names(folder: Path) -> set[str]:
         entries = json.loads(path.read_text(encoding="utf-8")).get("validation", [])
         return {Path(entry["image"]).name for entry in entries}
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not the MONAI BTCV split file ({type(err).__name__}: {err})") from None
+        raise DataError(
+            f"{path}: not the MONAI BTCV split file ({type(err).__name__}: {err})"
+        ) from None
 
 
 def _split_of(parent_name: str) -> str:

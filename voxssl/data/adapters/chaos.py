@@ -52,7 +52,10 @@ def find_chaos(ctx: SourceContext, options: CHAOSOptions) -> list[Case]:
 
 
 def _patients(modality_dir: Path) -> list[Path]:
-    return sorted((p for p in modality_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    return sorted(
+        (p for p in modality_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
 
 
 def _prefix(modality_dir: Path) -> str:
@@ -67,7 +70,17 @@ def _ct_cases(ct_dir: Path) -> list[Case]:
         if not dicom.is_dir():
             continue
         ground = patient / "Ground"
-        cases.append(_case(f"{_prefix(ct_dir)}ct_{int(patient.name):02d}", dicom, "ct", ground, dicom, patient, "ct"))
+        cases.append(
+            _case(
+                f"{_prefix(ct_dir)}ct_{int(patient.name):02d}",
+                dicom,
+                "ct",
+                ground,
+                dicom,
+                patient,
+                "ct",
+            )
+        )
     return cases
 
 
@@ -81,11 +94,29 @@ def _mr_cases(mr_dir: Path, sequences: list[str]) -> list[Case]:
                 continue
             ground = patient / series_dir / "Ground"
             case_id = f"{_prefix(mr_dir)}mr_{int(patient.name):02d}_{sequence}"
-            cases.append(_case(case_id, dicom, "mr", ground, patient / series_dir / label_dicom_sub, patient, sequence))
+            cases.append(
+                _case(
+                    case_id,
+                    dicom,
+                    "mr",
+                    ground,
+                    patient / series_dir / label_dicom_sub,
+                    patient,
+                    sequence,
+                )
+            )
     return cases
 
 
-def _case(case_id: str, dicom: Path, modality: str, ground: Path, label_dicom: Path, patient: Path, sequence: str) -> Case:
+def _case(
+    case_id: str,
+    dicom: Path,
+    modality: str,
+    ground: Path,
+    label_dicom: Path,
+    patient: Path,
+    sequence: str,
+) -> Case:
     has_label = ground.is_dir() and any(p.suffix.lower() == ".png" for p in ground.iterdir())
     metadata = {"dataset": "chaos", "patient": patient.name, "sequence": sequence}
     if has_label:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from voxssl.data.adapters.base import (
     PARTIAL_LABELS,
@@ -68,9 +68,9 @@ Split = Literal["train", "tuning", "validation", "test", "unlabelled"]
 
 @dataclass
 class FLAREOptions:
-    splits: Optional[list[Split]] = None  # None: every split found
+    splits: list[Split] | None = None  # None: every split found
     tumor: Literal["ignore", "background"] = "ignore"  # FLARE23 label 14
-    partial_labels: Optional[bool] = None  # None: FLARE23 labels are partial, FLARE22 full
+    partial_labels: bool | None = None  # None: FLARE23 labels are partial, FLARE22 full
 
 
 def find_flare(ctx: SourceContext, options: FLAREOptions) -> list[Case]:
@@ -93,7 +93,13 @@ def find_flare(ctx: SourceContext, options: FLAREOptions) -> list[Case]:
     return cases
 
 
-def _case(image: Path, split: str, label_dir: Path | None, label_map: dict[int, int], options: FLAREOptions) -> Case:
+def _case(
+    image: Path,
+    split: str,
+    label_dir: Path | None,
+    label_map: dict[int, int],
+    options: FLAREOptions,
+) -> Case:
     stem = strip_channel_zero(nifti_stem(image))
     label = None
     if label_dir is not None:

@@ -18,7 +18,6 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 from voxssl.data.adapters.base import (
     Adapter,
@@ -35,7 +34,9 @@ from voxssl.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-PREFIX = re.compile(r"^(img|image|images|label|labels|seg|segmentation|mask)[_\-]?(?=.)", re.IGNORECASE)
+PREFIX = re.compile(
+    r"^(img|image|images|label|labels|seg|segmentation|mask)[_\-]?(?=.)", re.IGNORECASE
+)
 SUFFIX = re.compile(r"[_\-](label|labels|seg|segmentation|mask|gt)$", re.IGNORECASE)
 CHANNEL = re.compile(r"_(\d{4})$")
 
@@ -43,8 +44,8 @@ CHANNEL = re.compile(r"_(\d{4})$")
 @dataclass
 class FolderOptions:
     images: str = "."  # relative to the root, or absolute
-    labels: Optional[str] = None  # folder of label maps, matched to images by name
-    label_map: Optional[dict[Union[int, str], Union[int, str]]] = None
+    labels: str | None = None  # folder of label maps, matched to images by name
+    label_map: dict[int | str, int | str] | None = None
     recursive: bool = False  # also look in sub-folders of ``images``
 
 
@@ -57,13 +58,19 @@ def match_key(stem: str) -> str:
 
 def find_folder(ctx: SourceContext, options: FolderOptions) -> list[Case]:
     modality = require_modality(ctx, "folder")
-    image_dir = require_dir(resolve_under(ctx.root, options.images), f"{ctx.where}.options.images folder")
+    image_dir = require_dir(
+        resolve_under(ctx.root, options.images), f"{ctx.where}.options.images folder"
+    )
     label_dir = None
     if options.labels is not None:
-        label_dir = require_dir(resolve_under(ctx.root, options.labels), f"{ctx.where}.options.labels folder")
+        label_dir = require_dir(
+            resolve_under(ctx.root, options.labels), f"{ctx.where}.options.labels folder"
+        )
     label_map = parse_label_map(options.label_map, f"{ctx.where}.options.label_map") or None
     images = _nifti_under(image_dir, options.recursive, exclude=label_dir)
-    labels = _index_by_key(_nifti_under(label_dir, options.recursive), label_dir) if label_dir else {}
+    labels = (
+        _index_by_key(_nifti_under(label_dir, options.recursive), label_dir) if label_dir else {}
+    )
     grouped = _group_channels(images)
     _check_distinct_keys(grouped, image_dir)
     cases = []
@@ -81,7 +88,12 @@ def find_folder(ctx: SourceContext, options: FolderOptions) -> list[Case]:
             )
         )
     if labels:
-        logger.warning("%s: %d label files match no image, e.g. %s", label_dir, len(labels), next(iter(labels.values())))
+        logger.warning(
+            "%s: %d label files match no image, e.g. %s",
+            label_dir,
+            len(labels),
+            next(iter(labels.values())),
+        )
     return cases
 
 
@@ -113,12 +125,16 @@ def _group_channels(images: list[Path]) -> dict[str, list[Path]]:
         else:
             base, channel = stem, 0
         if channel in grouped[base]:
-            raise DataError(f"two scans give the case id {base!r}: {grouped[base][channel]} and {path}")
+            raise DataError(
+                f"two scans give the case id {base!r}: {grouped[base][channel]} and {path}"
+            )
         grouped[base][channel] = path
     result = {}
     for base, channels in grouped.items():
         if sorted(channels) != list(range(len(channels))):
-            raise DataError(f"case {base!r}: channel files {sorted(channels)} are not _0000, _0001, ... in a row")
+            raise DataError(
+                f"case {base!r}: channel files {sorted(channels)} are not _0000, _0001, ... in a row"
+            )
         result[base] = [channels[i] for i in range(len(channels))]
     return result
 
@@ -129,7 +145,9 @@ def _check_distinct_keys(grouped: dict[str, list[Path]], image_dir: Path) -> Non
     for case_id in sorted(grouped):
         key = match_key(case_id)
         if key in seen:
-            raise DataError(f"{image_dir}: scans {seen[key]!r} and {case_id!r} both match labels named {key!r}")
+            raise DataError(
+                f"{image_dir}: scans {seen[key]!r} and {case_id!r} both match labels named {key!r}"
+            )
         seen[key] = case_id
 
 
@@ -138,7 +156,9 @@ def _index_by_key(labels: list[Path], label_dir: Path) -> dict[str, Path]:
     for path in labels:
         key = match_key(nifti_stem(path))
         if key in index:
-            raise DataError(f"{label_dir}: {index[key].name} and {path.name} both match scans named {key!r}")
+            raise DataError(
+                f"{label_dir}: {index[key].name} and {path.name} both match scans named {key!r}"
+            )
         index[key] = path
     return index
 

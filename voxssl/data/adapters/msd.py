@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from voxssl.data.adapters.base import (
     Adapter,
@@ -34,7 +34,9 @@ from voxssl.errors import DataError
 
 @dataclass
 class MSDOptions:
-    label_map: Optional[dict[Union[int, str], Union[int, str]]] = None  # source id -> organ/background/ignore
+    label_map: dict[int | str, int | str] | None = (
+        None  # source id -> organ/background/ignore
+    )
     unknown_labels: UnknownLabelPolicy = "error"
     include_test: bool = True
     dataset_json: str = "dataset.json"
@@ -63,10 +65,16 @@ def find_msd(ctx: SourceContext, options: MSDOptions) -> list[Case]:
     try:
         names = {int(k): str(v) for k, v in data.get("labels", {}).items()}
     except (TypeError, ValueError, AttributeError):
-        raise DataError(f"{json_path}: 'labels' must map integer ids to names (MSD format)") from None
+        raise DataError(
+            f"{json_path}: 'labels' must map integer ids to names (MSD format)"
+        ) from None
     explicit = parse_label_map(options.label_map, f"{ctx.where}.options.label_map")
-    label_map = label_map_from_names(names, explicit, options.unknown_labels, where=ctx.where, dataset_file=json_path)
-    channel_names = [str(v) for _, v in sorted(data.get("modality", {}).items(), key=lambda kv: int(kv[0]))]
+    label_map = label_map_from_names(
+        names, explicit, options.unknown_labels, where=ctx.where, dataset_file=json_path
+    )
+    channel_names = [
+        str(v) for _, v in sorted(data.get("modality", {}).items(), key=lambda kv: int(kv[0]))
+    ]
     modality = ctx.modality or modality_of_names(channel_names)
     metadata = {"dataset": str(data.get("name", ctx.root.name))}
     if len(channel_names) > 1:
@@ -74,20 +82,31 @@ def find_msd(ctx: SourceContext, options: MSDOptions) -> list[Case]:
     cases = []
     for entry in data.get("training", []):
         if not isinstance(entry, dict) or "image" not in entry:
-            raise DataError(f"{json_path}: every 'training' entry needs 'image' and 'label', got {entry!r}")
+            raise DataError(
+                f"{json_path}: every 'training' entry needs 'image' and 'label', got {entry!r}"
+            )
         image = _existing(ctx.root, entry["image"], json_path)
         label = _existing(ctx.root, entry["label"], json_path) if entry.get("label") else None
         if image is None:
             continue
-        cases.append(Case(nifti_stem(image), image, modality, label=label,
-                          label_map=label_map if label is not None else None,
-                          metadata={**metadata, "split": "train"}))
+        cases.append(
+            Case(
+                nifti_stem(image),
+                image,
+                modality,
+                label=label,
+                label_map=label_map if label is not None else None,
+                metadata={**metadata, "split": "train"},
+            )
+        )
     if options.include_test:
         for entry in data.get("test", []):
             path = entry.get("image") if isinstance(entry, dict) else entry
             image = _existing(ctx.root, path, json_path)
             if image is not None:
-                cases.append(Case(nifti_stem(image), image, modality, metadata={**metadata, "split": "test"}))
+                cases.append(
+                    Case(nifti_stem(image), image, modality, metadata={**metadata, "split": "test"})
+                )
     return cases
 
 

@@ -22,7 +22,7 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import yaml
 
@@ -45,16 +45,18 @@ LABEL_CONTRAST = "label"
 
 @dataclass
 class NAKOOptions:
-    manifest: Optional[str] = None  # default: manifest.csv / .yaml / .yml in the root
+    manifest: str | None = None  # default: manifest.csv / .yaml / .yml in the root
     contrasts: list[str] = field(default_factory=lambda: ["water", "fat", "in", "opp"])
     missing: Literal["error", "skip"] = "error"
-    label_map: Optional[dict[Union[int, str], Union[int, str]]] = None
+    label_map: dict[int | str, int | str] | None = None
 
 
 def find_nako(ctx: SourceContext, options: NAKOOptions) -> list[Case]:
     check_fixed_modality(ctx, "mr", "nako")
     if not options.contrasts or len(set(options.contrasts)) != len(options.contrasts):
-        raise ConfigError(f"{ctx.where}.options.contrasts: must list distinct contrast names, got {options.contrasts}")
+        raise ConfigError(
+            f"{ctx.where}.options.contrasts: must list distinct contrast names, got {options.contrasts}"
+        )
     manifest = _manifest_path(ctx, options)
     label_map = parse_label_map(options.label_map, f"{ctx.where}.options.label_map") or None
     subjects: dict[str, dict[str, Path]] = {}
@@ -62,13 +64,20 @@ def find_nako(ctx: SourceContext, options: NAKOOptions) -> list[Case]:
         subject, contrast = row["subject"], row["contrast"]
         path = resolve_under(ctx.root, row["path"])
         if contrast not in options.contrasts and contrast != LABEL_CONTRAST:
-            logger.debug("%s line %d: contrast %r not in options.contrasts; skipped", manifest, line, contrast)
+            logger.debug(
+                "%s line %d: contrast %r not in options.contrasts; skipped",
+                manifest,
+                line,
+                contrast,
+            )
             continue
         if not path.is_file():
             raise DataError(f"{manifest} line {line}: file not found: {path}")
         files = subjects.setdefault(subject, {})
         if contrast in files:
-            raise DataError(f"{manifest} line {line}: subject {subject!r} lists contrast {contrast!r} twice")
+            raise DataError(
+                f"{manifest} line {line}: subject {subject!r} lists contrast {contrast!r} twice"
+            )
         files[contrast] = path
     cases = []
     for subject, files in subjects.items():
@@ -76,7 +85,9 @@ def find_nako(ctx: SourceContext, options: NAKOOptions) -> list[Case]:
         if absent:
             message = f"{manifest}: subject {subject!r} lacks contrast(s) {', '.join(absent)}"
             if options.missing == "error":
-                raise DataError(message + f" (set {ctx.where}.options.missing: skip to leave it out)")
+                raise DataError(
+                    message + f" (set {ctx.where}.options.missing: skip to leave it out)"
+                )
             logger.warning("%s; skipped", message)
             continue
         channels = tuple(files[c] for c in options.contrasts)
@@ -89,7 +100,11 @@ def find_nako(ctx: SourceContext, options: NAKOOptions) -> list[Case]:
                 label=label,
                 label_map=label_map if label is not None else None,
                 channels=channels if len(channels) > 1 else (),
-                metadata={"dataset": "nako", "subject": subject, "contrasts": list(options.contrasts)},
+                metadata={
+                    "dataset": "nako",
+                    "subject": subject,
+                    "contrasts": list(options.contrasts),
+                },
             )
         )
     return cases
@@ -104,7 +119,9 @@ def _manifest_path(ctx: SourceContext, options: NAKOOptions) -> Path:
     for name in MANIFEST_NAMES:
         if (ctx.root / name).is_file():
             return ctx.root / name
-    raise DataError(f"{ctx.root}: no manifest ({' / '.join(MANIFEST_NAMES)}); give {ctx.where}.options.manifest")
+    raise DataError(
+        f"{ctx.root}: no manifest ({' / '.join(MANIFEST_NAMES)}); give {ctx.where}.options.manifest"
+    )
 
 
 def _read_rows(manifest: Path) -> list[tuple[int, dict[str, str]]]:
@@ -116,14 +133,18 @@ def _read_rows(manifest: Path) -> list[tuple[int, dict[str, str]]]:
         else:
             data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
             if not isinstance(data, list):
-                raise DataError(f"{manifest}: expected a YAML list of {{subject, contrast, path}} mappings")
+                raise DataError(
+                    f"{manifest}: expected a YAML list of {{subject, contrast, path}} mappings"
+                )
             rows = [(i + 1, row) for i, row in enumerate(data)]
     except (OSError, UnicodeDecodeError, csv.Error, yaml.YAMLError) as err:
         raise DataError(f"{manifest}: cannot read the manifest: {err}") from None
     result = []
     for line, row in rows:
         if not isinstance(row, dict) or any(row.get(col) in (None, "") for col in COLUMNS):
-            raise DataError(f"{manifest} entry {line}: needs the columns {', '.join(COLUMNS)}, got {row!r}")
+            raise DataError(
+                f"{manifest} entry {line}: needs the columns {', '.join(COLUMNS)}, got {row!r}"
+            )
         result.append((line, {col: str(row[col]).strip() for col in COLUMNS}))
     if not result:
         raise DataError(f"{manifest}: the manifest lists no files")

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 from voxssl.data.adapters.base import (
     Adapter,
@@ -33,7 +32,9 @@ from voxssl.errors import DataError
 
 @dataclass
 class NNUNetOptions:
-    label_map: Optional[dict[Union[int, str], Union[int, str]]] = None  # source id -> organ/background/ignore
+    label_map: dict[int | str, int | str] | None = (
+        None  # source id -> organ/background/ignore
+    )
     unknown_labels: UnknownLabelPolicy = "error"
     include_test: bool = True
 
@@ -43,23 +44,33 @@ def find_nnunet(ctx: SourceContext, options: NNUNetOptions) -> list[Case]:
     data = read_dataset_json(json_path)
     names = _label_names(data, json_path)
     explicit = parse_label_map(options.label_map, f"{ctx.where}.options.label_map")
-    label_map = label_map_from_names(names, explicit, options.unknown_labels, where=ctx.where, dataset_file=json_path)
+    label_map = label_map_from_names(
+        names, explicit, options.unknown_labels, where=ctx.where, dataset_file=json_path
+    )
     raw_channels = data.get("channel_names", data.get("modality"))
     if not isinstance(raw_channels, dict) or not raw_channels:
-        raise DataError(f"{json_path}: 'channel_names' must map channel ids to names, e.g. {{\"0\": \"CT\"}}")
+        raise DataError(
+            f'{json_path}: \'channel_names\' must map channel ids to names, e.g. {{"0": "CT"}}'
+        )
     channel_names = [str(v) for _, v in sorted(raw_channels.items(), key=lambda kv: int(kv[0]))]
     modality = ctx.modality or modality_of_names(channel_names)
     ending = str(data.get("file_ending", ".nii.gz"))
     metadata = {"dataset": ctx.root.name, "channel_names": channel_names}
-    splits = [("imagesTr", "labelsTr", "train")] + ([("imagesTs", None, "test")] if options.include_test else [])
+    splits = [("imagesTr", "labelsTr", "train")] + (
+        [("imagesTs", None, "test")] if options.include_test else []
+    )
     cases = []
     for image_dir_name, label_dir_name, split in splits:
         image_dir = ctx.root / image_dir_name
         if not image_dir.is_dir():
             if split == "train":
-                raise DataError(f"{image_dir}: folder not found (nnU-Net data sets keep their images there)")
+                raise DataError(
+                    f"{image_dir}: folder not found (nnU-Net data sets keep their images there)"
+                )
             continue
-        for case_id, channels in sorted(_group_channels(image_dir, ending, len(channel_names)).items()):
+        for case_id, channels in sorted(
+            _group_channels(image_dir, ending, len(channel_names)).items()
+        ):
             label = ctx.root / label_dir_name / f"{case_id}{ending}" if label_dir_name else None
             has_label = label is not None and label.is_file()
             cases.append(
@@ -83,12 +94,16 @@ def _label_names(data: dict, json_path: Path) -> dict[int, str]:
     names = {}
     for name, value in labels.items():
         if isinstance(value, (list, tuple)):
-            raise DataError(f"{json_path}: label {name!r} is region-based ({value}); voxssl needs one id per label")
+            raise DataError(
+                f"{json_path}: label {name!r} is region-based ({value}); voxssl needs one id per label"
+            )
         try:
             names[int(value)] = str(name)
         except (TypeError, ValueError):
-            raise DataError(f"{json_path}: label {name!r} has a non-integer id {value!r} "
-                            "(labels are name -> id in nnU-Net v2; is this an MSD dataset.json?)") from None
+            raise DataError(
+                f"{json_path}: label {name!r} has a non-integer id {value!r} "
+                "(labels are name -> id in nnU-Net v2; is this an MSD dataset.json?)"
+            ) from None
     return names
 
 

@@ -60,7 +60,9 @@ SYNONYMS: dict[str, str] = {
 def normalise(name: str) -> str:
     """``Right Kidney`` -> ``right_kidney``; ``prostate/uterus`` -> ``prostate_uterus``."""
     text = name.strip().lower()
-    text = re.sub(r"\s*\(.*?\)\s*", " ", text).strip()  # "inferior vena cava (IVC)" -> drop the note
+    text = re.sub(
+        r"\s*\(.*?\)\s*", " ", text
+    ).strip()  # "inferior vena cava (IVC)" -> drop the note
     text = re.sub(r"[\s\-/]+", "_", text)
     return text
 

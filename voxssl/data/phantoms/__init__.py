@@ -10,7 +10,13 @@ organs overlap in intensity so that segmenting them needs shape and context. See
 """
 
 from voxssl.data.phantoms.anatomy import PHANTOM_ORGANS
-from voxssl.data.phantoms.generate import DEFAULT_SHAPE, DEFAULT_SPACING, Phantom, generate_phantom, resolve_grid
+from voxssl.data.phantoms.generate import (
+    DEFAULT_SHAPE,
+    DEFAULT_SPACING,
+    Phantom,
+    generate_phantom,
+    resolve_grid,
+)
 from voxssl.data.phantoms.writer import (
     ORIENTATIONS,
     case_name,

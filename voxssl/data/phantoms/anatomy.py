@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxssl.data.phantoms.grid import Box, PhantomGrid, smooth_noise
-from voxssl.data.phantoms.shapes import as_distance, ellipsoid, elliptic_cylinder, polyline_tube, rotation, smooth_union
+from voxssl.data.phantoms.shapes import (
+    as_distance,
+    ellipsoid,
+    elliptic_cylinder,
+    polyline_tube,
+    rotation,
+    smooth_union,
+)
 from voxssl.data.vocabulary import ORGAN_IDS
 
 #: The canonical organs every phantom draws (id -> name).
@@ -77,13 +84,19 @@ class _Builder:
         x, y, z = self.grid.axes(box)
         return smooth_noise(self.rng, (x, y, z), corr_mm)
 
-    def add(self, name: str, tissue: str, label: int | None, box: Box, distance: np.ndarray) -> None:
-        self.structures.append(Structure(name, tissue, label, box, distance.astype(np.float32, copy=False)))
+    def add(
+        self, name: str, tissue: str, label: int | None, box: Box, distance: np.ndarray
+    ) -> None:
+        self.structures.append(
+            Structure(name, tissue, label, box, distance.astype(np.float32, copy=False))
+        )
 
     def inside_cavity(self, box: Box, distance: np.ndarray) -> np.ndarray:
         return np.maximum(distance, self.cavity[box])
 
-    def organ(self, name: str, box: Box | None, level_set_fn, noise_mm: float, corr_mm: float = 40.0):
+    def organ(
+        self, name: str, box: Box | None, level_set_fn, noise_mm: float, corr_mm: float = 40.0
+    ):
         """Distance field of an organ: level set -> distance, bumpy surface, kept inside the cavity."""
         if box is None:
             return None
@@ -101,23 +114,35 @@ class _Builder:
     def body(self, with_table: bool) -> None:
         full = self.grid.full_box()
         scale = self.u(0.85, 1.12)
-        half_width, anterior, posterior = 160.0 * scale * self.u(0.9, 1.1), 115.0 * scale, 105.0 * scale
+        half_width, anterior, posterior = (
+            160.0 * scale * self.u(0.9, 1.1),
+            115.0 * scale,
+            105.0 * scale,
+        )
         cx, cy = self.rng.normal(0.0, 6.0), self.rng.normal(0.0, 8.0)
         fat, muscle = self.u(6.0, 35.0), self.u(7.0, 15.0)
         taper = self.u(-0.08, 0.08)  # the body widens or narrows towards the pelvis
         power = self.u(2.0, 2.6)
-        self.params.update(body_half_width_mm=half_width, subcutaneous_fat_mm=fat, organ_scale=self.u(0.88, 1.12))
+        self.params.update(
+            body_half_width_mm=half_width, subcutaneous_fat_mm=fat, organ_scale=self.u(0.88, 1.12)
+        )
 
         x, y, z = self.grid.coords(full)
         widen = 1.0 + taper * z / 200.0
         radius_y = np.where(y > cy, anterior, posterior) * widen
-        body = as_distance(self.grid, elliptic_cylinder((x, y, z), (cx, cy), (half_width * widen, radius_y), power))
+        body = as_distance(
+            self.grid, elliptic_cylinder((x, y, z), (cx, cy), (half_width * widen, radius_y), power)
+        )
         body += 4.0 * self.noise(full, 50.0)
         fat_field = np.clip(fat * (1.0 + 0.3 * self.noise(full, 60.0)), 3.0, None)
         wall = body + fat_field
         self.cavity = wall + muscle * (1.0 + 0.2 * self.noise(full, 40.0))
         self.body_center = (cx, cy)
-        self.cavity_half = (half_width - fat - muscle, anterior - fat - muscle, posterior - fat - muscle)
+        self.cavity_half = (
+            half_width - fat - muscle,
+            anterior - fat - muscle,
+            posterior - fat - muscle,
+        )
         # The vertebral body sits ~60-75 mm (paraspinal muscles, canal) in front of the posterior wall.
         self.spine_y = cy - posterior + fat + self.u(58.0, 72.0)
         self.spine_x = cx + self.rng.normal(0.0, 3.0)
@@ -187,7 +212,9 @@ class _Builder:
         radii = (self.u(14, 20) * s, self.u(15, 21) * s, self.u(32, 45) * s)
         rot = rotation(self.u(-20, 20), self.u(20, 45))
         box = self.box(center, (radii[2],) * 3)
-        distance = self.organ("gallbladder", box, lambda c: ellipsoid(c, center, radii, rot), 1.5, corr_mm=25.0)
+        distance = self.organ(
+            "gallbladder", box, lambda c: ellipsoid(c, center, radii, rot), 1.5, corr_mm=25.0
+        )
         if distance is not None:
             self.add("gallbladder", "bile", ORGAN_IDS["gallbladder"], box, distance)
 
@@ -203,7 +230,9 @@ class _Builder:
         rot = rotation(self.u(-55, -30))
         self.spleen_center = center
         box = self.box(center, (65 * s,) * 3)
-        distance = self.organ("spleen", box, lambda c: ellipsoid(c, center, radii, rot), self.u(3.0, 6.0))
+        distance = self.organ(
+            "spleen", box, lambda c: ellipsoid(c, center, radii, rot), self.u(3.0, 6.0)
+        )
         if distance is not None:
             self.add("spleen", "spleen", ORGAN_IDS["spleen"], box, distance)
 
@@ -211,11 +240,17 @@ class _Builder:
         s = self.params["organ_scale"] * self.u(0.75, 1.2)  # distension
         cx, cy = self.body_center
         wx, wa, _ = self.cavity_half
-        center = (cx + self.u(0.2, 0.4) * wx, cy + self.u(0.15, 0.35) * wa, self.liver_z + self.u(10, 25))
+        center = (
+            cx + self.u(0.2, 0.4) * wx,
+            cy + self.u(0.15, 0.35) * wa,
+            self.liver_z + self.u(10, 25),
+        )
         radii = (self.u(40, 55) * s, self.u(30, 45) * s, self.u(45, 60) * s)
         rot = rotation(self.u(20, 45), self.u(-10, 10))
         box = self.box(center, (70 * s,) * 3)
-        distance = self.organ("stomach", box, lambda c: ellipsoid(c, center, radii, rot), self.u(3.0, 7.0))
+        distance = self.organ(
+            "stomach", box, lambda c: ellipsoid(c, center, radii, rot), self.u(3.0, 7.0)
+        )
         if distance is None:
             return
         wall = self.u(3.0, 6.0)
@@ -235,7 +270,9 @@ class _Builder:
             if box is None:
                 continue
             coords = self.grid.coords(box)
-            muscle = as_distance(self.grid, elliptic_cylinder(coords, center, radii, 2.4)) + 2.0 * self.noise(box, 30.0)
+            muscle = as_distance(
+                self.grid, elliptic_cylinder(coords, center, radii, 2.4)
+            ) + 2.0 * self.noise(box, 30.0)
             self.add("paraspinal", "muscle", ORGAN_IDS["body_wall_muscle"], box, muscle)
             # psoas: appears below the kidneys' upper poles and thickens towards the pelvis
             start = self.kidney_z + self.u(10, 30)
@@ -247,13 +284,22 @@ class _Builder:
             radius = np.minimum(4.0 + 0.22 * depth, self.u(18, 26))
             px = self.spine_x + side * (26.0 + 0.1 * depth)
             psoas = np.hypot(x - px, (y - self.spine_y) * 1.1) - radius
-            self.add("psoas", "muscle", ORGAN_IDS["body_wall_muscle"], box, psoas + 1.5 * self.noise(box, 25.0))
+            self.add(
+                "psoas",
+                "muscle",
+                ORGAN_IDS["body_wall_muscle"],
+                box,
+                psoas + 1.5 * self.noise(box, 25.0),
+            )
 
     def kidneys(self) -> None:
         s = self.params["organ_scale"]
         left_z = self.liver_z - self.u(45, 65)
         self.kidney_z = left_z
-        for name, side, z0 in (("right_kidney", -1.0, left_z - self.u(5, 20)), ("left_kidney", 1.0, left_z)):
+        for name, side, z0 in (
+            ("right_kidney", -1.0, left_z - self.u(5, 20)),
+            ("left_kidney", 1.0, left_z),
+        ):
             center = (self.spine_x + side * self.u(58, 72), self.spine_y + self.u(-15, 5), z0)
             radii = (self.u(22, 28) * s, self.u(26, 34) * s, self.u(48, 60) * s)
             rot = rotation(-side * self.u(20, 40), self.u(-10, 10), -side * self.u(8, 18))
@@ -264,7 +310,14 @@ class _Builder:
             if box is None:
                 continue
 
-            def level_set(c, center=center, radii=radii, rot=rot, sinus_center=sinus_center, sinus_radii=sinus_radii):
+            def level_set(
+                c,
+                center=center,
+                radii=radii,
+                rot=rot,
+                sinus_center=sinus_center,
+                sinus_radii=sinus_radii,
+            ):
                 kidney = as_distance(self.grid, ellipsoid(c, center, radii, rot))
                 sinus = as_distance(self.grid, ellipsoid(c, sinus_center, sinus_radii, rot))
                 return np.maximum(kidney, -sinus)  # the hilum: renal sinus fat cut out of the bean
@@ -275,7 +328,11 @@ class _Builder:
     def pancreas(self) -> None:
         z0 = self.kidney_z + self.u(25, 45)
         ax, ay = self.aorta_xy
-        head = (self.ivc_xy[0] + self.u(-5, 10), self.ivc_xy[1] + self.u(20, 30), z0 - self.u(10, 20))
+        head = (
+            self.ivc_xy[0] + self.u(-5, 10),
+            self.ivc_xy[1] + self.u(20, 30),
+            z0 - self.u(10, 20),
+        )
         neck = (ax - 10.0, ay + self.u(28, 38), z0)
         body = (ax + self.u(30, 45), ay + self.u(22, 32), z0 + self.u(5, 15))
         sx, sy, _ = self.spleen_center
@@ -289,7 +346,9 @@ class _Builder:
             return
         distance = polyline_tube(self.grid.coords(box), points, radii)
         distance += 2.0 * self.noise(box, 25.0) + 1.5 * self.noise(box, 8.0)  # lobulated outline
-        self.add("pancreas", "pancreas", ORGAN_IDS["pancreas"], box, self.inside_cavity(box, distance))
+        self.add(
+            "pancreas", "pancreas", ORGAN_IDS["pancreas"], box, self.inside_cavity(box, distance)
+        )
 
     def place_spine(self) -> None:
         """Vertebral geometry, sampled early because the great vessels and pancreas hang on it."""
@@ -313,8 +372,12 @@ class _Builder:
         canal_y = vy - ry - canal_r - 2.0
         canal = np.hypot(x - vx, y - canal_y) - canal_r
         arch = np.maximum(canal - 6.0, -canal)
-        spinous = as_distance(self.grid, elliptic_cylinder((x, y, z), (vx, canal_y - canal_r - 18.0), (4.0, 20.0)))
-        transverse = as_distance(self.grid, elliptic_cylinder((x, y, z), (vx, canal_y + 2.0), (self.u(34, 42), 6.0)))
+        spinous = as_distance(
+            self.grid, elliptic_cylinder((x, y, z), (vx, canal_y - canal_r - 18.0), (4.0, 20.0))
+        )
+        transverse = as_distance(
+            self.grid, elliptic_cylinder((x, y, z), (vx, canal_y + 2.0), (self.u(34, 42), 6.0))
+        )
         offset = np.mod(z - phase, period)
         gap = disc - np.minimum(offset, period - offset)  # > 0 inside an intervertebral disc
         vertebrae = np.maximum(np.minimum.reduce([column, arch, spinous, transverse]), gap)
@@ -333,12 +396,16 @@ class _Builder:
                 continue
             x, y, z = self.grid.coords(box)
             drift = self.u(-4, 4) * z / 100.0
-            tube = as_distance(self.grid, elliptic_cylinder((x, y, z), (x0 + drift, y0 + 0.5 * drift), radii))
+            tube = as_distance(
+                self.grid, elliptic_cylinder((x, y, z), (x0 + drift, y0 + 0.5 * drift), radii)
+            )
             tissue = "aorta" if name == "aorta" else "ivc"
             self.add(name, tissue, ORGAN_IDS[name], box, tube + 0.8 * self.noise(box, 30.0))
 
 
-def build_anatomy(grid: PhantomGrid, rng: np.random.Generator, with_table: bool) -> tuple[list[Structure], dict]:
+def build_anatomy(
+    grid: PhantomGrid, rng: np.random.Generator, with_table: bool
+) -> tuple[list[Structure], dict]:
     """Sample one patient on ``grid``: structures in painting order and the sampled parameters."""
     builder = _Builder(grid, rng)
     builder.deformation()

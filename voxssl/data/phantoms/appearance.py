@@ -104,26 +104,42 @@ def sample_appearance(modality: str, rng: np.random.Generator) -> Appearance:
     """One patient's contrast (CT phase or MR weighting), tissue levels, texture and noise."""
     if modality == "ct":
         phase = float(rng.uniform(0.0, 1.0))  # 0: native, 1: portal-venous peak
-        mean = {k: t.native + phase * t.enhancement + t.jitter * float(rng.normal()) for k, t in CT_TISSUES.items()}
+        mean = {
+            k: t.native + phase * t.enhancement + t.jitter * float(rng.normal())
+            for k, t in CT_TISSUES.items()
+        }
         mean["air"] = -1000.0
         fine = {k: t.fine_texture * float(rng.uniform(0.6, 1.4)) for k, t in CT_TISSUES.items()}
         coarse = {k: t.coarse_texture * float(rng.uniform(0.6, 1.4)) for k, t in CT_TISSUES.items()}
         sigma = float(rng.uniform(6.0, 25.0))
-        return Appearance("ct", mean, fine, coarse, sigma, {"contrast_phase": phase, "noise_hu": sigma})
+        return Appearance(
+            "ct", mean, fine, coarse, sigma, {"contrast_phase": phase, "noise_hu": sigma}
+        )
     sequence = "t1" if rng.random() < 0.5 else "t2"
     gain = MR_FULL_SCALE * float(rng.uniform(0.6, 1.6))
     mean, fine, coarse = {}, {}, {}
     for name, tissue in MR_TISSUES.items():
-        level = (tissue.t1 if sequence == "t1" else tissue.t2) * gain * float(np.exp(rng.normal(0.0, 0.12)))
+        level = (
+            (tissue.t1 if sequence == "t1" else tissue.t2)
+            * gain
+            * float(np.exp(rng.normal(0.0, 0.12)))
+        )
         mean[name] = level
         fine[name] = tissue.fine_texture * level * float(rng.uniform(0.6, 1.4))
         coarse[name] = tissue.coarse_texture * level * float(rng.uniform(0.6, 1.4))
     sigma = gain * float(rng.uniform(0.01, 0.04))
-    settings = {"sequence": sequence, "gain": gain, "bias_strength": float(rng.uniform(0.1, 0.35)), "noise": sigma}
+    settings = {
+        "sequence": sequence,
+        "gain": gain,
+        "bias_strength": float(rng.uniform(0.1, 0.35)),
+        "noise": sigma,
+    }
     return Appearance("mr", mean, fine, coarse, sigma, settings)
 
 
-def paint(grid: PhantomGrid, structures: list[Structure], appearance: Appearance) -> tuple[np.ndarray, ...]:
+def paint(
+    grid: PhantomGrid, structures: list[Structure], appearance: Appearance
+) -> tuple[np.ndarray, ...]:
     """Composite the structures: mean image, tissue-index map (into ``tissues``) and label map.
 
     Each structure covers a voxel with the fraction ``alpha`` of a linear ramp across its surface,
@@ -158,7 +174,9 @@ def paint(grid: PhantomGrid, structures: list[Structure], appearance: Appearance
                 label[fine][inside] = structure.label
             # new = value + (1 - alpha) * (old - value), with 1 - alpha = clip(0.5 + d, 0, 1) (d in
             # voxel widths); in place: these blocks are most of the work for large grids
-            keep = distance if distance.base is None and distance.flags.writeable else distance.copy()
+            keep = (
+                distance if distance.base is None and distance.flags.writeable else distance.copy()
+            )
             keep += np.float32(0.5)
             np.clip(keep, 0.0, 1.0, out=keep)
             region = mean[fine]

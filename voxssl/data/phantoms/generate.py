@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 #: Default grid: a 400 x 320 x 240 mm abdominal field of view, 2.5 x 2.5 x 5 mm voxels (~1 M voxels).
 DEFAULT_SHAPE: tuple[int, int, int] = (160, 128, 48)
 DEFAULT_SPACING: tuple[float, float, float] = (2.5, 2.5, 5.0)
-DEFAULT_FIELD_OF_VIEW_MM: tuple[float, float, float] = tuple(n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING))
+DEFAULT_FIELD_OF_VIEW_MM: tuple[float, float, float] = tuple(
+    n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING)
+)
 #: The smallest grid the anatomy is drawn on (the coarse grid needs a few voxels per axis).
 MIN_SIZE = 8
 
@@ -59,7 +61,9 @@ def check_seed(seed) -> None:
         raise ConfigError(f"phantom seed must be an integer >= 0, got {seed!r}")
 
 
-def resolve_grid(shape=None, spacing=None) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+def resolve_grid(
+    shape=None, spacing=None
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Fill in whichever of shape/spacing is missing so the field of view stays ~400x320x240 mm."""
     if shape is not None:
         shape = tuple(int(v) for v in shape)
@@ -75,7 +79,9 @@ def resolve_grid(shape=None, spacing=None) -> tuple[tuple[int, int, int], tuple[
         in_plane = DEFAULT_FIELD_OF_VIEW_MM[0] / shape[0]
         spacing = (in_plane, in_plane, DEFAULT_FIELD_OF_VIEW_MM[2] / shape[2])
     if shape is None:
-        shape = tuple(max(MIN_SIZE, int(round(fov / s))) for fov, s in zip(DEFAULT_FIELD_OF_VIEW_MM, spacing))
+        shape = tuple(
+            max(MIN_SIZE, int(round(fov / s))) for fov, s in zip(DEFAULT_FIELD_OF_VIEW_MM, spacing)
+        )
     return shape, spacing
 
 
@@ -105,4 +111,6 @@ def generate_phantom(seed: int, modality: Modality = "ct", shape=None, spacing=N
     affine[:3, 3] = centre - np.array(spacing) * (np.array(shape) - 1) / 2.0
     params = {**anatomy, **appearance.settings}
     logger.debug("phantom seed=%d modality=%s shape=%s params=%s", seed, modality, shape, params)
-    return Phantom(image=image, label=label, affine=affine, modality=modality, seed=int(seed), params=params)
+    return Phantom(
+        image=image, label=label, affine=affine, modality=modality, seed=int(seed), params=params
+    )

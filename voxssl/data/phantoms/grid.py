@@ -93,7 +93,9 @@ def upsample_axis(array: np.ndarray, axis: int, factor: int, first: int, count: 
     return out
 
 
-def smooth_noise(rng: np.random.Generator, axes_mm: tuple[np.ndarray, ...], corr_mm: float) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, axes_mm: tuple[np.ndarray, ...], corr_mm: float
+) -> np.ndarray:
     """A zero-mean, unit-variance random field with correlation length ``corr_mm``.
 
     White noise on a lattice of spacing ``corr_mm``, lightly smoothed there, then interpolated onto
@@ -176,7 +178,8 @@ class PhantomGrid:
     def fine_box(self, box: Box) -> Box:
         """Fine-grid slices covered by a coarse box."""
         return tuple(
-            slice(sl.start * f, min((sl.stop - 1) * f, n - 1) + 1) for sl, f, n in zip(box, self.factors, self.shape)
+            slice(sl.start * f, min((sl.stop - 1) * f, n - 1) + 1)
+            for sl, f, n in zip(box, self.factors, self.shape)
         )
 
     def fine_noise(self, rng: np.random.Generator, corr_mm: float) -> np.ndarray:
@@ -233,7 +236,11 @@ class PhantomGrid:
                     blocks = (bx, by, bz)
                     if any(b[2].stop <= b[2].start for b in blocks):
                         continue
-                    yield tuple(b[0] for b in blocks), tuple(b[1] for b in blocks), tuple(b[2] for b in blocks)
+                    yield (
+                        tuple(b[0] for b in blocks),
+                        tuple(b[1] for b in blocks),
+                        tuple(b[2] for b in blocks),
+                    )
 
     def in_voxel_widths(self, distance: np.ndarray) -> np.ndarray:
         """Signed distance (mm) divided by the width of a fine voxel across the surface.

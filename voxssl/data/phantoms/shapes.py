@@ -30,17 +30,24 @@ def _local(coords, center: Vec3, rot: np.ndarray | None):
     return [sum(d[i] * np.float32(rot[i, j]) for i in range(3)) for j in range(3)]
 
 
-def ellipsoid(coords, center: Vec3, radii: Vec3, rot: np.ndarray | None = None, power: float = 2.0) -> np.ndarray:
+def ellipsoid(
+    coords, center: Vec3, radii: Vec3, rot: np.ndarray | None = None, power: float = 2.0
+) -> np.ndarray:
     """Super-ellipsoid level set ``r - 1`` (power 2: ellipsoid; larger: boxier)."""
     local = _local(coords, center, rot)
     total = sum(np.abs(d / np.float32(r)) ** power for d, r in zip(local, radii))
     return total ** (1.0 / power) - 1.0
 
 
-def elliptic_cylinder(coords, center_xy: tuple[float, float], radii_xy: tuple[float, float], power: float = 2.0):
+def elliptic_cylinder(
+    coords, center_xy: tuple[float, float], radii_xy: tuple[float, float], power: float = 2.0
+):
     """Infinite cylinder along z with a (super-)elliptic cross-section; ``center``/``radii`` may vary with z."""
     x, y, _ = coords
-    total = np.abs((x - center_xy[0]) / radii_xy[0]) ** power + np.abs((y - center_xy[1]) / radii_xy[1]) ** power
+    total = (
+        np.abs((x - center_xy[0]) / radii_xy[0]) ** power
+        + np.abs((y - center_xy[1]) / radii_xy[1]) ** power
+    )
     return total ** (1.0 / power) - 1.0
 
 
@@ -53,7 +60,11 @@ def polyline_tube(coords, points: np.ndarray, radii: np.ndarray) -> np.ndarray:
         length2 = float(seg @ seg)
         t = ((x - p[0]) * seg[0] + (y - p[1]) * seg[1] + (z - p[2]) * seg[2]) / length2
         t = np.clip(t, 0.0, 1.0)
-        dist = np.sqrt((x - p[0] - t * seg[0]) ** 2 + (y - p[1] - t * seg[1]) ** 2 + (z - p[2] - t * seg[2]) ** 2)
+        dist = np.sqrt(
+            (x - p[0] - t * seg[0]) ** 2
+            + (y - p[1] - t * seg[1]) ** 2
+            + (z - p[2] - t * seg[2]) ** 2
+        )
         np.minimum(best, dist - (rp + t * (rq - rp)), out=best)
     return best
 
