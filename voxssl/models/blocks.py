@@ -2,6 +2,12 @@
 
 Sub-module names mirror vox2vec's (``layers`` inside a block, ``layers`` inside a stage) so that a
 vox2vec state dict loads without renaming; see docs/models.md for the key layout.
+
+Several views in one batch (``views > 1``): the batch holds ``views`` equal chunks (view 1's
+samples, then view 2's, ...) and every batch norm computes its statistics, and updates its running
+statistics, chunk by chunk, in that order: exactly what ``views`` separate forward passes compute,
+while every convolution runs once on the whole batch (one larger, faster kernel instead of
+several small ones). Norms without batch statistics (instance, group, layer) need no split.
 """
 
 from __future__ import annotations
@@ -12,6 +18,27 @@ from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
 from voxssl.config.model import NormSpec
+
+
+def per_view(layer: nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """``layer(x)``, with a training-mode batch norm applied to each of the ``views`` chunks of the
+    batch separately (see the module docstring); other layers see the whole batch."""
+    if (
+        views > 1
+        and isinstance(layer, nn.modules.batchnorm._BatchNorm)
+        and (layer.training or not layer.track_running_stats)
+    ):
+        if x.shape[0] % views:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {views} equal views")
+        return torch.cat([layer(chunk) for chunk in x.chunk(views)])
+    return layer(x)
+
+
+def apply_layers(layers: nn.Sequential, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """``layers(x)`` with batch-norm statistics per view (:func:`per_view`)."""
+    for layer in layers:
+        x = per_view(layer, x, views)
+    return x
 
 
 def conv_layer(
@@ -42,8 +69,8 @@ class PreActivationResidualBlock(nn.Module):
             conv_layer(spatial_dims, channels, channels, kernel_size),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.layers(x)
+    def forward(self, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+        return x + apply_layers(self.layers, x, views)
 
 
 class ResidualStage(nn.Module):
@@ -57,9 +84,9 @@ class ResidualStage(nn.Module):
             [PreActivationResidualBlock(channels, norm, spatial_dims) for _ in range(num_blocks)]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, views: int = 1) -> torch.Tensor:
         for block in self.layers:
-            x = block(x)
+            x = block(x, views)
         return x
 
 
@@ -79,4 +106,12 @@ def up_block(spatial_dims: int, channels: int) -> nn.Sequential:
     )
 
 
-__all__ = ["PreActivationResidualBlock", "ResidualStage", "conv_layer", "down_block", "up_block"]
+__all__ = [
+    "PreActivationResidualBlock",
+    "ResidualStage",
+    "apply_layers",
+    "conv_layer",
+    "down_block",
+    "per_view",
+    "up_block",
+]

@@ -52,6 +52,7 @@ RESUMABLE_CHANGES = frozenset(
         "device",
         "deterministic",
         "cpu_threads",
+        "compile",
     }
 )
 

@@ -43,6 +43,7 @@ from voxssl.train.distributed import (
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
 from voxssl.train.objective import PretrainObjective
 from voxssl.train.online_probe import build_online_probe
+from voxssl.train.performance import amp_dtype, apply_memory_layout, build_adam, compile_model
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +67,6 @@ class PretrainResult:
     model: torch.nn.Module | None = None  # the trained PretrainModel (unwrapped), in train mode
 
 
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU (``auto`` or ``bf16``), none (fp32) on CPU."""
-    if amp == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16
-    if amp == "bf16":
-        raise ConfigError(
-            "pretrain.amp is 'bf16' but training runs on the CPU (bf16 is ~100x slower there); use auto"
-        )
-    return None
-
-
 def learning_rate(step: int, cfg: PretrainConfig) -> float:
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -90,6 +78,34 @@ def to_device(batch: dict, device: torch.device) -> dict:
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+
+
+def train_step(
+    model: torch.nn.Module,
+    objective: PretrainObjective,
+    optimizer: torch.optim.Optimizer,
+    batch: dict,
+    grad_clip: float,
+    autocast_dtype: torch.dtype | None = None,
+):
+    """One optimizer step: forward the views (under autocast when a dtype is given), combine the
+    loss terms, backward, clip the global gradient norm (``grad_clip`` 0: no clipping), step.
+    Returns the objective's output and the gradient norm before clipping."""
+    device_type = batch["view1"].device.type
+    autocast = (
+        torch.autocast(device_type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        out = objective(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    optimizer.step()
+    return out, grad_norm
 
 
 def fingerprint(recipe: Recipe, cfg: PretrainConfig, ctx: DistributedContext) -> dict:
@@ -147,9 +163,9 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(recipe.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    model = build_pretrain_model(model_cfg).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    model = apply_memory_layout(build_pretrain_model(model_cfg).to(device), device)
+    optimizer = build_adam(
+        model.parameters(), device, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
     )
     preprocessing = preprocessing_plan(modality, recipe.preprocess, channels)
     resolved = recipe_to_dict(recipe)
@@ -185,6 +201,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
         find_unused_parameters=model.reconstruction_head is not None
         and cfg.reconstruction_weight == 0,
     )
+    train_model = compile_model(train_model, cfg.compile)
     objective = PretrainObjective(cfg)
 
     views = build_view_generator(recipe, cfg, modality)
@@ -258,18 +275,9 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
 
-            autocast = (
-                torch.autocast(device.type, dtype=autocast_dtype)
-                if autocast_dtype is not None
-                else contextlib.nullcontext()
+            out, grad_norm = train_step(
+                train_model, objective, optimizer, batch, cfg.grad_clip, autocast_dtype
             )
-            with autocast:
-                out = objective(train_model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
 
             done = step + 1
             loss = float(all_reduce_mean(out.loss.detach(), ctx))
@@ -343,4 +351,5 @@ __all__ = [
     "amp_dtype",
     "learning_rate",
     "pretrain",
+    "train_step",
 ]

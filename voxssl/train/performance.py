@@ -1,0 +1,115 @@
+"""How a pretraining step runs fast on its device, in one place: precision (autocast dtype),
+memory layout, optimizer implementation and ``torch.compile``.
+
+None of these choices changes the result beyond float rounding (bf16 autocast on GPU excepted,
+which is a precision choice: the losses stay in float32); tests/train/test_fast_step.py checks
+the loss, the gradients and one optimizer step's parameters of voxssl's step against the plain
+eager reference step (benchmarks/eager_reference.py) on a tiny model.
+
+Measured on the 2-core development CPU (benchmarks/README.md, "Pretraining throughput"):
+
+- memory layout: oneDNN's 3D convolutions run 1.1-1.6x faster in ``channels_last_3d`` on maps of
+  at least 32x32x8 voxels per sample, and up to 2x *slower* on maps of a few hundred voxels
+  (the deep FPN levels), so on CPU a level runs channels-last when it holds at least
+  :data:`CPU_CHANNELS_LAST_MIN_VOXELS` voxels per sample and contiguous below. On GPU every
+  level runs channels-last (cuDNN's NDHWC kernels, the layout PyTorch recommends for bf16
+  tensor cores; not measured here: no GPU was lent);
+- optimizer: Adam's ``fused=True`` implementation (one kernel over all parameters instead of
+  ~5 per parameter tensor) where PyTorch has it for the device (CPU, CUDA);
+- views in one batch: :class:`voxssl.train.objective.PretrainObjective` forwards the views of
+  a step as one batch with batch-norm statistics per view (larger convolutions, oneDNN instead
+  of the slow reference kernels for batch-1 deep levels).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from voxssl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Per-sample voxels from which a level runs in channels_last_3d on CPU (measured, see above):
+# 32x32x16 maps gain 1.6x, 16x16x8 1.0-1.3x, 8x8x4 and smaller lose up to 2x.
+CPU_CHANNELS_LAST_MIN_VOXELS = 2048
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPU (``auto`` or ``bf16``), none (fp32) on CPU."""
+    if amp == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16
+    if amp == "bf16":
+        raise ConfigError(
+            "pretrain.amp is 'bf16' but training runs on the CPU (bf16 is ~100x slower there); use auto"
+        )
+    return None
+
+
+def channels_last_min_voxels(device: torch.device) -> int | None:
+    """Per-sample voxels from which an FPN level runs channels-last on ``device`` (0: every level;
+    None: leave the layout alone)."""
+    if device.type == "cpu":
+        return CPU_CHANNELS_LAST_MIN_VOXELS
+    if device.type == "cuda":
+        return 0
+    return None
+
+
+def apply_memory_layout(model: nn.Module, device: torch.device) -> nn.Module:
+    """Set the per-level memory layout of every FPN inside ``model`` for ``device``."""
+    from voxssl.models.fpn import FPN
+
+    threshold = channels_last_min_voxels(device)
+    for module in model.modules():
+        if isinstance(module, FPN):
+            module.channels_last_min_voxels = threshold
+    return model
+
+
+def fused_adam_supported(device: torch.device) -> bool:
+    return device.type in ("cpu", "cuda")
+
+
+def build_adam(
+    parameters, device: torch.device, *, lr: float, betas, weight_decay: float
+) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with the fused implementation where the device has one."""
+    return torch.optim.Adam(
+        parameters,
+        lr=lr,
+        betas=tuple(betas),
+        weight_decay=weight_decay,
+        fused=True if fused_adam_supported(device) else None,
+    )
+
+
+def compile_model(model: nn.Module, enabled: bool, backend: str = "inductor") -> nn.Module:
+    """``torch.compile(model)`` when ``enabled`` (``pretrain.compile``), else ``model``.
+
+    The compiled module shares its parameters with ``model``; the loop keeps saving ``model``'s
+    state dict, so checkpoints carry no ``_orig_mod.`` prefix. Compilation happens on the first
+    step: meant for long GPU runs. On the 2-core development CPU the inductor compilation of the
+    vox2vec model had not finished its first step after 15 minutes (C++ code generation), so
+    CPU runs leave it off. ``backend``: torch.compile's backend (tests use ``aot_eager``, which
+    traces the same graphs without generating code).
+    """
+    if not enabled:
+        return model
+    log.info("compiling the model with torch.compile (the first step compiles; minutes)")
+    return torch.compile(model, backend=backend)
+
+
+__all__ = [
+    "CPU_CHANNELS_LAST_MIN_VOXELS",
+    "amp_dtype",
+    "apply_memory_layout",
+    "build_adam",
+    "channels_last_min_voxels",
+    "compile_model",
+    "fused_adam_supported",
+]
