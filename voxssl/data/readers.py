@@ -15,28 +15,59 @@ import numpy as np
 
 from voxssl.data.case import Case
 from voxssl.data.volume import Volume
-from voxssl.errors import DataError
+from voxssl.errors import ConfigError, DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: DICOM folder entries that are never slices.
 _DICOM_SKIP_NAMES = {"DICOMDIR", "Thumbs.db", "LOCKFILE", "VERSION"}
 #: Relative spread of slice gaps (positions along the normal) above which a series is rejected.
 _MAX_SLICE_GAP_SPREAD = 0.05
+#: Environment variable: the most voxels (all channels) an image may declare before it is read.
+MAX_VOXELS_ENV = "VOXSSL_MAX_VOXELS"
+#: Default of that limit: 2**30 voxels (a 1024^3 or 512x512x4096 scan; 4 GB as float32, and
+#: preprocessing holds a few such arrays at its peak).
+DEFAULT_MAX_VOXELS = 2**30
+#: deflate cannot compress better than 1032:1, so a gzip file of n bytes never holds more than
+#: about 1032 n bytes; a header that declares more lies (or the file is truncated).
+_MAX_DEFLATE_RATIO = 1100
 
 
-def read_volume(path: str | os.PathLike, allow_channels: bool = False) -> Volume:
+def max_voxels_limit(max_voxels: int | None = None) -> int:
+    """The voxel limit: ``max_voxels`` if given, else ``$VOXSSL_MAX_VOXELS``, else the default."""
+    if max_voxels is not None:
+        return int(max_voxels)
+    text = os.environ.get(MAX_VOXELS_ENV, "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(
+            f"{MAX_VOXELS_ENV}={os.environ[MAX_VOXELS_ENV]!r} must be a positive number of voxels"
+        )
+    return value
+
+
+def read_volume(
+    path: str | os.PathLike, allow_channels: bool = False, max_voxels: int | None = None
+) -> Volume:
     """Read a NIfTI file or a DICOM series folder, reoriented to RAS.
 
     Args:
         path: ``.nii`` / ``.nii.gz`` file or a folder of DICOM slices (one series).
         allow_channels: accept a 4D NIfTI as a multi-channel scan (channels last on disk,
             returned first: (C, X, Y, Z)). Without it a 4D image is an error.
+        max_voxels: refuse (before reading any voxel) an image that declares more voxels
+            (default: ``$VOXSSL_MAX_VOXELS`` or :data:`DEFAULT_MAX_VOXELS`).
     """
     path = Path(path)
+    limit = max_voxels_limit(max_voxels)
     if path.is_dir():
-        data, affine = _read_dicom_series(path)
+        data, affine = _read_dicom_series(path, limit)
     elif path.is_file():
-        data, affine = _read_nifti(path, allow_channels)
+        data, affine = _read_nifti(path, allow_channels, limit)
     else:
         raise DataError(f"{path}: no such file or folder")
     _check_finite(data, path)
@@ -70,7 +101,7 @@ def _working_array(ras: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ras, dtype=np.float32)
 
 
-def read_case_image(case: Case) -> Volume:
+def read_case_image(case: Case, max_voxels: int | None = None) -> Volume:
     """The image of a case; multi-channel cases stacked to (C, X, Y, Z).
 
     A case is multi-channel when it lists ``channels`` (one 3D file each), or when its image is a
@@ -79,14 +110,16 @@ def read_case_image(case: Case) -> Volume:
     """
     if not case.channels:
         channel_names = case.metadata.get("channel_names") or []
-        volume = read_volume(case.image, allow_channels=len(channel_names) > 1)
+        volume = read_volume(
+            case.image, allow_channels=len(channel_names) > 1, max_voxels=max_voxels
+        )
         if len(channel_names) > 1 and volume.num_channels != len(channel_names):
             raise DataError(
                 f"{case.image}: {volume.num_channels} channel(s) in the image, the data set lists "
                 f"{len(channel_names)} ({', '.join(channel_names)})"
             )
         return volume
-    volumes = [read_volume(p) for p in case.channels]
+    volumes = [read_volume(p, max_voxels=max_voxels) for p in case.channels]
     first = volumes[0]
     for vol in volumes[1:]:
         _check_same_grid(first, vol.path, vol.spatial_shape, vol.affine, "channel")
@@ -183,18 +216,23 @@ def _read_chaos_png_label(case: Case, image: Volume) -> np.ndarray:
 # NIfTI
 
 
-def _read_nifti(path: Path, allow_channels: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_nifti(
+    path: Path, allow_channels: bool, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> tuple[np.ndarray, np.ndarray]:
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise DataError(f"{path}: not a NIfTI file (.nii / .nii.gz) or a DICOM folder")
     try:
         image = nib.load(path)
+        check_declared_size(path, image, max_voxels)
         proxy = image.dataobj
         scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
         # scaled integers straight to float32 (np.asarray would give float64: twice the memory)
         data = image.get_fdata(dtype=np.float32) if scaled else np.asarray(proxy)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise DataError(_unreadable(path, err)) from None
+    except MemoryError:
         raise DataError(
-            f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt"
+            f"{path}: not enough memory to read the image of shape {tuple(image.shape)}"
         ) from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -207,6 +245,51 @@ def _read_nifti(path: Path, allow_channels: bool) -> tuple[np.ndarray, np.ndarra
     if data.ndim > 4:
         raise DataError(f"{path}: expected a 3D image, got shape {data.shape}")
     return data, image.affine
+
+
+def check_declared_size(path: Path, image, max_voxels: int) -> None:
+    """Refuse, from the header alone, an image the file cannot hold or larger than ``max_voxels``.
+
+    Uncompressed: the file must hold ``vox_offset + voxels x itemsize`` bytes. gzip: deflate's
+    best ratio bounds what a file of its size can hold. Both before any voxel array exists, so a
+    1 KB file that declares 1000^3 voxels costs no memory.
+    """
+    shape = tuple(int(n) for n in image.shape)
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    itemsize = int(np.dtype(image.get_data_dtype()).itemsize)
+    declared = voxels * itemsize
+    offset = int(image.header.get("vox_offset", 0) or 0)
+    size = path.stat().st_size
+    what = f"{path}: the header declares shape {shape} {image.get_data_dtype()} ({_human_bytes(declared)})"
+    if path.name.endswith(".gz"):
+        if declared > _MAX_DEFLATE_RATIO * size:
+            raise DataError(
+                f"{what} but a {_human_bytes(size)} gzip file cannot hold more than "
+                f"{_human_bytes(_MAX_DEFLATE_RATIO * size)}; the file is truncated or its header is wrong"
+            )
+    elif size < offset + declared:
+        raise DataError(
+            f"{what} but the file holds {_human_bytes(size)}; the file is truncated or its header is wrong"
+        )
+    if voxels > max_voxels:
+        raise DataError(
+            f"{path}: the header declares shape {shape} ({voxels} voxels), above the limit of "
+            f"{max_voxels} voxels; if the image really is that large, raise {MAX_VOXELS_ENV} "
+            "(or preprocess.max_voxels in the recipe)"
+        )
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _unreadable(path: Path, err: BaseException) -> str:
+    reason = " ".join(str(err).split())  # one line: nibabel's messages hold newlines
+    return f"{path}: cannot read NIfTI ({type(err).__name__}: {reason}); the file is truncated or corrupt"
 
 
 def _check_finite(data: np.ndarray, path: Path) -> None:
@@ -247,9 +330,7 @@ def check_label_header(case: Case, image: Volume, tolerance_voxels: float = 0.05
     try:
         header_image = nib.load(path)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise DataError(
-            f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt"
-        ) from None
+        raise DataError(_unreadable(path, err)) from None
     shape = tuple(int(n) for n in header_image.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -276,7 +357,9 @@ def _dicom_files(folder: Path) -> list[Path]:
     )
 
 
-def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_dicom_series(
+    folder: Path, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> tuple[np.ndarray, np.ndarray]:
     """Read every file of ``folder`` as one series, stacked by position along the slice normal.
 
     The files are sorted here (not by GDCM's series grouping), because some archives (CHAOS)
@@ -297,7 +380,7 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
             "supported, convert it to NIfTI first (e.g. dcm2niix)"
         )
     orientation = headers[0]["orientation"]
-    for path, header in zip(files, headers):
+    for path, header in zip(files, headers, strict=True):
         if not np.allclose(header["orientation"], orientation, atol=1e-4):
             raise DataError(
                 f"{path}: ImageOrientationPatient differs from {files[0].name}; the folder mixes series"
@@ -324,6 +407,13 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(
                 f"{folder}: uneven slice gaps ({steps.min():.3g} to {steps.max():.3g} mm); slices are missing"
             )
+    shape = (int(headers[0]["size"][0]), int(headers[0]["size"][1]), len(files))
+    if int(np.prod(shape, dtype=np.float64)) > max_voxels:
+        raise DataError(
+            f"{folder}: the series declares shape {shape} ({int(np.prod(shape, dtype=np.float64))} "
+            f"voxels), above the limit of {max_voxels} voxels; if it really is that large, raise "
+            f"{MAX_VOXELS_ENV} (or preprocess.max_voxels in the recipe)"
+        )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in files])
     try:
@@ -389,9 +479,13 @@ def _dicom_floats(reader, tag: str, count: int) -> np.ndarray:
 
 
 __all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "MAX_VOXELS_ENV",
     "Volume",
+    "check_declared_size",
     "check_label_header",
     "map_label_ids",
+    "max_voxels_limit",
     "read_case_image",
     "read_case_label",
     "read_volume",
