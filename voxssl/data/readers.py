@@ -404,9 +404,7 @@ def _read_dicom_series(
                 "the folder mixes several series (put each series in its own folder)"
             )
         if np.ptp(steps) > _MAX_SLICE_GAP_SPREAD * np.median(steps):
-            raise DataError(
-                f"{folder}: uneven slice gaps ({steps.min():.3g} to {steps.max():.3g} mm); slices are missing"
-            )
+            raise DataError(_uneven_gaps_message(folder, files, steps))
     shape = (int(headers[0]["size"][0]), int(headers[0]["size"][1]), len(files))
     if int(np.prod(shape, dtype=np.float64)) > max_voxels:
         raise DataError(
@@ -441,6 +439,25 @@ def _read_dicom_series(
     lps[:3, 2] = slice_step
     lps[:3, 3] = positions[0]
     return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def _uneven_gaps_message(folder: Path, files: list[Path], steps: np.ndarray) -> str:
+    """Missing slices leave gaps that are whole multiples of the series' step; gaps that are not
+    (0.7 / 1.3 / 0.7 mm ...) come from several series interleaved in one folder."""
+    step = float(steps.min())
+    multiples = steps / step
+    if np.all(np.abs(multiples - np.rint(multiples)) <= _MAX_SLICE_GAP_SPREAD):
+        first = int(np.argmax(multiples > 1.5))
+        missing = int(np.rint(multiples).sum() - len(steps))
+        return (
+            f"{folder}: slices are missing: the series steps {step:.3g} mm but {steps[first]:.3g} mm "
+            f"separate {files[first].name} and {files[first + 1].name} ({missing} slice(s) missing "
+            "in all); copy the whole series"
+        )
+    return (
+        f"{folder}: several series are mixed: slice gaps of {step:.3g} to {steps.max():.3g} mm are not "
+        "multiples of one step, as when two series interleave; put each series in its own folder"
+    )
 
 
 def _dicom_header(path: Path) -> dict:
