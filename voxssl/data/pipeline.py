@@ -134,7 +134,9 @@ def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
         check_label_header(case, volume, tolerance_voxels=cfg.label_grid_tolerance)
 
     def read_label():  # after the image is resampled and its source freed: lower peak memory
-        return read_case_label(case, volume, tolerance_voxels=cfg.label_grid_tolerance)
+        return read_case_label(
+            case, volume, tolerance_voxels=cfg.label_grid_tolerance, require_organs=True
+        )
 
     image, label, body, meta = preprocess_volume(
         volume, case.modality, cfg, read_label, release_source=True

@@ -134,13 +134,17 @@ def read_case_image(case: Case, max_voxels: int | None = None) -> Volume:
     )
 
 
-def read_case_label(case: Case, image: Volume, tolerance_voxels: float = 0.05) -> np.ndarray | None:
+def read_case_label(
+    case: Case, image: Volume, tolerance_voxels: float = 0.05, require_organs: bool = False
+) -> np.ndarray | None:
     """The label of a case on ``image``'s RAS grid, mapped to canonical ids (uint8).
 
     NIfTI labels must lie on the image grid (same shape, affines equal within ``tolerance_voxels``
     of a voxel, compared after both are reoriented to RAS, so a label stored in another
     orientation than its image is accepted). CHAOS PNG folders are decoded by
-    :func:`voxssl.data.chaos_png.read_chaos_label`.
+    :func:`voxssl.data.chaos_png.read_chaos_label`. With ``require_organs`` (what preprocess
+    asks), ids outside the organ vocabulary and labels that mark no organ are errors
+    (:func:`check_label_ids`).
     """
     if case.label is None:
         return None
@@ -154,7 +158,41 @@ def read_case_label(case: Case, image: Volume, tolerance_voxels: float = 0.05) -
             image, label.path, label.spatial_shape, label.affine, "label", tolerance_voxels
         )
         raw = label.data
-    return map_label_ids(raw, case.label_map, case.label or Path("?"))
+    path = Path(case.label) if case.label is not None else Path("?")
+    mapped = map_label_ids(raw, case.label_map, path)
+    if require_organs:
+        check_label_ids(mapped, path, raw if case.label_map is not None else None)
+    return mapped
+
+
+def check_label_ids(label: np.ndarray, path: Path, raw: np.ndarray | None = None) -> None:
+    """A canonical-id label must use ids of :data:`voxssl.data.vocabulary.ORGANS` (plus 0 and the
+    ignore value 255) and mark at least one organ voxel.
+
+    ``raw``: the label before an adapter's ``label_map`` was applied, named in the message when
+    the map leaves nothing (its ids are then not the ones the map expects).
+    """
+    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
+
+    present = np.flatnonzero(np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256))
+    unknown = [int(v) for v in present if v not in ORGANS and v not in (0, IGNORE_INDEX)]
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise DataError(
+            f"{path}: label ids [{shown}] are not in the organ vocabulary (1-{max(ORGANS)}, see "
+            "docs/datasets.md); map them with the adapter's label_map option or fix the label"
+        )
+    if not any(v in ORGANS for v in present):
+        if raw is not None and np.any(np.asarray(raw) > 0):
+            raw_ids = np.unique(np.asarray(raw))
+            ids = ", ".join(str(int(v)) for v in raw_ids[raw_ids > 0][:10])
+            reason = f"its ids [{ids}] are all outside the adapter's label_map"
+        else:
+            reason = "every voxel is background or not annotated"
+        raise DataError(
+            f"{path}: the label marks no organ ({reason}); fix the label or remove it (the case "
+            "is not cached)"
+        )
 
 
 def map_label_ids(raw: np.ndarray, label_map: dict[int, int] | None, path: Path) -> np.ndarray:
@@ -500,6 +538,7 @@ __all__ = [
     "MAX_VOXELS_ENV",
     "Volume",
     "check_declared_size",
+    "check_label_ids",
     "check_label_header",
     "map_label_ids",
     "max_voxels_limit",
