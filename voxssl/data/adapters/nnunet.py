@@ -32,7 +32,9 @@ from voxssl.errors import DataError
 
 @dataclass
 class NNUNetOptions:
-    label_map: dict[int | str, int | str] | None = None  # source id -> organ/background/ignore
+    label_map: dict[int | str, int | str] | None = (
+        None  # source id -> organ/background/ignore
+    )
     unknown_labels: UnknownLabelPolicy = "error"
     include_test: bool = True
 
