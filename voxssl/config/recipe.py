@@ -25,12 +25,15 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     # Sections of later stages; None when a recipe does not use them. Their schemas live beside
-    # this file (model.py, pretrain.py, downstream.py, fewshot.py) and are attached in _SECTIONS.
+    # this file (model.py, pretrain.py, downstream.py, fewshot.py, dinov2.py, classify.py) and are
+    # attached in _section_schemas.
     model: Any = None
     pretrain: Any = None
     probe: Any = None
     finetune: Any = None
     fewshot: Any = None
+    dinov2: Any = None
+    classify: Any = None
     source_file: str = field(default="<recipe>", metadata={"internal": True})
 
     @property
@@ -49,6 +52,8 @@ def _section_schemas() -> dict[str, type]:
         "probe": ("voxssl.config.downstream", "ProbeConfig"),
         "finetune": ("voxssl.config.downstream", "FinetuneConfig"),
         "fewshot": ("voxssl.config.fewshot", "FewShotConfig"),
+        "dinov2": ("voxssl.config.dinov2", "Dinov2Config"),
+        "classify": ("voxssl.config.classify", "ClassifyConfig"),
     }.items():
         try:
             schemas[section] = getattr(importlib.import_module(module), cls)
@@ -63,7 +68,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         raise ConfigError(f"{source}: unknown key 'source_file'")
     sections = _section_schemas()
     built_sections = {}
-    for section in ("model", "pretrain", "probe", "finetune", "fewshot"):
+    for section in ("model", "pretrain", "probe", "finetune", "fewshot", "dinov2", "classify"):
         if section in data:
             value = data.pop(section)
             if value is None:
