@@ -82,3 +82,12 @@ def phantom_slice_cache(tmp_path_factory) -> dict:
     summary = run_preprocess(recipe_from_dict(data, source="<phantom slices>"), progress=False)
     assert summary.ok, summary.describe()
     return {"cache_dir": base / "cache", "root": root, "data": data}
+
+
+@pytest.fixture(scope="session")
+def images2d() -> ModuleType:
+    """tests/images2d.py: small 2D images on disk in every supported format (PNG, JPEG, DICOM)."""
+    spec = importlib.util.spec_from_file_location("images2d", REPO_ROOT / "tests" / "images2d.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

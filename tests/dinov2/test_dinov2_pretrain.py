@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from images2d import write_class_folder
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -28,10 +27,10 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     } | {"__images__": accumulator.Tags()["images"]}
 
 
-def test_cli_trains_on_cache_slices_and_an_image_folder(dinov2_recipe, tmp_path):
+def test_cli_trains_on_cache_slices_and_an_image_folder(dinov2_recipe, tmp_path, images2d):
     from voxssl.cli import app
 
-    folder = write_class_folder(tmp_path / "images", per_class=2)  # PNG, JPEG, 16-bit PNG, DICOM
+    folder = images2d.write_class_folder(tmp_path / "images", per_class=2)  # PNG, JPEG, 16-bit PNG, DICOM
     path = dinov2_recipe("cli", steps=3, data={"folders": [str(folder)]})
     result = CliRunner().invoke(app, ["dinov2", "pretrain", str(path), "-q"])
     assert result.exit_code == 0, result.output
