@@ -30,7 +30,8 @@ def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
 def test_cli_trains_on_cache_slices_and_an_image_folder(dinov2_recipe, tmp_path, images2d):
     from voxssl.cli import app
 
-    folder = images2d.write_class_folder(tmp_path / "images", per_class=2)  # PNG, JPEG, 16-bit PNG, DICOM
+    # PNG, JPEG, 16-bit PNG and DICOM images
+    folder = images2d.write_class_folder(tmp_path / "images", per_class=2)
     path = dinov2_recipe("cli", steps=3, data={"folders": [str(folder)]})
     result = CliRunner().invoke(app, ["dinov2", "pretrain", str(path), "-q"])
     assert result.exit_code == 0, result.output
