@@ -46,6 +46,8 @@ def test_cli_trains_on_cache_slices_and_an_image_folder(dinov2_recipe, tmp_path,
     out = model(pixel_values=torch.zeros(1, 3, 32, 32)).last_hidden_state
     assert out.shape == (1, 1 + 16, 32) and torch.isfinite(out).all()
     assert (run_dir / "recipe.resolved.yaml").is_file()
+    init = read_plan(run_dir / "encoder_init.safetensors")  # the random start, the baseline
+    assert init.extra == {"step": 0, "init": "random"} and init.architecture == plan.architecture
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
         "step_0000002",
         "step_0000003",
@@ -110,6 +112,7 @@ def test_continues_from_a_hugging_face_folder_and_from_its_own_encoder(dinov2_re
     vit = {"pretrained": True, "weights": str(tmp_path / "hf"), "drop_path_rate": 0.0}
     first = pretrain_dinov2(load_recipe(dinov2_recipe("from-hf", 2, vit=vit)), progress=False)
     trained = load_file(str(first.encoder_path))
+    assert not (first.run_dir / "encoder_init.safetensors").exists()  # the start is on disk already
     initial = start.state_dict()
     assert trained.keys() == initial.keys()
     assert not all(torch.equal(trained[k], initial[k]) for k in trained)  # it trained ...

@@ -11,7 +11,8 @@
    towards the student; log; checkpoint every N steps;
 5. at the end: ``encoder.safetensors``, the teacher's ViT (DINOv2 evaluates the teacher) with its
    plan: ``fewshot.encoder.weights``, ``voxssl classify --weights`` and ``voxssl weights export``
-   take it (or the run folder).
+   take it (or the run folder). A random initialisation is also kept, as
+   ``encoder_init.safetensors``: the baseline that training must beat.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from voxssl.train.distributed import (
 log = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.safetensors"
+INIT_ENCODER_FILE = "encoder_init.safetensors"  # the random initialisation (pretrained: false)
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -211,6 +213,15 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
             keep=cfg.keep_checkpoints,
         )
 
+    if start_step == 0 and not cfg.vit.pretrained and ctx.is_main:
+        # a random start has no file of its own: keep it, the baseline continued training must beat
+        save_weights(
+            run_dir / INIT_ENCODER_FILE,
+            student.backbone.state_dict(),
+            vit_plan(
+                student.backbone, preprocessing, resolved, extra={"step": 0, "init": "random"}
+            ),
+        )
     result = Dinov2Result(run_dir=run_dir, start_step=start_step, last_step=start_step, model=model)
     meter = ThroughputMeter()
     model.train()
@@ -327,4 +338,11 @@ def _panel(batch: dict, crops) -> torch.Tensor:
     return torch.cat(panels, dim=1).expand(3, -1, -1)
 
 
-__all__ = ["ENCODER_FILE", "TENSORBOARD_DIR", "Dinov2Result", "fingerprint", "pretrain_dinov2"]
+__all__ = [
+    "ENCODER_FILE",
+    "INIT_ENCODER_FILE",
+    "TENSORBOARD_DIR",
+    "Dinov2Result",
+    "fingerprint",
+    "pretrain_dinov2",
+]
