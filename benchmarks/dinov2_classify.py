@@ -162,14 +162,18 @@ def _auc(arm: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work", type=Path, default=None, help="Working folder (default: temporary).")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="Working folder (default: temporary)."
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pretrain-cases", type=int, default=8)
     parser.add_argument("--eval-cases", type=int, default=8)
     parser.add_argument("--steps", type=int, default=0, help="0: recipes/dinov2_demo.yaml's value.")
     parser.add_argument("--task", choices=["contains", "largest"], default="contains")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Where to write the JSON.")
-    parser.add_argument("--no-readme", action="store_true", help="Do not touch benchmarks/README.md.")
+    parser.add_argument(
+        "--no-readme", action="store_true", help="Do not touch benchmarks/README.md."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -216,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['continued_auc']:.3f}; smallest margin {result['smallest_margin']:+.3f}"
     )
     if result["smallest_margin"] < REQUIRED_MARGIN:
-        print(f"FAILED: continued training must beat its start by {REQUIRED_MARGIN} AUC", file=sys.stderr)
+        print(
+            f"FAILED: continued training must beat its start by {REQUIRED_MARGIN} AUC",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

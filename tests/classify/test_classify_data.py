@@ -17,7 +17,7 @@ def test_every_format_reads_as_grey_in_unit_range(tmp_path, images2d):
         path = images2d.write_image(tmp_path / f"{suffix[1:]}{suffix}", image)
         read = read_image_2d(path)
         assert read.shape == image.shape and read.dtype == np.float32
-        assert 0.0 <= read.min() and read.max() <= 1.0
+        assert read.min() >= 0.0 and read.max() <= 1.0
         # bright disc, dark background, whatever the format's scaling
         assert np.corrcoef(read.ravel(), image.ravel())[0, 1] > 0.9, suffix  # JPEG: lossy
     # an 8-bit PNG is value / 255 (the writer truncated image * 255)
@@ -46,7 +46,7 @@ def test_unreadable_files_and_missing_classes_are_named(tmp_path, images2d):
     from voxssl.data.image_folder import labelled_images, read_image_2d
 
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="broken.png"):
+    with pytest.raises(DataError, match=r"broken\.png"):
         read_image_2d(tmp_path / "broken.png")
     root = images2d.write_class_folder(tmp_path / "set", per_class=2)
     samples, names = labelled_images(root)
