@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from voxssl.config.data import SourceConfig
+from voxssl.data import readers
 from voxssl.data.adapters import ADAPTERS, annotated_classes_from_label, find_cases
 from voxssl.data.adapters.amos import AMOS_TO_CANONICAL, amos_modality
 from voxssl.data.adapters.folder import match_key
 from voxssl.data.adapters.organ_names import canonical_id_of_name
+from voxssl.data.dicom import read_series_image, read_series_layout, read_slice_header
 from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.errors import ConfigError, DataError
 
@@ -214,7 +216,7 @@ def test_msd_unknown_label_names(tmp_path):
     assert case.label_map == {1: 6, 2: 6}
     case = find_cases(source("msd", tmp_path, options={"unknown_labels": "ignore"}))[1]
     assert case.label_map == {1: 6, 2: IGNORE_INDEX}
-    with pytest.raises(ConfigError, match="label_map.2"):
+    with pytest.raises(ConfigError, match=r"label_map\.2"):
         find_cases(source("msd", tmp_path, options={"label_map": {2: "tumour"}}))
 
 
@@ -281,7 +283,7 @@ def test_nako_manifest_channels(tmp_path):
     (tmp_path / "manifest.csv").write_text(
         "\n".join(rows[:-1]) + "\n", encoding="utf-8"
     )  # 100002 lacks water
-    with pytest.raises(DataError, match="100002.*water"):
+    with pytest.raises(DataError, match=r"100002.*water"):
         find_cases(source("nako", tmp_path))
     cases = find_cases(source("nako", tmp_path, options={"missing": "skip"}))
     assert [c.case_id for c in cases] == ["100001"]
@@ -427,7 +429,7 @@ def make_chaos_ct(patient: Path) -> None:
 def test_chaos_ct_label_lands_on_the_right_slice_and_pixel(tmp_path):
     import SimpleITK as sitk
 
-    from voxssl.data.chaos_png import read_case_label, read_dicom_series
+    from voxssl.data.chaos_png import read_case_label
 
     make_chaos_ct(tmp_path / "Train_Sets" / "CT" / "1")
     (tmp_path / "Test_Sets" / "CT" / "1" / "DICOM_anon").mkdir(parents=True)  # no Ground
@@ -436,7 +438,7 @@ def test_chaos_ct_label_lands_on_the_right_slice_and_pixel(tmp_path):
     case = cases[0]
     assert case.label_format == "chaos_png" and case.modality == "ct"
 
-    image = read_dicom_series(case.image)
+    image = read_series_image(read_series_layout(case.image))
     pixels = sitk.GetArrayFromImage(image)  # (z, y, x)
     assert pixels.shape == (4, 8, 6)
     assert list(pixels[:, 0, 0]) == [101, 103, 100, 102]  # ascending position, not file order
@@ -460,7 +462,7 @@ def test_chaos_ct_label_lands_on_the_right_slice_and_pixel(tmp_path):
 def test_chaos_mr_grey_ranges_and_t1dual(tmp_path):
     import SimpleITK as sitk
 
-    from voxssl.data.chaos_png import read_case_label, read_dicom_series
+    from voxssl.data.chaos_png import read_case_label
 
     patient = tmp_path / "MR" / "3"
     grey = np.array([[0, 63, 58, 126, 112, 189], [178, 252, 241, 100, 30, 0]] * 4)  # 8x6
@@ -485,7 +487,7 @@ def test_chaos_mr_grey_ranges_and_t1dual(tmp_path):
     cases = by_id(find_cases(source("chaos", tmp_path, modality="mr")))
     assert set(cases) == {"mr_03_t2spir", "mr_03_t1in", "mr_03_t1out"}
     for case_id in cases:
-        image = read_dicom_series(cases[case_id].image)
+        image = read_series_image(read_series_layout(cases[case_id].image))
         label = sitk.GetArrayFromImage(read_case_label(cases[case_id], image))
         np.testing.assert_array_equal(label[1], expected)  # IMG-...1 is the upper slice (z = 10)
         assert not label[0].any()
@@ -501,14 +503,12 @@ def test_chaos_missing_png_is_an_error(tmp_path):
     patient = tmp_path / "CT" / "2"
     make_chaos_ct(patient)
     (patient / "Ground" / "liver_GT_002.png").unlink()
-    with pytest.raises(DataError, match="i0002,0000b.dcm"):
+    with pytest.raises(DataError, match=r"i0002,0000b\.dcm"):
         read_chaos_label(patient / "Ground", patient / "DICOM_anon")
 
 
 def test_chaos_label_aligned_through_the_preprocessing_reader(tmp_path):
     """End to end with voxssl's reader: in RAS, every marked voxel sits on its own DICOM slice."""
-    readers = pytest.importorskip("voxssl.data.readers")
-
     make_chaos_ct(tmp_path / "CT" / "1")
     case = find_cases(source("chaos", tmp_path))[0]
     image = readers.read_case_image(case)
@@ -591,9 +591,6 @@ def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
     """Real 512x512 CT series renamed CHAOS-style in scrambled order: the liver drawn per slice from
     the reference RAS label (placed through the DICOM tags alone) comes back voxel for voxel."""
 
-    readers = pytest.importorskip("voxssl.data.readers")
-    from voxssl.data.chaos_png import read_slice_header
-
     reference = nib.load(real_data / "dicom_ct_label_btcv_RAS.nii.gz")
     liver = np.asarray(reference.dataobj) == 6
     to_voxel = np.linalg.inv(reference.affine)
@@ -601,14 +598,14 @@ def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
     (patient / "DICOM_anon").mkdir(parents=True)
     files = sorted((real_data / "dicom_ct").iterdir())
     order = np.random.default_rng(0).permutation(len(files))
-    for index, source_file in zip(order, files):
+    for index, source_file in zip(order, files, strict=True):
         (patient / "DICOM_anon" / f"i{index:04d},0000b.dcm").symlink_to(source_file)
         header = read_slice_header(source_file)
         rows, columns = np.mgrid[0 : header.size[1], 0 : header.size[0]]
         lps = (
             header.position[:, None, None]
-            + header.row_direction[:, None, None] * columns * header.spacing[0]
-            + header.column_direction[:, None, None] * rows * header.spacing[1]
+            + header.row_direction[:, None, None] * columns * header.pixel_spacing[1]
+            + header.column_direction[:, None, None] * rows * header.pixel_spacing[0]
         )
         ras = np.stack([-lps[0], -lps[1], lps[2], np.ones_like(lps[0])]).reshape(4, -1)
         i, j, k = np.rint(to_voxel @ ras)[:3].astype(int)

@@ -20,13 +20,10 @@ import torch
 
 from voxssl.config.model import ModelConfig
 from voxssl.config.pretrain import PretrainConfig
+from voxssl.device import CPU_CHANNELS_LAST_MIN_VOXELS
 from voxssl.models.build import build_pretrain_model
 from voxssl.train.objective import PretrainObjective
-from voxssl.train.performance import (
-    CPU_CHANNELS_LAST_MIN_VOXELS,
-    apply_memory_layout,
-    build_adam,
-)
+from voxssl.train.performance import apply_memory_layout, build_adam
 
 CPU = torch.device("cpu")
 PATCH = (16, 16, 8)  # 2048 voxels: level 0 channels-last on CPU, the deeper levels contiguous

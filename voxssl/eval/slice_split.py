@@ -21,6 +21,7 @@ import torch
 
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.downstream import DownstreamConfig
+from voxssl.device import resolve_device
 from voxssl.eval.metrics import CaseScores
 
 
@@ -77,12 +78,12 @@ def slice_split_probe(
         probabilities_to_label,
         restrict_to_body,
     )
-    from voxssl.eval.loss import output_channels
     from voxssl.eval.metrics import score_case
     from voxssl.eval.model import SegmentationModel
     from voxssl.eval.protocol import training_sampler
     from voxssl.eval.sampling import labelled_volume
-    from voxssl.eval.train import resolve_device, train_segmentation
+    from voxssl.eval.train import train_segmentation
+    from voxssl.losses.segmentation import output_channels
 
     volume = read_volume(image_path)
     label_volume = read_volume(label_path)
@@ -94,7 +95,7 @@ def slice_split_probe(
     train = labelled_volume(
         "lower_labels", image, *_labels_below(cached_label, body, cut), class_ids, None, rng
     )
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "probe.device")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = build_head(

@@ -14,7 +14,6 @@ resuming only sets the step.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from voxssl.config.model import model_config_to_dict
 from voxssl.config.pretrain import PretrainConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
 from voxssl.data.pretrain_dataset import PairBatchSpec, PretrainPairs, make_loader
+from voxssl.device import autocast, autocast_dtype, set_cpu_threads
 from voxssl.errors import CheckpointError, ConfigError
 from voxssl.models.build import build_pretrain_model
 from voxssl.models.plan import Plan, preprocessing_plan
@@ -43,7 +43,7 @@ from voxssl.train.distributed import (
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
 from voxssl.train.objective import PretrainObjective
 from voxssl.train.online_probe import build_online_probe
-from voxssl.train.performance import amp_dtype, apply_memory_layout, build_adam, compile_model
+from voxssl.train.performance import apply_memory_layout, build_adam, compile_model
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +86,13 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     batch: dict,
     grad_clip: float,
-    autocast_dtype: torch.dtype | None = None,
+    amp: str = "auto",
 ):
-    """One optimizer step: forward the views (under autocast when a dtype is given), combine the
-    loss terms, backward, clip the global gradient norm (``grad_clip`` 0: no clipping), step.
-    Returns the objective's output and the gradient norm before clipping."""
-    device_type = batch["view1"].device.type
-    autocast = (
-        torch.autocast(device_type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
-    with autocast:
+    """One optimizer step: forward the views (under :func:`voxssl.device.autocast`'s rule for
+    ``amp``: bf16 on GPU, fp32 on CPU), combine the loss terms, backward, clip the global
+    gradient norm (``grad_clip`` 0: no clipping), step. Returns the objective's output and the
+    gradient norm before clipping."""
+    with autocast(batch["view1"].device, amp, "pretrain.amp"):
         out = objective(model, batch)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -137,7 +132,7 @@ def pretrain(
     """
     cfg: PretrainConfig = require_section(recipe, "pretrain", "pretrain")
     model_cfg = require_section(recipe, "model", "pretrain")
-    ctx = init_distributed(cfg.device)
+    ctx = init_distributed(cfg.device, device_key="pretrain.device")
     try:
         return _pretrain(
             recipe, cfg, model_cfg, ctx, resume=resume, progress=progress, stop_after=stop_after
@@ -157,9 +152,8 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             f"{recipe.source_file}: model.in_channels is {model_cfg.in_channels} but the cached "
             f"{modality} images have {channels} channel(s)"
         )
-    autocast_dtype = amp_dtype(cfg.amp, device)
-    if device.type == "cpu" and cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
+    autocast_dtype(cfg.amp, device, "pretrain.amp")  # a bad precision fails before any work
+    set_cpu_threads(device, cfg.cpu_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(recipe.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -276,7 +270,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
                 group["lr"] = learning_rate(step, cfg)
 
             out, grad_norm = train_step(
-                train_model, objective, optimizer, batch, cfg.grad_clip, autocast_dtype
+                train_model, objective, optimizer, batch, cfg.grad_clip, cfg.amp
             )
 
             done = step + 1
@@ -348,7 +342,6 @@ __all__ = [
     "BACKBONE_FILE",
     "TENSORBOARD_DIR",
     "PretrainResult",
-    "amp_dtype",
     "learning_rate",
     "pretrain",
     "train_step",

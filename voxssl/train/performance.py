@@ -1,5 +1,6 @@
-"""How a pretraining step runs fast on its device, in one place: precision (autocast dtype),
-memory layout, optimizer implementation and ``torch.compile``.
+"""How a pretraining step runs fast on its device: memory layout (the rule lives in
+:func:`voxssl.device.channels_last_min_voxels`, beside the precision rule), optimizer
+implementation and ``torch.compile``.
 
 None of these choices changes the result beyond float rounding (bf16 autocast on GPU excepted,
 which is a precision choice: the losses stay in float32); tests/train/test_fast_step.py checks
@@ -11,7 +12,7 @@ Measured on the 2-core development CPU (benchmarks/README.md, "Pretraining throu
 - memory layout: oneDNN's 3D convolutions run 1.1-1.6x faster in ``channels_last_3d`` on maps of
   at least 32x32x8 voxels per sample, and up to 2x *slower* on maps of a few hundred voxels
   (the deep FPN levels), so on CPU a level runs channels-last when it holds at least
-  :data:`CPU_CHANNELS_LAST_MIN_VOXELS` voxels per sample and contiguous below. On GPU every
+  ``voxssl.device.CPU_CHANNELS_LAST_MIN_VOXELS`` voxels per sample and contiguous below. On GPU every
   level runs channels-last (cuDNN's NDHWC kernels, the layout PyTorch recommends for bf16
   tensor cores; not measured here: no GPU was lent);
 - optimizer: Adam's ``fused=True`` implementation (one kernel over all parameters instead of
@@ -28,36 +29,9 @@ import logging
 import torch
 from torch import nn
 
-from voxssl.errors import ConfigError
+from voxssl.device import channels_last_min_voxels
 
 log = logging.getLogger(__name__)
-
-# Per-sample voxels from which a level runs in channels_last_3d on CPU (measured, see above):
-# 32x32x16 maps gain 1.6x, 16x16x8 1.0-1.3x, 8x8x4 and smaller lose up to 2x.
-CPU_CHANNELS_LAST_MIN_VOXELS = 2048
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU (``auto`` or ``bf16``), none (fp32) on CPU."""
-    if amp == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16
-    if amp == "bf16":
-        raise ConfigError(
-            "pretrain.amp is 'bf16' but training runs on the CPU (bf16 is ~100x slower there); use auto"
-        )
-    return None
-
-
-def channels_last_min_voxels(device: torch.device) -> int | None:
-    """Per-sample voxels from which an FPN level runs channels-last on ``device`` (0: every level;
-    None: leave the layout alone)."""
-    if device.type == "cpu":
-        return CPU_CHANNELS_LAST_MIN_VOXELS
-    if device.type == "cuda":
-        return 0
-    return None
 
 
 def apply_memory_layout(model: nn.Module, device: torch.device) -> nn.Module:
@@ -104,12 +78,4 @@ def compile_model(model: nn.Module, enabled: bool, backend: str = "inductor") ->
     return torch.compile(model, backend=backend)
 
 
-__all__ = [
-    "CPU_CHANNELS_LAST_MIN_VOXELS",
-    "amp_dtype",
-    "apply_memory_layout",
-    "build_adam",
-    "channels_last_min_voxels",
-    "compile_model",
-    "fused_adam_supported",
-]
+__all__ = ["apply_memory_layout", "build_adam", "compile_model", "fused_adam_supported"]
