@@ -22,6 +22,19 @@ def real_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _restore_locale():
+    """SimpleITK's DICOM writer (GDCM) switches the process locale to "C", which makes Python's
+    default text encoding ASCII for every later test in the process (torch.compile then fails to
+    read its own sources): each test gets the locale back."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != saved:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+@pytest.fixture(autouse=True)
 def _voxssl_home(tmp_path_factory, monkeypatch):
     """Never touch the user's weights cache from tests."""
     monkeypatch.setenv("VOXSSL_HOME", str(tmp_path_factory.mktemp("voxssl_home")))

@@ -58,6 +58,7 @@ class PretrainResult:
     last_step: int  # optimizer steps done when the loop ended
     losses: dict[int, float] = field(default_factory=dict)  # step -> total loss (mean over ranks)
     terms: dict[int, dict[str, float]] = field(default_factory=dict)
+    grad_norms: dict[int, float] = field(default_factory=dict)  # step -> norm before clipping
     backbone_path: Path | None = None  # written when the run reached pretrain.steps
     data_wait_fraction: float = 0.0  # over the whole run
     step_seconds: dict[int, float] = field(
@@ -281,6 +282,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
                     f"the loss is {loss} at step {done}; lower pretrain.lr or check the data"
                 )
             result.losses[done], result.terms[done], result.last_step = loss, terms, done
+            result.grad_norms[done] = float(grad_norm)
             meter.add(data_wait)
             total_wait += data_wait
             result.step_seconds[done] = time.perf_counter() - wait_from
@@ -291,7 +293,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
                     "loss/total": loss,
                     **{f"loss/{k}": v for k, v in terms.items()},
                     "train/lr": optimizer.param_groups[0]["lr"],
-                    "train/grad_norm": float(grad_norm),
+                    "train/grad_norm": result.grad_norms[done],
                 }
                 scalars.update(meter.read(cfg.pairs_per_step * ctx.world_size))
                 scalars.update(gpu_memory_gb(device))
