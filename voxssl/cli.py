@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "voxssl.commands.fewshot",  # few-shot train | eval | segment
     "voxssl.commands.weights",  # weights list | info | download | path | import | export
     "voxssl.commands.demo",  # demo
+    "voxssl.commands.embedding",  # embed, explore, one-shot
 )
 
 
