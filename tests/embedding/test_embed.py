@@ -57,7 +57,8 @@ def test_tiles_partition_the_volume_and_tiling_stays_close(backbone):
     covered = np.zeros((48, 40, 24), int)
     for first, start, size in tiles((48, 40, 24), (24, 24, 16), 4, 4):
         assert all(
-            f <= s and s + n <= f + w for f, s, n, w in zip(first, start, size, (24, 24, 16), strict=True)
+            f <= s and s + n <= f + w
+            for f, s, n, w in zip(first, start, size, (24, 24, 16), strict=True)
         )
         covered[tuple(slice(s, s + n) for s, n in zip(start, size, strict=True))] += 1
     assert (covered == 1).all()
