@@ -58,6 +58,8 @@ def start_explore(argv: list[str], timeout: float = 240.0) -> tuple[subprocess.P
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         env=env,
     )
     deadline = time.monotonic() + timeout

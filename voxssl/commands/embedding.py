@@ -116,6 +116,89 @@ def explore(
     )
 
 
+def one_shot(
+    queries: list[Path] = typer.Argument(
+        ..., help="Scans to segment (NIfTI files or DICOM folders)."
+    ),
+    weights: str = typer.Option(..., "--weights", "-w", help=WEIGHTS_HELP),
+    support: tuple[Path, Path] = typer.Option(
+        ...,
+        "--support",
+        help="The one labelled scan: IMAGE LABEL (label ids 1..255, kept as they are).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder for <name>_seg.nii.gz label maps."
+    ),
+    classes: str | None = typer.Option(
+        None,
+        "--classes",
+        help="Label ids to segment, e.g. 1,2,3,6 (default: every id of the support label).",
+    ),
+    method: str = typer.Option(
+        "both", "--method", help="prototype | neighbours | both (the mean of the two)."
+    ),
+    cca: str = typer.Option(
+        "3d", "--cca", help="3d: keep each organ's most confident connected component; none."
+    ),
+    temperature: float = typer.Option(
+        0.05, "--temperature", help="Softmax temperature on cosines."
+    ),
+    neighbours: int = typer.Option(
+        10, "--neighbours", help="Support voxels voting per query voxel."
+    ),
+    stride: str = typer.Option(
+        "auto", "--stride", help="Embedding stride (1, 2, 4, 8 or auto: <= 1 M voxels per scan)."
+    ),
+    embeddings: Path | None = typer.Option(
+        None,
+        "--embeddings",
+        help="Where scans are embedded (default: $VOXSSL_HOME/embeddings/<weights>).",
+    ),
+    modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
+    query_modality: str | None = typer.Option(
+        None,
+        "--query-modality",
+        help="Modality of the queries when it differs from the support's (CT -> MR).",
+    ),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Segment scans from ONE labelled scan by matching voxel embeddings (no training); label maps
+    in each scan's own grid and affine."""
+    from voxssl.embedding.oneshot import OneShotConfig, one_shot_files
+    from voxssl.errors import ConfigError
+
+    _check_choice(modality, ("ct", "mr"), "--modality")
+    _check_choice(query_modality, ("ct", "mr"), "--query-modality")
+    _check_choice(device, ("auto", "cpu", "cuda"), "--device")
+    ids = None
+    if classes is not None:
+        try:
+            ids = [int(c) for c in classes.replace(" ", "").split(",") if c]
+        except ValueError:
+            raise ConfigError(f"--classes must be label ids like 1,2,3, got {classes!r}") from None
+    cfg = OneShotConfig(method=method, cca=cca, temperature=temperature, neighbours=neighbours)
+    cfg.check()
+    written = one_shot_files(
+        weights,
+        support[0],
+        support[1],
+        queries,
+        out,
+        classes=ids,
+        cfg=cfg,
+        embeddings=embeddings,
+        stride=_stride(stride),
+        modality=modality,
+        query_modality=query_modality,
+        device=device,
+        progress=not quiet,
+    )
+    for path in written:
+        typer.echo(str(path))
+
+
 def register(app: typer.Typer) -> None:
     app.command("embed")(embed)
     app.command("explore")(explore)
+    app.command("one-shot")(one_shot)
