@@ -332,18 +332,25 @@ def one_shot_files(
     for path in [Path(support_image), Path(support_label), *queries]:
         if not path.exists():
             raise DataError(f"one-shot: input not found: {path}")
+    from voxssl.embedding.store import embedding_name
+
+    names = [embedding_name(p) for p in [support_image, *queries]]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise DataError(
+            f"one-shot: two inputs would both be embedded as '{clash[0]}' (the support and every "
+            "query need distinct file or folder names)"
+        )
     embedder = load_embedder(weights, device=device, modality=modality)
     cache = Path(embeddings) if embeddings else default_embeddings_dir(embedder.weights_sha256)
     (support,) = ensure_embeddings(
-        embedder, [support_image], cache / "support", stride=stride, progress=progress
+        embedder, [support_image], cache, stride=stride, progress=progress
     )
     label = support_label_on_grid(support, support_label)
     model = OneShotModel(support, label, label_ids(label, classes), cfg)
     if query_modality is not None and query_modality != embedder.modality:
         embedder = load_embedder(weights, device=device, modality=query_modality)
-    stored = ensure_embeddings(
-        embedder, queries, cache / "queries", stride=stride, progress=progress
-    )
+    stored = ensure_embeddings(embedder, queries, cache, stride=stride, progress=progress)
     out_dir = Path(out_dir)
     written = []
     for path, query in tqdm(
