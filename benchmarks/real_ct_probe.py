@@ -62,7 +62,7 @@ def run(
     from voxssl.config.downstream import HeadConfig, ProbeConfig
     from voxssl.config.model import ModelConfig
     from voxssl.data.readers import read_volume
-    from voxssl.data.vocabulary import organ_name
+    from voxssl.vocabulary import organ_name
     from voxssl.eval.slice_split import organs_in_both_halves, slice_split_probe
 
     image_path, label_path = real_data / "ts_ct.nii.gz", real_data / "ts_ct_label_btcv.nii.gz"

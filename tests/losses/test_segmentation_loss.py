@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.vocabulary import IGNORE_INDEX
 from voxssl.losses.segmentation import SegmentationLoss
 
 SMOOTH = 1e-5  # MONAI DiceLoss smooth_nr = smooth_dr

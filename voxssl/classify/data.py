@@ -54,7 +54,7 @@ class ClassificationData:
 
 
 def _organ_ids(organs: list) -> list[int]:
-    from voxssl.data.vocabulary import ORGANS, organ_id
+    from voxssl.vocabulary import ORGANS, organ_id
 
     ids = []
     for organ in organs:
@@ -74,7 +74,7 @@ def cache_data(cache_dir: Path, cfg: ClassifyConfig, preprocess=None) -> Classif
     """Axial slices of the labelled cached cases with labels from their label maps."""
     from voxssl.data.cache import open_cache
     from voxssl.data.cache_slices import body_fractions, organ_counts
-    from voxssl.data.vocabulary import organ_name
+    from voxssl.vocabulary import organ_name
 
     data = cfg.data
     cases = open_cache(cache_dir).cases(source=data.source, labelled=True)

@@ -152,7 +152,7 @@ class DownstreamConfig:
 
     def class_ids(self) -> list[int]:
         """Canonical ids of ``classes``; output channel c of the head is ``class_ids()[c]``."""
-        from voxssl.data.vocabulary import ORGANS, organ_id
+        from voxssl.vocabulary import ORGANS, organ_id
 
         ids = []
         for entry in self.classes:

@@ -165,13 +165,13 @@ def read_case_label(
 
 
 def check_label_ids(label: np.ndarray, path: Path, raw: np.ndarray | None = None) -> None:
-    """A canonical-id label must use ids of :data:`voxssl.data.vocabulary.ORGANS` (plus 0 and the
+    """A canonical-id label must use ids of :data:`voxssl.vocabulary.ORGANS` (plus 0 and the
     ignore value 255) and mark at least one organ voxel.
 
     ``raw``: the label before an adapter's ``label_map`` was applied, named in the message when
     the map leaves nothing (its ids are then not the ones the map expects).
     """
-    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
+    from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 
     present = np.flatnonzero(np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256))
     unknown = [int(v) for v in present if v not in ORGANS and v not in (0, IGNORE_INDEX)]

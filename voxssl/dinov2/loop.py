@@ -30,7 +30,7 @@ from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_r
 from voxssl.device import autocast, autocast_dtype, set_cpu_threads
 from voxssl.errors import CheckpointError, ConfigError
 from voxssl.train import checkpoint as ckpt
-from voxssl.train.distributed import (
+from voxssl.distributed import (
     DistributedContext,
     all_reduce_mean,
     cleanup,

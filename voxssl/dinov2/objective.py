@@ -23,7 +23,7 @@ from voxssl.losses.dino_clstoken import DINOClsTokenLoss
 from voxssl.losses.dino_targets import sinkhorn_knopp
 from voxssl.losses.ibot_patch import IBOTPatchLoss
 from voxssl.losses.koleo import KoLeoLoss
-from voxssl.train.distributed import DistributedContext
+from voxssl.distributed import DistributedContext
 
 NUM_GLOBAL_CROPS = 2
 

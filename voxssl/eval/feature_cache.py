@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.vocabulary import IGNORE_INDEX
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.sampling import LabelledVolume, PatchSampler

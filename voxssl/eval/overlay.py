@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.vocabulary import IGNORE_INDEX
 from voxssl.utils.atomic import atomic_path
 
 #: RGB per canonical organ id (0 = background, unused).

@@ -77,7 +77,7 @@ def predict_files(
         write_label_nifti,
     )
     from voxssl.eval.protocol import resolve_weights_path
-    from voxssl.eval.seg_weights import load_segmentation_model
+    from voxssl.models.segmentation_weights import load_segmentation_model
 
     if not images:
         raise DataError("predict: no input image given")
@@ -125,7 +125,7 @@ def predict_files(
 
 
 def _summary(label: np.ndarray, class_ids: Sequence[int]) -> str:
-    from voxssl.data.vocabulary import organ_name
+    from voxssl.vocabulary import organ_name
 
     counts: dict[str, Any] = {organ_name(c): int((label == c).sum()) for c in class_ids}
     found = [name for name, n in counts.items() if n]

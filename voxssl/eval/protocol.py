@@ -26,7 +26,7 @@ from torch import nn
 
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
-from voxssl.data.vocabulary import organ_name
+from voxssl.vocabulary import organ_name
 from voxssl.device import resolve_device
 from voxssl.errors import CheckpointError, ConfigError, DataError
 from voxssl.eval.folds import Fold, Splits, load_splits, low_data_subset, make_splits, save_splits
@@ -165,7 +165,7 @@ def _labelled_cases(recipe: Recipe, cfg: DownstreamConfig) -> list:
 
 def check_classes(cases: list, class_ids: list[int], source: str, section: str) -> None:
     """Every recipe class must be annotated somewhere; unknown label ids are reported."""
-    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
+    from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 
     present: set[int] = set()
     for case in cases:
@@ -284,10 +284,10 @@ def run_fold(
     fold_dir: Path,
 ) -> list[CaseScores]:
     """Train on ``fold.train``, save the model, score and write every ``fold.test`` case."""
-    from voxssl.eval.heads import build_head
-    from voxssl.eval.model import SegmentationModel
+    from voxssl.models.segmentation_heads import build_head
+    from voxssl.models.segmentation import SegmentationModel
     from voxssl.eval.sampling import labelled_volume
-    from voxssl.eval.seg_weights import save_segmentation_weights
+    from voxssl.models.segmentation_weights import save_segmentation_weights
     from voxssl.eval.train import BackboneSchedule, train_segmentation
     from voxssl.losses.segmentation import output_channels
 
@@ -375,7 +375,7 @@ def training_sampler(
 
 
 def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: list[int]):
-    from voxssl.eval.seg_weights import SegmentationSpec
+    from voxssl.models.segmentation_weights import SegmentationSpec
 
     return SegmentationSpec(
         classes=list(class_ids),

@@ -31,7 +31,7 @@ def _halves(array: np.ndarray, cut: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _labels_below(label: np.ndarray, body: np.ndarray, cut: int) -> tuple[np.ndarray, np.ndarray]:
     """(label, body mask) with the slices from ``cut`` up unannotated: no loss is computed there."""
-    from voxssl.data.vocabulary import IGNORE_INDEX
+    from voxssl.vocabulary import IGNORE_INDEX
 
     hidden_label, hidden_body = label.copy(), np.asarray(body, dtype=bool).copy()
     hidden_label[..., cut:] = IGNORE_INDEX
@@ -48,7 +48,7 @@ def split_slice(label: np.ndarray) -> int:
     labelled slab is a worse cut on scans that end inside the abdomen: most organ voxels then lie
     on one side. Without organs, the middle of the volume.
     """
-    from voxssl.data.vocabulary import IGNORE_INDEX
+    from voxssl.vocabulary import IGNORE_INDEX
 
     organ_ids = [int(c) for c in np.unique(label) if c != 0 and c != IGNORE_INDEX]
     if not organ_ids:
@@ -72,14 +72,14 @@ def slice_split_probe(
     """Train ``cfg.head`` on the lower half of the scan, return the upper half's scores and facts."""
     from voxssl.data.preprocess import preprocess_volume
     from voxssl.data.readers import read_volume
-    from voxssl.eval.heads import build_head
+    from voxssl.models.segmentation_heads import build_head
     from voxssl.eval.inference import (
         predict_probabilities,
         probabilities_to_label,
         restrict_to_body,
     )
     from voxssl.eval.metrics import score_case
-    from voxssl.eval.model import SegmentationModel
+    from voxssl.models.segmentation import SegmentationModel
     from voxssl.eval.protocol import training_sampler
     from voxssl.eval.sampling import labelled_volume
     from voxssl.eval.train import train_segmentation

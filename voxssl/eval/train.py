@@ -22,7 +22,7 @@ import torch
 
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.device import autocast
-from voxssl.eval.model import SegmentationModel
+from voxssl.models.segmentation import SegmentationModel
 from voxssl.eval.sampling import PatchSampler
 from voxssl.eval.schedule import backbone_lr, head_lr
 from voxssl.losses.segmentation import SegmentationLoss

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.data.vocabulary import organ_id
+from voxssl.vocabulary import organ_id
 from voxssl.errors import ConfigError, DataError
 from voxssl.fewshot.encoders import slice_context
 from voxssl.fewshot.episodes import EpisodeSource, training_slice_mask

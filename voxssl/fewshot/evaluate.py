@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.data.vocabulary import organ_name
+from voxssl.vocabulary import organ_name
 from voxssl.device import resolve_device, set_cpu_threads
 from voxssl.errors import CheckpointError
 from voxssl.eval.metrics import dice

@@ -60,7 +60,7 @@ class BundleNetwork(nn.Module):
         )
         self.head: nn.Module | None = None
         if segmentation is not None:
-            from voxssl.eval.seg_weights import SEGMENTATION_KEY, SegmentationSpec
+            from voxssl.models.segmentation_weights import SEGMENTATION_KEY, SegmentationSpec
 
             spec = SegmentationSpec.from_plan_extra(
                 {SEGMENTATION_KEY: dict(segmentation)}, "bundle network"
@@ -71,7 +71,7 @@ class BundleNetwork(nn.Module):
         pyramid = self.backbone(image)
         if self.head is not None:
             return self.head(pyramid)
-        from voxssl.eval.heads import upsample_to
+        from voxssl.models.segmentation_heads import upsample_to
 
         size = image.shape[2:]
         return torch.cat([upsample_to(level, i, size) for i, level in enumerate(pyramid)], dim=1)
@@ -402,7 +402,7 @@ def bundle_metadata(
     modality = preprocessing.get("modality", "ct")
     in_channels = int(plan.architecture.get("in_channels", 1))
     if segmentation is not None:
-        from voxssl.data.vocabulary import ORGANS as ORGAN_NAMES
+        from voxssl.vocabulary import ORGANS as ORGAN_NAMES
 
         classes = list(segmentation["classes"])
         channel_def = {
@@ -452,7 +452,7 @@ def bundle_metadata(
         ),
         "data_type": "nibabel",
         "image_classes": f"{in_channels}-channel {modality.upper()} image, {preprocessing.get('spacing')} mm after resampling",
-        "label_classes": "canonical voxssl organ ids (voxssl.data.vocabulary)"
+        "label_classes": "canonical voxssl organ ids (voxssl.vocabulary)"
         if segmentation
         else "none",
         "pred_classes": "see network_data_format.outputs.pred.channel_def",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voxssl.config.model import ModelConfig, embedding_width, level_channels_of
 from voxssl.models.fpn import FPN
-from voxssl.models.heads import ProjectionHead, ReconstructionHead
+from voxssl.models.pretrain_heads import ProjectionHead, ReconstructionHead
 from voxssl.models.pretrain import PretrainModel
 
 

@@ -33,7 +33,7 @@ from voxssl.models.plan import Plan, preprocessing_plan
 from voxssl.models.weights import load_state_strict, load_weights, save_weights
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.builders import build_view_generator, select_cases
-from voxssl.train.distributed import (
+from voxssl.distributed import (
     DistributedContext,
     all_reduce_mean,
     cleanup,

@@ -4,7 +4,7 @@ Every ``pretrain.online_probe.every`` steps, rank 0 trains a fresh ``FPNLinearHe
 copy of the *current* backbone (eval mode, no gradient; the training model is never touched) on a
 few labelled cached cases, then scores Dice on other labelled cases with sliding-window inference
 on the cached grid. It reuses the downstream machinery: :func:`voxssl.eval.sampling.labelled_volume`,
-:func:`voxssl.eval.protocol.training_sampler` (cached whole-volume features when they fit), :class:`~voxssl.eval.model.SegmentationModel`,
+:func:`voxssl.eval.protocol.training_sampler` (cached whole-volume features when they fit), :class:`~voxssl.models.segmentation.SegmentationModel`,
 :func:`voxssl.eval.train.train_segmentation` and :func:`voxssl.eval.protocol.evaluate_case`.
 
 Randomness: the patch sampler has its own numpy Generator and the head's initialisation runs
@@ -95,8 +95,8 @@ class OnlineProbe:
         return scores
 
     def _model(self, backbone: nn.Module):
-        from voxssl.eval.heads import build_head
-        from voxssl.eval.model import SegmentationModel
+        from voxssl.models.segmentation_heads import build_head
+        from voxssl.models.segmentation import SegmentationModel
         from voxssl.losses.segmentation import output_channels
 
         frozen = copy.deepcopy(
@@ -140,7 +140,7 @@ class OnlineProbe:
         )
 
     def _evaluate(self, model) -> dict[str, float]:
-        from voxssl.data.vocabulary import organ_name
+        from voxssl.vocabulary import organ_name
         from voxssl.eval.protocol import evaluate_case
 
         scores = [

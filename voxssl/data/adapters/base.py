@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from voxssl.data.case import Case
-from voxssl.data.vocabulary import BACKGROUND, IGNORE_INDEX
+from voxssl.vocabulary import BACKGROUND, IGNORE_INDEX
 from voxssl.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def require_modality(ctx: SourceContext, adapter: str) -> str:
 def canonical_target(value: int | str, key: str) -> int:
     """A label-map target: a canonical organ name or id, ``background`` (0) or ``ignore`` (255)."""
     from voxssl.data.adapters.organ_names import canonical_id_of_name
-    from voxssl.data.vocabulary import is_known
+    from voxssl.vocabulary import is_known
 
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected an organ name or id, got {value!r}")
@@ -147,7 +147,7 @@ def canonical_target(value: int | str, key: str) -> int:
         if value == IGNORE_INDEX or is_known(value):
             return value
         raise ConfigError(
-            f"{key}: {value} is not a canonical organ id (see voxssl.data.vocabulary)"
+            f"{key}: {value} is not a canonical organ id (see voxssl.vocabulary)"
         )
     text = str(value).strip().lower()
     if text == "background":
@@ -157,7 +157,7 @@ def canonical_target(value: int | str, key: str) -> int:
     found = canonical_id_of_name(text)
     if found is None:
         raise ConfigError(
-            f"{key}: unknown organ {value!r} (use a name from voxssl.data.vocabulary, "
+            f"{key}: unknown organ {value!r} (use a name from voxssl.vocabulary, "
             f"'background' or 'ignore')"
         )
     return found

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from voxssl.data.vocabulary import organ_name
+from voxssl.vocabulary import organ_name
 
 KINDS = ("organ_centroid", "vertebra", "junction")
 LANDMARKS_FORMAT = "voxssl-phantom-landmarks"

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from voxssl.errors import CheckpointError
-from voxssl.eval.model import SegmentationModel
+from voxssl.models.segmentation import SegmentationModel
 
 SEGMENTATION_KEY = "segmentation"
 
@@ -50,7 +50,7 @@ class SegmentationSpec:
         return output_channels(self.loss, len(self.classes))
 
     def build_head(self) -> torch.nn.Module:
-        from voxssl.eval.heads import build_head
+        from voxssl.models.segmentation_heads import build_head
 
         return build_head(
             self.head_kind,
