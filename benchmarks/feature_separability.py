@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from voxssl.config.recipe import load_recipe
     from voxssl.data.cache import open_cache
-    from voxssl.vocabulary import organ_id
     from voxssl.utils.atomic import atomic_write_text
+    from voxssl.vocabulary import organ_id
 
     recipe = load_recipe(args.recipe, args.overrides)
     cache = open_cache(recipe.data.cache_dir)

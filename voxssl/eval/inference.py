@@ -25,8 +25,10 @@ import torch
 
 from voxssl.data.geometry import to_original_geometry
 from voxssl.device import autocast
-from voxssl.models.segmentation import labels_from_channels
+from voxssl.eval.overlay import ORGAN_COLOURS
+from voxssl.models.segmentation import labels_from_channels, probabilities_to_label
 from voxssl.utils.atomic import atomic_path
+from voxssl.vocabulary import organ_name
 
 Interpolation = Literal["linear", "nearest"]
 
@@ -134,8 +136,6 @@ def write_label_nifti(path: Path, label: np.ndarray, affine: np.ndarray) -> Path
 
 def slicer_color_table(class_ids: Sequence[int]) -> str:
     """A 3D Slicer colour table (``.ctbl``: ``id name R G B A``) naming the predicted organs."""
-    from voxssl.vocabulary import organ_name
-    from voxssl.eval.overlay import ORGAN_COLOURS
 
     lines = [
         "# voxssl organ colour table (load in 3D Slicer with the prediction)",

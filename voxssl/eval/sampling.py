@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 from voxssl.errors import DataError
 from voxssl.transforms.crop import padded_crop
+from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 
 #: foreground voxel coordinates kept per organ and case (a uniform subsample of the organ)
 MAX_CENTRES_PER_ORGAN = 20_000

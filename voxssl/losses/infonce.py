@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxssl.distributed import DistributedContext, gather_with_gradient
+
 
 class InfoNCELoss(nn.Module):
     """Symmetric NT-Xent.
@@ -82,7 +84,6 @@ class InfoNCELoss(nn.Module):
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return z1, z2, 0
-        from voxssl.distributed import DistributedContext, gather_with_gradient
 
         context = DistributedContext(
             rank=dist.get_rank(), world_size=dist.get_world_size(), device=z1.device

@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from voxssl.config.pretrain import OnlineProbeConfig
+from voxssl.data.cache import open_cache
 from voxssl.errors import ConfigError, DataError
+from voxssl.eval.protocol import check_classes, evaluate_case, training_sampler
+from voxssl.eval.sampling import labelled_volume
+from voxssl.eval.train import train_segmentation
+from voxssl.models.segmentation import SegmentationModel, output_channels
+from voxssl.models.segmentation_heads import build_head
+from voxssl.vocabulary import organ_name
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +53,6 @@ class OnlineProbe:
         device: torch.device,
         where: str = "recipe",
     ) -> None:
-        from voxssl.data.cache import open_cache
-        from voxssl.eval.protocol import check_classes
 
         self.cfg = cfg
         self.seed = seed
@@ -95,9 +100,6 @@ class OnlineProbe:
         return scores
 
     def _model(self, backbone: nn.Module):
-        from voxssl.models.segmentation_heads import build_head
-        from voxssl.models.segmentation import SegmentationModel
-        from voxssl.losses.segmentation import output_channels
 
         frozen = copy.deepcopy(
             backbone
@@ -114,9 +116,6 @@ class OnlineProbe:
         return SegmentationModel(frozen, head, loss_kind=self.cfg.loss).to(self.device)
 
     def _train(self, model, rng: np.random.Generator, step: int) -> None:
-        from voxssl.eval.protocol import training_sampler
-        from voxssl.eval.sampling import labelled_volume
-        from voxssl.eval.train import train_segmentation
 
         if self._volumes is None:
             volume_rng = np.random.default_rng([self.seed, 0])
@@ -140,8 +139,6 @@ class OnlineProbe:
         )
 
     def _evaluate(self, model) -> dict[str, float]:
-        from voxssl.vocabulary import organ_name
-        from voxssl.eval.protocol import evaluate_case
 
         scores = [
             evaluate_case(model, case, self.downstream, self.class_ids, self.device)[0]
