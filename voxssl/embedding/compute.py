@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.feature_cache import alignment
-from voxssl.eval.sampling import crop
-from voxssl.eval.train import autocast
+from voxssl.transforms.crop import padded_crop
 
 #: Default window (preprocessed voxels, X Y Z) and margin kept as context on inner borders.
 DEFAULT_WINDOW = (128, 128, 64)
@@ -149,7 +149,7 @@ def embed_volume(
     backbone.eval()
     try:
         for done, (first, core_start, core_size) in enumerate(plan):
-            patch = crop(image, first, window, 0.0)
+            patch = padded_crop(image, first, window, 0.0)
             tensor = torch.from_numpy(np.ascontiguousarray(patch))[None].to(device)
             with autocast(device, amp):
                 levels = backbone(tensor)

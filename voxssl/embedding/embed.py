@@ -23,6 +23,7 @@ import numpy as np
 from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig, PreprocessConfig
 from voxssl.data.preprocess import preprocess_volume
 from voxssl.data.readers import read_volume
+from voxssl.device import resolve_device
 from voxssl.embedding.compute import (
     DEFAULT_MARGIN,
     DEFAULT_WINDOW,
@@ -45,7 +46,6 @@ from voxssl.embedding.store import (
 )
 from voxssl.errors import ConfigError, DataError
 from voxssl.eval.predict import preprocess_config_from_plan
-from voxssl.eval.train import resolve_device
 from voxssl.hub.cache import sha256_of
 from voxssl.hub.resolve import resolve_weights
 from voxssl.models.weights import load_backbone
@@ -116,7 +116,7 @@ def load_embedder(
     """Resolve ``--weights`` (file, folder, registry name, foreign checkpoint) and load its backbone."""
 
     path = resolve_weights(str(weights))
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, key="--device")
     backbone, plan = load_backbone(path, device=torch_device)
     chosen, cfg = preprocessing_for(plan, str(path), modality)
     return Embedder(
