@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from voxssl.errors import CheckpointError
-from voxssl.run_folder import (
+from voxssl.checkpoint_layout import (
     MODEL_FILE,
     STATE_FILE,
     checkpoint_root,
     latest_checkpoint,
     list_checkpoints,
 )
+from voxssl.errors import CheckpointError
 from voxssl.train.checkpoint import (
     TrainingState,
     check_fingerprint,

@@ -170,7 +170,8 @@ def to_original_geometry(
         index = [np.floor(p + 0.5 + _EPS).astype(np.intp) for p in positions]
         inside = [(i >= 0) & (i < n) for i, n in zip(index, shape)]
         clipped = [np.clip(i, 0, n - 1) for i, n in zip(index, shape)]
-        ras = array[(Ellipsis, *np.ix_(*clipped))]
+        index = (Ellipsis, *np.ix_(*clipped))
+        ras = array[index]
     elif order == "linear":
         inside = [(p >= -0.5) & (p <= n - 0.5) for p, n in zip(positions, shape)]
         out_dtype = (

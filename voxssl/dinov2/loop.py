@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from voxssl.checkpoint_layout import MODEL_FILE, checkpoint_root, latest_checkpoint
 from voxssl.config.dinov2 import RESUMABLE_FIELDS, Dinov2Config
 from voxssl.config.loader import to_dict
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
@@ -45,7 +46,6 @@ from voxssl.errors import CheckpointError, ConfigError
 from voxssl.models.plan import preprocessing_plan
 from voxssl.models.vit import vit_plan
 from voxssl.models.weights import load_state_strict, load_weights, save_weights
-from voxssl.run_folder import MODEL_FILE, checkpoint_root, latest_checkpoint
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb
 from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD

@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
-from voxssl.errors import CheckpointError
-from voxssl.run_folder import (
+from voxssl.checkpoint_layout import (
     MODEL_FILE,
     STATE_FILE,
     checkpoint_root,
     list_checkpoints,
     step_dir_name,
 )
+from voxssl.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ def padded_crop(
         fill,
         dtype=array.dtype if dtype is None else dtype,
     )
-    out[(..., *dst)] = array[(..., *src)]
+    target, source = (..., *dst), (..., *src)
+    out[target] = array[source]
     return out
 
 
