@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "voxssl.commands.classify",  # classify train | eval
     "voxssl.commands.weights",  # weights list | info | download | path | import | export
     "voxssl.commands.demo",  # demo
+    "voxssl.commands.embedding",  # embed, explore, one-shot
 )
 
 
@@ -57,13 +58,7 @@ def _root(
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # the group is not part of this build
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 _register_all()

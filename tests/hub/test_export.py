@@ -41,24 +41,24 @@ def backbone_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def segmentation_file(backbone_file, tmp_path_factory):
-    from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.seg_weights import SegmentationSpec, save_segmentation_weights
+    from voxssl.models.segmentation import SegmentationModel
+    from voxssl.models.segmentation_weights import SegmentationSpec, save_segmentation_weights
 
     backbone, plan = load_backbone(backbone_file)
-    values = dict(
-        classes=[1, 2, 6],
-        head_kind="linear",
-        head_in_channels=backbone.level_channels,
-        head_hidden=8,
-        head_blocks_per_level=1,
-        loss="bce",
-        threshold=0.5,
-        patch_size=[16, 16, 8],
-        sw_roi_size=[16, 16, 8],
-        sw_overlap=0.5,
-        sw_mode="gaussian",
-        body_restricted=False,
-    )
+    values = {
+        "classes": [1, 2, 6],
+        "head_kind": "linear",
+        "head_in_channels": backbone.level_channels,
+        "head_hidden": 8,
+        "head_blocks_per_level": 1,
+        "loss": "bce",
+        "threshold": 0.5,
+        "patch_size": [16, 16, 8],
+        "sw_roi_size": [16, 16, 8],
+        "sw_overlap": 0.5,
+        "sw_mode": "gaussian",
+        "body_restricted": False,
+    }
     names = {
         f.name for f in dataclasses.fields(SegmentationSpec)
     }  # the spec is owned by voxssl.eval
@@ -94,7 +94,7 @@ def test_release_round_trip(backbone_file, tmp_path):
     import yaml
 
     entry = yaml.safe_load((out / "registry-entry.yaml").read_text(encoding="utf-8"))[0]
-    from voxssl.hub.cache import sha256_of
+    from voxssl.hub.weights_cache import sha256_of
 
     assert entry["sha256"] == sha256_of(out / "model.safetensors") and entry["format"] == "voxssl"
     with pytest.raises(Exception, match="already exists"):
@@ -114,9 +114,10 @@ def _ct_nifti(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.multiprocess
 def test_monai_bundle_segmentation_runs_end_to_end(segmentation_file, tmp_path):
-    from voxssl.eval.inference import probabilities_to_label
-    from voxssl.eval.seg_weights import load_segmentation_model
+    from voxssl.models.segmentation import probabilities_to_label
+    from voxssl.models.segmentation_weights import load_segmentation_model
 
     bundle = export_monai_bundle(segmentation_file, tmp_path / "bundle")
     assert {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} == {
@@ -173,7 +174,7 @@ def test_monai_bundle_embedding_network_loads_weights(backbone_file, tmp_path):
     parser["bundle_root"] = str(bundle)
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    backbone, plan = load_backbone(backbone_file)
+    backbone, _ = load_backbone(backbone_file)
     x = torch.rand(1, 1, 16, 16, 8)
     with torch.no_grad():
         embedding = network.eval()(x)
@@ -212,7 +213,7 @@ def test_pretraining_checkpoint_is_released_as_its_backbone(tmp_path):
     assert keys == set(model.backbone.state_dict())  # projector and reconstruction head dropped
     x = torch.rand(1, 1, 8, 8, 4)
     with torch.no_grad():
-        for got, want in zip(backbone(x), model.backbone.eval()(x)):
+        for got, want in zip(backbone(x), model.backbone.eval()(x), strict=True):
             torch.testing.assert_close(got, want)
 
 
@@ -222,9 +223,9 @@ def test_monai_bundle_maps_a_real_lps_mr_back_to_its_grid(real_data, tmp_path):
     original grid. Run in-process (``monai.bundle.run``); the CLI path is covered above."""
     from monai.bundle import run
 
-    from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.seg_weights import SegmentationSpec, save_segmentation_weights
     from voxssl.hub.convert import import_foreign
+    from voxssl.models.segmentation import SegmentationModel
+    from voxssl.models.segmentation_weights import SegmentationSpec, save_segmentation_weights
 
     torch.save(
         {"state_dict": foreign_fpn_state(base=4, levels=3, blocks=2, seed=7)}, tmp_path / "mr.ckpt"
@@ -237,20 +238,20 @@ def test_monai_bundle_maps_a_real_lps_mr_back_to_its_grid(real_data, tmp_path):
         preprocessing={"spacing": [4.5, 4.5, 4.5], "percentiles": [1.0, 99.99]},
     ).path
     backbone, plan = load_backbone(backbone_path)
-    values = dict(
-        classes=[1, 6],
-        head_kind="linear",
-        head_in_channels=backbone.level_channels,
-        head_hidden=8,
-        head_blocks_per_level=1,
-        loss="ce",
-        threshold=0.5,
-        patch_size=[32, 32, 16],
-        sw_roi_size=[32, 32, 16],
-        sw_overlap=0.25,
-        sw_mode="constant",
-        body_restricted=False,
-    )
+    values = {
+        "classes": [1, 6],
+        "head_kind": "linear",
+        "head_in_channels": backbone.level_channels,
+        "head_hidden": 8,
+        "head_blocks_per_level": 1,
+        "loss": "ce",
+        "threshold": 0.5,
+        "patch_size": [32, 32, 16],
+        "sw_roi_size": [32, 32, 16],
+        "sw_overlap": 0.25,
+        "sw_mode": "constant",
+        "body_restricted": False,
+    }
     names = {f.name for f in dataclasses.fields(SegmentationSpec)}
     spec = SegmentationSpec(**{k: v for k, v in values.items() if k in names})
     weights = save_segmentation_weights(

@@ -53,7 +53,9 @@ def list_weights() -> None:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     typer.echo(f"\nregistry: {registry.source}")
 
 
@@ -140,11 +142,11 @@ def download(
 @weights_app.command("path")
 def path(name: str = typer.Argument(..., help="Registry name.")) -> None:
     """Print the cached voxssl weights of a registry model (no download; fails if absent)."""
-    from voxssl.hub.cache import weights_dir
     from voxssl.hub.errors import DownloadError
     from voxssl.hub.fetch import cached_path
     from voxssl.hub.registry import load_registry
     from voxssl.hub.resolve import CONVERTED_FILE
+    from voxssl.hub.weights_cache import weights_dir
 
     entry = load_registry().get(name)
     weights = (
@@ -246,9 +248,7 @@ def export(
     monai_bundle: bool = typer.Option(
         False, "--monai-bundle", help="Write a MONAI bundle instead of a release folder."
     ),
-    name: str | None = typer.Option(
-        None, "--name", help="Model name (default: the folder name)."
-    ),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: the folder name)."),
     license: str = typer.Option(
         "unspecified", "--license", help="Licence of the weights (release card)."
     ),

@@ -17,15 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.device import autocast
-from voxssl.eval.model import SegmentationModel
 from voxssl.eval.sampling import PatchSampler
 from voxssl.eval.schedule import backbone_lr, head_lr
 from voxssl.losses.segmentation import SegmentationLoss
+from voxssl.models.segmentation import SegmentationModel
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ def train_segmentation(
 
     model.to(device)
     criterion = SegmentationLoss(cfg.loss, cfg.dice_weight)
-    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr, "name": "head"}]
+    groups: list[dict[str, Any]] = [
+        {"params": list(model.head.parameters()), "lr": cfg.lr, "name": "head"}
+    ]
     if schedule is not None:
         backbone_params = [p for p in model.backbone.parameters() if p.is_floating_point()]
         groups.append({"params": backbone_params, "lr": 0.0, "name": "backbone"})

@@ -121,13 +121,15 @@ class FPN(nn.Module):
             )
         x = self.first_conv(self._layout(x))
         skips = []
-        for left, down in zip(self.left_blocks, self.down_blocks):
+        for left, down in zip(self.left_blocks, self.down_blocks, strict=True):
             x = left(self._layout(x), views)
             skips.append(x)
             x = down(x)
         x = self.bottom_block(self._layout(x), views)
         pyramid = [x]
-        for up, skip, right in zip(self.up_blocks, self.skip_blocks, self.right_blocks):
+        for up, skip, right in zip(
+            self.up_blocks, self.skip_blocks, self.right_blocks, strict=True
+        ):
             encoder_map = skips.pop()
             x = up(x)
             x = x[
@@ -141,7 +143,9 @@ class FPN(nn.Module):
         """Apply the per-level projections (identity when the model has none)."""
         if self.projections is None:
             return list(features)
-        return [projection(level) for projection, level in zip(self.projections, features)]
+        return [
+            projection(level) for projection, level in zip(self.projections, features, strict=True)
+        ]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The voxel-embedding pyramid: ``level_channels[i]`` channels at level i, level 0 first."""

@@ -11,6 +11,7 @@ import numpy as np
 from voxssl.data.phantoms.anatomy import build_anatomy
 from voxssl.data.phantoms.appearance import render, sample_appearance
 from voxssl.data.phantoms.grid import PhantomGrid
+from voxssl.data.phantoms.landmarks import Landmark, phantom_landmarks
 from voxssl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -18,8 +19,8 @@ logger = logging.getLogger(__name__)
 #: Default grid: a 400 x 320 x 240 mm abdominal field of view, 2.5 x 2.5 x 5 mm voxels (~1 M voxels).
 DEFAULT_SHAPE: tuple[int, int, int] = (160, 128, 48)
 DEFAULT_SPACING: tuple[float, float, float] = (2.5, 2.5, 5.0)
-DEFAULT_FIELD_OF_VIEW_MM: tuple[float, float, float] = tuple(
-    n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING)
+DEFAULT_FIELD_OF_VIEW_MM: tuple[float, ...] = tuple(
+    n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING, strict=True)
 )
 #: The smallest grid the anatomy is drawn on (the coarse grid needs a few voxels per axis).
 MIN_SIZE = 8
@@ -33,11 +34,13 @@ class Phantom:
 
     Attributes:
         image: float32 (X, Y, Z); Hounsfield units for CT, arbitrary positive units for MR.
-        label: uint8 (X, Y, Z), canonical organ ids (:mod:`voxssl.data.vocabulary`), 0 = background.
+        label: uint8 (X, Y, Z), canonical organ ids (:mod:`voxssl.vocabulary`), 0 = background.
         affine: 4x4 voxel-to-world (RAS+, mm), diagonal with the spacing.
         modality: ``ct`` or ``mr``.
         seed: the seed it was generated from (same seed + arguments = identical phantom).
         params: the sampled patient and acquisition settings (body size, contrast phase, ...).
+        landmarks: named anatomical points (organ centroids, vertebral-body centres, junctions) in
+            RAS voxel and world coordinates (:mod:`voxssl.data.phantoms.landmarks`).
     """
 
     image: np.ndarray
@@ -46,10 +49,12 @@ class Phantom:
     modality: Modality
     seed: int
     params: dict[str, Any] = field(default_factory=dict)
+    landmarks: list[Landmark] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        x, y, z = (float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return x, y, z
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,7 +85,8 @@ def resolve_grid(
         spacing = (in_plane, in_plane, DEFAULT_FIELD_OF_VIEW_MM[2] / shape[2])
     if shape is None:
         shape = tuple(
-            max(MIN_SIZE, int(round(fov / s))) for fov, s in zip(DEFAULT_FIELD_OF_VIEW_MM, spacing)
+            max(MIN_SIZE, round(fov / float(s)))
+            for fov, s in zip(DEFAULT_FIELD_OF_VIEW_MM, spacing, strict=True)
         )
     return shape, spacing
 
@@ -98,7 +104,7 @@ def generate_phantom(seed: int, modality: Modality = "ct", shape=None, spacing=N
     shape, spacing = resolve_grid(shape, spacing)
     rng = np.random.default_rng(seed)
     grid = PhantomGrid(shape, spacing)
-    structures, anatomy = build_anatomy(grid, rng, with_table=modality == "ct")
+    structures, anatomy, points = build_anatomy(grid, rng, with_table=modality == "ct")
     appearance = sample_appearance(modality, rng)
     image, label = render(grid, structures, appearance, rng)
     # The body frame is drawn with x towards the patient's LEFT (radiological habit); RAS voxel order
@@ -112,5 +118,11 @@ def generate_phantom(seed: int, modality: Modality = "ct", shape=None, spacing=N
     params = {**anatomy, **appearance.settings}
     logger.debug("phantom seed=%d modality=%s shape=%s params=%s", seed, modality, shape, params)
     return Phantom(
-        image=image, label=label, affine=affine, modality=modality, seed=int(seed), params=params
+        image=image,
+        label=label,
+        affine=affine,
+        modality=modality,
+        seed=int(seed),
+        params=params,
+        landmarks=phantom_landmarks(grid, points, label, affine),
     )
