@@ -85,6 +85,13 @@ def predict(
         help="Back to the scan's grid: 'linear' (probabilities, then decide) or 'nearest' (label).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    sw_batch_size: int = typer.Option(2, "--sw-batch-size", help="Windows per forward pass."),
+    overlap: float | None = typer.Option(
+        None, "--overlap", help="Sliding-window overlap in [0, 1) (default: the weights' own)."
+    ),
+    amp: str = typer.Option(
+        "auto", "--amp", help="auto | bf16 | fp32: bf16 autocast on a GPU; the CPU runs fp32."
+    ),
 ) -> None:
     """Segment new scans; predictions keep the scan's grid and affine (open them in 3D Slicer)."""
     from voxssl.errors import ConfigError
@@ -94,8 +101,18 @@ def predict(
         raise ConfigError(f"--interpolation must be 'linear' or 'nearest', got {interpolation!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if amp not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"--amp must be auto, bf16 or fp32, got {amp!r}")
     written = predict_files(
-        weights, images, out, device=device, interpolation=interpolation, progress=not quiet
+        weights,
+        images,
+        out,
+        device=device,
+        interpolation=interpolation,
+        progress=not quiet,
+        sw_batch_size=sw_batch_size,
+        sw_overlap=overlap,
+        amp=amp,
     )
     for path in written:
         typer.echo(str(path))

@@ -30,6 +30,7 @@ from voxssl.eval.inference import (
     write_label_nifti,
 )
 from voxssl.hub.resolve import resolve_weights
+from voxssl.models.fpn import apply_memory_layout
 from voxssl.models.segmentation_weights import load_segmentation_model
 from voxssl.utils.atomic import atomic_write_text
 from voxssl.vocabulary import organ_name
@@ -72,10 +73,16 @@ def predict_files(
     device: str = "auto",
     interpolation: str = "linear",
     sw_batch_size: int = 2,
-    amp: bool = True,
+    amp: str | bool = True,
     progress: bool = True,
+    sw_overlap: float | None = None,
 ) -> list[Path]:
-    """Segment every image and write the label maps into ``out_dir``; returns their paths."""
+    """Segment every image and write the label maps into ``out_dir``; returns their paths.
+
+    ``sw_batch_size``: windows per forward pass; ``sw_overlap``: sliding-window overlap in [0, 1)
+    (None: the one stored with the weights); ``amp``: bf16 autocast on GPU (``auto``/True), fp32
+    everywhere (``fp32``/False); the CPU always runs fp32. The backbone's feature maps use the
+    device's memory layout (:func:`voxssl.models.fpn.apply_memory_layout`)."""
     from tqdm.auto import tqdm
 
     if not images:
@@ -86,6 +93,13 @@ def predict_files(
     path = resolve_weights(str(weights))
     torch_device = resolve_device(device, "--device")
     model, spec, plan = load_segmentation_model(path, device=torch_device)
+    apply_memory_layout(model, torch_device)
+    overlap = spec.sw_overlap if sw_overlap is None else float(sw_overlap)
+    if not 0.0 <= overlap < 1.0 or sw_batch_size < 1:
+        raise ConfigError(
+            f"predict: overlap must be in [0, 1) and the window batch size >= 1, got {overlap} "
+            f"and {sw_batch_size}"
+        )
     modality, preprocess_cfg = preprocess_config_from_plan(plan, str(path))
     in_channels = int(plan.model_config(source=str(path)).in_channels)
     out_dir = Path(out_dir)
@@ -103,7 +117,7 @@ def predict_files(
             model,
             image,
             spec.sw_roi_size,
-            spec.sw_overlap,
+            overlap,
             spec.sw_mode,
             sw_batch_size,
             torch_device,

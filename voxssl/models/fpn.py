@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from voxssl.config.model import NormSpec
+from voxssl.device import channels_last_min_voxels
 from voxssl.models.blocks import ResidualStage, conv_layer, down_block, up_block
 from voxssl.models.projection import build_level_projections
 
@@ -152,4 +153,14 @@ class FPN(nn.Module):
         return self.project(self.forward_features(x))
 
 
-__all__ = ["FPN"]
+def apply_memory_layout(model: nn.Module, device: torch.device) -> nn.Module:
+    """Set the per-level memory layout of every FPN inside ``model`` for ``device``
+    (:func:`voxssl.device.channels_last_min_voxels`); returns ``model``."""
+    threshold = channels_last_min_voxels(device)
+    for module in model.modules():
+        if isinstance(module, FPN):
+            module.channels_last_min_voxels = threshold
+    return model
+
+
+__all__ = ["FPN", "apply_memory_layout"]

@@ -29,20 +29,9 @@ import logging
 import torch
 from torch import nn
 
-from voxssl.device import channels_last_min_voxels
+from voxssl.models.fpn import apply_memory_layout
 
 log = logging.getLogger(__name__)
-
-
-def apply_memory_layout(model: nn.Module, device: torch.device) -> nn.Module:
-    """Set the per-level memory layout of every FPN inside ``model`` for ``device``."""
-    from voxssl.models.fpn import FPN
-
-    threshold = channels_last_min_voxels(device)
-    for module in model.modules():
-        if isinstance(module, FPN):
-            module.channels_last_min_voxels = threshold
-    return model
 
 
 def fused_adam_supported(device: torch.device) -> bool:

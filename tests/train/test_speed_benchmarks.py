@@ -1,0 +1,60 @@
+"""The pretraining speed benchmarks flag a diverging loss and report what they measured."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def throughput(benchmark_script):
+    return benchmark_script("pretrain_throughput")
+
+
+def test_divergence_flags_the_recorded_first_step_jump_and_non_finite_losses(throughput):
+    assert throughput.divergence([12.26, 413.36, 20.1], 2.0).startswith("loss 413.4 at step 2")
+    assert throughput.divergence([21.6, 13.4, 10.0], 2.0) is None
+    assert "nan" in throughput.divergence([5.0, math.nan], 2.0)
+    assert throughput.divergence([5.0, 9.9], 2.0) is None
+
+
+def test_stability_script_uses_the_same_rule(benchmark_script):
+    stability = benchmark_script("pretrain_stability")
+    assert stability.diverged([12.26, 413.36], 2.0).startswith("loss 413.4 at step 2")
+    assert stability.diverged([17.7, 16.0, 12.0], 2.0) is None
+    assert stability.diverged([], 2.0) == "no step completed"
+
+
+def test_table_shows_the_ratio_the_memory_and_a_divergence(throughput):
+    row = {
+        "preset": "vox2vec",
+        "shape": "cpu",
+        "device": "cpu",
+        "device_name": "x86_64 CPU",
+        "threads": 1,
+        "step": {"pairs": 1, "patch": [64, 64, 32], "positives": 1024},
+        "ratio": {
+            "ratio_median": 1.62,
+            "ratio_min": 1.51,
+            "ratio_max": 1.70,
+            "pairs": [{}] * 5,
+            "reference_s_per_step": 9.1,
+            "voxssl_s_per_step": 5.6,
+            "load_average_before": 2.1,
+            "load_average_after": 2.4,
+        },
+        "loop": {
+            "steps_per_s": 0.18,
+            "projected_hours_50k_steps": 77.0,
+            "peak_rss_gb": 3.2,
+            "losses": [12.3, 413.4],
+        },
+        "data": {"pairs_per_s_one_worker": 30.0},
+        "data_over_consumption": 166.0,
+        "divergence": "loss 413.4 at step 2 > 2 x the first loss 12.3",
+    }
+    table = throughput.markdown_section({"vox2vec/cpu/cpu": row})
+    line = next(x for x in table.splitlines() if x.startswith("| vox2vec"))
+    for text in ("**1.62x** (1.51-1.70, 5)", "9.10 -> 5.60", "3.20 GB RSS", "166.0x", "DIVERGED"):
+        assert text in line, text
