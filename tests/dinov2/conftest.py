@@ -60,10 +60,5 @@ def dinov2_recipe(phantom_slice_cache, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
