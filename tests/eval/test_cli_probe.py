@@ -186,6 +186,24 @@ def test_weights_of_another_architecture_are_a_clear_error(phantom_cache, tmp_pa
     assert code == 1 and "segmentation head" in captured.err
 
 
+def test_cuda_without_a_gpu_is_one_line_naming_the_setting(
+    phantom_cache, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _, recipe, _ = phantom_cache
+    code, captured = _run(
+        [
+            *("linear-probe", str(recipe), "--weights", "random"),
+            *("--set", f"output_dir={tmp_path}", "--set", "probe.device=cuda"),
+        ],
+        capsys,
+    )
+    assert code == 1 and "probe.device is 'cuda' but no CUDA device" in captured.err
+    assert "Traceback" not in captured.err
+
+
 def test_classes_outside_vocabulary_or_unannotated_are_clear_errors(
     phantom_cache, tmp_path, capsys
 ):
