@@ -42,8 +42,3 @@ def classify_recipe(phantom_slice_cache, tmp_path):
         return path
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread(one_torch_thread):
-    yield

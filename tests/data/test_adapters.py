@@ -529,6 +529,7 @@ def test_chaos_label_aligned_through_the_preprocessing_reader(tmp_path):
 # ---------------------------------------------------------------------------------------- scripts
 
 
+@pytest.mark.multiprocess
 def test_preprocessing_script_end_to_end(tmp_path):
     """``python preprocessing/btcv.py ROOT --cache DIR`` fills the cache; a bad option exits 1 with a message."""
     import subprocess

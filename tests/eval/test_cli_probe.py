@@ -10,6 +10,8 @@ import pytest
 
 from voxssl.cli import main
 
+pytestmark = pytest.mark.cli
+
 
 def _run(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -343,10 +345,12 @@ def test_fine_tune_from_the_cli_and_its_from_scratch_baseline(phantom_cache, tmp
         write_recipe(tmp_path, folder / "phantoms", cache_dir).read_text(encoding="utf-8")
     )
     del recipe["probe"], recipe["model"]  # the architecture comes from the weights
-    recipe["finetune"] = {
+    recipe["finetune"] = {  # small enough for seconds: the CLI wiring is what is tested here
         "classes": ["liver", "spleen"],
-        "patch_size": [64, 48, 16],
-        "batch_size": 2,
+        "head": {"kind": "nonlinear", "hidden_channels": 8},
+        "patch_size": [32, 24, 16],
+        "sw_roi_size": [64, 48, 16],  # one inference window per phantom
+        "batch_size": 1,
         "steps": 6,
         "lr": 0.01,
         "frozen_steps": 2,
