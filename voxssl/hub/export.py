@@ -26,6 +26,15 @@ import yaml
 
 from voxssl.hub.cache import sha256_of
 from voxssl.hub.errors import ConversionError
+from voxssl.hub.resolve import resolve_weights
+from voxssl.models.vit import backbone_state, load_vit
+from voxssl.models.weights import (
+    load_backbone,
+    load_weights,
+    read_plan,
+    save_weights,
+    strip_prefixes,
+)
 from voxssl.utils.atomic import atomic_directory
 
 RELEASE_WEIGHTS = "model.safetensors"
@@ -49,16 +58,6 @@ def export_release(
     The folder is assembled under a temporary name beside ``out`` and renamed into place, so an
     interrupted export never leaves a half-written release. Returns ``out``.
     """
-    from voxssl.hub.resolve import resolve_weights
-    from voxssl.models.vit import backbone_state, load_vit
-    from voxssl.models.weights import (
-        load_backbone,
-        load_weights,
-        read_plan,
-        save_weights,
-        strip_prefixes,
-    )
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another --out or pass --overwrite")
