@@ -16,7 +16,7 @@ Protocol:
    the continued encoder beats its start by ``REQUIRED_MARGIN`` with every seed.
 
     .venv/bin/python benchmarks/dinov2_classify.py --seeds 0 1 2     # ~4 CPU minutes per seed
-    .venv/bin/python benchmarks/dinov2_classify.py --task largest     # multi-class variant
+    .venv/bin/python benchmarks/dinov2_classify.py --features cls_mean --no-readme --results X.json
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ SECTION = "dinov2_classify"
 #: How much higher (AUC, absolute) the continued encoder must score than its start, every seed.
 REQUIRED_MARGIN = 0.05
 FEATURES = {"cls": "the CLS token", "cls_mean": "the CLS token and the mean patch token"}
-#: The multi-class variant's organs (``--task largest``): the largest of them in the slice, or none.
-LARGEST_ORGANS = ["liver", "spleen", "stomach", "left_kidney", "right_kidney"]
 
 
 def build_recipes(work: Path, args: argparse.Namespace, seed: int):
@@ -70,8 +68,6 @@ def build_recipes(work: Path, args: argparse.Namespace, seed: int):
         pretrain["dinov2"]["optim"]["steps"] = args.steps
     classify = read_yaml(REPO / "recipes" / "classify_demo.yaml") | common
     classify["classify"]["data"]["source"] = "heldout"
-    if args.task == "largest":
-        classify["classify"]["data"].update(task="largest", organs=LARGEST_ORGANS)
     if args.features:
         classify["classify"]["features"] = args.features
     return (
@@ -118,11 +114,7 @@ def run_seed(work: Path, args: argparse.Namespace, seed: int) -> dict:
 
 
 def markdown_section(result: dict) -> str:
-    task = (
-        "the slice contains the liver (binary)"
-        if result["task"] == "contains"
-        else f"the largest of {', '.join(LARGEST_ORGANS)} or none (one-vs-rest, mean over classes)"
-    )
+    task = "the slice contains the liver (binary)"
     lines = [
         "## Continued DINOv2 training on phantom slices: AUC vs the starting checkpoint "
         "(`benchmarks/dinov2_classify.py`)",
@@ -172,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-cases", type=int, default=8)
     parser.add_argument("--eval-cases", type=int, default=8)
     parser.add_argument("--steps", type=int, default=0, help="0: recipes/dinov2_demo.yaml's value.")
-    parser.add_argument("--task", choices=["contains", "largest"], default="contains")
     parser.add_argument(
         "--features",
         choices=["cls", "cls_mean"],
@@ -206,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": SECTION,
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} CPU x{os.cpu_count()}",
-        "task": args.task,
+        "task": "contains liver",
         "features": classify_recipe.classify.features,
         "vit": f"ViT {vit.hidden_size} wide, {vit.num_hidden_layers} blocks, {vit.patch_size} px patches",
         "steps": pretrain_recipe.dinov2.optim.steps,

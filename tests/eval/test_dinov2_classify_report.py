@@ -15,11 +15,11 @@ def _run(seed, start, continued):
 
 def test_seed_reaches_the_pretraining_not_the_folds(tmp_path, benchmark_script):
     bench = benchmark_script("dinov2_classify")
-    args = argparse.Namespace(steps=0, task="largest", features="cls_mean")
+    args = argparse.Namespace(steps=0, features="cls_mean")
     pretrain, classify = bench.build_recipes(tmp_path, args, seed=4)
     assert pretrain.seed == 4 and pretrain.name == "dinov2-seed4"
     assert pretrain.dinov2.data.cache_sources == ["pretrain"]
-    assert classify.classify.data.source == "heldout" and classify.classify.data.task == "largest"
+    assert classify.classify.data.source == "heldout" and classify.classify.data.organs == ["liver"]
     assert classify.classify.features == "cls_mean"
     other = bench.build_recipes(tmp_path, args, seed=5)[1]
     assert other.classify.cv.seed == classify.classify.cv.seed  # the same folds for every seed
@@ -29,7 +29,7 @@ def test_report_fails_on_the_smallest_margin(benchmark_script):
     bench = benchmark_script("dinov2_classify")
     runs = [_run(0, 0.70, 0.85), _run(1, 0.72, 0.74)]
     result = {
-        "task": "contains",
+        "task": "contains liver",
         "features": "cls",
         "vit": "ViT 64 wide, 4 blocks, 8 px patches",
         "steps": 300,
