@@ -27,9 +27,7 @@ from typing import Any
 
 import torch
 
-from voxssl.errors import CheckpointError, ConfigError
-from voxssl.models.weights import load_state_strict, load_weights
-from voxssl.run_folder import (
+from voxssl.checkpoint_layout import (
     MODEL_FILE,
     STATE_FILE,
     checkpoint_root,
@@ -37,6 +35,8 @@ from voxssl.run_folder import (
     list_checkpoints,
     step_dir_name,
 )
+from voxssl.errors import CheckpointError, ConfigError
+from voxssl.models.weights import load_state_strict, load_weights
 
 log = logging.getLogger(__name__)
 
