@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from voxssl.checkpoint_layout import MODEL_FILE, checkpoint_root, latest_checkpoint
 from voxssl.config.loader import to_dict
 from voxssl.config.model import model_config_to_dict
 from voxssl.config.pretrain import PretrainConfig
@@ -39,10 +38,10 @@ from voxssl.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from voxssl.errors import CheckpointError, ConfigError
+from voxssl.errors import ConfigError
 from voxssl.models.build import build_pretrain_model
 from voxssl.models.plan import Plan, preprocessing_plan
-from voxssl.models.weights import load_state_strict, load_weights, save_weights
+from voxssl.models.weights import save_weights
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.builders import build_view_generator, select_cases
 from voxssl.train.objective import PretrainObjective
@@ -155,25 +154,12 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
     resolved = recipe_to_dict(recipe)
 
     # --- resume ---------------------------------------------------------------------------------
-    start_step = 0
     run_fingerprint = fingerprint(recipe, cfg, ctx)
-    latest = latest_checkpoint(run_dir)
-    if resume:
-        if latest is None:
-            raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
-        state = ckpt.load_state(latest)
-        ckpt.check_fingerprint(state["fingerprint"], run_fingerprint, latest)
-        weights, _ = load_weights(latest / MODEL_FILE, device=device)
-        load_state_strict(model, weights, str(latest / MODEL_FILE))
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng_state(state["rng"])
-        start_step = int(state["step"])
-        log.info("resuming %s at step %d", run_dir, start_step)
-    elif latest is not None:
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
-            f"run, or give this one another name (--set name=...)"
-        )
+    start_step, saved_rng = ckpt.restore_latest(
+        run_dir, resume, run_fingerprint, model, optimizer, device
+    )
+    if saved_rng is not None:
+        restore_rng_state(saved_rng)
     end_step = cfg.steps
     if start_step >= end_step:
         raise ConfigError(
