@@ -18,7 +18,17 @@ from voxssl.hub.resolve import registry_weights, resolve_weights
 
 from .foreign import foreign_fpn_state
 from .http_server import Served, closed_port
-from .test_registry_resolve import tiny_pt, write_registry  # noqa: F401 (fixture)
+from .test_registry_resolve import write_registry
+
+
+@pytest.fixture(scope="module")
+def tiny_pt(tmp_path_factory):
+    import hashlib
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    torch.save(foreign_fpn_state(base=4, levels=3, blocks=2, seed=5), path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
 
 ORIGINAL = b"original weights " * 4096
 OTHER = b"a different file " * 4096

@@ -77,7 +77,7 @@ def _resolve_source(
             _require_plan(path)
             return path
         return import_cached(path, foreign_format)
-    if os.sep in text or text.endswith((".safetensors",) + _FOREIGN_SUFFIXES):
+    if os.sep in text or text.endswith((".safetensors", *_FOREIGN_SUFFIXES)):
         raise ConversionError(f"weights not found: {path} (no such file or folder)")
     registry = registry or load_registry()
     try:
