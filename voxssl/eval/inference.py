@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from voxssl.data.geometry import to_original_geometry
+from voxssl.device import autocast
 from voxssl.utils.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -52,8 +53,6 @@ def predict_probabilities(
     smaller than ``roi_size`` is padded (MONAI's: ``constant`` zeros, ``replicate`` its edges).
     """
     from monai.inferers import sliding_window_inference
-
-    from voxssl.eval.train import autocast
 
     device = torch.device(device)
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))

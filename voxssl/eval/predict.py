@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from voxssl.device import resolve_device
 from voxssl.errors import CheckpointError, DataError, VoxsslError
 from voxssl.utils.atomic import atomic_write_text
 
@@ -149,7 +150,6 @@ def predict_files(
 
     from voxssl.eval.protocol import resolve_weights_path
     from voxssl.eval.seg_weights import load_segmentation_model
-    from voxssl.eval.train import resolve_device
 
     if not images:
         raise DataError("predict: no input image given")
@@ -159,7 +159,7 @@ def predict_files(
     inputs = _distinct_inputs([Path(p) for p in images])
     names = output_names(inputs)
     path = resolve_weights_path(str(weights))
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, "--device")
     model, spec, plan = load_segmentation_model(path, device=torch_device)
     modality, preprocess_cfg = preprocess_config_from_plan(plan, str(path))
     in_channels = int(plan.model_config(source=str(path)).in_channels)
