@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 COLOR_TABLE_NAME = "voxssl_organs.ctbl"
 #: How the sliding window pads a scan smaller than the window: edge slices repeated, not air.
 PADDING_MODE = "replicate"
+#: Windows per forward pass (the exported MONAI bundle uses the same, for identical results).
+PREDICT_SW_BATCH_SIZE = 2
 
 
 @dataclass
@@ -130,7 +132,7 @@ def predict_files(
     out_dir: str | os.PathLike,
     device: str = "auto",
     interpolation: str = "linear",
-    sw_batch_size: int = 2,
+    sw_batch_size: int = PREDICT_SW_BATCH_SIZE,
     amp: bool = True,
     progress: bool = True,
     preview: bool = True,
@@ -305,6 +307,7 @@ def _summary(label: np.ndarray, class_ids: Sequence[int]) -> str:
 __all__ = [
     "COLOR_TABLE_NAME",
     "PADDING_MODE",
+    "PREDICT_SW_BATCH_SIZE",
     "PredictionFailed",
     "output_name",
     "output_names",

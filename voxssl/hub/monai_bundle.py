@@ -4,16 +4,26 @@ Layout (MONAI's bundle specification)::
 
     <out>/
       configs/metadata.json    network_data_format (inputs, outputs), versions, licence
-      configs/inference.json   load -> RAS -> spacing -> crop -> intensity -> sliding window ->
-                               (probabilities -> back to the original grid -> label) -> NIfTI
-      models/model.pt          the network's state dict, tensors only (MONAI's CheckpointLoader
-                               reads it with torch.load(weights_only=True): no code runs)
+      configs/inference.json   load -> voxssl preprocessing -> sliding window (probabilities) ->
+                               body mask -> back to the original grid -> label -> NIfTI
+      models/model.pt          the network's state dict, tensors only (loaded with
+                               torch.load(weights_only=True): no code runs)
       docs/README.md           the model card
 
+The bundle gives the labels ``voxssl predict`` gives, voxel for voxel: its transforms are thin
+MONAI dictionary transforms around voxssl's own steps (:class:`LoadScand` reads and reorients
+like voxssl, :class:`VoxsslPreprocessd` runs :func:`voxssl.data.preprocess.preprocess_volume` --
+intensity percentiles on the source before resampling, voxssl's resampling grid and crop -- the
+inferer is MONAI's ``SlidingWindowInferer`` with predict's settings (probabilities blended,
+edge padding, the same window batch), :class:`RestrictToBodyd` applies predict's body mask and
+:class:`SaveLabeld` maps back and writes with the scan's qform/sform). MONAI's generic
+``Spacingd`` / ``ScaleIntensityRangePercentilesd`` / ``CropForegroundd`` chain cannot do that:
+its grid, its percentiles (after resampling) and its crop differ from voxssl's.
+
 The network is :class:`BundleNetwork`: the voxssl backbone plus the segmentation head when the
-weights have one (output: a label map in canonical voxssl ids), else the voxel embedding
-(output: a (D, X, Y, Z) feature image on the preprocessed grid). Running the bundle needs voxssl
-installed (``_target_`` refers to voxssl classes). Usage::
+weights have one (output: per-class probabilities, decided into canonical voxssl ids), else the
+voxel embedding (output: a (D, X, Y, Z) feature image on the preprocessed grid). Running the
+bundle needs voxssl installed (``_target_`` refers to voxssl classes). Usage::
 
     python -m monai.bundle run --config_file <out>/configs/inference.json \\
         --bundle_root <out> --dataset_dir /path/to/niftis --output_dir /path/to/predictions
@@ -27,6 +37,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,14 +55,20 @@ class BundleNetwork(nn.Module):
         architecture: the plan's architecture (``model`` recipe fields).
         segmentation: the plan's ``extra.segmentation`` spec, or None for an embedding network.
 
-    ``forward`` returns head logits ``(B, K, X, Y, Z)``, or the voxel embedding ``(B, D, X, Y, Z)``
-    (every level read at ``v // 2**i`` and concatenated).
+    ``forward`` returns head logits ``(B, K, X, Y, Z)`` (probabilities with ``probabilities=True``:
+    sigmoid per organ for ``bce``, softmax with background first for ``ce``), or the voxel
+    embedding ``(B, D, X, Y, Z)`` (every level read at ``v // 2**i`` and concatenated).
     """
 
     def __init__(
-        self, architecture: Mapping[str, Any], segmentation: Mapping[str, Any] | None = None
+        self,
+        architecture: Mapping[str, Any],
+        segmentation: Mapping[str, Any] | None = None,
+        probabilities: bool = False,
     ) -> None:
         super().__init__()
+        self.probabilities = probabilities and segmentation is not None
+        self.loss_kind = (segmentation or {}).get("loss", "bce")
         from voxssl.config.model import model_config_from_dict
         from voxssl.models.build import build_backbone
 
@@ -70,53 +87,187 @@ class BundleNetwork(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         pyramid = self.backbone(image)
         if self.head is not None:
-            return self.head(pyramid)
+            logits = self.head(pyramid)
+            if self.probabilities:  # per window, as voxssl predict blends them
+                from voxssl.losses.segmentation import probabilities
+
+                return probabilities(logits.float(), self.loss_kind)
+            return logits
         from voxssl.eval.heads import upsample_to
 
         size = image.shape[2:]
         return torch.cat([upsample_to(level, i, size) for i, level in enumerate(pyramid)], dim=1)
 
 
-class ProbabilitiesToLabeld:
-    """MONAI dictionary transform: per-class probabilities ``(K, X, Y, Z)`` -> label ``(1, X, Y, Z)``
-    in canonical voxssl ids, with voxssl's decision rule (:func:`voxssl.eval.inference.probabilities_to_label`).
-    The image metadata (affine) is kept so that ``SaveImaged`` writes the right geometry."""
+def _keys(keys: Hashable | Sequence[Hashable]) -> list[Hashable]:
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+        return [keys]
+    return list(keys)
+
+
+class LoadScand:
+    """Read the scan named by ``data[key]`` like voxssl does (:func:`voxssl.data.readers.read_volume`:
+    NIfTI or a DICOM folder, reoriented to RAS, header checked before any voxel is read)."""
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], in_channels: int = 1) -> None:
+        self.keys, self.in_channels = _keys(keys), int(in_channels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from voxssl.data.readers import read_volume
+        from voxssl.errors import DataError
+
+        out = dict(data)
+        for key in self.keys:
+            path = Path(out[key])
+            volume = read_volume(path, allow_channels=self.in_channels > 1)
+            if volume.num_channels != self.in_channels:
+                raise DataError(
+                    f"{path}: {volume.num_channels} channel(s), the weights expect {self.in_channels}"
+                )
+            out[f"{key}_path"], out[f"{key}_volume"] = str(path), volume
+        return out
+
+
+class VoxsslPreprocessd:
+    """voxssl's preprocessing (:func:`voxssl.data.preprocess.preprocess_volume`) as recorded in
+    the weights' plan: intensity mapping from the source voxels (CT window, or MR percentiles
+    before resampling), voxssl's resampling grid and foreground crop, the body mask.
+
+    Sets ``data[key]`` to the preprocessed image ``(C, X, Y, Z)`` float32, ``data["body_mask"]``
+    and ``data["voxssl_meta"]`` (what maps results back to the scan's grid)."""
 
     def __init__(
         self,
         keys: Hashable | Sequence[Hashable],
-        classes: Sequence[int],
-        kind: str,
-        threshold: float = 0.5,
-    ):
-        self.keys = (
-            [keys]
-            if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence)
-            else list(keys)
+        modality: str,
+        preprocessing: Mapping[str, Any],
+        roi_size: Sequence[int] | None = None,
+    ) -> None:
+        from voxssl.config.data import PreprocessConfig
+        from voxssl.config.loader import from_dict
+
+        self.keys, self.modality = _keys(keys), modality
+        section = {"spacing": preprocessing["spacing"], **preprocessing.get("intensity", {})}
+        self.config = from_dict(
+            PreprocessConfig, {modality: section}, where="preprocess", source="bundle"
         )
-        self.classes, self.kind, self.threshold = list(classes), kind, float(threshold)
+        self.roi_size = list(roi_size) if roi_size is not None else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from monai.data import MetaTensor
-
-        from voxssl.eval.inference import probabilities_to_label
+        from voxssl.data.preprocess import preprocess_volume
 
         out = dict(data)
         for key in self.keys:
-            probs = out[key]
-            label = probabilities_to_label(
-                probs.detach().cpu().float(), self.classes, self.kind, self.threshold
+            volume = out.pop(f"{key}_volume")
+            image, _, body, meta = preprocess_volume(volume, self.modality, self.config)
+            if self.roi_size is not None:
+                from voxssl.eval.predict import warn_if_thinner_than_window
+
+                warn_if_thinner_than_window(
+                    Path(out[f"{key}_path"]), image.shape[-3:], self.roi_size
+                )
+            image = image if image.ndim == 4 else image[None]
+            out[key] = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+            out["body_mask"], out["voxssl_meta"] = body, meta
+            out["voxssl_geometry_source"] = out[f"{key}_path"]
+        return out
+
+
+class RestrictToBodyd:
+    """voxssl predict's body-mask step: outside ``data["body_mask"]`` every voxel is background
+    (:func:`voxssl.eval.inference.restrict_to_body`); a no-op when ``enabled`` is False."""
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], kind: str, enabled: bool = True):
+        self.keys, self.kind, self.enabled = _keys(keys), kind, bool(enabled)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from voxssl.eval.inference import restrict_to_body
+
+        out = dict(data)
+        if self.enabled:
+            for key in self.keys:
+                out[key] = restrict_to_body(torch.as_tensor(out[key]), out["body_mask"], self.kind)
+        return out
+
+
+class SaveLabeld:
+    """Probabilities on the preprocessed grid -> label on the scan's own grid (voxssl predict's
+    :func:`voxssl.eval.inference.label_in_original_geometry`) -> ``<name>_seg.nii.gz`` in
+    ``output_dir``, written with the scan's qform and sform."""
+
+    def __init__(
+        self,
+        keys: Hashable | Sequence[Hashable],
+        output_dir: str | os.PathLike,
+        classes: Sequence[int],
+        kind: str,
+        threshold: float = 0.5,
+        interpolation: str = "linear",
+    ) -> None:
+        self.keys, self.output_dir = _keys(keys), Path(output_dir)
+        self.classes, self.kind, self.threshold = list(classes), kind, float(threshold)
+        self.interpolation = interpolation
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from voxssl.data.readers import nifti_geometry
+        from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
+        from voxssl.eval.predict import output_name
+
+        out = dict(data)
+        source = Path(out["voxssl_geometry_source"])
+        for key in self.keys:
+            probs = torch.as_tensor(out[key]).detach().cpu().float()
+            label, affine = label_in_original_geometry(
+                probs,
+                out["voxssl_meta"],
+                self.classes,
+                self.kind,
+                self.threshold,
+                self.interpolation,  # type: ignore[arg-type]
             )
-            tensor = torch.as_tensor(label[None].astype("uint8"))
-            out[key] = (
-                MetaTensor(tensor, meta=probs.meta) if isinstance(probs, MetaTensor) else tensor
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            out[key] = write_label_nifti(
+                self.output_dir / output_name(source),
+                label,
+                affine,
+                geometry=nifti_geometry(source),
             )
         return out
 
 
+class SaveEmbeddingd:
+    """A voxel embedding ``(D, X, Y, Z)`` on the preprocessed grid -> ``<name>_embedding.nii.gz``
+    (4D, channels last) with the preprocessed grid's affine, so it overlays the scan in world
+    space."""
+
+    def __init__(self, keys: Hashable | Sequence[Hashable], output_dir: str | os.PathLike):
+        self.keys, self.output_dir = _keys(keys), Path(output_dir)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        import nibabel as nib
+
+        from voxssl.utils.atomic import atomic_path
+
+        out = dict(data)
+        source = Path(out["voxssl_geometry_source"])
+        name = source.name.removesuffix(".gz").removesuffix(".nii") + "_embedding.nii.gz"
+        affine = np.asarray(out["voxssl_meta"]["affine"], dtype=np.float64)
+        for key in self.keys:
+            embedding = torch.as_tensor(out[key]).detach().cpu().float().numpy()
+            image = nib.Nifti1Image(np.moveaxis(embedding, 0, -1), affine)
+            image.set_qform(affine, code=1)
+            image.set_sform(affine, code=1)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.output_dir / name, suffix=".nii.gz") as tmp:
+                nib.save(image, str(tmp))
+            out[key] = self.output_dir / name
+        return out
+
+
 class BundleInference:
-    """The bundle's ``run``: load ``models/model.pt`` (tensors only, strict), then for every image
-    sliding-window inference and the postprocessing chain (which writes the NIfTI files).
+    """The bundle's ``run``: load ``models/model.pt`` (tensors only, strict), then for every item
+    of ``dataloader`` (any iterable of preprocessed dictionaries, one scan each) sliding-window
+    inference and the postprocessing chain (which writes the NIfTI files).
 
     A plain loop instead of an ignite ``SupervisedEvaluator``, so running the bundle needs no
     pytorch-ignite; MONAI's ``python -m monai.bundle`` itself needs ``fire``.
@@ -143,18 +294,17 @@ class BundleInference:
         self.network.load_state_dict(state, strict=True)
 
     def run(self) -> int:
-        """Predict every image of the data loader; returns how many were written."""
-        from monai.data import decollate_batch
-
+        """Predict every scan; returns how many were written."""
         self.load_weights()
         self.network.to(self.device).eval()
         count = 0
         with torch.no_grad():
-            for batch in self.dataloader:
-                batch["pred"] = self.inferer(batch["image"].to(self.device), self.network)
-                for item in decollate_batch(batch):
-                    self.postprocessing(item)
-                    count += 1
+            for item in self.dataloader:
+                image = torch.as_tensor(item["image"])[None].to(self.device)
+                item = dict(item)
+                item["pred"] = self.inferer(image, self.network)[0].cpu()
+                self.postprocessing(item)
+                count += 1
         return count
 
 
@@ -210,65 +360,34 @@ def export_monai_bundle(
     return out
 
 
-def preprocessing_transforms(preprocessing: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """MONAI transforms reproducing voxssl's preprocessing recorded in a plan."""
+def preprocessing_transforms(
+    preprocessing: Mapping[str, Any], roi: Sequence[int] | None = None, in_channels: int = 1
+) -> list[dict[str, Any]]:
+    """The bundle's preprocessing: voxssl's own, as recorded in a plan (see the module docstring)."""
     modality = preprocessing.get("modality")
-    intensity = preprocessing.get("intensity", {})
     spacing = preprocessing.get("spacing")
     if modality not in ("ct", "mr") or spacing is None:
         raise ConversionError(
             "the weights' plan does not record the modality and spacing they expect; re-import them with "
             "--modality (voxssl weights import) before exporting a MONAI bundle"
         )
-    transforms: list[dict[str, Any]] = [
-        {"_target_": "LoadImaged", "keys": "image", "image_only": False},
-        {"_target_": "EnsureChannelFirstd", "keys": "image"},
-        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
-        {"_target_": "Spacingd", "keys": "image", "pixdim": list(spacing), "mode": "bilinear"},
+    return [
+        {
+            "_target_": "voxssl.hub.monai_bundle.LoadScand",
+            "keys": "image",
+            "in_channels": int(in_channels),
+        },
+        {
+            "_target_": "voxssl.hub.monai_bundle.VoxsslPreprocessd",
+            "keys": "image",
+            "modality": modality,
+            "preprocessing": {
+                "spacing": list(spacing),
+                "intensity": dict(preprocessing.get("intensity", {})),
+            },
+            "roi_size": None if roi is None else list(roi),
+        },
     ]
-    if modality == "ct":
-        low, high = intensity.get("window_hu", (-1350.0, 1000.0))
-        threshold = intensity.get("crop_threshold_hu", -500.0)
-        transforms += [
-            _crop(threshold),
-            {
-                "_target_": "ScaleIntensityRanged",
-                "keys": "image",
-                "a_min": low,
-                "a_max": high,
-                "b_min": 0.0,
-                "b_max": 1.0,
-                "clip": True,
-            },
-        ]
-    else:
-        low, high = intensity.get("percentiles", (0.01, 99.9))
-        transforms += [
-            {
-                "_target_": "ScaleIntensityRangePercentilesd",
-                "keys": "image",
-                "lower": low,
-                "upper": high,
-                "b_min": 0.0,
-                "b_max": 1.0,
-                "clip": True,
-                "channel_wise": True,
-            },
-            _crop(intensity.get("crop_threshold", 0.3)),
-        ]
-    transforms.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
-    return transforms
-
-
-def _crop(threshold: float) -> dict[str, Any]:
-    return {
-        "_target_": "CropForegroundd",
-        "keys": "image",
-        "source_key": "image",
-        "select_fn": f"$lambda x: x > {float(threshold)!r}",
-        "margin": 0,
-        "allow_smaller": True,
-    }
 
 
 def inference_config(
@@ -277,63 +396,50 @@ def inference_config(
     segmentation: Mapping[str, Any] | None,
     roi: Sequence[int],
 ) -> dict[str, Any]:
-    """The ``configs/inference.json`` content (MONAI inference layout, run by :class:`BundleInference`)."""
+    """The ``configs/inference.json`` content (MONAI inference layout, run by :class:`BundleInference`).
+
+    Sliding-window settings, padding, body mask and decision are ``voxssl predict``'s; edit
+    ``body_mask`` or ``interpolation`` in the file to change them.
+    """
+    from voxssl.eval.predict import PADDING_MODE, PREDICT_SW_BATCH_SIZE
+
     overlap = float((segmentation or {}).get("sw_overlap", 0.5))
     mode = (segmentation or {}).get("sw_mode", "gaussian")
+    modality = preprocessing.get("modality")
     post: list[dict[str, Any]]
     if segmentation is not None:
         kind = segmentation["loss"]
         post = [
             {
-                "_target_": "Activationsd",
+                "_target_": "voxssl.hub.monai_bundle.RestrictToBodyd",
                 "keys": "pred",
-                "sigmoid": kind == "bce",
-                "softmax": kind != "bce",
+                "kind": kind,
+                "enabled": "@body_mask",
             },
             {
-                "_target_": "Invertd",
+                "_target_": "voxssl.hub.monai_bundle.SaveLabeld",
                 "keys": "pred",
-                "transform": "@preprocessing",
-                "orig_keys": "image",
-                "nearest_interp": False,
-                "to_tensor": True,
-            },
-            {
-                "_target_": "voxssl.hub.monai_bundle.ProbabilitiesToLabeld",
-                "keys": "pred",
+                "output_dir": "@output_dir",
                 "classes": list(segmentation["classes"]),
                 "kind": kind,
                 "threshold": float(segmentation["threshold"]),
-            },
-            {
-                "_target_": "SaveImaged",
-                "keys": "pred",
-                "output_dir": "@output_dir",
-                "output_postfix": "seg",
-                "output_dtype": "$numpy.uint8",
-                "resample": False,
-                "separate_folder": False,
-                "print_log": False,
+                "interpolation": "@interpolation",
             },
         ]
     else:  # embeddings stay on the preprocessed grid (their affine places them in the scanner space)
         post = [
             {
-                "_target_": "SaveImaged",
+                "_target_": "voxssl.hub.monai_bundle.SaveEmbeddingd",
                 "keys": "pred",
                 "output_dir": "@output_dir",
-                "output_postfix": "embedding",
-                "output_dtype": "$numpy.float32",
-                "resample": False,
-                "separate_folder": False,
-                "print_log": False,
-            },
+            }
         ]
+    body_mask = bool((segmentation or {}).get("body_restricted", False)) or modality == "ct"
+    in_channels = int(architecture.get("in_channels", 1))
     return {
         "imports": [
             "$import glob",
             "$import os",
-            "$import numpy",
             "$import torch",
             "$import voxssl.hub.monai_bundle",
         ],
@@ -342,39 +448,38 @@ def inference_config(
         "dataset_dir": "/workspace/data",
         "datalist": "$list(sorted(glob.glob(os.path.join(@dataset_dir, '*.nii*'))))",
         "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
+        "body_mask": body_mask,
+        "interpolation": "linear",
         "network_def": {
             "_target_": "voxssl.hub.monai_bundle.BundleNetwork",
             "architecture": dict(architecture),
             "segmentation": None if segmentation is None else dict(segmentation),
+            "probabilities": segmentation is not None,
         },
         "network": "$@network_def.to(@device)",
         "preprocessing": {
             "_target_": "Compose",
-            "transforms": preprocessing_transforms(preprocessing),
+            "transforms": preprocessing_transforms(
+                preprocessing, roi if segmentation is not None else None, in_channels
+            ),
         },
         "dataset": {
             "_target_": "Dataset",
             "data": "$[{'image': i} for i in @datalist]",
             "transform": "@preprocessing",
         },
-        "dataloader": {
-            "_target_": "DataLoader",
-            "dataset": "@dataset",
-            "batch_size": 1,
-            "shuffle": False,
-            "num_workers": 0,
-        },
         "inferer": {
             "_target_": "SlidingWindowInferer",
             "roi_size": list(roi),
-            "sw_batch_size": 1,
+            "sw_batch_size": PREDICT_SW_BATCH_SIZE,
             "overlap": overlap,
             "mode": mode,
+            "padding_mode": PADDING_MODE,
         },
         "postprocessing": {"_target_": "Compose", "transforms": post},
         "inference": {
             "_target_": "voxssl.hub.monai_bundle.BundleInference",
-            "dataloader": "@dataloader",
+            "dataloader": "@dataset",
             "network": "@network",
             "inferer": "@inferer",
             "postprocessing": "@postprocessing",
@@ -514,8 +619,13 @@ Plan of the weights (architecture, preprocessing, provenance):
 
 
 __all__ = [
+    "BundleInference",
     "BundleNetwork",
-    "ProbabilitiesToLabeld",
+    "LoadScand",
+    "RestrictToBodyd",
+    "SaveEmbeddingd",
+    "SaveLabeld",
+    "VoxsslPreprocessd",
     "export_monai_bundle",
     "inference_config",
     "preprocessing_transforms",
