@@ -121,3 +121,9 @@ def test_a_killed_run_loses_no_finished_case(tmp_path):
     processed, skipped, failed = _counts(rerun.stdout + rerun.stderr)
     assert skipped == len(recorded) and processed == NUM_CASES - len(recorded) and failed == 0
     _check_cache(cache, NUM_CASES)
+
+
+def test_manifest_benchmark_measures_both_ways(benchmark_script, tmp_path):
+    bench = benchmark_script("manifest_journal")
+    run = bench.measure(cases=20, repeats=2)
+    assert run["cases"] == 20 and run["journal_ms"] > 0 and run["rewrite_ms"] > 0
