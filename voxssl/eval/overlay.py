@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voxssl.data.vocabulary import IGNORE_INDEX
-from voxssl.data.vocabulary import ORGANS as ORGAN_NAMES_KNOWN
 from voxssl.utils.atomic import atomic_path
+from voxssl.vocabulary import IGNORE_INDEX, organ_name
+from voxssl.vocabulary import ORGANS as ORGAN_NAMES_KNOWN
 
 #: RGB per canonical organ id (0 = background, unused).
 ORGAN_COLOURS = np.array(
@@ -183,8 +183,6 @@ def _grey_range(image: np.ndarray) -> tuple[float, float]:
 def _with_legend(picture: np.ndarray, organs: Sequence[int]) -> np.ndarray:
     """A black strip under the picture: a colour square and the name of every organ shown."""
     from PIL import Image, ImageDraw
-
-    from voxssl.data.vocabulary import organ_name
 
     line = 14
     width = picture.shape[1]

@@ -29,9 +29,24 @@ from typing import Any
 
 import numpy as np
 
+from voxssl.config.data import PreprocessConfig
+from voxssl.config.loader import from_dict
+from voxssl.data.preprocess import preprocess_volume
+from voxssl.data.readers import nifti_geometry, read_volume
 from voxssl.device import resolve_device
-from voxssl.errors import CheckpointError, DataError, VoxsslError
+from voxssl.errors import CheckpointError, ConfigError, DataError, VoxsslError
+from voxssl.eval.inference import (
+    label_in_original_geometry,
+    predict_probabilities,
+    restrict_to_body,
+    slicer_color_table,
+    write_label_nifti,
+)
+from voxssl.eval.overlay import write_preview
+from voxssl.hub.resolve import resolve_weights
+from voxssl.models.segmentation_weights import load_segmentation_model
 from voxssl.utils.atomic import atomic_write_text
+from voxssl.vocabulary import organ_name
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +79,6 @@ class _Outputs:
 
 def preprocess_config_from_plan(plan, source: str):
     """The recipe ``preprocess`` section that reproduces the plan's preprocessing."""
-    from voxssl.config.data import PreprocessConfig
-    from voxssl.config.loader import from_dict
-    from voxssl.errors import ConfigError
 
     pre = plan.preprocessing or {}
     modality = pre.get("modality")
@@ -150,9 +162,6 @@ def predict_files(
     """
     from tqdm.auto import tqdm
 
-    from voxssl.eval.protocol import resolve_weights_path
-    from voxssl.eval.seg_weights import load_segmentation_model
-
     if not images:
         raise DataError("predict: no input image given")
     missing = [str(p) for p in images if not Path(p).exists()]
@@ -160,7 +169,7 @@ def predict_files(
         raise DataError(f"predict: input not found: {missing[0]}")
     inputs = _distinct_inputs([Path(p) for p in images])
     names = output_names(inputs)
-    path = resolve_weights_path(str(weights))
+    path = resolve_weights(str(weights))
     torch_device = resolve_device(device, "--device")
     model, spec, plan = load_segmentation_model(path, device=torch_device)
     modality, preprocess_cfg = preprocess_config_from_plan(plan, str(path))
@@ -227,15 +236,6 @@ def _distinct_inputs(images: list[Path]) -> list[Path]:
 def _predict_one(
     image_path: Path, out_dir: Path, name: str, settings: dict[str, Any], first: bool
 ) -> Path:
-    from voxssl.data.preprocess import preprocess_volume
-    from voxssl.data.readers import nifti_geometry, read_volume
-    from voxssl.eval.inference import (
-        label_in_original_geometry,
-        predict_probabilities,
-        restrict_to_body,
-        slicer_color_table,
-        write_label_nifti,
-    )
 
     spec = settings["spec"]
     in_channels = settings["in_channels"]
@@ -269,8 +269,6 @@ def _predict_one(
         atomic_write_text(out_dir / COLOR_TABLE_NAME, slicer_color_table(spec.classes))
     target = write_label_nifti(out_dir / name, label, affine, geometry=nifti_geometry(image_path))
     if settings["preview"]:
-        from voxssl.eval.overlay import write_preview
-
         write_preview(out_dir / preview_name(name), volume, label)
     log.info("%s -> %s (%s)", image_path, target, _summary(label, spec.classes))
     return target
@@ -297,7 +295,6 @@ def warn_if_thinner_than_window(path: Path, shape: Sequence[int], roi_size: Sequ
 
 
 def _summary(label: np.ndarray, class_ids: Sequence[int]) -> str:
-    from voxssl.data.vocabulary import organ_name
 
     counts: dict[str, Any] = {organ_name(c): int((label == c).sum()) for c in class_ids}
     found = [name for name, n in counts.items() if n]

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import IO, Literal
 
 from voxssl import __version__
-from voxssl.hub.cache import sha256_of
 from voxssl.hub.errors import (
     ChecksumMismatchError,
     DiskFullError,
@@ -49,7 +48,9 @@ from voxssl.hub.errors import (
     NetworkUnavailableError,
     RemoteFileNotFoundError,
 )
+from voxssl.hub.weights_cache import sha256_of
 from voxssl.utils.atomic import atomic_write_text
+from voxssl.utils.locking import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -497,8 +498,6 @@ def _progress_bar(enabled: bool, total: int | None, initial: int, name: str) -> 
 @contextlib.contextmanager
 def _lock(dest: Path) -> Iterator[None]:
     """Serialise downloads of one file by concurrent processes (``NAME.lock``, removed after)."""
-    from voxssl.utils.locking import file_lock
-
     with file_lock(dest.with_name(dest.name + ".lock")):
         yield
 

@@ -41,8 +41,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from voxssl import __version__
+from voxssl.config.data import PreprocessConfig
+from voxssl.config.loader import from_dict
+from voxssl.config.model import model_config_from_dict
+from voxssl.data.preprocess import preprocess_volume
+from voxssl.data.readers import nifti_geometry, read_volume
+from voxssl.errors import DataError
+from voxssl.eval.inference import label_in_original_geometry, restrict_to_body, write_label_nifti
+from voxssl.eval.predict import (
+    PADDING_MODE,
+    PREDICT_SW_BATCH_SIZE,
+    output_name,
+    warn_if_thinner_than_window,
+)
 from voxssl.hub.errors import ConversionError
-from voxssl.utils.atomic import atomic_directory
+from voxssl.hub.resolve import resolve_weights
+from voxssl.models.build import build_backbone
+from voxssl.models.segmentation import probabilities
+from voxssl.models.segmentation_heads import upsample_to
+from voxssl.models.segmentation_weights import SEGMENTATION_KEY, SegmentationSpec
+from voxssl.models.weights import load_weights, strip_prefixes
+from voxssl.utils.atomic import atomic_directory, atomic_path
+from voxssl.vocabulary import ORGANS as ORGAN_NAMES
 
 DEFAULT_ROI = [128, 128, 32]
 METADATA_SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
@@ -69,16 +90,12 @@ class BundleNetwork(nn.Module):
         super().__init__()
         self.probabilities = probabilities and segmentation is not None
         self.loss_kind = (segmentation or {}).get("loss", "bce")
-        from voxssl.config.model import model_config_from_dict
-        from voxssl.models.build import build_backbone
 
         self.backbone = build_backbone(
             model_config_from_dict(dict(architecture), source="bundle network")
         )
         self.head: nn.Module | None = None
         if segmentation is not None:
-            from voxssl.eval.seg_weights import SEGMENTATION_KEY, SegmentationSpec
-
             spec = SegmentationSpec.from_plan_extra(
                 {SEGMENTATION_KEY: dict(segmentation)}, "bundle network"
             )
@@ -89,11 +106,8 @@ class BundleNetwork(nn.Module):
         if self.head is not None:
             logits = self.head(pyramid)
             if self.probabilities:  # per window, as voxssl predict blends them
-                from voxssl.losses.segmentation import probabilities
-
                 return probabilities(logits.float(), self.loss_kind)
             return logits
-        from voxssl.eval.heads import upsample_to
 
         size = image.shape[2:]
         return torch.cat([upsample_to(level, i, size) for i, level in enumerate(pyramid)], dim=1)
@@ -113,8 +127,6 @@ class LoadScand:
         self.keys, self.in_channels = _keys(keys), int(in_channels)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from voxssl.data.readers import read_volume
-        from voxssl.errors import DataError
 
         out = dict(data)
         for key in self.keys:
@@ -143,8 +155,6 @@ class VoxsslPreprocessd:
         preprocessing: Mapping[str, Any],
         roi_size: Sequence[int] | None = None,
     ) -> None:
-        from voxssl.config.data import PreprocessConfig
-        from voxssl.config.loader import from_dict
 
         self.keys, self.modality = _keys(keys), modality
         section = {"spacing": preprocessing["spacing"], **preprocessing.get("intensity", {})}
@@ -154,15 +164,12 @@ class VoxsslPreprocessd:
         self.roi_size = list(roi_size) if roi_size is not None else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from voxssl.data.preprocess import preprocess_volume
 
         out = dict(data)
         for key in self.keys:
             volume = out.pop(f"{key}_volume")
             image, _, body, meta = preprocess_volume(volume, self.modality, self.config)
             if self.roi_size is not None:
-                from voxssl.eval.predict import warn_if_thinner_than_window
-
                 warn_if_thinner_than_window(
                     Path(out[f"{key}_path"]), image.shape[-3:], self.roi_size
                 )
@@ -181,7 +188,6 @@ class RestrictToBodyd:
         self.keys, self.kind, self.enabled = _keys(keys), kind, bool(enabled)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from voxssl.eval.inference import restrict_to_body
 
         out = dict(data)
         if self.enabled:
@@ -209,9 +215,6 @@ class SaveLabeld:
         self.interpolation = interpolation
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from voxssl.data.readers import nifti_geometry
-        from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
-        from voxssl.eval.predict import output_name
 
         out = dict(data)
         source = Path(out["voxssl_geometry_source"])
@@ -245,8 +248,6 @@ class SaveEmbeddingd:
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         import nibabel as nib
-
-        from voxssl.utils.atomic import atomic_path
 
         out = dict(data)
         source = Path(out["voxssl_geometry_source"])
@@ -317,8 +318,6 @@ def export_monai_bundle(
     overwrite: bool = False,
 ) -> Path:
     """Write a MONAI bundle for ``weights`` (anything :func:`resolve_weights` accepts); returns ``out``."""
-    from voxssl.hub.resolve import resolve_weights
-    from voxssl.models.weights import load_weights, strip_prefixes
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -401,7 +400,6 @@ def inference_config(
     Sliding-window settings, padding, body mask and decision are ``voxssl predict``'s; edit
     ``body_mask`` or ``interpolation`` in the file to change them.
     """
-    from voxssl.eval.predict import PADDING_MODE, PREDICT_SW_BATCH_SIZE
 
     overlap = float((segmentation or {}).get("sw_overlap", 0.5))
     mode = (segmentation or {}).get("sw_mode", "gaussian")
@@ -501,14 +499,10 @@ def bundle_metadata(
     import monai
     import numpy
 
-    from voxssl import __version__
-
     preprocessing = plan.preprocessing
     modality = preprocessing.get("modality", "ct")
     in_channels = int(plan.architecture.get("in_channels", 1))
     if segmentation is not None:
-        from voxssl.data.vocabulary import ORGANS as ORGAN_NAMES
-
         classes = list(segmentation["classes"])
         channel_def = {
             "0": "background",
@@ -557,7 +551,7 @@ def bundle_metadata(
         ),
         "data_type": "nibabel",
         "image_classes": f"{in_channels}-channel {modality.upper()} image, {preprocessing.get('spacing')} mm after resampling",
-        "label_classes": "canonical voxssl organ ids (voxssl.data.vocabulary)"
+        "label_classes": "canonical voxssl organ ids (voxssl.vocabulary)"
         if segmentation
         else "none",
         "pred_classes": "see network_data_format.outputs.pred.channel_def",
