@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests.robustness.conftest import make_segmentation_weights
+from voxssl.eval.monai_bundle import export_monai_bundle
 from voxssl.eval.predict import predict_files
-from voxssl.hub.monai_bundle import export_monai_bundle
 
 MAX_DIFFERENT_FRACTION = 1e-4
 

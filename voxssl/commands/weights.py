@@ -250,7 +250,7 @@ def export(
     """Write a release folder (model.safetensors + plan.json + README.md) or a MONAI bundle."""
     if monai_bundle:
         from voxssl.errors import ConfigError
-        from voxssl.hub.monai_bundle import export_monai_bundle
+        from voxssl.eval.monai_bundle import export_monai_bundle
 
         roi_size = None
         if roi is not None:

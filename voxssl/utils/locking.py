@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+if sys.platform != "win32":
+    import fcntl
 
 
 @contextlib.contextmanager
@@ -26,9 +30,7 @@ def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
     Yields True when the lock is held; with ``blocking=False``, yields False at once (without
     waiting) when another process holds it. The lock file's folder must exist.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover
         yield True
         return
     path = Path(path)
