@@ -25,10 +25,10 @@ def make_segmentation_weights(
     """A segmentation model file as linear-probe writes it, with random weights (seeded)."""
     from voxssl.config.data import PreprocessConfig
     from voxssl.config.model import model_config_from_dict
-    from voxssl.models.segmentation import SegmentationModel
-    from voxssl.models.segmentation_weights import SegmentationSpec, save_segmentation_weights
     from voxssl.models.build import build_backbone
     from voxssl.models.plan import Plan, preprocessing_plan
+    from voxssl.models.segmentation import SegmentationModel
+    from voxssl.models.segmentation_weights import SegmentationSpec, save_segmentation_weights
 
     torch.manual_seed(seed)
     config = model_config_from_dict(TINY_MODEL)
