@@ -85,14 +85,6 @@ def predict(
         help="Back to the scan's grid: 'linear' (probabilities, then decide) or 'nearest' (label).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-<<<<<<< HEAD
-    sw_batch_size: int = typer.Option(2, "--sw-batch-size", help="Windows per forward pass."),
-    overlap: float | None = typer.Option(
-        None, "--overlap", help="Sliding-window overlap in [0, 1) (default: the weights' own)."
-    ),
-    amp: str = typer.Option(
-        "auto", "--amp", help="auto | bf16 | fp32: bf16 autocast on a GPU; the CPU runs fp32."
-=======
     no_preview: bool = typer.Option(
         False, "--no-preview", help="Do not write the <name>_seg.png preview beside each label map."
     ),
@@ -101,7 +93,13 @@ def predict(
         "--body-mask/--no-body-mask",
         help="Keep labels inside the body mask (default: on for CT weights, or when trained so).",
         show_default=False,
->>>>>>> main
+    ),
+    sw_batch_size: int = typer.Option(2, "--sw-batch-size", help="Windows per forward pass."),
+    overlap: float | None = typer.Option(
+        None, "--overlap", help="Sliding-window overlap in [0, 1) (default: the weights' own)."
+    ),
+    amp: str = typer.Option(
+        "auto", "--amp", help="auto | bf16 | fp32: bf16 autocast on a GPU; the CPU runs fp32."
     ),
 ) -> None:
     """Segment new scans; predictions keep the scan's grid, qform and sform (open them in 3D Slicer).
@@ -115,21 +113,8 @@ def predict(
         raise ConfigError(f"--interpolation must be 'linear' or 'nearest', got {interpolation!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-<<<<<<< HEAD
     if amp not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"--amp must be auto, bf16 or fp32, got {amp!r}")
-    written = predict_files(
-        weights,
-        images,
-        out,
-        device=device,
-        interpolation=interpolation,
-        progress=not quiet,
-        sw_batch_size=sw_batch_size,
-        sw_overlap=overlap,
-        amp=amp,
-    )
-=======
     try:
         written = predict_files(
             weights,
@@ -140,12 +125,14 @@ def predict(
             progress=not quiet,
             preview=not no_preview,
             body_mask=body_mask,
+            sw_batch_size=sw_batch_size,
+            sw_overlap=overlap,
+            amp=amp,
         )
     except PredictionFailed as failed:
         for path in failed.written:
             typer.echo(str(path))
         raise
->>>>>>> main
     for path in written:
         typer.echo(str(path))
 

@@ -145,36 +145,29 @@ def predict_files(
     out_dir: str | os.PathLike,
     device: str = "auto",
     interpolation: str = "linear",
-<<<<<<< HEAD
-    sw_batch_size: int = 2,
+    sw_batch_size: int = PREDICT_SW_BATCH_SIZE,
     amp: str | bool = True,
     progress: bool = True,
+    preview: bool = True,
+    body_mask: bool | None = None,
     sw_overlap: float | None = None,
 ) -> list[Path]:
     """Segment every image and write the label maps into ``out_dir``; returns their paths.
 
-    ``sw_batch_size``: windows per forward pass; ``sw_overlap``: sliding-window overlap in [0, 1)
-    (None: the one stored with the weights); ``amp``: bf16 autocast on GPU (``auto``/True), fp32
-    everywhere (``fp32``/False); the CPU always runs fp32. The backbone's feature maps use the
-    device's memory layout (:func:`voxssl.models.fpn.apply_memory_layout`)."""
-=======
-    sw_batch_size: int = PREDICT_SW_BATCH_SIZE,
-    amp: bool = True,
-    progress: bool = True,
-    preview: bool = True,
-    body_mask: bool | None = None,
-) -> list[Path]:
-    """Segment every image and write the label maps into ``out_dir``; returns their paths.
-
     Args:
+        sw_batch_size: sliding windows per forward pass.
+        amp: bf16 autocast on a GPU (``auto``/True, ``bf16``), fp32 (``fp32``/False); the CPU
+            always runs fp32 (``bf16`` there is an error).
         preview: also write ``<name>_seg.png`` (three orthogonal slices with the labels).
         body_mask: keep labels inside the body mask; None: on for CT weights, and for weights
             trained on body-masked labels.
+        sw_overlap: sliding-window overlap in [0, 1); None: the one stored with the weights.
 
+    The backbone's feature maps use the device's memory layout
+    (:func:`voxssl.models.fpn.apply_memory_layout`: channels-last levels on CPU, same labels).
     Raises :class:`PredictionFailed` after the whole batch when some inputs failed (it lists
     them and carries the paths that were written).
     """
->>>>>>> main
     from tqdm.auto import tqdm
 
     if not images:
@@ -208,6 +201,7 @@ def predict_files(
         "restrict": restrict,
         "device": torch_device,
         "sw_batch_size": sw_batch_size,
+        "sw_overlap": overlap,
         "amp": amp,
         "interpolation": interpolation,
         "preview": preview,
@@ -223,18 +217,6 @@ def predict_files(
             reason = (
                 "out of memory while predicting (is the scan larger than this machine can hold?)"
             )
-<<<<<<< HEAD
-        image, _, body, meta = preprocess_volume(volume, modality, preprocess_cfg)
-        probs = predict_probabilities(
-            model,
-            image,
-            spec.sw_roi_size,
-            overlap,
-            spec.sw_mode,
-            sw_batch_size,
-            torch_device,
-            amp,
-=======
         except Exception as err:  # an unexpected reader error on a strange file: the batch goes on
             log.debug("unexpected error on %s", image_path, exc_info=True)
             reason = f"{type(err).__name__}: {err} (run with -v for the traceback)"
@@ -251,7 +233,6 @@ def predict_files(
             f"predict: {len(outputs.failures)} of {len(inputs)} input(s) failed{where}:\n{lines}",
             outputs.written,
             outputs.failures,
->>>>>>> main
         )
     return outputs.written
 
@@ -287,7 +268,7 @@ def _predict_one(
         settings["model"],
         image,
         spec.sw_roi_size,
-        spec.sw_overlap,
+        settings["sw_overlap"],
         spec.sw_mode,
         settings["sw_batch_size"],
         settings["device"],
