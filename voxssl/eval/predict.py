@@ -33,7 +33,7 @@ from voxssl.config.data import PreprocessConfig
 from voxssl.config.loader import from_dict
 from voxssl.data.preprocess import preprocess_volume
 from voxssl.data.readers import nifti_geometry, read_volume
-from voxssl.device import resolve_device
+from voxssl.device import autocast_dtype, resolve_device
 from voxssl.errors import CheckpointError, ConfigError, DataError, VoxsslError
 from voxssl.eval.inference import (
     label_in_original_geometry,
@@ -181,6 +181,7 @@ def predict_files(
     torch_device = resolve_device(device, "--device")
     model, spec, plan = load_segmentation_model(path, device=torch_device)
     apply_memory_layout(model, torch_device)
+    autocast_dtype(amp, torch_device, "--amp")  # bf16 on a CPU fails before any scan is read
     overlap = spec.sw_overlap if sw_overlap is None else float(sw_overlap)
     if not 0.0 <= overlap < 1.0 or sw_batch_size < 1:
         raise ConfigError(
