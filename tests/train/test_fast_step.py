@@ -220,6 +220,35 @@ def test_channels_last_levels_match_contiguous_levels():
     assert_same_grads(grads(contiguous), grads(mixed))
 
 
+def test_one_channel_input_gets_channels_last_strides():
+    """A one-channel volume is "contiguous" in both layouts, so ``.contiguous(channels_last_3d)``
+    keeps its NCDHW strides and oneDNN would write the first convolution's many-channel output
+    contiguous (one more layout copy before the first stage). The FPN gives the input explicit
+    channels-last strides instead: the first convolution already writes channels-last, and the
+    result is the contiguous one's."""
+    model_cfg, _ = tiny("vox2vec")
+    torch.manual_seed(5)
+    contiguous = build_pretrain_model(model_cfg).backbone
+    mixed = copy.deepcopy(contiguous)
+    mixed.channels_last_min_voxels = CPU_CHANNELS_LAST_MIN_VOXELS
+    seen = {}
+    mixed.first_conv.register_forward_hook(
+        lambda module, args, out: seen.update(input=args[0], output=out)
+    )
+    x = torch.rand(2, 1, *PATCH)
+    assert x.contiguous(memory_format=torch.channels_last_3d).stride() == x.stride()
+    b = mixed.forward_features(x)
+    assert seen["input"].stride(1) == 1 and seen["input"].stride() != x.stride()
+    assert seen["output"].is_contiguous(memory_format=torch.channels_last_3d)
+    assert not seen["output"].is_contiguous()
+    a = contiguous.forward_features(x)
+    assert_same_tensors(dict(enumerate(a)), dict(enumerate(b)))
+    # below the threshold the input is left as it is (already contiguous: no copy)
+    small = torch.rand(2, 1, 8, 8, 8)
+    mixed.forward_features(small)
+    assert seen["input"].data_ptr() == small.data_ptr()
+
+
 def test_fused_adam_matches_the_default_adam():
     torch.manual_seed(3)
     params = [torch.randn(5, 3, 3), torch.randn(7), torch.randn(2, 2, 3, 3, 3)]

@@ -100,10 +100,13 @@ class FPN(nn.Module):
         """``x`` in the memory layout chosen for its level (a no-op without a policy)."""
         if self.channels_last_min_voxels is None:
             return x
-        if math.prod(x.shape[2:]) >= self.channels_last_min_voxels:
-            layout = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
-        else:
-            layout = torch.contiguous_format
+        if math.prod(x.shape[2:]) < self.channels_last_min_voxels:
+            return x.contiguous()
+        layout = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+        if x.shape[1] == 1 and x.stride(1) != 1:
+            # one channel is contiguous in both layouts, so oneDNN would keep the next map
+            # (many channels) contiguous: give the input explicit channels-last strides
+            return torch.empty_like(x, memory_format=layout).copy_(x)
         return x.contiguous(memory_format=layout)
 
     @property
