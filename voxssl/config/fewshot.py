@@ -89,6 +89,14 @@ class ALPConfig:
     cosine_eps: float = 1e-4
     class_weights: tuple[float, float] = (0.05, 1.0)  # background, foreground
     align_weight: float = 1.0  # PANet prototype-alignment loss
+    # The alignment cross-entropy of both published codes has no class weights.
+    align_weighted: bool = False
+    # Support masks to the feature grid: nearest (DINOv2-ALPNet's code) or bilinear (SSL-ALPNet's).
+    support_mask_resize: Literal["nearest", "bilinear"] = "nearest"
+    # reference: the foreground gets local prototypes only if the support mask pooled with the
+    # training window (scaled to the grid) reaches mask_fraction somewhere, also at test time
+    # (both published codes); any_window: whenever a window of the current size qualifies.
+    local_rule: Literal["reference", "any_window"] = "reference"
 
 
 @dataclass
@@ -110,7 +118,17 @@ class EvalConfig:
     )
     chunks: int = 3  # C: support slices at the middles of C equal parts of the organ range
     folds: int = 5
-    support_index: int = 0  # which scan outside the query fold is the support (in sorted order)
+    # next_scan: the scan after the fold in the sorted circular list (both published codes);
+    # index: the support_index-th scan outside the fold (sorted order)
+    support_rule: Literal["next_scan", "index"] = "next_scan"
+    support_index: int = 0  # support_rule index only
+    # reference: support slice = element floor(p n) of the support's organ slices, query slice z in
+    # chunk floor((z - z_min) / ((z_max - z_min) / C)) (the published codes); equal: C equal parts
+    chunk_rule: Literal["reference", "equal"] = "reference"
+    # organ_range: every query slice in [z_min, z_max] is segmented and scored (SSL-ALPNet's code);
+    # organ_present: only the slices whose label contains the organ (DINOv2-ALPNet's code,
+    # skip_no_organ_slices=True). Both use the ground truth to choose the slices.
+    scored_slices: Literal["organ_range", "organ_present"] = "organ_range"
     cca: Literal["none", "2d", "3d"] = "none"
     query_batch: int = 8  # query slices per forward pass (the support is encoded once per chunk)
     write_predictions: bool = True

@@ -78,14 +78,17 @@ class FoldSplit:
 
 
 def fold_splits(cases: list[Any], config: FewShotConfig) -> list[FoldSplit]:
-    """5-fold CV over the sorted ids of the labelled cases; support and query excluded from training."""
+    """5-fold CV over the sorted ids of the labelled cases; support and query excluded from training
+    (the published codes' ``get_scanids``: training = every scan but the fold and its support)."""
     labelled = {case_store_key(c): c for c in cases if _has_label(c)}
     if not labelled:
         raise DataError("few-shot evaluation needs labelled cases in the cache; none found")
     folds = cv_folds(list(labelled), config.eval.folds)
     splits = []
     for index, fold in enumerate(folds):
-        support_key = support_scan(list(labelled), fold, config.eval.support_index)
+        support_key = support_scan(
+            list(labelled), fold, config.eval.support_index, config.eval.support_rule
+        )
         excluded = set(fold) | {support_key}
         train = [c for c in cases if case_store_key(c) not in excluded]
         splits.append(FoldSplit(index, [labelled[k] for k in fold], labelled[support_key], train))

@@ -109,9 +109,7 @@ class SuperpixelStore:
     def save(self, case_id: str, superpixels: np.ndarray) -> Path:
         target = self.path(case_id)
         with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh, superpixels=superpixels, params=json.dumps(asdict(self.params))
-            )
+            np.savez_compressed(fh, superpixels=superpixels, params=json.dumps(asdict(self.params)))
         return target
 
     def load(self, case_id: str) -> np.ndarray:
