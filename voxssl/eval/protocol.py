@@ -28,6 +28,7 @@ from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
 from voxssl.data.vocabulary import organ_name
 from voxssl.errors import CheckpointError, ConfigError, DataError
+from voxssl.eval.features import pyramid_channels
 from voxssl.eval.folds import Fold, Splits, load_splits, low_data_subset, make_splits, save_splits
 from voxssl.eval.metrics import CaseScores, score_case
 from voxssl.utils.atomic import atomic_write_text
@@ -298,7 +299,7 @@ def run_fold(
         for c in (by_id[i] for i in fold.train)
     ]
     backbone = copy.deepcopy(init.backbone)
-    in_channels = list(backbone.level_channels)
+    in_channels = pyramid_channels(backbone, cfg.head.features)
     sampler = training_sampler(
         backbone, volumes, cfg, rng, device, where=f"{recipe.source_file} ({fold.name})"
     )
@@ -312,7 +313,7 @@ def run_fold(
             cfg.head.blocks_per_level,
             cfg.head.feature_norm,
         )
-    model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
+    model = SegmentationModel(backbone, head, loss_kind=cfg.loss, features=cfg.head.features)
     schedule = BackboneSchedule.from_config(cfg) if isinstance(cfg, FinetuneConfig) else None
 
     def validate(step: int) -> dict[str, float]:
@@ -357,7 +358,7 @@ def training_sampler(
     )
     from voxssl.eval.sampling import PatchSampler
 
-    level_channels = list(backbone.level_channels)
+    level_channels = pyramid_channels(backbone, cfg.head.features)
     if isinstance(cfg, ProbeConfig) and cfg.feature_cache is not False:
         try:
             check_patch_alignment(cfg.patch_size, len(level_channels), f"{where}: probe.patch_size")
@@ -369,7 +370,9 @@ def training_sampler(
         if decide_feature_cache(
             cfg.feature_cache, volumes, level_channels, cfg.feature_cache_max_gib, where
         ):
-            cached = cache_features(backbone.to(device), volumes, device, cfg.amp)
+            cached = cache_features(
+                backbone.to(device), volumes, device, cfg.amp, features=cfg.head.features
+            )
             return CachedPatchSampler(cached, cfg.patch_size, cfg.foreground_fraction, rng)
     return PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
 
@@ -390,6 +393,7 @@ def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: 
         sw_mode=cfg.sw_mode,
         body_restricted=cfg.body_restricted_loss,
         head_feature_norm=cfg.head.feature_norm,
+        features=cfg.head.features,
     )
 
 

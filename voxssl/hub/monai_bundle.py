@@ -59,6 +59,7 @@ class BundleNetwork(nn.Module):
             model_config_from_dict(dict(architecture), source="bundle network")
         )
         self.head: nn.Module | None = None
+        self.features = "projected"
         if segmentation is not None:
             from voxssl.eval.seg_weights import SEGMENTATION_KEY, SegmentationSpec
 
@@ -66,9 +67,12 @@ class BundleNetwork(nn.Module):
                 {SEGMENTATION_KEY: dict(segmentation)}, "bundle network"
             )
             self.head = spec.build_head()
+            self.features = spec.features
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pyramid = self.backbone(image)
+        from voxssl.eval.features import backbone_pyramid
+
+        pyramid = backbone_pyramid(self.backbone, image, self.features)
         if self.head is not None:
             return self.head(pyramid)
         from voxssl.eval.heads import upsample_to
