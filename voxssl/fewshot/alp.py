@@ -19,7 +19,7 @@ For a class with mask ``m`` on the feature grid and support features ``f``:
 
 Support masks reach the feature grid by ``nearest`` sampling (DINOv2-ALPNet's code) or
 ``bilinear`` averaging (SSL-ALPNet's code); the predicted query mask of the alignment loss is
-always bilinear (both codes). The alignment cross-entropy is unweighted in both codes
+taken on the feature grid (the argmax of the grid logits, both codes). The alignment cross-entropy is unweighted in both codes
 (``align_weighted: false``). tests/fewshot/test_alp_parity.py checks all of it against the
 reference code's outputs (tests/fixtures/parity/).
 """
@@ -171,6 +171,25 @@ def mask_to_grid(mask: torch.Tensor, size: tuple[int, int], mode: str = "bilinea
     ]
 
 
+def grid_logits(
+    head: ALPHead,
+    support_features: torch.Tensor,
+    support_label: torch.Tensor,
+    query_features: torch.Tensor,
+    ignore_index: int = 255,
+    mask_resize: str = "bilinear",
+) -> torch.Tensor:
+    """Class logits (Q, 2, h, w) of the query on the feature grid (support mask to the grid, ALP)."""
+    grid = support_features.shape[-2:]
+    fg, valid = split_label(support_label, ignore_index)
+    return head(
+        support_features,
+        mask_to_grid(fg, grid, mask_resize),
+        query_features,
+        mask_to_grid(valid, grid, mask_resize),
+    )
+
+
 def segment_logits(
     head: ALPHead,
     support_features: torch.Tensor,
@@ -180,14 +199,9 @@ def segment_logits(
     ignore_index: int = 255,
     mask_resize: str = "bilinear",
 ) -> torch.Tensor:
-    """Class logits (Q, 2, H, W) of the query: support mask to the grid, ALP, bilinear upsampling."""
-    grid = support_features.shape[-2:]
-    fg, valid = split_label(support_label, ignore_index)
-    logits = head(
-        support_features,
-        mask_to_grid(fg, grid, mask_resize),
-        query_features,
-        mask_to_grid(valid, grid, mask_resize),
+    """Class logits (Q, 2, H, W) of the query: :func:`grid_logits` upsampled bilinearly."""
+    logits = grid_logits(
+        head, support_features, support_label, query_features, ignore_index, mask_resize
     )
     return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 
@@ -217,23 +231,20 @@ def alpnet_loss(
     support_label, query_label: (S, H, W), (Q, H, W) in {0, 1, ignore_index}.
     Returns (total loss, scalar parts, query logits at image resolution (Q, 2, H, W)).
     """
-    grid = support_features.shape[-2:]
     weights = torch.tensor(class_weights, dtype=torch.float32, device=query_features.device)
-    logits = segment_logits(  # fp32 loss under autocast
-        head,
-        support_features,
-        support_label,
-        query_features,
-        tuple(query_label.shape[-2:]),
-        ignore_index,
-        mask_resize,
+    coarse = grid_logits(
+        head, support_features, support_label, query_features, ignore_index, mask_resize
+    )
+    logits = F.interpolate(  # fp32 loss under autocast
+        coarse.float(), size=tuple(query_label.shape[-2:]), mode="bilinear", align_corners=False
     )
     seg = F.cross_entropy(logits, query_label.long(), weight=weights, ignore_index=ignore_index)
     parts = {"seg": float(seg.detach())}
     total = seg
     if align_weight > 0:
-        predicted = logits.argmax(dim=1).float()  # (Q, H, W); hard mask as in PANet
-        back = head(query_features, mask_to_grid(predicted, grid), support_features)
+        # hard mask as in PANet, taken on the feature grid (both published codes)
+        predicted = coarse.argmax(dim=1).float()  # (Q, h, w)
+        back = head(query_features, predicted, support_features)
         back = F.interpolate(
             back.float(), size=support_label.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -254,6 +265,7 @@ __all__ = [
     "class_prototypes",
     "fuse_similarities",
     "global_prototype",
+    "grid_logits",
     "local_prototypes",
     "mask_to_grid",
     "prototype_similarity",
