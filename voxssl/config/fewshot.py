@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-EncoderType = Literal["dinov2", "cnn", "voxssl3d"]
+EncoderType = Literal["dinov2", "cnn", "voxssl3d", "resnet101"]
 DinoSize = Literal["small", "base", "large", "giant"]
 InputMode = Literal["repeat", "stack", "adapter"]
 
@@ -28,7 +28,8 @@ class EncoderConfig:
     type: EncoderType = "dinov2"
     size: DinoSize = "large"
     # Where the DINOv2 weights come from: a safetensors file or a Hugging Face-format folder; None =
-    # the voxssl weights cache ($VOXSSL_HOME/dinov2/<size>), then the hub when online.
+    # the voxssl weights cache ($VOXSSL_HOME/dinov2/<size>), then the hub when online. For resnet101:
+    # the local file of torchvision's deeplabv3_resnet101_coco-586e9e4e.pth (required if pretrained).
     weights: Path | None = None
     pretrained: bool = True  # false: random initialisation (tests, benchmarks)
     input_mode: InputMode = (
@@ -44,6 +45,9 @@ class EncoderConfig:
         False  # fine-tune the 3D backbone in episodes (default: frozen, no training)
     )
     slab_slices: int = 3  # voxssl3d: slices z-k..z+k fed to the 3D FPN (odd)
+    # resnet101 (SSL-ALPNet's DeepLabv3 encoder): bottleneck blocks per stage; weights = a local
+    # torchvision deeplabv3_resnet101_coco checkpoint (voxssl.fewshot.resnet)
+    resnet_layers: list[int] = field(default_factory=lambda: [3, 4, 23, 3])
 
 
 @dataclass
@@ -122,6 +126,9 @@ class EvalConfig:
     # index: the support_index-th scan outside the fold (sorted order)
     support_rule: Literal["next_scan", "index"] = "next_scan"
     support_index: int = 0  # support_rule index only
+    # A voxssl-fewshot-splits/1 JSON listing every fold's query cases and support case (e.g. the
+    # published codes' folds in recipes/paper/splits/); overrides folds and support_rule.
+    split_file: Path | None = None
     # reference: support slice = element floor(p n) of the support's organ slices, query slice z in
     # chunk floor((z - z_min) / ((z_max - z_min) / C)) (the published codes); equal: C equal parts
     chunk_rule: Literal["reference", "equal"] = "reference"
@@ -163,6 +170,8 @@ class FewShotConfig:
             raise ValueError("alp.mask_fraction must be in (0, 1]")
         if self.encoder.slab_slices < 1 or self.encoder.slab_slices % 2 == 0:
             raise ValueError("encoder.slab_slices must be a positive odd number")
+        if len(self.encoder.resnet_layers) != 4 or min(self.encoder.resnet_layers) < 1:
+            raise ValueError("encoder.resnet_layers must list 4 positive block counts")
         if self.encoder.type == "voxssl3d" and self.encoder.voxssl_weights is None:
             raise ValueError("encoder.voxssl_weights is required when encoder.type is voxssl3d")
 

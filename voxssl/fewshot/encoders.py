@@ -106,6 +106,13 @@ def build_encoder(config: EncoderConfig) -> SliceEncoder:
         if config.lora.enabled:
             model = apply_lora(model, config.lora.rank, config.lora.alpha, config.lora.dropout)
         return SliceEncoder(input_mode, DinoV2Features(model), multiple=PATCH_SIZE)
+    if config.type == "resnet101":
+        from voxssl.fewshot.resnet import build_resnet_encoder
+
+        backbone = build_resnet_encoder(
+            config.weights, config.pretrained, tuple(config.resnet_layers)
+        )
+        return SliceEncoder(input_mode, backbone)
     if config.type == "voxssl3d":
         from voxssl.fewshot.volumetric import load_volumetric_encoder
 
