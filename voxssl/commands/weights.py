@@ -246,9 +246,7 @@ def export(
     monai_bundle: bool = typer.Option(
         False, "--monai-bundle", help="Write a MONAI bundle instead of a release folder."
     ),
-    name: str | None = typer.Option(
-        None, "--name", help="Model name (default: the folder name)."
-    ),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: the folder name)."),
     license: str = typer.Option(
         "unspecified", "--license", help="Licence of the weights (release card)."
     ),

@@ -27,6 +27,7 @@ from torch import nn
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
 from voxssl.data.vocabulary import organ_name
+from voxssl.device import resolve_device
 from voxssl.errors import CheckpointError, ConfigError, DataError
 from voxssl.eval.features import pyramid_channels
 from voxssl.eval.folds import Fold, Splits, load_splits, low_data_subset, make_splits, save_splits
@@ -221,7 +222,6 @@ def run_downstream(
 ) -> dict[str, Any]:
     """Run a protocol over every selected fold; returns the summary written to results.json."""
     from voxssl.eval.report import summarize, write_report
-    from voxssl.eval.train import resolve_device
 
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +232,7 @@ def run_downstream(
     check_classes(cases, class_ids, recipe.source_file, section)
     by_id = {c.case_id: c for c in cases}
     splits = build_splits(cfg, sorted(by_id), run_dir)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, f"{section}.device")
     in_channels = cases[0].num_channels
     from_scratch = isinstance(cfg, FinetuneConfig) and cfg.from_scratch
     init = initial_backbone(

@@ -93,18 +93,9 @@ def query_parts_reference(
     return parts
 
 
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """2|P n G| / (|P| + |G|); 1 when both are empty."""
-    p = np.asarray(prediction, dtype=bool)
-    g = np.asarray(truth, dtype=bool)
-    denominator = p.sum() + g.sum()
-    return 1.0 if denominator == 0 else float(2.0 * np.logical_and(p, g).sum() / denominator)
-
-
 __all__ = [
     "chunk_fractions",
     "cv_folds",
-    "dice",
     "query_chunk_reference",
     "query_chunks",
     "query_parts_reference",
