@@ -33,7 +33,12 @@ def test_every_paper_recipe_is_reproduced_and_states_its_table_and_deviations(re
         used.add(table.recipe)
         used.update(r.pretrain for r in table.rows if r.pretrain)
         used.update(r.recipe for r in table.rows if r.recipe)
-    recipes = {p.name for p in PAPER.glob("*.yaml")}
+    # seed 004 and DINOv2-ALPNet / SSL-ALPNet (seed 002's MediDino recipes have their own driver)
+    recipes = {
+        p.name
+        for p in PAPER.glob("*.yaml")
+        if p.name.startswith(("seed004_", "dinov2_alpnet_", "ssl_alpnet_"))
+    }
     assert recipes == used, recipes ^ used
     for name in recipes:
         header = (PAPER / name).read_text(encoding="utf-8").split("\nname:")[0]
