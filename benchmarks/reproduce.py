@@ -588,8 +588,11 @@ class Runner:
 
         recipe_name = row.recipe or self.table.recipe
         train_set = [s for s in row.downstream_set if s.startswith("fewshot.encoder.")]
+        encoder_weights = self.weights.get(row.fewshot_train) or self.weights.get(row.name)
+        if encoder_weights and not self.smoke:  # DINOv2 folder / ResNet-101 checkpoint on disk
+            train_set.append(f"fewshot.encoder.weights={encoder_weights}")
         tag = f"{self.table.name}-{row.fewshot_train}"
-        recipe = self.recipe(recipe_name, list(row.downstream_set), tag)
+        recipe = self.recipe(recipe_name, [*row.downstream_set, *train_set], tag)
         self.preprocess(recipe)
         config = require_section(recipe, "fewshot", "few-shot")
         if row.fewshot_train not in trained:
@@ -779,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="ROW=SPEC",
-        help="use these weights for a row instead of pretraining it (row name as printed)",
+        help="seed 004: a backbone for a row instead of pretraining it (ROW as printed); few-shot: "
+        "the encoder weights of a model set (dinov2, dinov2-adapter or ssl-alpnet) or a row",
     )
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "reproduce")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results")
