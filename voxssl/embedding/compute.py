@@ -124,8 +124,8 @@ def embed_volume(
         progress: optional callable ``(done_tiles, total_tiles)``.
     """
     from voxssl.eval.feature_cache import alignment
-    from voxssl.eval.sampling import crop
-    from voxssl.eval.train import autocast
+    from voxssl.transforms.crop import padded_crop
+    from voxssl.device import autocast
 
     check_stride(stride)
     device = torch.device(device)
@@ -148,7 +148,7 @@ def embed_volume(
     backbone.eval()
     try:
         for done, (first, core_start, core_size) in enumerate(plan):
-            patch = crop(image, first, window, 0.0)
+            patch = padded_crop(image, first, window, 0.0)
             tensor = torch.from_numpy(np.ascontiguousarray(patch))[None].to(device)
             with autocast(device, amp):
                 levels = backbone(tensor)

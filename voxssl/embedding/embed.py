@@ -107,12 +107,12 @@ def load_embedder(
 ) -> Embedder:
     """Resolve ``--weights`` (file, folder, registry name, foreign checkpoint) and load its backbone."""
     from voxssl.eval.protocol import resolve_weights_path
-    from voxssl.eval.train import resolve_device
+    from voxssl.device import resolve_device
     from voxssl.hub.cache import sha256_of
     from voxssl.models.weights import load_backbone
 
     path = resolve_weights_path(str(weights))
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, key="--device")
     backbone, plan = load_backbone(path, device=torch_device)
     chosen, cfg = preprocessing_for(plan, str(path), modality)
     return Embedder(
