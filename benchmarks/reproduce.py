@@ -30,7 +30,7 @@ paper's Avg, which its code computes over every class), +- std over folds; DINOv
 RK, Spleen, Liver and their mean.
 
 ``--smoke`` runs the same code paths on generated phantoms in a few seconds per table on a CPU: tiny
-models, 1-3 steps, 2 folds, the phantoms' organs; a vox2vec-layout .pt file stands in for
+models, 1-3 steps, one of 2 folds, the phantoms' organs; a vox2vec-layout .pt file stands in for
 published weights and a tiny CNN for the few-shot encoders (DINOv2-L, ResNet-101).
 Its numbers are meaningless and say so; it exists so that the tests run this script.
 
@@ -340,9 +340,9 @@ def smoke_data(root: Path, modality: str) -> list[str]:
     return [f"data.sources=[{source}]", "data.num_workers=1"]
 
 
-SMOKE_PREPROCESS = {
-    "ct": ["preprocess.ct.spacing=[5.0,5.0,10.0]"],
-    "mr": ["preprocess.mr.spacing=[5.0,5.0,10.0]", "preprocess.mr.crop_threshold=0.05"],
+SMOKE_PREPROCESS = {  # about the phantoms' own grid (8.3 x 8.3 x 15 mm): ~50 x 40 x 16 voxels
+    "ct": ["preprocess.ct.spacing=[8.0,8.0,15.0]"],
+    "mr": ["preprocess.mr.spacing=[8.0,8.0,15.0]", "preprocess.mr.crop_threshold=0.05"],
 }
 SMOKE_PRETRAIN = [
     "model.base_channels=2",
@@ -366,7 +366,7 @@ SMOKE_DOWNSTREAM = [
     "{section}.batch_size=1",
     "{section}.patch_size=[16,16,8]",
     "{section}.sw_batch_size=1",
-    "{section}.sw_roi_size=[64,64,32]",  # larger than a preprocessed phantom: one window per case
+    "{section}.sw_roi_size=[64,48,16]",  # a whole preprocessed phantom: one window per case
     "{section}.tensorboard=false",
     "{section}.write_predictions=false",
     "{section}.overlay_slices=0",
@@ -375,6 +375,7 @@ SMOKE_DOWNSTREAM = [
     "{section}.cv.scheme=kfold",
     "{section}.cv.k=2",
     "{section}.cv.val_fraction=0.0",
+    "{section}.cv.folds=[0]",  # one of the two folds
 ]
 SMOKE_PROBE = ["probe.feature_cache=false"]
 SMOKE_FINETUNE = [
@@ -403,6 +404,8 @@ SMOKE_FEWSHOT = [
     "fewshot.device=cpu",
     "fewshot.cpu_threads=1",
 ]
+SMOKE_FOLDS = [0]  # few-shot: one of the two folds
+
 #: smoke: a tiny CNN stands in for DINOv2-L and for the ResNet-101 (both are tested on their own in
 #: tests/fewshot; building and running them on CPU would cost minutes per table)
 SMOKE_ENCODER = [
@@ -602,11 +605,18 @@ class Runner:
                 train_recipe.data.cache_dir,
                 train_recipe.fewshot,
                 models,
+                folds=SMOKE_FOLDS if self.smoke else None,
                 preprocess=None,
             )
             trained[row.fewshot_train] = models
         out = recipe.run_dir / f"eval-{_slug(row.name)}"
-        results = evaluate_protocol(recipe.data.cache_dir, config, trained[row.fewshot_train], out)
+        results = evaluate_protocol(
+            recipe.data.cache_dir,
+            config,
+            trained[row.fewshot_train],
+            out,
+            folds=SMOKE_FOLDS if self.smoke else None,
+        )
         organs = results.per_organ()
         values = {
             "LK": organs.get("left_kidney"),

@@ -114,9 +114,9 @@ def test_inpainting_fills_boxes_with_uniform_noise():
     assert painted.any() and out[painted].min() >= 0 and out[painted].max() < 1
     for start, size, _ in transform.boxes:
         # the authors' draws: side randint(n // 10, n // 5), start randint(3, n - side - 3)
-        assert all(n // 10 <= s < n // 5 for s, n in zip(size, img.shape[1:]))
-        assert all(3 <= a < n - s - 3 for a, s, n in zip(start, size, img.shape[1:]))
-        box = out[(0, *[slice(a, a + s) for a, s in zip(start, size)])]
+        assert all(n // 10 <= s < n // 5 for s, n in zip(size, img.shape[1:], strict=True))
+        assert all(3 <= a < n - s - 3 for a, s, n in zip(start, size, img.shape[1:], strict=True))
+        box = out[(0, *[slice(a, a + s) for a, s in zip(start, size, strict=True)])]
         assert (box < 1).all()
     # the continue-probability is checked before the first box too: sometimes no box at all
     untouched = [
