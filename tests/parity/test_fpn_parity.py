@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from parity_common import TOLERANCE, checksum, filled_state, max_abs_diff
 
-from voxssl.eval.heads import FPNLinearHead, Vox2VecNonLinearHead
+from voxssl.models.segmentation_heads import FPNLinearHead, Vox2VecNonLinearHead
 from voxssl.models.fpn import FPN
 
 

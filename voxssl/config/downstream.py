@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from voxssl.errors import ConfigError
+from voxssl.vocabulary import ORGANS, organ_id
 
 #: The 13 BTCV organs, in BTCV id order (canonical ids 1-13).
 BTCV_CLASSES = [
@@ -50,7 +51,7 @@ class HeadConfig:
     ``features``: the pyramid the head reads, ``projected`` (the voxel embedding: per-level
     projections applied when the model has them) or ``raw`` (the decoder maps before projection,
     what the authors' code probed); the same rule for voxssl-pretrained and imported weights
-    (:mod:`voxssl.eval.features`).
+    (:mod:`voxssl.models.features`).
     """
 
     kind: Literal["linear", "nonlinear", "vox2vec_nonlinear"] = "linear"
@@ -159,7 +160,6 @@ class DownstreamConfig:
 
     def class_ids(self) -> list[int]:
         """Canonical ids of ``classes``; output channel c of the head is ``class_ids()[c]``."""
-        from voxssl.data.vocabulary import ORGANS, organ_id
 
         ids = []
         for entry in self.classes:

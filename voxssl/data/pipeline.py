@@ -25,7 +25,10 @@ from typing import Any
 
 from voxssl.config.data import PreprocessConfig, SourceConfig
 from voxssl.data import cache as cache_format
+from voxssl.data.adapters import annotated_classes_from_label, find_cases
 from voxssl.data.case import Case
+from voxssl.data.preprocess import preprocess_params, preprocess_volume
+from voxssl.data.readers import check_label_header, read_case_image, read_case_label
 from voxssl.errors import ConfigError, VoxsslError
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,6 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
     Raises ConfigError/DataError for problems of the recipe or of a whole source (no case found);
     per-case problems are collected in ``Summary.failed`` (check ``Summary.ok``).
     """
-    from voxssl.data.adapters import find_cases
 
     started = time.perf_counter()
     data_cfg = recipe.data
@@ -125,9 +127,6 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
 
 def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
     """Read and preprocess one case in memory: ``(image, label, body_mask, meta)``."""
-    from voxssl.data.adapters import annotated_classes_from_label
-    from voxssl.data.preprocess import preprocess_volume
-    from voxssl.data.readers import check_label_header, read_case_image, read_case_label
 
     volume = read_case_image(case, max_voxels=cfg.max_voxels)
     if case.label is not None and case.label_format == "nifti":  # fail fast, before any work
@@ -168,7 +167,6 @@ def params_hash(params: dict[str, Any]) -> str:
 
 
 def _job(source: SourceConfig, case: Case, cache_dir: Path, cfg: PreprocessConfig) -> _Job:
-    from voxssl.data.preprocess import preprocess_params
 
     params = {
         "preprocess": preprocess_params(cfg.for_modality(case.modality), case.modality),

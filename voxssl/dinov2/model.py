@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from voxssl.config.dinov2 import Dinov2Config, ViTConfig
+from voxssl.fewshot.dinov2 import dinov2_config, load_dinov2
 from voxssl.losses.dino_targets import EMACenter
 from voxssl.models.dino_head import DINOHead
 
@@ -23,7 +24,6 @@ from voxssl.models.dino_head import DINOHead
 def build_backbone(cfg: ViTConfig, image_size: int) -> nn.Module:
     """The ViT to continue training (weights resolved as for the few-shot encoder), or a random
     initialisation of ``cfg.size`` with the overrides and position embeddings for ``image_size``."""
-    from voxssl.fewshot.dinov2 import dinov2_config, load_dinov2
 
     if cfg.pretrained:
         return load_dinov2(cfg.size, cfg.weights, pretrained=True)

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.sampling import LabelledVolume, PatchSampler
 from voxssl.transforms.crop import padded_crop
+from voxssl.vocabulary import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,10 @@ def compute_pyramid(
     amp: bool = False,
     features: str = "projected",
 ) -> list[np.ndarray]:
-    """The backbone's pyramid (``features``: projected or raw, :mod:`voxssl.eval.features`) of a
+    """The backbone's pyramid (``features``: projected or raw, :mod:`voxssl.models.features`) of a
     whole (C, X, Y, Z) volume, padded to the coarsest cell: level i as float32
     (C_i, X_p / 2^i, Y_p / 2^i, Z_p / 2^i) on the CPU."""
-    from voxssl.eval.features import backbone_pyramid
+    from voxssl.models.features import backbone_pyramid
 
     num_levels = len(backbone.level_channels)
     padded = padded_shape(image.shape[1:], alignment(num_levels))

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 
 from voxssl.errors import CheckpointError, VoxsslError
+from voxssl.hub.resolve import weights_in_folder
+from voxssl.models.vit import has_voxssl_plan, load_vit
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,6 @@ def _from_folder(folder: Path) -> nn.Module:
 
     if not (folder / "config.json").is_file():
         # a voxssl release, checkpoint or `voxssl dinov2 pretrain` run folder
-        from voxssl.hub.resolve import weights_in_folder
 
         try:
             return _from_voxssl(weights_in_folder(folder))
@@ -145,8 +146,6 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
     from safetensors.torch import load_file
     from transformers import Dinov2Config, Dinov2Model
 
-    from voxssl.models.vit import has_voxssl_plan
-
     if has_voxssl_plan(path):
         return _from_voxssl(path)
     try:
@@ -172,7 +171,6 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
 def _from_voxssl(path: Path) -> nn.Module:
     """voxssl ViT weights (a plan with a DINOv2 architecture): an encoder, a continued-pretraining
     checkpoint (its EMA teacher) or a classifier's backbone (:mod:`voxssl.models.vit`)."""
-    from voxssl.models.vit import load_vit
 
     model, plan = load_vit(path)
     log.info("DINOv2 encoder from %s (%s, width %d)", path, plan.kind, model.config.hidden_size)

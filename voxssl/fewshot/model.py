@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.fewshot.alp import ALPHead, alpnet_loss, segment_logits
 from voxssl.fewshot.encoders import SliceEncoder, build_encoder
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 class ALPNet(nn.Module):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from voxssl.fewshot.slices import resize_slices
 from voxssl.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ def slice_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelPar
 
 def volume_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelParams) -> np.ndarray:
     """(X, Y, Z) image in [0, 1] and body mask -> (S, S, Z) superpixels."""
-    from voxssl.fewshot.slices import resize_slices
 
     image = image[0] if image.ndim == 4 else image
     depth = image.shape[-1]

@@ -25,6 +25,7 @@ from torch import nn
 
 from voxssl.errors import CheckpointError
 from voxssl.models.plan import Plan
+from voxssl.models.weights import FORMAT_NAME, load_state_strict, load_weights
 
 FAMILY = "dinov2"
 ARCHITECTURE_FIELDS = (
@@ -94,8 +95,6 @@ def has_voxssl_plan(path: str | os.PathLike) -> bool:
     """Whether a .safetensors file carries a voxssl plan (reads only the header)."""
     from safetensors import safe_open
 
-    from voxssl.models.weights import FORMAT_NAME
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             return (handle.metadata() or {}).get("format") == FORMAT_NAME
@@ -113,7 +112,6 @@ def backbone_state(state: dict, plan: Plan, source: str) -> dict:
 
 def load_vit(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Plan]:
     """``(Dinov2Model, plan)`` from a voxssl ViT weights file of any kind; strict, no pickle."""
-    from voxssl.models.weights import load_state_strict, load_weights
 
     path = Path(path)
     state, plan = load_weights(path, device=device)

@@ -17,6 +17,10 @@ from scipy.ndimage import gaussian_filter1d
 
 from voxssl.config.pretrain import IntensityAugConfig
 
+#: ImageNet channel statistics: the normalisation DINOv2 (and other ImageNet encoders) expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass(frozen=True)
 class IntensityScale:
@@ -193,6 +197,8 @@ def build_intensity_augmentations(
 
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "IntensityScale",
     "RandBlurOrSharpen",
     "RandGaussianNoiseScaled",
