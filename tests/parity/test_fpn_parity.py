@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from parity_common import TOLERANCE, checksum, filled_state, max_abs_diff
 
-from voxssl.models.segmentation_heads import FPNLinearHead, Vox2VecNonLinearHead
 from voxssl.models.fpn import FPN
+from voxssl.models.segmentation_heads import FPNLinearHead, Vox2VecNonLinearHead
 
 
 def _fpn() -> FPN:
