@@ -388,7 +388,13 @@ def main() -> None:
         type=Path,
         help="checkout of Self-supervised-Fewshot-Medical-Image-Segmentation",
     )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder to write to (default tests/fixtures/parity)"
+    )
     args = parser.parse_args()
+    global OUT
+    if args.out is not None:
+        OUT = args.out
     torch.set_num_threads(1)
     manifest_path = OUT / "fixtures.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
