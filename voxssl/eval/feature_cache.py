@@ -28,6 +28,7 @@ from torch import nn
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.sampling import LabelledVolume, PatchSampler
+from voxssl.models.features import backbone_pyramid
 from voxssl.transforms.crop import padded_crop
 from voxssl.vocabulary import IGNORE_INDEX
 
@@ -99,8 +100,6 @@ def compute_pyramid(
     """The backbone's pyramid (``features``: projected or raw, :mod:`voxssl.models.features`) of a
     whole (C, X, Y, Z) volume, padded to the coarsest cell: level i as float32
     (C_i, X_p / 2^i, Y_p / 2^i, Z_p / 2^i) on the CPU."""
-    from voxssl.models.features import backbone_pyramid
-
     num_levels = len(backbone.level_channels)
     padded = padded_shape(image.shape[1:], alignment(num_levels))
     volume = padded_crop(image, (0, 0, 0), padded, 0.0, dtype=np.float32)

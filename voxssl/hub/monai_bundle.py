@@ -35,6 +35,7 @@ from voxssl.config.model import model_config_from_dict
 from voxssl.hub.errors import ConversionError
 from voxssl.hub.resolve import resolve_weights
 from voxssl.models.build import build_backbone
+from voxssl.models.features import backbone_pyramid
 from voxssl.models.segmentation import probabilities_to_label
 from voxssl.models.segmentation_heads import upsample_to
 from voxssl.models.segmentation_weights import SEGMENTATION_KEY, SegmentationSpec
@@ -75,8 +76,6 @@ class BundleNetwork(nn.Module):
             self.features = spec.features
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from voxssl.models.features import backbone_pyramid
-
         pyramid = backbone_pyramid(self.backbone, image, self.features)
         if self.head is not None:
             return self.head(pyramid)
