@@ -94,7 +94,7 @@ def test_release_round_trip(backbone_file, tmp_path):
     import yaml
 
     entry = yaml.safe_load((out / "registry-entry.yaml").read_text(encoding="utf-8"))[0]
-    from voxssl.hub.cache import sha256_of
+    from voxssl.hub.weights_cache import sha256_of
 
     assert entry["sha256"] == sha256_of(out / "model.safetensors") and entry["format"] == "voxssl"
     with pytest.raises(Exception, match="already exists"):

@@ -140,11 +140,11 @@ def download(
 @weights_app.command("path")
 def path(name: str = typer.Argument(..., help="Registry name.")) -> None:
     """Print the cached voxssl weights of a registry model (no download; fails if absent)."""
-    from voxssl.hub.cache import weights_dir
     from voxssl.hub.errors import DownloadError
     from voxssl.hub.fetch import cached_path
     from voxssl.hub.registry import load_registry
     from voxssl.hub.resolve import CONVERTED_FILE
+    from voxssl.hub.weights_cache import weights_dir
 
     entry = load_registry().get(name)
     weights = (

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from voxssl.config.dinov2 import Dinov2Config, ViTConfig
+from voxssl.extras import require
 from voxssl.fewshot.dinov2 import dinov2_config, load_dinov2
 from voxssl.losses.dino_targets import EMACenter
 from voxssl.models.dino_head import DINOHead
@@ -27,7 +28,7 @@ def build_backbone(cfg: ViTConfig, image_size: int) -> nn.Module:
 
     if cfg.pretrained:
         return load_dinov2(cfg.size, cfg.weights, pretrained=True)
-    from transformers import Dinov2Model
+    Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
     config = dinov2_config(
         cfg.size,
@@ -41,7 +42,9 @@ def build_backbone(cfg: ViTConfig, image_size: int) -> nn.Module:
 def set_drop_path(backbone: nn.Module, rate: float, uniform: bool) -> None:
     """Stochastic depth in every block: ``rate`` everywhere, or ``rate * i / (depth - 1)`` in block
     ``i`` (DINOv2's ``drop_path_uniform: false``). Active in training mode only."""
-    from transformers.models.dinov2.modeling_dinov2 import Dinov2DropPath
+    Dinov2DropPath = require(
+        "transformers.models.dinov2.modeling_dinov2", "the DINOv2 encoder"
+    ).Dinov2DropPath
 
     layers = backbone.encoder.layer
     depth = len(layers)

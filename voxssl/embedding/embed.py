@@ -46,8 +46,8 @@ from voxssl.embedding.store import (
 )
 from voxssl.errors import ConfigError, DataError
 from voxssl.eval.predict import preprocess_config_from_plan
-from voxssl.hub.cache import sha256_of
 from voxssl.hub.resolve import resolve_weights
+from voxssl.hub.weights_cache import sha256_of
 from voxssl.models.weights import load_backbone
 from voxssl.utils.atomic import atomic_directory
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from voxssl.errors import DataError
-from voxssl.hub.cache import voxssl_home
+from voxssl.hub.weights_cache import voxssl_home
 
 FORMAT = "voxssl-embedding"
 VERSION = 1

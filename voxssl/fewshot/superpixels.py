@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from voxssl.extras import require
 from voxssl.fewshot.slices import resize_slices
 from voxssl.utils.atomic import atomic_path
 
@@ -54,7 +55,8 @@ def clean_body_mask(mask: np.ndarray) -> np.ndarray:
 
 def slice_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelParams) -> np.ndarray:
     """Superpixels of one (S, S) slice inside ``body``: int32, 0 outside, 1..n inside."""
-    from skimage.segmentation import felzenszwalb, relabel_sequential
+    segmentation = require("skimage.segmentation", "few-shot superpixels")
+    felzenszwalb, relabel_sequential = segmentation.felzenszwalb, segmentation.relabel_sequential
 
     segments = felzenszwalb(
         image.astype(np.float64),

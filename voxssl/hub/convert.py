@@ -41,9 +41,9 @@ import torch
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.loader import from_dict
 from voxssl.config.model import ModelConfig, model_config_from_dict, model_config_to_dict
-from voxssl.hub.cache import sha256_of
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
 from voxssl.hub.errors import ConversionError
+from voxssl.hub.weights_cache import sha256_of
 from voxssl.models.build import build_backbone
 from voxssl.models.plan import Plan, preprocessing_plan
 from voxssl.models.weights import load_backbone, remove_leading_prefixes, save_weights

@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from voxssl.hub.cache import sha256_of
 from voxssl.hub.errors import ConversionError
 from voxssl.hub.resolve import resolve_weights
+from voxssl.hub.weights_cache import sha256_of
 from voxssl.models.vit import backbone_state, load_vit
 from voxssl.models.weights import (
     load_backbone,

@@ -27,13 +27,13 @@ from typing import Any
 
 from voxssl.config.model import model_config_from_dict
 from voxssl.errors import CheckpointError
-from voxssl.hub.cache import converted_dir, sha256_of, weights_dir
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
 from voxssl.hub.convert import import_foreign, read_torch_checkpoint
 from voxssl.hub.download import read_record
 from voxssl.hub.errors import ConversionError, RegistryError
 from voxssl.hub.fetch import cached_path, fetch
 from voxssl.hub.registry import Registry, RegistryEntry, load_registry
+from voxssl.hub.weights_cache import converted_dir, sha256_of, weights_dir
 from voxssl.models.plan import Plan
 from voxssl.models.weights import load_weights, read_plan, save_weights, strip_prefixes
 from voxssl.run_folder import latest_checkpoint

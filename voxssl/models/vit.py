@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from voxssl.errors import CheckpointError
+from voxssl.extras import require
 from voxssl.models.plan import Plan
 from voxssl.models.weights import FORMAT_NAME, load_state_strict, load_weights
 
@@ -59,7 +60,7 @@ def vit_architecture(model: nn.Module) -> dict[str, Any]:
 
 def vit_config(architecture: dict[str, Any], source: str = "<plan>"):
     """``Dinov2Config`` from a plan ``architecture`` (CheckpointError when it is not a DINOv2 ViT)."""
-    from transformers import Dinov2Config
+    Dinov2Config = require("transformers", "a DINOv2 ViT").Dinov2Config
 
     if not is_vit_architecture(architecture):
         raise CheckpointError(f"{source}: the weights are not a DINOv2 ViT (a voxssl 3D backbone?)")
@@ -70,7 +71,7 @@ def vit_config(architecture: dict[str, Any], source: str = "<plan>"):
 
 
 def build_vit(architecture: dict[str, Any], source: str = "<plan>") -> nn.Module:
-    from transformers import Dinov2Model
+    Dinov2Model = require("transformers", "a DINOv2 ViT").Dinov2Model
 
     return Dinov2Model(vit_config(architecture, source))
 
