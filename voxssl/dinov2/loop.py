@@ -41,11 +41,10 @@ from voxssl.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from voxssl.errors import CheckpointError, ConfigError
+from voxssl.errors import ConfigError
 from voxssl.models.plan import preprocessing_plan
 from voxssl.models.vit import vit_plan
-from voxssl.models.weights import load_state_strict, load_weights, save_weights
-from voxssl.run_folder import MODEL_FILE, checkpoint_root, latest_checkpoint
+from voxssl.models.weights import save_weights
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb
 from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD
@@ -137,25 +136,10 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
     preprocessing = preprocessing_record(recipe, cfg, pool)
     resolved = recipe_to_dict(recipe)
 
-    start_step, saved_rng = 0, None
     run_fingerprint = fingerprint(recipe, cfg, ctx)
-    latest = latest_checkpoint(run_dir)
-    if resume:
-        if latest is None:
-            raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
-        state = ckpt.load_state(latest)
-        ckpt.check_fingerprint(state["fingerprint"], run_fingerprint, latest)
-        weights, _ = load_weights(latest / MODEL_FILE, device=device)
-        load_state_strict(model, weights, str(latest / MODEL_FILE))
-        optimizer.load_state_dict(state["optimizer"])
-        saved_rng = state["rng"]  # restored once the data iterator exists (it draws a seed)
-        start_step = int(state["step"])
-        log.info("resuming %s at step %d", run_dir, start_step)
-    elif latest is not None:
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
-            f"run, or give this one another name (--set name=...)"
-        )
+    start_step, saved_rng = ckpt.restore_latest(
+        run_dir, resume, run_fingerprint, model, optimizer, device
+    )
     end_step = cfg.optim.steps
     if start_step >= end_step:
         raise ConfigError(

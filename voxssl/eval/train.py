@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -63,7 +64,9 @@ def train_segmentation(
 
     model.to(device)
     criterion = SegmentationLoss(cfg.loss, cfg.dice_weight)
-    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr, "name": "head"}]
+    groups: list[dict[str, Any]] = [
+        {"params": list(model.head.parameters()), "lr": cfg.lr, "name": "head"}
+    ]
     if schedule is not None:
         backbone_params = [p for p in model.backbone.parameters() if p.is_floating_point()]
         groups.append({"params": backbone_params, "lr": 0.0, "name": "backbone"})

@@ -69,7 +69,8 @@ def read_fewshot_weights(
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            names = list(handle.keys())  # a safetensors handle is not iterable
+            tensors = {key: handle.get_tensor(key) for key in names}
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if metadata.get("format") != FORMAT:

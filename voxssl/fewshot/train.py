@@ -103,7 +103,9 @@ def train_alpnet(
             and (step + 1) % optim.checkpoint_every == 0
             and step + 1 < optim.steps
         ):
-            save_training_state(state_path, model, optimiser, step + 1, rng.bit_generator.state)
+            save_training_state(
+                state_path, model, optimiser, step + 1, dict(rng.bit_generator.state)
+            )
     elapsed = time.perf_counter() - began
     save_fewshot_weights(
         weights_path, model, config, extra={**(extra or {}), "steps": optim.steps, **running}

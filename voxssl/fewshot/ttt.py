@@ -58,7 +58,8 @@ class TestTimeTrainer:
         self.model.train()
         losses = []
         for _ in range(self.config.steps):
-            draw = self.augment.randomize(rng, tuple(image.shape[-2:]))
+            height, width = image.shape[-2:]
+            draw = self.augment.randomize(rng, (height, width))
             query, (query_label,) = self.augment.apply(
                 draw, image[0], [prediction[0].to(torch.uint8)]
             )

@@ -27,14 +27,16 @@ from typing import Any
 
 import torch
 
-from voxssl.errors import CheckpointError
-from voxssl.run_folder import (
+from voxssl.checkpoint_layout import (
     MODEL_FILE,
     STATE_FILE,
     checkpoint_root,
+    latest_checkpoint,
     list_checkpoints,
     step_dir_name,
 )
+from voxssl.errors import CheckpointError, ConfigError
+from voxssl.models.weights import load_state_strict, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +157,43 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], folder: Pa
         )
 
 
+def restore_latest(
+    run_dir: Path,
+    resume: bool,
+    fingerprint: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str = "cpu",
+) -> tuple[int, dict[str, Any] | None]:
+    """Start a run: ``(0, None)`` for a fresh one (refused when the folder already holds
+    checkpoints), or, with ``resume``, the latest checkpoint's model and optimiser loaded and
+    ``(step, RNG state)`` returned. Restore the RNG (:func:`restore_rng_state`) only once the
+    data iterator exists: creating a DataLoader iterator draws from torch's generator."""
+    latest = latest_checkpoint(run_dir)
+    if not resume:
+        if latest is not None:
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue "
+                f"that run, or give this one another name (--set name=...)"
+            )
+        return 0, None
+    if latest is None:
+        raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
+    state = load_state(latest)
+    check_fingerprint(state["fingerprint"], fingerprint, latest)
+    weights, _ = load_weights(latest / MODEL_FILE, device=device)
+    load_state_strict(model, weights, str(latest / MODEL_FILE))
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("resuming %s at step %d", run_dir, int(state["step"]))
+    return int(state["step"]), state["rng"]
+
+
 __all__ = [
     "RESUMABLE_CHANGES",
     "TrainingState",
     "check_fingerprint",
     "load_state",
+    "restore_latest",
     "restore_rng_state",
     "rng_state",
     "save_checkpoint",

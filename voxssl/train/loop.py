@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from voxssl.checkpoint_layout import MODEL_FILE, checkpoint_root, latest_checkpoint
 from voxssl.config.loader import to_dict
 from voxssl.config.model import model_config_to_dict
 from voxssl.config.pretrain import PretrainConfig
@@ -38,7 +39,6 @@ from voxssl.errors import CheckpointError, ConfigError
 from voxssl.models.build import build_pretrain_model
 from voxssl.models.plan import Plan, preprocessing_plan
 from voxssl.models.weights import load_state_strict, load_weights, save_weights
-from voxssl.run_folder import MODEL_FILE, checkpoint_root, latest_checkpoint
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.builders import build_view_generator, select_cases
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
