@@ -529,7 +529,7 @@ class Runner:
             return self.weights[row.name]
         key = f"{row.pretrain}|{' '.join(row.pretrain_set)}"
         if key not in self.pretrained:
-            from voxssl.run_folder import latest_checkpoint
+            from voxssl.checkpoint_layout import latest_checkpoint
             from voxssl.train.loop import BACKBONE_FILE, pretrain
 
             tag = f"{self.table.name}-pretrain-{_slug(row.name)}"

@@ -86,7 +86,7 @@ def read_fewshot_weights(
 def load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Copy stored tensors into ``model``; every trainable parameter must be covered (buffers are
     optional: files written before they were stored have none)."""
-    params = dict(model.named_parameters())
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
     params.update(dict(model.named_buffers()))  # trained BatchNorm statistics (optional)
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     unknown = sorted(set(tensors) - set(params))

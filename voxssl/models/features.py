@@ -15,7 +15,8 @@ terms when a recipe names the same ``head.features``.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -32,16 +33,20 @@ def _check(features: str) -> None:
 def pyramid_channels(backbone: nn.Module, features: str) -> list[int]:
     """Channels per level of the pyramid a head reads, level 0 first."""
     _check(features)
-    if features == "raw":
-        return list(getattr(backbone, "feature_channels", backbone.level_channels))
-    return list(backbone.level_channels)
+    name = (
+        "feature_channels"
+        if features == "raw" and hasattr(backbone, "feature_channels")
+        else "level_channels"
+    )
+    return [int(c) for c in cast(Sequence[int], getattr(backbone, name))]
 
 
 def backbone_pyramid(backbone: nn.Module, image: torch.Tensor, features: str) -> list[torch.Tensor]:
     """The pyramid of ``image`` that a head with ``features`` reads."""
     _check(features)
     if features == "raw" and hasattr(backbone, "forward_features"):
-        return backbone.forward_features(image)
+        forward = cast(Callable[[torch.Tensor], list[torch.Tensor]], backbone.forward_features)
+        return forward(image)
     return backbone(image)
 
 

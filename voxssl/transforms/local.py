@@ -158,7 +158,7 @@ class RandInPainting(RandomTransform):
         super().__init__()
         self.prob, self.max_boxes, self.continue_prob = prob, max_boxes, continue_prob
         self.size_fraction, self.margin = size_fraction, margin
-        self.boxes: list[tuple[tuple[int, int, int], tuple[int, int, int], np.ndarray]] = []
+        self.boxes: list[tuple[tuple[int, ...], tuple[int, ...], np.ndarray]] = []
 
     def _box(self, spatial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         low = np.floor(spatial * self.size_fraction[0] + 1e-9).astype(int)
