@@ -17,9 +17,9 @@ from voxssl.train.checkpoint import (
     TrainingState,
     check_fingerprint,
     load_state,
-    rng_state,
     save_checkpoint,
 )
+from voxssl.training import rng_state
 
 
 def _state(step: int) -> TrainingState:

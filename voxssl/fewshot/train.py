@@ -24,6 +24,7 @@ from voxssl.fewshot.checkpoint import (
 )
 from voxssl.fewshot.episodes import SuperpixelEpisodes
 from voxssl.fewshot.model import ALPNet
+from voxssl.training import optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,7 @@ def train_alpnet(
         ]
         with autocast(device, config.amp_bf16, "fewshot.amp_bf16"):
             loss, parts = model.loss(*tensors)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        optimizer_step(loss, optimiser)
         for key, value in {"loss": float(loss.detach()), **parts}.items():
             running[key] = 0.98 * running.get(key, value) + 0.02 * value
         if (step + 1) % optim.log_every == 0:

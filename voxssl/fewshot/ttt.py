@@ -16,6 +16,7 @@ import torch
 from voxssl.config.fewshot import TTTConfig
 from voxssl.fewshot.augment import EpisodeAugment
 from voxssl.fewshot.model import ALPNet
+from voxssl.training import optimizer_step
 
 
 class TestTimeTrainer:
@@ -66,9 +67,7 @@ class TestTimeTrainer:
             loss, _ = self.model.loss(
                 image, prediction.to(torch.uint8), query[None], query_label[None]
             )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            optimizer_step(loss, optimiser)
             losses.append(float(loss.detach()))
         self.model.train(was_training)
         return losses
