@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -109,6 +110,7 @@ def predict(
 
     Every input is tried: failures are listed at the end and the exit code is 1 if any failed.
     """
+    from voxssl.device import Amp
     from voxssl.errors import ConfigError
     from voxssl.eval.predict import PredictionFailed, predict_files
 
@@ -130,7 +132,7 @@ def predict(
             body_mask=body_mask,
             sw_batch_size=sw_batch_size,
             sw_overlap=overlap,
-            amp=amp,
+            amp=cast(Amp, amp),  # checked above
         )
     except PredictionFailed as failed:
         for path in failed.written:

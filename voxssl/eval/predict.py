@@ -33,7 +33,7 @@ from voxssl.config.data import PreprocessConfig
 from voxssl.config.loader import from_dict
 from voxssl.data.preprocess import preprocess_volume
 from voxssl.data.readers import nifti_geometry, read_volume
-from voxssl.device import autocast_dtype, resolve_device
+from voxssl.device import Amp, autocast_dtype, resolve_device
 from voxssl.errors import CheckpointError, ConfigError, DataError, VoxsslError
 from voxssl.eval.inference import (
     label_in_original_geometry,
@@ -146,7 +146,7 @@ def predict_files(
     device: str = "auto",
     interpolation: str = "linear",
     sw_batch_size: int = PREDICT_SW_BATCH_SIZE,
-    amp: str | bool = True,
+    amp: Amp = True,
     progress: bool = True,
     preview: bool = True,
     body_mask: bool | None = None,

@@ -56,7 +56,7 @@ class PretrainModel(nn.Module):
         if isinstance(images, torch.Tensor):
             return self._forward_views([images], [coords])[0]  # type: ignore[list-item]
         images = list(images)
-        coords = [None] * len(images) if coords is None else list(coords)  # type: ignore[arg-type]
+        coords = [None] * len(images) if coords is None else list(coords)
         if len(coords) != len(images):
             raise ValueError(f"{len(images)} views but {len(coords)} coordinate sets")
         return self._forward_views(images, coords)

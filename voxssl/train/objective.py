@@ -66,7 +66,7 @@ class PretrainObjective(nn.Module):
         cfg = self.cfg
         valid = batch["valid"]
         images = [batch["view1"], batch["view2"]]
-        coords = [
+        coords: list[torch.Tensor | None] = [
             batch_coords(batch["positions1"], valid),
             batch_coords(batch["positions2"], valid),
         ]

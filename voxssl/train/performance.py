@@ -25,6 +25,7 @@ Measured on the 2-core development CPU (benchmarks/README.md, "Pretraining throu
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ def compile_model(model: nn.Module, enabled: bool, backend: str = "inductor") ->
     if not enabled:
         return model
     log.info("compiling the model with torch.compile (the first step compiles; minutes)")
-    return torch.compile(model, backend=backend)
+    return cast(nn.Module, torch.compile(model, backend=backend))  # an OptimizedModule
 
 
 __all__ = ["apply_memory_layout", "build_adam", "compile_model", "fused_adam_supported"]
