@@ -1,7 +1,10 @@
+import copy
+
 import pytest
 import torch
 
 from voxssl.config.model import ModelConfig
+from voxssl.models.blocks import PointwiseConv2d, PointwiseConv3d, conv_layer
 from voxssl.models.build import build_backbone, build_pretrain_model, embedding_dim, level_channels
 from voxssl.models.fpn import FPN
 
@@ -153,3 +156,34 @@ def test_pretrain_model_outputs():
         build_pretrain_model(ModelConfig(preset="vox2vec", base_channels=2)).reconstruction_head
         is None
     )
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_pointwise_convolution_is_the_convolution_in_both_layouts(spatial_dims):
+    """conv_layer's 1x1(x1) convolution runs a channels-last map as a matrix product over the
+    channels: the convolution's output and gradients (float64: the same sums), its output and
+    its input's gradient channels-last; a contiguous map takes the convolution itself."""
+    layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    torch.manual_seed(0)
+    pointwise = conv_layer(spatial_dims, 6, 4, kernel_size=1).double()
+    assert isinstance(pointwise, PointwiseConv3d if spatial_dims == 3 else PointwiseConv2d)
+    conv = copy.deepcopy(pointwise)
+    x = torch.randn(3, 6, *([5] * spatial_dims), dtype=torch.float64)
+    weights = torch.randn(3, 4, *([5] * spatial_dims), dtype=torch.float64)
+    expected_input = x.clone().requires_grad_()
+    expected = torch.nn.functional.conv3d if spatial_dims == 3 else torch.nn.functional.conv2d
+    reference = expected(expected_input, conv.weight, conv.bias)
+    (reference * weights).sum().backward()
+    for x_layout in (torch.contiguous_format, layout):
+        pointwise.zero_grad()
+        inp = x.clone(memory_format=x_layout).requires_grad_()
+        out = pointwise(inp)
+        (out * weights).sum().backward()
+        torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(inp.grad, expected_input.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(pointwise.weight.grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(pointwise.bias.grad, conv.bias.grad, rtol=1e-12, atol=1e-12)
+        channels_last = x_layout is layout
+        assert out.is_contiguous(memory_format=layout) == channels_last
+        assert inp.grad.is_contiguous(memory_format=layout) == channels_last
+    assert list(pointwise.state_dict()) == ["weight", "bias"]  # a Conv's keys and shapes

@@ -13,6 +13,7 @@ several small ones). Norms without batch statistics (instance, group, layer) nee
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
@@ -41,10 +42,50 @@ def apply_layers(layers: nn.Sequential, x: torch.Tensor, views: int = 1) -> torc
     return x
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4D/5D ``x`` is laid out channels-last and not also plain contiguous (one channel
+    or one voxel per sample is both: such a map counts as contiguous)."""
+    if x.ndim not in (4, 5) or x.is_contiguous():
+        return False
+    return x.is_contiguous(
+        memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+    )
+
+
+class _PointwiseConv:
+    """A 1x1(x1) convolution that runs a channels-last map as one matrix product over the
+    channels (``(B*S, C_in) @ W^T``): the same sums as the convolution, with no layout copy in
+    either direction and its output (and its input's gradient) channels-last. PyTorch's CPU
+    convolution sends 1x1 kernels at small batches on one thread to its reference kernel, which
+    first copies a channels-last map to contiguous and writes a contiguous output. Contiguous
+    maps take the ordinary convolution. State-dict keys and weight shapes are the convolution's."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_channels_last(x):
+            weight = self.weight.flatten(1)
+            return F.linear(x.movedim(1, -1), weight, self.bias).movedim(-1, 1)
+        return super().forward(x)  # type: ignore[misc]
+
+
+class PointwiseConv3d(_PointwiseConv, nn.Conv3d):
+    """:class:`_PointwiseConv` for volumes."""
+
+
+class PointwiseConv2d(_PointwiseConv, nn.Conv2d):
+    """:class:`_PointwiseConv` for images."""
+
+
 def conv_layer(
     spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True
 ) -> nn.Module:
-    """A ``kernel_size`` convolution with 'same' padding (odd kernels)."""
+    """A ``kernel_size`` convolution with 'same' padding (odd kernels); 1x1(x1) kernels run a
+    channels-last input as a matrix product (:class:`PointwiseConv3d`)."""
+    if kernel_size == 1 and spatial_dims in (2, 3):
+        pointwise = PointwiseConv3d if spatial_dims == 3 else PointwiseConv2d
+        return pointwise(in_channels, out_channels, kernel_size=1, bias=bias)
     return Conv[Conv.CONV, spatial_dims](
         in_channels, out_channels, kernel_size=kernel_size, padding=kernel_size // 2, bias=bias
     )
@@ -107,11 +148,14 @@ def up_block(spatial_dims: int, channels: int) -> nn.Sequential:
 
 
 __all__ = [
+    "PointwiseConv2d",
+    "PointwiseConv3d",
     "PreActivationResidualBlock",
     "ResidualStage",
     "apply_layers",
     "conv_layer",
     "down_block",
+    "is_channels_last",
     "per_view",
     "up_block",
 ]

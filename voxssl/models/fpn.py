@@ -33,8 +33,30 @@ from torch import nn
 
 from voxssl.config.model import NormSpec
 from voxssl.device import channels_last_min_voxels
-from voxssl.models.blocks import ResidualStage, conv_layer, down_block, up_block
+from voxssl.models.blocks import (
+    ResidualStage,
+    conv_layer,
+    down_block,
+    is_channels_last,
+    up_block,
+)
 from voxssl.models.projection import build_level_projections
+
+
+class _GradientLayout(torch.autograd.Function):
+    """Identity whose backward gives the gradient ``x``'s own memory layout."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.channels_last = is_channels_last(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        if ctx.channels_last:
+            layout = torch.channels_last_3d if grad.ndim == 5 else torch.channels_last
+            return grad.contiguous(memory_format=layout)
+        return grad
 
 
 class FPN(nn.Module):
@@ -126,7 +148,7 @@ class FPN(nn.Module):
         x = self.first_conv(self._layout(x))
         skips = []
         for left, down in zip(self.left_blocks, self.down_blocks, strict=True):
-            x = left(self._layout(x), views)
+            x = _GradientLayout.apply(left(self._layout(x), views))
             skips.append(x)
             x = down(x)
         x = self.bottom_block(self._layout(x), views)
