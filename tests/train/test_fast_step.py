@@ -20,7 +20,7 @@ import torch
 
 from voxssl.config.model import ModelConfig
 from voxssl.config.pretrain import PretrainConfig
-from voxssl.device import CPU_CHANNELS_LAST_MIN_VOXELS
+from voxssl.device import CPU_CHANNELS_LAST_MIN_VOXELS, channels_last_min_voxels
 from voxssl.models.blocks import PointwiseConv3d
 from voxssl.models.build import build_pretrain_model
 from voxssl.train.objective import PretrainObjective
@@ -231,6 +231,30 @@ def test_channels_last_levels_match_contiguous_levels(dtype):
     assert_same_grads(grads(contiguous), grads(mixed), dtype)
     skip = mixed.skip_blocks[-1]  # level 0's 1x1 skip convolution: a matrix product there
     assert isinstance(skip, PointwiseConv3d)
+
+
+def test_the_gpu_layout_rule_every_level_channels_last_matches_contiguous():
+    """On a GPU every level runs channels-last (``channels_last_min_voxels(cuda) == 0``); the same
+    code path runs here on the CPU, in float64: the pyramid and every gradient of the whole
+    pretraining step are the contiguous model's."""
+    assert channels_last_min_voxels(torch.device("cuda")) == 0
+    model_cfg, cfg = tiny("hierarchical")
+    torch.manual_seed(6)
+    contiguous = build_pretrain_model(model_cfg).double()
+    everywhere = copy.deepcopy(contiguous)
+    everywhere.backbone.channels_last_min_voxels = 0
+    batch = make_batch(dtype=torch.float64)
+    objective = PretrainObjective(cfg)
+    levels = everywhere.backbone.forward_features(batch["view1"])
+    assert all(
+        level.is_contiguous(memory_format=torch.channels_last_3d) and not level.is_contiguous()
+        for level in levels
+    )
+    out_a, out_b = objective(contiguous, batch), objective(everywhere, batch)
+    torch.testing.assert_close(out_a.loss, out_b.loss, rtol=1e-10, atol=0)
+    out_a.loss.backward()
+    out_b.loss.backward()
+    assert_same_grads(grads(contiguous), grads(everywhere), torch.float64)
 
 
 def test_one_channel_input_gets_channels_last_strides():
