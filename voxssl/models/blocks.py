@@ -78,14 +78,53 @@ class PointwiseConv2d(_PointwiseConv, nn.Conv2d):
     """:class:`_PointwiseConv` for images."""
 
 
+# A 3x3x3 convolution runs as one matrix product over its patches (im2col) on the CPU when its
+# weight dwarfs its input: at most ``out_channels / SMALL_MAP_ROWS_PER_CHANNEL`` output voxels in
+# the batch. The deepest FPN levels (512 channels on 2x2x1 to 4x4x2 voxels) are such maps: oneDNN
+# spends its time there reordering the 7 M-element weight and its gradient (fwd + bwd 67 ms vs
+# 17.5 ms for 2 x 512 x 2x2x1, 69 vs 55 ms for 2 x 512 x 4x4x2, one thread); from 256 channels on
+# 4x4x2 the convolution is faster again (the pretraining throughput section of benchmarks/README.md).
+SMALL_MAP_ROWS_PER_CHANNEL = 8
+
+
+class SmallMapConv3d(nn.Conv3d):
+    """A 3x3x3 'same' convolution that computes small CPU maps as patches @ weight (the same
+    sums, another order); every other input takes ``nn.Conv3d``. Keys and shapes: a Conv3d's."""
+
+    def uses_patches(self, x: torch.Tensor) -> bool:
+        rows = x.shape[0] * x.shape[2] * x.shape[3] * x.shape[4]
+        return x.device.type == "cpu" and rows * SMALL_MAP_ROWS_PER_CHANNEL <= self.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or not self.uses_patches(x):
+            return super().forward(x)
+        n, _, d, h, w = x.shape
+        padded = F.pad(x, (1, 1, 1, 1, 1, 1))
+        patches = torch.stack(
+            [
+                padded[:, :, i : i + d, j : j + h, k : k + w]
+                for i in range(3)
+                for j in range(3)
+                for k in range(3)
+            ],
+            dim=-1,
+        )  # (N, C, D, H, W, 27): the weight's (C, kd, kh, kw) order once flattened per voxel
+        rows = patches.permute(0, 2, 3, 4, 1, 5).reshape(n * d * h * w, -1)
+        out = F.linear(rows, self.weight.flatten(1), self.bias)
+        return out.view(n, d, h, w, -1).permute(0, 4, 1, 2, 3).contiguous()
+
+
 def conv_layer(
     spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True
 ) -> nn.Module:
     """A ``kernel_size`` convolution with 'same' padding (odd kernels); 1x1(x1) kernels run a
-    channels-last input as a matrix product (:class:`PointwiseConv3d`)."""
+    channels-last input as a matrix product (:class:`PointwiseConv3d`), 3x3x3 kernels small CPU
+    maps as patches @ weight (:class:`SmallMapConv3d`)."""
     if kernel_size == 1 and spatial_dims in (2, 3):
         pointwise = PointwiseConv3d if spatial_dims == 3 else PointwiseConv2d
         return pointwise(in_channels, out_channels, kernel_size=1, bias=bias)
+    if kernel_size == 3 and spatial_dims == 3:
+        return SmallMapConv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
     return Conv[Conv.CONV, spatial_dims](
         in_channels, out_channels, kernel_size=kernel_size, padding=kernel_size // 2, bias=bias
     )
@@ -148,10 +187,12 @@ def up_block(spatial_dims: int, channels: int) -> nn.Sequential:
 
 
 __all__ = [
+    "SMALL_MAP_ROWS_PER_CHANNEL",
     "PointwiseConv2d",
     "PointwiseConv3d",
     "PreActivationResidualBlock",
     "ResidualStage",
+    "SmallMapConv3d",
     "apply_layers",
     "conv_layer",
     "down_block",
