@@ -34,6 +34,8 @@ def test_nearest_neighbour_transfer_recovers_the_moved_scan(weights, phantom_pai
             "neighbours",
             "--neighbours",
             "1",
+            "--neighbour-step",
+            "1",
             "--cca",
             "none",
             "--stride",

@@ -146,6 +146,11 @@ def one_shot(
     neighbours: int = typer.Option(
         10, "--neighbours", help="Support voxels voting per query voxel."
     ),
+    neighbour_step: int = typer.Option(
+        2,
+        "--neighbour-step",
+        help="Vote on every n-th voxel per axis and interpolate in between (1: every voxel, 8x slower).",
+    ),
     stride: str = typer.Option(
         "auto", "--stride", help="Embedding stride (1, 2, 4, 8 or auto: <= 1 M voxels per scan)."
     ),
@@ -177,7 +182,13 @@ def one_shot(
             ids = [int(c) for c in classes.replace(" ", "").split(",") if c]
         except ValueError:
             raise ConfigError(f"--classes must be label ids like 1,2,3, got {classes!r}") from None
-    cfg = OneShotConfig(method=method, cca=cca, temperature=temperature, neighbours=neighbours)
+    cfg = OneShotConfig(
+        method=method,
+        cca=cca,
+        temperature=temperature,
+        neighbours=neighbours,
+        neighbour_step=neighbour_step,
+    )
     cfg.check()
     written = one_shot_files(
         weights,

@@ -123,9 +123,9 @@ def embed_volume(
         window, margin: tiling (preprocessed voxels); rounded up to the coarsest cell.
         progress: optional callable ``(done_tiles, total_tiles)``.
     """
+    from voxssl.device import autocast
     from voxssl.eval.feature_cache import alignment
     from voxssl.transforms.crop import padded_crop
-    from voxssl.device import autocast
 
     check_stride(stride)
     device = torch.device(device)

@@ -106,8 +106,8 @@ def load_embedder(
     weights: str | os.PathLike, device: str = "auto", modality: str | None = None
 ) -> Embedder:
     """Resolve ``--weights`` (file, folder, registry name, foreign checkpoint) and load its backbone."""
-    from voxssl.eval.protocol import resolve_weights_path
     from voxssl.device import resolve_device
+    from voxssl.eval.protocol import resolve_weights_path
     from voxssl.hub.cache import sha256_of
     from voxssl.models.weights import load_backbone
 
