@@ -89,6 +89,12 @@ def explore(
         "--pca",
         help="Compare embeddings in this many PCA dimensions (0: the full embedding).",
     ),
+    display: str = typer.Option(
+        "scan",
+        "--display",
+        help="scan: show each scan as it is; model: as the model sees it (cropped, at the weights' "
+        "spacing: far fewer voxels for the browser to draw, e.g. without a GPU).",
+    ),
     port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
     modality: str | None = typer.Option(None, "--modality", help=MODALITY_HELP),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -108,6 +114,7 @@ def explore(
         embeddings=embeddings,
         stride=_stride(stride),
         components=pca or None,
+        display=display,
         port=port,
         modality=modality,
         device=device,

@@ -381,7 +381,9 @@ def one_shot_files(
     class_ids = label_ids(label, classes)
     if query_modality is not None and query_modality != embedder.modality:
         embedder = load_embedder(weights, device=device, modality=query_modality)
-    stored = ensure_embeddings(embedder, queries, cache, stride=stride, progress=progress)
+    # the queries at the support's stride (``auto`` is decided by the support): block means and
+    # single voxels differ in distribution, so both sides must be on the same kind of grid
+    stored = ensure_embeddings(embedder, queries, cache, stride=support.stride, progress=progress)
     out_dir = Path(out_dir)
     written = []
     for path, query in tqdm(
