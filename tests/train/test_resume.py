@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from voxssl.checkpoint_layout import latest_checkpoint
 from voxssl.errors import CheckpointError, ConfigError
-from voxssl.train.checkpoint import latest_checkpoint, load_state
+from voxssl.train.checkpoint import load_state
 from voxssl.train.loop import pretrain
 
 STEPS = 5

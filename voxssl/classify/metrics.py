@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import torch
 
+from voxssl.eval.report import _stats
+
 
 def auc_scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
     """``{"auc": float, "per_class": {name: float}}``; ``probabilities`` (N, C), ``labels`` (N,)."""
@@ -22,7 +24,7 @@ def auc_scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[
         if len(class_names) == 2:
             metric = ROCAUCMetric()
             metric(probs[:, 1:2], targets[:, None])
-            value = float(metric.aggregate())
+            value = float(np.asarray(metric.aggregate()))
             return {"auc": value, "per_class": {class_names[1]: value}}
         metric = ROCAUCMetric(average="none")
         one_hot = torch.nn.functional.one_hot(targets, num_classes=len(class_names))
@@ -38,7 +40,6 @@ def auc_scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[
 def mean_std(values: list[float]) -> dict:
     """Mean and (population) standard deviation of the finite values and their count, as the
     segmentation reports compute them."""
-    from voxssl.eval.report import _stats
 
     return _stats(values)
 

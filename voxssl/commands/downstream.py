@@ -85,18 +85,42 @@ def predict(
         help="Back to the scan's grid: 'linear' (probabilities, then decide) or 'nearest' (label).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    no_preview: bool = typer.Option(
+        False, "--no-preview", help="Do not write the <name>_seg.png preview beside each label map."
+    ),
+    body_mask: bool | None = typer.Option(
+        None,
+        "--body-mask/--no-body-mask",
+        help="Keep labels inside the body mask (default: on for CT weights, or when trained so).",
+        show_default=False,
+    ),
 ) -> None:
-    """Segment new scans; predictions keep the scan's grid and affine (open them in 3D Slicer)."""
+    """Segment new scans; predictions keep the scan's grid, qform and sform (open them in 3D Slicer).
+
+    Every input is tried: failures are listed at the end and the exit code is 1 if any failed.
+    """
     from voxssl.errors import ConfigError
-    from voxssl.eval.predict import predict_files
+    from voxssl.eval.predict import PredictionFailed, predict_files
 
     if interpolation not in ("linear", "nearest"):
         raise ConfigError(f"--interpolation must be 'linear' or 'nearest', got {interpolation!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    written = predict_files(
-        weights, images, out, device=device, interpolation=interpolation, progress=not quiet
-    )
+    try:
+        written = predict_files(
+            weights,
+            images,
+            out,
+            device=device,
+            interpolation=interpolation,
+            progress=not quiet,
+            preview=not no_preview,
+            body_mask=body_mask,
+        )
+    except PredictionFailed as failed:
+        for path in failed.written:
+            typer.echo(str(path))
+        raise
     for path in written:
         typer.echo(str(path))
 

@@ -53,7 +53,9 @@ def list_weights() -> None:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     typer.echo(f"\nregistry: {registry.source}")
 
 
@@ -139,22 +141,12 @@ def download(
 
 @weights_app.command("path")
 def path(name: str = typer.Argument(..., help="Registry name.")) -> None:
-    """Print the cached voxssl weights of a registry model (no download; fails if absent)."""
-    from voxssl.hub.cache import weights_dir
-    from voxssl.hub.errors import DownloadError
-    from voxssl.hub.fetch import cached_path
+    """Print the cached voxssl weights of a registry model (checked against their sha256; no
+    download; fails if absent or changed)."""
     from voxssl.hub.registry import load_registry
-    from voxssl.hub.resolve import CONVERTED_FILE
+    from voxssl.hub.resolve import cached_registry_weights
 
-    entry = load_registry().get(name)
-    weights = (
-        cached_path(entry) if entry.format == "voxssl" else weights_dir(entry.name) / CONVERTED_FILE
-    )
-    if not weights.is_file():
-        raise DownloadError(
-            f"'{name}' is not in the cache ({weights}); run 'voxssl weights download {name}'"
-        )
-    typer.echo(str(weights))
+    typer.echo(str(cached_registry_weights(load_registry().get(name))))
 
 
 @weights_app.command("import")
@@ -246,9 +238,7 @@ def export(
     monai_bundle: bool = typer.Option(
         False, "--monai-bundle", help="Write a MONAI bundle instead of a release folder."
     ),
-    name: str | None = typer.Option(
-        None, "--name", help="Model name (default: the folder name)."
-    ),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: the folder name)."),
     license: str = typer.Option(
         "unspecified", "--license", help="Licence of the weights (release card)."
     ),
@@ -262,7 +252,7 @@ def export(
     """Write a release folder (model.safetensors + plan.json + README.md) or a MONAI bundle."""
     if monai_bundle:
         from voxssl.errors import ConfigError
-        from voxssl.hub.monai_bundle import export_monai_bundle
+        from voxssl.eval.monai_bundle import export_monai_bundle
 
         roi_size = None
         if roi is not None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from voxssl.config.loader import from_dict, to_dict
+
 PresetName = Literal["vox2vec", "hierarchical"]
 ProjectionKind = Literal["none", "learned", "frozen_random"]
 ReconstructionKind = Literal["none", "conv1x1", "two_conv"]
@@ -94,7 +96,7 @@ class ModelConfig:
         if self.reconstruction_channels is None:
             self.reconstruction_channels = self.in_channels
         if isinstance(self.norm, list):  # from YAML: [name, {kwargs}]
-            self.norm = tuple(self.norm)  # type: ignore[assignment]
+            self.norm = tuple(self.norm)
         self._validate()
 
     def _validate(self) -> None:
@@ -133,7 +135,10 @@ class ModelConfig:
 
 def level_channels_of(config: ModelConfig) -> list[int]:
     """Channels of the decoder maps, level 0 (full resolution) first: base * 2**i."""
-    return [config.base_channels * 2**i for i in range(config.num_levels)]  # type: ignore[operator]
+    base, levels = config.base_channels, config.num_levels
+    if base is None or levels is None:  # __post_init__ fills both from the preset
+        raise ValueError("model config without base_channels / num_levels")
+    return [base * 2**i for i in range(levels)]
 
 
 def embedding_width(config: ModelConfig) -> int:
@@ -145,14 +150,12 @@ def embedding_width(config: ModelConfig) -> int:
 
 def model_config_from_dict(data: dict[str, Any], source: str = "<plan>") -> ModelConfig:
     """Validated :class:`ModelConfig` from plain data (a recipe section or a weights plan)."""
-    from voxssl.config.loader import from_dict
 
     return from_dict(ModelConfig, data, where="model", source=source)
 
 
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """Plain, JSON/YAML-able data with every field resolved (norm as a string or [name, kwargs])."""
-    from voxssl.config.loader import to_dict
 
     data = to_dict(config)
     return {f.name: data[f.name] for f in fields(config)}

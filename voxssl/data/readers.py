@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +20,7 @@ from voxssl.data.chaos_png import read_case_label as read_chaos_case_label
 from voxssl.data.dicom import read_series_image, read_series_layout
 from voxssl.data.volume import Volume
 from voxssl.errors import ConfigError, DataError
+from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Environment variable: the most voxels (all channels) an image may declare before it is read.
@@ -165,13 +167,12 @@ def read_case_label(
 
 
 def check_label_ids(label: np.ndarray, path: Path, raw: np.ndarray | None = None) -> None:
-    """A canonical-id label must use ids of :data:`voxssl.data.vocabulary.ORGANS` (plus 0 and the
+    """A canonical-id label must use ids of :data:`voxssl.vocabulary.ORGANS` (plus 0 and the
     ignore value 255) and mark at least one organ voxel.
 
     ``raw``: the label before an adapter's ``label_map`` was applied, named in the message when
     the map leaves nothing (its ids are then not the ones the map expects).
     """
-    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
 
     present = np.flatnonzero(np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256))
     unknown = [int(v) for v in present if v not in ORGANS and v not in (0, IGNORE_INDEX)]
@@ -325,6 +326,36 @@ def _unreadable(path: Path, err: BaseException) -> str:
     return f"{path}: cannot read NIfTI ({type(err).__name__}: {reason}); the file is truncated or corrupt"
 
 
+@dataclass(frozen=True)
+class NiftiGeometry:
+    """A NIfTI file's qform and sform (affine and code), to write results on its grid with them."""
+
+    qform: np.ndarray
+    qform_code: int
+    sform: np.ndarray
+    sform_code: int
+
+
+def nifti_geometry(path: str | os.PathLike) -> NiftiGeometry | None:
+    """The qform/sform of a NIfTI file (header only); None for a DICOM folder or another file."""
+    path = Path(path)
+    if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
+        return None
+    try:
+        header = nib.load(path).header
+    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise DataError(_unreadable(path, err)) from None
+    base = header.get_best_affine()
+    qform, qform_code = header.get_qform(coded=True)
+    sform, sform_code = header.get_sform(coded=True)
+    return NiftiGeometry(
+        qform=np.asarray(qform if qform is not None else header.get_qform(), dtype=np.float64),
+        qform_code=int(qform_code or 0),
+        sform=np.asarray(sform if sform is not None else base, dtype=np.float64),
+        sform_code=int(sform_code or 0),
+    )
+
+
 def _check_finite(data: np.ndarray, path: Path) -> None:
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         bad = int(np.count_nonzero(~np.isfinite(data)))
@@ -455,12 +486,14 @@ def read_dicom_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
     "MAX_VOXELS_ENV",
+    "NiftiGeometry",
     "Volume",
     "check_declared_size",
     "check_label_header",
     "check_label_ids",
     "map_label_ids",
     "max_voxels_limit",
+    "nifti_geometry",
     "read_case_image",
     "read_case_label",
     "read_dicom_image",

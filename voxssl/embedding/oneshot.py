@@ -33,10 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from voxssl.data import geometry
+from voxssl.data.geometry import resample_linear
+from voxssl.data.readers import read_volume
+from voxssl.embedding.compute import embedding_shape
+from voxssl.embedding.embed import ensure_embeddings, load_embedder
 from voxssl.embedding.similarity import FeatureTransform
-from voxssl.embedding.store import StoredEmbedding
+from voxssl.embedding.store import StoredEmbedding, default_embeddings_dir, embedding_name
 from voxssl.errors import ConfigError, DataError
+from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
+from voxssl.eval.predict import output_name
+from voxssl.fewshot.cca import component_confidences
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +86,6 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
 
 def support_label_on_grid(stored: StoredEmbedding, label_path: str | os.PathLike) -> np.ndarray:
     """The support label (ids as stored) on the embedding grid: the majority id of each block."""
-    from voxssl.data import geometry
-    from voxssl.data.readers import read_volume
 
     meta = stored.preprocess_meta
     volume = read_volume(label_path)
@@ -105,7 +112,6 @@ def block_majority(label: np.ndarray, stride: int) -> np.ndarray:
     """Most frequent id of every ``stride``-block (ties: the smaller id)."""
     if stride == 1:
         return label
-    from voxssl.embedding.compute import embedding_shape
 
     shape = embedding_shape(label.shape, stride)
     padded = np.zeros([n * stride for n in shape], dtype=label.dtype)
@@ -205,8 +211,6 @@ class OneShotModel:
         """``function`` (unit vectors -> (N, C) probabilities) at the body voxels of every
         ``step``-th voxel of the query grid; background outside the body; linearly interpolated
         to the full grid when ``step > 1``."""
-        from voxssl.data.geometry import resample_linear
-
         grid = np.asarray(query.embedding)[::step, ::step, ::step]
         body = query.body[::step, ::step, ::step]
         out = np.zeros((self.num_classes, *body.shape), dtype=np.float32)
@@ -230,8 +234,6 @@ class OneShotModel:
         return softmax(scores / self.cfg.temperature)
 
     def _neighbour_probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        import torch
-
         similarity = torch.from_numpy(vectors) @ self._bank_tensor.T
         k = min(self.cfg.neighbours, similarity.shape[1])
         values, top = torch.topk(similarity, k, dim=1)
@@ -242,14 +244,10 @@ class OneShotModel:
 
     @property
     def _bank_tensor(self):
-        import torch
-
         return torch.from_numpy(self.bank)
 
     @property
     def _bank_class_tensor(self):
-        import torch
-
         return torch.from_numpy(self.bank_classes)
 
 
@@ -262,7 +260,6 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 def to_preprocessed_grid(probs: np.ndarray, stride: int, shape: Sequence[int]) -> np.ndarray:
     """Trilinear upsampling of (C, X', Y', Z') from the embedding grid (block centres) to the
     preprocessed grid ``shape``."""
-    from voxssl.data.geometry import resample_linear
 
     if stride == 1:
         return probs
@@ -276,8 +273,6 @@ def clean_components(probs: np.ndarray, body: np.ndarray | None = None) -> np.nd
     to 0 elsewhere, except one voxel around that component (so trilinear resampling keeps its edge)."""
     import cc3d
     from scipy.ndimage import binary_dilation
-
-    from voxssl.fewshot.cca import component_confidences
 
     winner = np.argmax(probs, axis=0)
     cleaned = probs.copy()
@@ -305,7 +300,6 @@ def segment_query(
     """(label on the query's own grid, its affine). The embeddings are standardised with the
     statistics of the support's and this query's body voxels (so a query's result depends on
     the support and itself only)."""
-    from voxssl.eval.inference import label_in_original_geometry
 
     model = OneShotModel(support, label, class_ids, cfg, FeatureTransform.fit([support, query]))
     probs = model.probabilities(query)
@@ -350,11 +344,6 @@ def one_shot_files(
     """Segment ``queries`` from the labelled support; writes ``<name>_seg.nii.gz``; returns paths."""
     from tqdm.auto import tqdm
 
-    from voxssl.embedding.embed import ensure_embeddings, load_embedder
-    from voxssl.eval.inference import write_label_nifti
-    from voxssl.eval.predict import output_name
-    from voxssl.explore.launch import default_embeddings_dir
-
     cfg = cfg or OneShotConfig()
     cfg.check()
     queries = [Path(q) for q in queries]
@@ -363,7 +352,6 @@ def one_shot_files(
     for path in [Path(support_image), Path(support_label), *queries]:
         if not path.exists():
             raise DataError(f"one-shot: input not found: {path}")
-    from voxssl.embedding.store import embedding_name
 
     names = [embedding_name(p) for p in [support_image, *queries]]
     clash = sorted({n for n in names if names.count(n) > 1})

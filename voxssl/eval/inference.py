@@ -18,14 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from voxssl.data.geometry import to_original_geometry
 from voxssl.device import autocast
+from voxssl.eval.overlay import ORGAN_COLOURS
+from voxssl.models.segmentation import labels_from_channels, probabilities_to_label
 from voxssl.utils.atomic import atomic_path
+from voxssl.vocabulary import organ_name
+
+if TYPE_CHECKING:
+    from voxssl.data.readers import NiftiGeometry
 
 Interpolation = Literal["linear", "nearest"]
 
@@ -41,11 +47,13 @@ def predict_probabilities(
     device: torch.device | str = "cpu",
     amp: bool = False,
     progress: bool = False,
+    padding_mode: str = "constant",
 ) -> torch.Tensor:
     """Blended probabilities (C_out, X, Y, Z) float32 on the CPU for an image (X, Y, Z) or (C, X, Y, Z).
 
     ``model`` maps an image batch to probabilities (:meth:`SegmentationModel.predict_probabilities`
-    via a small wrapper, see :func:`probability_predictor`).
+    via a small wrapper, see :func:`probability_predictor`). ``padding_mode``: how an image
+    smaller than ``roi_size`` is padded (MONAI's: ``constant`` zeros, ``replicate`` its edges).
     """
     from monai.inferers import sliding_window_inference
 
@@ -65,6 +73,7 @@ def predict_probabilities(
             sw_device=device,
             device=torch.device("cpu"),
             progress=progress,
+            padding_mode=padding_mode,
         )
     model.train(was_training)
     return probs[0].float()
@@ -87,38 +96,6 @@ def restrict_to_body(probs: torch.Tensor, body_mask: np.ndarray, kind: str) -> t
         probs[1:, outside] = 0.0
         probs[0, outside] = 1.0
     return probs
-
-
-def _decide(
-    channels: Iterator[tuple[int, np.ndarray]],
-    kind: str,
-    threshold: float,
-    class_ids: Sequence[int],
-) -> np.ndarray:
-    """Running argmax over (channel index, probability map) pairs -> canonical-id label map."""
-    best_prob, best_channel = None, None
-    for index, prob in channels:
-        if best_prob is None:
-            best_prob = prob.astype(np.float32, copy=True)
-            best_channel = np.zeros(prob.shape, dtype=np.int16)
-            continue
-        better = prob > best_prob
-        best_prob[better] = prob[better]
-        best_channel[better] = index
-    lut = np.array(list(class_ids) if kind == "bce" else [0, *class_ids], dtype=np.uint8)
-    label = lut[best_channel]
-    if kind == "bce":
-        label[best_prob < threshold] = 0
-    return label
-
-
-def probabilities_to_label(
-    probs: torch.Tensor | np.ndarray, class_ids: Sequence[int], kind: str, threshold: float = 0.5
-) -> np.ndarray:
-    """uint8 canonical-id label (X, Y, Z): ``bce`` the most probable organ where its probability is
-    >= ``threshold``, else background; ``ce`` the argmax including background."""
-    probs = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
-    return _decide(((c, probs[c]) for c in range(probs.shape[0])), kind, threshold, class_ids)
 
 
 def label_in_original_geometry(
@@ -146,16 +123,27 @@ def label_in_original_geometry(
             )
             yield c, mapped
 
-    return _decide(channels(), kind, threshold, class_ids), affine
+    return labels_from_channels(channels(), kind, threshold, class_ids), affine
 
 
-def write_label_nifti(path: Path, label: np.ndarray, affine: np.ndarray) -> Path:
-    """Write a uint8 label map with ``affine`` (qform and sform, code 1 = scanner) atomically."""
+def write_label_nifti(
+    path: Path, label: np.ndarray, affine: np.ndarray, geometry: NiftiGeometry | None = None
+) -> Path:
+    """Write a uint8 label map atomically.
+
+    ``geometry``: the source NIfTI's qform and sform (affines and codes), copied as they are, so
+    that viewers place the label exactly where they place the scan; without it (a DICOM source)
+    both are ``affine`` with code 1 (scanner).
+    """
     import nibabel as nib
 
     image = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
+    if geometry is None:
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+    else:
+        image.set_qform(geometry.qform, code=geometry.qform_code)
+        image.set_sform(geometry.sform, code=geometry.sform_code)
     image.header.set_intent("label")
     image.header["descrip"] = b"voxssl prediction (canonical organ ids)"
     with atomic_path(path, suffix=".nii.gz") as tmp:
@@ -165,8 +153,6 @@ def write_label_nifti(path: Path, label: np.ndarray, affine: np.ndarray) -> Path
 
 def slicer_color_table(class_ids: Sequence[int]) -> str:
     """A 3D Slicer colour table (``.ctbl``: ``id name R G B A``) naming the predicted organs."""
-    from voxssl.data.vocabulary import organ_name
-    from voxssl.eval.overlay import ORGAN_COLOURS
 
     lines = [
         "# voxssl organ colour table (load in 3D Slicer with the prediction)",
@@ -181,7 +167,6 @@ def slicer_color_table(class_ids: Sequence[int]) -> str:
 __all__ = [
     "label_in_original_geometry",
     "predict_probabilities",
-    "probabilities_to_label",
     "restrict_to_body",
     "slicer_color_table",
     "write_label_nifti",

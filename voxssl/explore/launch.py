@@ -8,18 +8,19 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from voxssl.embedding.store import META_FILE, StoredEmbedding, embedding_name
+from voxssl.embedding.embed import ensure_embeddings, load_embedder
+from voxssl.embedding.store import (
+    META_FILE,
+    StoredEmbedding,
+    default_embeddings_dir,
+    embedding_name,
+)
 from voxssl.errors import ConfigError, DataError
+from voxssl.explore.server import DISPLAYS, Explorer, ExploreServer
 
 log = logging.getLogger(__name__)
 
 MAX_SCANS = 2
-
-
-def default_embeddings_dir(weights_sha256: str) -> Path:
-    from voxssl.hub.cache import voxssl_home
-
-    return voxssl_home() / "embeddings" / weights_sha256[:16]
 
 
 def open_scans(
@@ -52,7 +53,6 @@ def open_scans(
             raise ConfigError(
                 f"explore: {to_embed[0]} is a scan, not an embedding folder: give --weights"
             )
-        from voxssl.embedding.embed import ensure_embeddings, load_embedder
 
         embedder = load_embedder(weights, device=device, modality=modality)
         out = Path(embeddings) if embeddings else default_embeddings_dir(embedder.weights_sha256)
@@ -80,7 +80,6 @@ def serve_forever(
     open_browser: bool = False,
     echo: Callable[[str], None] = print,
 ) -> None:
-    from voxssl.explore.server import DISPLAYS, Explorer, ExploreServer
 
     if display not in DISPLAYS:
         raise ConfigError(f"--display must be one of {', '.join(DISPLAYS)}, got {display!r}")
@@ -105,4 +104,4 @@ def serve_forever(
             echo("stopped")
 
 
-__all__ = ["default_embeddings_dir", "open_scans", "serve_forever"]
+__all__ = ["open_scans", "serve_forever"]

@@ -35,8 +35,11 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from voxssl.data import geometry
+from voxssl.data.readers import read_volume
 from voxssl.embedding.similarity import SimilarityIndex
 from voxssl.embedding.store import StoredEmbedding
+from voxssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,6 @@ def scan_nifti_bytes(source: str | Path, model_grid: dict[str, Any] | None = Non
     its own units: HU stay HU) onto the grid the model saw: cropped, at the model's spacing.
     """
     import nibabel as nib
-
-    from voxssl.data import geometry
-    from voxssl.data.readers import read_volume
 
     volume = read_volume(source, allow_channels=True)
     data = volume.data if volume.data.ndim == 3 else volume.data[0]  # first channel
@@ -99,8 +99,6 @@ class Explorer:
     def __init__(
         self, scans: Sequence[StoredEmbedding], components: int | None = 32, display: str = "scan"
     ) -> None:
-        from voxssl.errors import ConfigError
-
         if display not in DISPLAYS:
             raise ConfigError(f"--display must be one of {', '.join(DISPLAYS)}, got {display!r}")
         self.display = display
@@ -291,7 +289,7 @@ class ExploreServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     def start(self) -> ExploreServer:
         self.thread = threading.Thread(

@@ -93,7 +93,11 @@ def train_protocol(
             "preprocess": preprocess or {},
         }
         bar = (
-            (lambda it, start, total: progress(it, total=total, initial=start, desc=name))
+            (
+                lambda it, start, total, name=name: progress(
+                    it, total=total, initial=start, desc=name
+                )
+            )
             if progress
             else None
         )

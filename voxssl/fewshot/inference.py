@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.fewshot.model import ALPNet
 from voxssl.fewshot.protocol import query_chunks, support_slices
 from voxssl.fewshot.slices import SliceVolume, resize_back
 from voxssl.fewshot.ttt import TestTimeTrainer
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 def binary_support_label(volume: SliceVolume, z: int, organ: int) -> torch.Tensor:
@@ -119,7 +119,7 @@ def segment_organ_chunks(
     parts = query_chunks(query_range, chunks)
     all_zs: list[int] = []
     probabilities = []
-    for anchor, zs in zip(anchors, parts):
+    for anchor, zs in zip(anchors, parts, strict=True):
         if not zs:
             continue
         support = support_volume.slice(anchor)[None]

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig
 from voxssl.config.loader import from_dict, read_yaml
+from voxssl.config.model import ModelConfig
 from voxssl.errors import ConfigError
 from voxssl.hub.errors import RegistryError
 
@@ -29,6 +31,7 @@ Modality = Literal["ct", "mr"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
 @dataclass
@@ -68,8 +71,11 @@ class RegistryEntry:
                     f"{self.name}: sha256 must be 64 hex digits or null, got {self.sha256!r}"
                 )
         for url in self.urls:
-            if not url.startswith(("https://", "http://")):
-                raise ValueError(f"{self.name}: url {url!r} must start with https://")
+            if not _allowed_url(url):
+                raise ValueError(
+                    f"{self.name}: url {url!r} must start with https:// (plain http:// only for a "
+                    "local server: 127.0.0.1, ::1 or localhost)"
+                )
         if not self.urls and not self.manual_download:
             raise ValueError(f"{self.name}: give at least one url, or manual_download instructions")
         if "/" in self.filename or not self.filename:
@@ -81,6 +87,16 @@ class RegistryEntry:
     def in_channels(self) -> int:
         """Image channels the weights expect (``architecture.in_channels``, default 1)."""
         return int(self.architecture.get("in_channels", 1))
+
+
+def _allowed_url(url: str) -> bool:
+    """https://, or http:// to this machine (a local mirror or a test server)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme == "https":
+        return bool(parsed.netloc)
+    return parsed.scheme == "http" and parsed.hostname in _LOCAL_HOSTS
 
 
 @dataclass
@@ -165,7 +181,6 @@ def _check_registry(registry: Registry) -> None:
 
 
 def _check_preprocessing(entry: RegistryEntry, where: str) -> None:
-    from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig
 
     schema = CTPreprocessConfig if entry.modality == "ct" else MRPreprocessConfig
     try:
@@ -177,11 +192,7 @@ def _check_preprocessing(entry: RegistryEntry, where: str) -> None:
 
 
 def _check_architecture(entry: RegistryEntry, where: str) -> None:
-    """Validate against the ``model`` recipe schema when this voxssl build has one."""
-    try:
-        from voxssl.config.model import ModelConfig
-    except ImportError:
-        return
+    """Validate against the ``model`` recipe schema."""
     try:
         from_dict(ModelConfig, entry.architecture, where="architecture", source=where)
     except ConfigError as err:

@@ -25,10 +25,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from voxssl.hub.cache import converted_dir, sha256_of, weights_dir
+from voxssl.checkpoint_layout import latest_checkpoint
+from voxssl.config.model import model_config_from_dict
+from voxssl.errors import CheckpointError
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
-from voxssl.hub.errors import ConversionError, RegistryError
+from voxssl.hub.convert import import_foreign, read_torch_checkpoint
+from voxssl.hub.download import (
+    DownloadRecord,
+    check_cached,
+    check_local_file,
+    read_record,
+    write_record,
+)
+from voxssl.hub.errors import ConversionError, DownloadError, RegistryError
+from voxssl.hub.fetch import cached_path, fetch
 from voxssl.hub.registry import Registry, RegistryEntry, load_registry
+from voxssl.hub.weights_cache import converted_dir, sha256_of, weights_dir
+from voxssl.models.plan import Plan
+from voxssl.models.weights import load_weights, read_plan, save_weights, strip_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +91,7 @@ def _resolve_source(
             _require_plan(path)
             return path
         return import_cached(path, foreign_format)
-    if os.sep in text or text.endswith((".safetensors",) + _FOREIGN_SUFFIXES):
+    if os.sep in text or text.endswith((".safetensors", *_FOREIGN_SUFFIXES)):
         raise ConversionError(f"weights not found: {path} (no such file or folder)")
     registry = registry or load_registry()
     try:
@@ -95,16 +109,11 @@ def weights_in_folder(folder: Path) -> Path:
     if direct.is_file():
         _require_plan(direct)
         return direct
-    try:
-        from voxssl.train.checkpoint import latest_checkpoint
-    except ImportError:  # pragma: no cover - the training module is part of every full install
-        latest_checkpoint = None
-    if latest_checkpoint is not None:
-        latest = latest_checkpoint(folder)
-        if latest is not None and (latest / MODEL_FILE).is_file():
-            logger.info("using the latest checkpoint of %s: %s", folder, latest.name)
-            _require_plan(latest / MODEL_FILE)
-            return latest / MODEL_FILE
+    latest = latest_checkpoint(folder)
+    if latest is not None:
+        logger.info("using the latest checkpoint of %s: %s", folder, latest.name)
+        _require_plan(latest / MODEL_FILE)
+        return latest / MODEL_FILE
     candidates = sorted(folder.glob("*.safetensors"))
     if len(candidates) == 1:
         _require_plan(candidates[0])
@@ -119,24 +128,61 @@ def weights_in_folder(folder: Path) -> Path:
 def registry_weights(
     entry: RegistryEntry, *, progress: bool = True, local_file: str | os.PathLike | None = None
 ) -> Path:
-    """Fetch a registry entry and return its voxssl weights (converted once, then cached)."""
-    from voxssl.hub.download import read_record
-    from voxssl.hub.fetch import fetch
+    """Fetch a registry entry and return its voxssl weights (converted once, then cached).
 
-    downloaded = fetch(entry, progress=progress, local_file=local_file)
+    With ``local_file`` (``weights download NAME --file PATH``) the file is checked (registry
+    sha256 or the recorded pin) and converted first; only a file that converts is copied into
+    the cache and recorded.
+    """
+    converted = weights_dir(entry.name) / CONVERTED_FILE
+    if local_file is not None:
+        local_file = Path(local_file)
+        source_sha = check_local_file(local_file, cached_path(entry), entry.sha256, entry.size)
+        if entry.format == "voxssl":
+            _require_plan(local_file)
+        elif not (_is_conversion_of(converted, source_sha) and _converted_intact(converted)):
+            _convert(entry, local_file, converted, source_sha)
+        downloaded = fetch(entry, progress=progress, local_file=local_file)
+        return downloaded if entry.format == "voxssl" else converted
+    downloaded = fetch(entry, progress=progress)
     if entry.format == "voxssl":
         _require_plan(downloaded)
         return downloaded
-    converted = weights_dir(entry.name) / CONVERTED_FILE
     record = read_record(downloaded)  # fetch() has just verified the file against it
     source_sha = record.sha256 if record is not None else sha256_of(downloaded)
-    if _is_conversion_of(converted, source_sha):
+    if _is_conversion_of(converted, source_sha) and _converted_intact(converted):
         return converted
-    from voxssl.hub.convert import import_foreign
+    _convert(entry, downloaded, converted, source_sha)
+    return converted
 
+
+def cached_registry_weights(entry: RegistryEntry) -> Path:
+    """The cached voxssl weights of a registry entry, checked but never changed or downloaded.
+
+    The downloaded file must match its pin (registry sha256 or the recorded one) and, for a
+    foreign format, the converted file must be the conversion of that file and match its own
+    record. Raises :class:`~voxssl.hub.errors.ChecksumMismatchError` for a changed file and
+    :class:`~voxssl.hub.errors.DownloadError` for a missing one.
+    """
+    downloaded = cached_path(entry)
+    hint = f"run 'voxssl weights download {entry.name}'"
+    if not downloaded.is_file():
+        raise DownloadError(f"'{entry.name}' is not in the cache ({downloaded}); {hint}")
+    record = check_cached(downloaded, entry.sha256)
+    if entry.format == "voxssl":
+        return downloaded
+    converted = weights_dir(entry.name) / CONVERTED_FILE
+    if not _is_conversion_of(converted, record.sha256):
+        raise DownloadError(f"'{entry.name}' is downloaded but not converted ({converted}); {hint}")
+    check_cached(converted, None)
+    return converted
+
+
+def _convert(entry: RegistryEntry, source: Path, converted: Path, source_sha: str) -> None:
+    """Convert a registry entry's foreign checkpoint and record the result's sha256."""
     logger.info("converting %s (%s layout) to voxssl weights", entry.name, entry.format)
     import_foreign(
-        downloaded,
+        source,
         converted,
         entry.format,  # type: ignore[arg-type]
         architecture=entry.architecture,
@@ -148,12 +194,25 @@ def registry_weights(
             "urls": list(entry.urls),
         },
     )
-    return converted
+    write_record(
+        converted,
+        DownloadRecord(
+            sha256=sha256_of(converted),
+            size=converted.stat().st_size,
+            source=f"conversion of {entry.filename} (sha256 {source_sha})",
+            sha256_from="computed",
+        ),
+    )
+
+
+def _converted_intact(converted: Path) -> bool:
+    """The converted file still has the sha256 recorded when it was written."""
+    record = read_record(converted)
+    return record is not None and sha256_of(converted) == record.sha256
 
 
 def import_cached(path: Path, foreign_format: str | None = None, **options: Any) -> Path:
     """Convert a foreign checkpoint once into ``$VOXSSL_HOME/converted/<sha256>/`` and reuse it."""
-    from voxssl.hub.convert import import_foreign
 
     source_sha = sha256_of(path)
     fmt = foreign_format or detect_format(path)
@@ -182,7 +241,6 @@ def import_cached(path: Path, foreign_format: str | None = None, **options: Any)
 
 def detect_format(path: Path) -> str:
     """``"hierarchical"`` for ``{"state_dict": ...}``, ``"vox2vec"`` for a plain state dict."""
-    from voxssl.hub.convert import read_torch_checkpoint
 
     checkpoint = read_torch_checkpoint(path)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
@@ -199,9 +257,6 @@ def detect_format(path: Path) -> str:
 
 def _with_input_channels(path: Path, in_channels: int, adapt_channels: AdaptChannels) -> Path:
     """``path`` itself when it has ``in_channels`` inputs, else an adapted copy (or an error)."""
-    from voxssl.config.model import model_config_from_dict
-    from voxssl.models.plan import Plan
-    from voxssl.models.weights import load_weights, read_plan, save_weights, strip_prefixes
 
     plan = read_plan(path)
     have = int(plan.architecture.get("in_channels", 1))
@@ -230,7 +285,6 @@ def _with_input_channels(path: Path, in_channels: int, adapt_channels: AdaptChan
 
 
 def _require_plan(path: Path) -> None:
-    from voxssl.models.weights import read_plan
 
     read_plan(path)  # CheckpointError naming the file when it is not a voxssl weights file
 
@@ -238,8 +292,6 @@ def _require_plan(path: Path) -> None:
 def _is_conversion_of(converted: Path, source_sha256: str) -> bool:
     if not converted.is_file():
         return False
-    from voxssl.errors import CheckpointError
-    from voxssl.models.weights import read_plan
 
     try:
         return read_plan(converted).extra.get("source_sha256") == source_sha256
@@ -249,8 +301,6 @@ def _is_conversion_of(converted: Path, source_sha256: str) -> bool:
 
 def _registry_entry_for_sha(sha256: str) -> RegistryEntry | None:
     """A registry entry whose published (or recorded) sha256 is ``sha256``."""
-    from voxssl.hub.download import read_record
-    from voxssl.hub.fetch import cached_path
 
     try:
         registry = load_registry()
@@ -264,6 +314,7 @@ def _registry_entry_for_sha(sha256: str) -> RegistryEntry | None:
 
 
 __all__ = [
+    "cached_registry_weights",
     "detect_format",
     "import_cached",
     "registry_weights",

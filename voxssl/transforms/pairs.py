@@ -20,35 +20,14 @@ that generator's seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from voxssl.transforms.crop import padded_crop
 from voxssl.transforms.intensity import RandomTransform
+from voxssl.transforms.spatial import GridTransform, RandomGridTransform
 
 _ANCHOR_ATTEMPTS = 256
-
-
-class GridTransform(Protocol):
-    """A spatial transform that is exact on the voxel grid (see :mod:`voxssl.transforms.spatial`)."""
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:  # (C, X, Y, Z) -> (C, X', Y', Z')
-        ...
-
-    def map_points(
-        self, points: np.ndarray, shape: tuple[int, int, int]
-    ) -> np.ndarray:  # (N, 3) -> (N, 3)
-        ...
-
-    def inside(
-        self, points: np.ndarray
-    ) -> np.ndarray:  # (N, 3) -> (N,) bool, inside the output grid
-        ...
-
-
-class GridTransformSampler(Protocol):
-    def __call__(self, rng: np.random.Generator, shape: tuple[int, int, int]) -> GridTransform: ...
 
 
 @dataclass
@@ -140,9 +119,10 @@ class ViewGenerator:
         patch_size: tuple[int, int, int],
         positives_per_pair: int,
         augmentations: list[RandomTransform] | None = None,
-        grid_transform_sampler: GridTransformSampler | None = None,
+        grid_transform_sampler: RandomGridTransform | None = None,
     ) -> None:
-        self.patch_size = tuple(int(p) for p in patch_size)
+        x, y, z = (int(p) for p in patch_size)
+        self.patch_size = (x, y, z)
         self.positives_per_pair = positives_per_pair
         self.augmentations = list(augmentations or [])
         self.grid_transform_sampler = grid_transform_sampler
@@ -167,8 +147,8 @@ class ViewGenerator:
         positions1, positions2 = sample_positives(
             body, start1, start2, self.patch_size, self.positives_per_pair, rng
         )
-        target1 = padded_crop(image, start1, self.patch_size, dtype=np.float32)
-        target2 = padded_crop(image, start2, self.patch_size, dtype=np.float32)
+        target1 = padded_crop(image, start1.tolist(), self.patch_size, dtype=np.float32)
+        target2 = padded_crop(image, start2.tolist(), self.patch_size, dtype=np.float32)
         view1 = self.augment(target1, rng)
         view2 = self.augment(target2, rng)
         sample = PairSample(
@@ -198,8 +178,6 @@ class ViewGenerator:
 
 
 __all__ = [
-    "GridTransform",
-    "GridTransformSampler",
     "PairSample",
     "ViewGenerator",
     "as_channel_first",

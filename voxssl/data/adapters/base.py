@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from voxssl.data.case import Case
-from voxssl.data.vocabulary import BACKGROUND, IGNORE_INDEX
+from voxssl.data.adapters.organ_names import canonical_id_of_name
+from voxssl.data.case import Case, Modality
 from voxssl.errors import ConfigError, DataError
+from voxssl.vocabulary import BACKGROUND, IGNORE_INDEX, is_known
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class SourceContext:
     """What an adapter knows about the recipe entry it serves (for filters and error messages)."""
 
     root: Path
-    modality: str | None  # the recipe's ``modality`` for this source, or None
+    modality: Modality | None  # the recipe's ``modality`` for this source, or None
     where: str  # e.g. ``data.sources.0``: prefix of every recipe key named in an error
 
 
@@ -99,7 +100,7 @@ def walk_dirs(root: Path, max_depth: int = 6) -> list[Path]:
     found = [root]
     frontier = [root]
     for _ in range(max_depth):
-        children = []
+        children: list[Path] = []
         for folder in frontier:
             try:
                 children.extend(p for p in folder.iterdir() if p.is_dir() and not is_junk(p))
@@ -127,7 +128,7 @@ def check_fixed_modality(ctx: SourceContext, modality: str, adapter: str) -> Non
         )
 
 
-def require_modality(ctx: SourceContext, adapter: str) -> str:
+def require_modality(ctx: SourceContext, adapter: str) -> Modality:
     if ctx.modality is None:
         raise ConfigError(f"{ctx.where}.modality: the {adapter} adapter needs it (ct or mr)")
     return ctx.modality
@@ -138,17 +139,13 @@ def require_modality(ctx: SourceContext, adapter: str) -> str:
 
 def canonical_target(value: int | str, key: str) -> int:
     """A label-map target: a canonical organ name or id, ``background`` (0) or ``ignore`` (255)."""
-    from voxssl.data.adapters.organ_names import canonical_id_of_name
-    from voxssl.data.vocabulary import is_known
 
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected an organ name or id, got {value!r}")
     if isinstance(value, int):
         if value == IGNORE_INDEX or is_known(value):
             return value
-        raise ConfigError(
-            f"{key}: {value} is not a canonical organ id (see voxssl.data.vocabulary)"
-        )
+        raise ConfigError(f"{key}: {value} is not a canonical organ id (see voxssl.vocabulary)")
     text = str(value).strip().lower()
     if text == "background":
         return BACKGROUND
@@ -157,7 +154,7 @@ def canonical_target(value: int | str, key: str) -> int:
     found = canonical_id_of_name(text)
     if found is None:
         raise ConfigError(
-            f"{key}: unknown organ {value!r} (use a name from voxssl.data.vocabulary, "
+            f"{key}: unknown organ {value!r} (use a name from voxssl.vocabulary, "
             f"'background' or 'ignore')"
         )
     return found
@@ -192,7 +189,6 @@ def label_map_from_names(
     A name that matches nothing is an error naming the file and the option to fix it, or becomes
     background / ignore (255) when ``unknown_labels`` says so.
     """
-    from voxssl.data.adapters.organ_names import canonical_id_of_name
 
     mapping: dict[int, int] = {}
     unmatched = []

@@ -28,7 +28,7 @@ from voxssl.data.phantoms.shapes import (
     rotation,
     smooth_union,
 )
-from voxssl.data.vocabulary import ORGAN_IDS
+from voxssl.vocabulary import ORGAN_IDS
 
 #: The canonical organs every phantom draws (id -> name).
 PHANTOM_ORGANS: dict[int, str] = {
@@ -78,8 +78,8 @@ class _Builder:
 
     def box(self, center, half) -> Box | None:
         margin = 3.0 * self.params["deformation_mm"] + 15.0
-        low = [c - h - margin for c, h in zip(center, half)]
-        high = [c + h + margin for c, h in zip(center, half)]
+        low = [c - h - margin for c, h in zip(center, half, strict=True)]
+        high = [c + h + margin for c, h in zip(center, half, strict=True)]
         return self.grid.box(low, high)
 
     def noise(self, box: Box, corr_mm: float) -> np.ndarray:
