@@ -227,7 +227,7 @@ def dice(predicted: np.ndarray, truth: np.ndarray, organ: int) -> float | None:
 def score(predicted_path: Path, truth_path: Path, organs) -> dict[str, float | None]:
     """Dice per organ, both read as RAS (the prediction is in the query's own grid)."""
     from voxssl.data.readers import read_volume
-    from voxssl.data.vocabulary import organ_name
+    from voxssl.vocabulary import organ_name
 
     predicted = np.rint(read_volume(predicted_path).data).astype(np.int64)
     truth = np.rint(read_volume(truth_path).data).astype(np.int64)
