@@ -142,6 +142,7 @@ def fingerprint(
         "stride": stride if stride == AUTO else int(stride),
         "window": [int(w) for w in window],
         "margin": int(margin),
+        "z_context": int(margin),  # embed_volume's z context is the tiling margin
         "version": VERSION,
     }
 
@@ -249,6 +250,7 @@ def embed_one(
             device=embedder.device,
             amp=amp,
             progress=report,
+            z_context=margin,
         )
         if not np.isfinite(out).all():
             raise DataError(

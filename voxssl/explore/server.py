@@ -229,6 +229,10 @@ def make_handler(explorer: Explorer):
             try:
                 if path in ("/", "/index.html"):
                     return self._static("index.html")
+                if (
+                    path == "/favicon.ico"
+                ):  # no icon: an empty answer instead of a 404 in the console
+                    return self._send(204, b"", "image/x-icon")
                 if path.startswith("/static/"):
                     return self._static(path[len("/static/") :])
                 if path == "/api/info":
