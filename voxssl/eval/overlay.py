@@ -158,7 +158,7 @@ def preview_picture(
         panel = _blend(_grey(_display(image_2d), grey_scale), _display(label_2d))
         rows, cols = panel.shape[:2]
         size = (max(1, round(cols * col_mm / unit)), max(1, round(rows * row_mm / unit)))
-        panels.append(np.asarray(Image.fromarray(panel).resize(size, Image.NEAREST)))
+        panels.append(np.asarray(Image.fromarray(panel).resize(size, Image.Resampling.NEAREST)))
     height = max(p.shape[0] for p in panels)
     padded = [
         np.concatenate([p, np.zeros((height - p.shape[0], p.shape[1], 3), np.uint8)])
