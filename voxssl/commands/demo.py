@@ -11,19 +11,22 @@ from pathlib import Path
 
 import typer
 
-from voxssl.commands.common import OVERRIDES_OPTION
+from voxssl.commands.common import OVERRIDES_OPTION, QUIET_OPTION, command
+from voxssl.commands.phantoms import CASES_HELP
 
 
 def demo(
     recipes_dir: Path = typer.Option(
-        Path("recipes"), "--recipes", help="Folder holding demo.yaml and probe_demo.yaml."
+        Path("recipes"),
+        "--recipes",
+        metavar="DIR",
+        file_okay=False,
+        help="Folder holding demo.yaml and probe_demo.yaml.",
     ),
-    n_phantoms: int = typer.Option(
-        8, "--phantoms", min=2, help="How many CT phantoms to generate."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the phantom generator."),
+    n_phantoms: int = typer.Option(8, "--cases", "-n", min=2, metavar="N", help=CASES_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the phantom generator."),
     overrides: list[str] = OVERRIDES_OPTION,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Run phantoms -> preprocess -> pretrain -> linear probe and print the Dice table.
 
@@ -95,4 +98,9 @@ def _stage(index: int, text: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
+    command(
+        app,
+        "demo",
+        demo,
+        ["voxssl demo", "voxssl demo --cases 4 --set pretrain.steps=20 --quiet"],
+    )

@@ -8,6 +8,7 @@ and the recipe file.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,11 @@ from voxssl.errors import ConfigError
 T = TypeVar("T")
 
 _NONE_TYPE = type(None)
+
+#: ``1.5,1.5,2``: comma-separated numbers, read as a list in ``--set`` values.
+_NUMBER_LIST = re.compile(
+    r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?(?:\s*,\s*[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)+"
+)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -52,7 +58,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _NUMBER_LIST.fullmatch(value.strip()):
+        # X,Y,Z as on the command line (--shape 160,128,48): a list, like the YAML [160, 128, 48]
+        value = [_number(v) for v in value.split(",")]
     return key.split("."), value
+
+
+def _number(text: str) -> int | float:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
