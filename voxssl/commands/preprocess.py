@@ -14,12 +14,7 @@ def preprocess(
     overrides: list[str] = OVERRIDES_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Preprocess every scan of the recipe's sources into data.cache_dir (skips cases already done).
-
-    Files in a source folder that are not used (not an image, label map or DICOM series the
-    adapter recognises) are listed, and label maps or scans of another modality found among the
-    images are refused before anything is cached.
-    """
+    """Preprocess every scan of the recipe's sources into data.cache_dir (skips cases already done)."""
     from voxssl.config.recipe import load_recipe, save_resolved
 
     resolved = load_recipe(recipe, overrides)
