@@ -61,7 +61,15 @@ def commands(folder: Path) -> dict[str, tuple[list[str], int]]:
 
 def time_once(argv: list[str], expected: int, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        cwd=REPO_ROOT,
+    )
     elapsed = time.perf_counter() - started
     if done.returncode != expected:
         raise SystemExit(

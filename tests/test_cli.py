@@ -70,6 +70,8 @@ def run_voxssl(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess
         [*voxssl_command(), *args],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         env=_environment(),
         cwd=cwd,
         timeout=120,
@@ -114,11 +116,7 @@ RECIPE_VERBS = [
     if any(
         p.name == "recipe" and p.param_type_name == "argument"
         for p in typer.main.get_command(app).commands[v[0]].params
-        + (
-            typer.main.get_command(app).commands[v[0]].commands[v[1]].params
-            if len(v) > 1
-            else []
-        )
+        + (typer.main.get_command(app).commands[v[0]].commands[v[1]].params if len(v) > 1 else [])
     )
 ]
 
@@ -209,6 +207,8 @@ def test_help_and_argument_errors_import_no_heavy_module(tmp_path):
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         env=_environment(),
         cwd=REPO_ROOT,
         timeout=120,
