@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from voxssl.config.data import SourceConfig
+from voxssl.data import readers
 from voxssl.data.adapters import ADAPTERS, annotated_classes_from_label, find_cases
 from voxssl.data.adapters.amos import AMOS_TO_CANONICAL, amos_modality
 from voxssl.data.adapters.folder import match_key
@@ -214,7 +215,7 @@ def test_msd_unknown_label_names(tmp_path):
     assert case.label_map == {1: 6, 2: 6}
     case = find_cases(source("msd", tmp_path, options={"unknown_labels": "ignore"}))[1]
     assert case.label_map == {1: 6, 2: IGNORE_INDEX}
-    with pytest.raises(ConfigError, match="label_map.2"):
+    with pytest.raises(ConfigError, match=r"label_map\.2"):
         find_cases(source("msd", tmp_path, options={"label_map": {2: "tumour"}}))
 
 
@@ -281,7 +282,7 @@ def test_nako_manifest_channels(tmp_path):
     (tmp_path / "manifest.csv").write_text(
         "\n".join(rows[:-1]) + "\n", encoding="utf-8"
     )  # 100002 lacks water
-    with pytest.raises(DataError, match="100002.*water"):
+    with pytest.raises(DataError, match=r"100002.*water"):
         find_cases(source("nako", tmp_path))
     cases = find_cases(source("nako", tmp_path, options={"missing": "skip"}))
     assert [c.case_id for c in cases] == ["100001"]
@@ -501,14 +502,12 @@ def test_chaos_missing_png_is_an_error(tmp_path):
     patient = tmp_path / "CT" / "2"
     make_chaos_ct(patient)
     (patient / "Ground" / "liver_GT_002.png").unlink()
-    with pytest.raises(DataError, match="i0002,0000b.dcm"):
+    with pytest.raises(DataError, match=r"i0002,0000b\.dcm"):
         read_chaos_label(patient / "Ground", patient / "DICOM_anon")
 
 
 def test_chaos_label_aligned_through_the_preprocessing_reader(tmp_path):
     """End to end with voxssl's reader: in RAS, every marked voxel sits on its own DICOM slice."""
-    readers = pytest.importorskip("voxssl.data.readers")
-
     make_chaos_ct(tmp_path / "CT" / "1")
     case = find_cases(source("chaos", tmp_path))[0]
     image = readers.read_case_image(case)
@@ -591,7 +590,6 @@ def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
     """Real 512x512 CT series renamed CHAOS-style in scrambled order: the liver drawn per slice from
     the reference RAS label (placed through the DICOM tags alone) comes back voxel for voxel."""
 
-    readers = pytest.importorskip("voxssl.data.readers")
     from voxssl.data.chaos_png import read_slice_header
 
     reference = nib.load(real_data / "dicom_ct_label_btcv_RAS.nii.gz")
@@ -601,7 +599,7 @@ def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
     (patient / "DICOM_anon").mkdir(parents=True)
     files = sorted((real_data / "dicom_ct").iterdir())
     order = np.random.default_rng(0).permutation(len(files))
-    for index, source_file in zip(order, files):
+    for index, source_file in zip(order, files, strict=True):
         (patient / "DICOM_anon" / f"i{index:04d},0000b.dcm").symlink_to(source_file)
         header = read_slice_header(source_file)
         rows, columns = np.mgrid[0 : header.size[1], 0 : header.size[0]]

@@ -199,7 +199,7 @@ def test_dataset_files_layout_and_determinism(tmp_path):
     assert [p.name for p in first] == [f"phantom_ct_{i:05d}.nii.gz" for i in range(3)]
     # no name looks like an nnU-Net channel suffix (case_0000, case_0001 = one two-channel case)
     assert not any(re.search(r"_\d{4}$", p.name.removesuffix(".nii.gz")) for p in first)
-    for path_a, path_b in zip(first, again):
+    for path_a, path_b in zip(first, again, strict=True):
         label_a = path_a.parents[1] / "labels" / path_a.name
         assert path_a.read_bytes() == path_b.read_bytes()
         assert label_a.read_bytes() == (path_b.parents[1] / "labels" / path_b.name).read_bytes()
@@ -232,7 +232,7 @@ def test_dataset_files_layout_and_determinism(tmp_path):
 
 
 def test_dataset_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ConfigError, match="n"):
+    with pytest.raises(ConfigError, match=r"number of phantoms.*got 0"):
         write_phantom_dataset(tmp_path, n=0)
     with pytest.raises(ConfigError, match="modality"):
         write_phantom_dataset(tmp_path, n=1, modality="pet")

@@ -1,6 +1,7 @@
 """``probe.adapt_channels``: single-channel weights on multi-channel scans are adapted or refused."""
 
 import pytest
+import torch
 
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.model import ModelConfig
@@ -35,4 +36,13 @@ def test_repeat_builds_a_four_channel_backbone(ct_weights):
     adapted = resolve_weights_path(str(ct_weights), in_channels=4, adapt_channels="repeat")
     assert read_plan(adapted).architecture["in_channels"] == 4
     backbone, _ = load_backbone(adapted)
-    assert backbone is not None
+    original, _ = load_backbone(ct_weights)
+    assert backbone.first_conv.weight.shape[1] == 4
+    # the documented rule: an image whose four channels are equal gives the pretrained features
+    image = torch.randn(1, 1, 8, 8, 4, generator=torch.Generator().manual_seed(0))
+    backbone.eval(), original.eval()
+    with torch.no_grad():
+        for adapted_level, level in zip(
+            backbone(image.repeat(1, 4, 1, 1, 1)), original(image), strict=True
+        ):
+            torch.testing.assert_close(adapted_level, level, rtol=1e-4, atol=1e-5)

@@ -15,9 +15,32 @@ def build_on_meta(cfg: ModelConfig) -> torch.nn.Module:
         return build_backbone(cfg)
 
 
+def fpn_parameters(in_channels: int, base: int, levels: int, blocks: int) -> int:
+    """The FPN's parameter count from its layout (docs/models.md), written out independently.
+
+    Level i has c_i = base * 2**i channels. A pre-activation residual block holds two BatchNorms
+    (2 c each) and two 3x3x3 convolutions (27 c^2 + c each); a stage holds ``blocks`` of them.
+    """
+
+    def stage(c: int) -> int:
+        return blocks * (2 * 2 * c + 2 * (27 * c * c + c))
+
+    channels = [base * 2**i for i in range(levels)]
+    total = 27 * in_channels * base + base  # first 3x3x3 convolution
+    for c in channels[:-1]:
+        total += stage(c)  # encoder stage
+        total += 2 * c * c + 2 * c  # down: 1x1x1 conv c -> 2c
+        total += 2 * c * c + c  # up: 1x1x1 conv 2c -> c
+        total += c * c + c  # skip: 1x1x1 conv c -> c
+        total += stage(c)  # decoder stage
+    return total + stage(channels[-1])  # bottom stage
+
+
 def test_vox2vec_preset_has_47_6_million_parameters():
     backbone = build_on_meta(ModelConfig(preset="vox2vec"))
-    assert count(backbone) == 47_624_448  # vox2vec: "~47.6 M"
+    expected = fpn_parameters(in_channels=1, base=16, levels=6, blocks=2)
+    assert round(expected / 1e6, 1) == 47.6  # vox2vec: "~47.6 M"
+    assert count(backbone) == expected
     assert backbone.level_channels == [16, 32, 64, 128, 256, 512] and backbone.embedding_dim == 1008
 
 
@@ -26,7 +49,7 @@ def test_hierarchical_preset_parameters_and_projection_widths():
     backbone = build_on_meta(cfg)
     projections = sum(p.numel() for p in backbone.projections.parameters())
     assert projections == sum(c * 32 for c in (32, 64, 128, 256, 512)) + 32  # bias on level 0 only
-    assert count(backbone) == 47_599_648
+    assert count(backbone) == fpn_parameters(1, base=32, levels=5, blocks=2) + projections
     frozen = build_on_meta(ModelConfig(preset="hierarchical", projection="frozen_random"))
     assert count(frozen) == count(backbone) - projections
     assert {k for k in frozen.state_dict() if k.startswith("projections")} == {
@@ -59,7 +82,7 @@ def test_pyramid_shapes_follow_ceil_pooling(shape):
     with torch.no_grad():
         features = backbone.forward_features(x)
         pyramid = backbone(x)
-    for i, (f, p) in enumerate(zip(features, pyramid)):
+    for i, (f, p) in enumerate(zip(features, pyramid, strict=True)):
         expected = tuple(-(-n // 2**i) for n in shape)
         assert f.shape == (2, 4 * 2**i, *expected)
         assert p.shape == (2, level_channels(cfg)[i], *expected)
@@ -121,7 +144,7 @@ def test_pretrain_model_outputs():
     assert torch.allclose(out.projections.norm(dim=1), torch.ones(3), atol=1e-5)
     assert out.reconstruction.shape == images.shape
     assert len(out.pyramid) == 3
-    assert set(k.split(".")[0] for k in model.state_dict()) == {
+    assert {k.split(".")[0] for k in model.state_dict()} == {
         "backbone",
         "projector",
         "reconstruction_head",

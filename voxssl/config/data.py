@@ -65,6 +65,9 @@ class PreprocessConfig:
     # A NIfTI label must share its image's grid: shapes equal and RAS affines within this
     # fraction of the smallest voxel size (absorbs float32 header rounding, nothing more).
     label_grid_tolerance: float = 0.05
+    # Images that declare more voxels are refused before they are read (None: $VOXSSL_MAX_VOXELS,
+    # else 2**30). Guards against a header that lies about its shape.
+    max_voxels: int | None = None
 
     def for_modality(self, modality: str) -> CTPreprocessConfig | MRPreprocessConfig:
         if modality not in ("ct", "mr"):

@@ -88,10 +88,6 @@ class CrossValidationConfig:
             if n != "all" and n < 1:
                 raise ValueError(f"cv.n_train entries must be >= 1 or 'all', got {n}")
 
-    @property
-    def num_folds(self) -> int:
-        return {"btcv3": 3, "btcv5": 5, "amos_mri5": 5, "holdout": 1}.get(self.scheme, self.k)
-
 
 @dataclass
 class DownstreamConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 from dataclasses import dataclass, field
@@ -13,8 +12,13 @@ import yaml
 
 from voxssl import __version__
 from voxssl.config.data import DataConfig, PreprocessConfig
+from voxssl.config.downstream import FinetuneConfig, ProbeConfig
+from voxssl.config.fewshot import FewShotConfig
 from voxssl.config.loader import apply_overrides, from_dict, read_yaml, to_dict
+from voxssl.config.model import ModelConfig
+from voxssl.config.pretrain import PretrainConfig
 from voxssl.errors import ConfigError
+from voxssl.utils.atomic import atomic_write_text
 
 
 @dataclass
@@ -24,13 +28,13 @@ class Recipe:
     output_dir: Path = Path("runs")  # each run writes into output_dir/name
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    # Sections of later stages; None when a recipe does not use them. Their schemas live beside
-    # this file (model.py, pretrain.py, downstream.py, fewshot.py) and are attached in _SECTIONS.
-    model: Any = None
-    pretrain: Any = None
-    probe: Any = None
-    finetune: Any = None
-    fewshot: Any = None
+    # Sections of later stages; None when a recipe does not use them (a verb that needs one says
+    # so through require_section). Their schemas live beside this file.
+    model: ModelConfig | None = None
+    pretrain: PretrainConfig | None = None
+    probe: ProbeConfig | None = None
+    finetune: FinetuneConfig | None = None
+    fewshot: FewShotConfig | None = None
     source_file: str = field(default="<recipe>", metadata={"internal": True})
 
     @property
@@ -38,46 +42,10 @@ class Recipe:
         return self.output_dir / self.name
 
 
-def _section_schemas() -> dict[str, type]:
-    """Schemas of the optional sections, imported lazily so that each stays in its own module."""
-    import importlib
-
-    schemas = {}
-    for section, (module, cls) in {
-        "model": ("voxssl.config.model", "ModelConfig"),
-        "pretrain": ("voxssl.config.pretrain", "PretrainConfig"),
-        "probe": ("voxssl.config.downstream", "ProbeConfig"),
-        "finetune": ("voxssl.config.downstream", "FinetuneConfig"),
-        "fewshot": ("voxssl.config.fewshot", "FewShotConfig"),
-    }.items():
-        try:
-            schemas[section] = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError):
-            continue
-    return schemas
-
-
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    data = dict(data)
     if "source_file" in data:
         raise ConfigError(f"{source}: unknown key 'source_file'")
-    sections = _section_schemas()
-    built_sections = {}
-    for section in ("model", "pretrain", "probe", "finetune", "fewshot"):
-        if section in data:
-            value = data.pop(section)
-            if value is None:
-                continue
-            if section not in sections:
-                raise ConfigError(
-                    f"{source}: section '{section}' is not supported by this voxssl version"
-                )
-            built_sections[section] = from_dict(
-                sections[section], value, where=section, source=source
-            )
     recipe = from_dict(Recipe, data, source=source)
-    for section, value in built_sections.items():
-        setattr(recipe, section, value)
     recipe.source_file = source
     return recipe
 
@@ -106,8 +74,6 @@ def require_section(recipe: Recipe, section: str, verb: str) -> Any:
 
 def save_resolved(recipe: Recipe, run_dir: Path, filename: str = "recipe.resolved.yaml") -> Path:
     """Write the final recipe (defaults + recipe + overrides) beside a run's outputs."""
-    from voxssl.utils.atomic import atomic_write_text
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     header = (
@@ -126,4 +92,3 @@ __all__ = [
     "require_section",
     "save_resolved",
 ]
-_ = dataclasses

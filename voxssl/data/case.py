@@ -42,7 +42,3 @@ class Case:
     @property
     def has_label(self) -> bool:
         return self.label is not None
-
-    @property
-    def is_partial(self) -> bool:
-        return self.annotated is not None

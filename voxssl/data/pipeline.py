@@ -129,12 +129,14 @@ def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
     from voxssl.data.preprocess import preprocess_volume
     from voxssl.data.readers import check_label_header, read_case_image, read_case_label
 
-    volume = read_case_image(case)
+    volume = read_case_image(case, max_voxels=cfg.max_voxels)
     if case.label is not None and case.label_format == "nifti":  # fail fast, before any work
         check_label_header(case, volume, tolerance_voxels=cfg.label_grid_tolerance)
 
     def read_label():  # after the image is resampled and its source freed: lower peak memory
-        return read_case_label(case, volume, tolerance_voxels=cfg.label_grid_tolerance)
+        return read_case_label(
+            case, volume, tolerance_voxels=cfg.label_grid_tolerance, require_organs=True
+        )
 
     image, label, body, meta = preprocess_volume(
         volume, case.modality, cfg, read_label, release_source=True
@@ -276,7 +278,11 @@ def _run_job(job: _Job) -> tuple[str, Any]:
     except VoxsslError as err:
         return "failed", (str(job.case.image), str(err))
     except MemoryError:
-        return "failed", (str(job.case.image), "out of memory while preprocessing")
+        return "failed", (
+            str(job.case.image),
+            f"{job.case.image}: out of memory while preprocessing (is the image larger than this "
+            "machine can hold?)",
+        )
     except (
         Exception
     ) as err:  # an unexpected reader error on a corrupt file: report, do not stop others
@@ -337,7 +343,8 @@ def _path_fingerprint(path: Path) -> list[int] | None:
             stats = [p.stat() for p in entries]
             digest = hashlib.sha256(
                 "".join(
-                    f"{p.name}:{s.st_size}:{s.st_mtime_ns};" for p, s in zip(entries, stats)
+                    f"{p.name}:{s.st_size}:{s.st_mtime_ns};"
+                    for p, s in zip(entries, stats, strict=True)
                 ).encode()
             )
             return [sum(s.st_size for s in stats), int(digest.hexdigest()[:15], 16)]

@@ -15,28 +15,59 @@ import numpy as np
 
 from voxssl.data.case import Case
 from voxssl.data.volume import Volume
-from voxssl.errors import DataError
+from voxssl.errors import ConfigError, DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: DICOM folder entries that are never slices.
 _DICOM_SKIP_NAMES = {"DICOMDIR", "Thumbs.db", "LOCKFILE", "VERSION"}
 #: Relative spread of slice gaps (positions along the normal) above which a series is rejected.
 _MAX_SLICE_GAP_SPREAD = 0.05
+#: Environment variable: the most voxels (all channels) an image may declare before it is read.
+MAX_VOXELS_ENV = "VOXSSL_MAX_VOXELS"
+#: Default of that limit: 2**30 voxels (a 1024^3 or 512x512x4096 scan; 4 GB as float32, and
+#: preprocessing holds a few such arrays at its peak).
+DEFAULT_MAX_VOXELS = 2**30
+#: deflate cannot compress better than 1032:1, so a gzip file of n bytes never holds more than
+#: about 1032 n bytes; a header that declares more lies (or the file is truncated).
+_MAX_DEFLATE_RATIO = 1100
 
 
-def read_volume(path: str | os.PathLike, allow_channels: bool = False) -> Volume:
+def max_voxels_limit(max_voxels: int | None = None) -> int:
+    """The voxel limit: ``max_voxels`` if given, else ``$VOXSSL_MAX_VOXELS``, else the default."""
+    if max_voxels is not None:
+        return int(max_voxels)
+    text = os.environ.get(MAX_VOXELS_ENV, "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(
+            f"{MAX_VOXELS_ENV}={os.environ[MAX_VOXELS_ENV]!r} must be a positive number of voxels"
+        )
+    return value
+
+
+def read_volume(
+    path: str | os.PathLike, allow_channels: bool = False, max_voxels: int | None = None
+) -> Volume:
     """Read a NIfTI file or a DICOM series folder, reoriented to RAS.
 
     Args:
         path: ``.nii`` / ``.nii.gz`` file or a folder of DICOM slices (one series).
         allow_channels: accept a 4D NIfTI as a multi-channel scan (channels last on disk,
             returned first: (C, X, Y, Z)). Without it a 4D image is an error.
+        max_voxels: refuse (before reading any voxel) an image that declares more voxels
+            (default: ``$VOXSSL_MAX_VOXELS`` or :data:`DEFAULT_MAX_VOXELS`).
     """
     path = Path(path)
+    limit = max_voxels_limit(max_voxels)
     if path.is_dir():
-        data, affine = _read_dicom_series(path)
+        data, affine = _read_dicom_series(path, limit)
     elif path.is_file():
-        data, affine = _read_nifti(path, allow_channels)
+        data, affine = _read_nifti(path, allow_channels, limit)
     else:
         raise DataError(f"{path}: no such file or folder")
     _check_finite(data, path)
@@ -70,7 +101,7 @@ def _working_array(ras: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ras, dtype=np.float32)
 
 
-def read_case_image(case: Case) -> Volume:
+def read_case_image(case: Case, max_voxels: int | None = None) -> Volume:
     """The image of a case; multi-channel cases stacked to (C, X, Y, Z).
 
     A case is multi-channel when it lists ``channels`` (one 3D file each), or when its image is a
@@ -79,14 +110,16 @@ def read_case_image(case: Case) -> Volume:
     """
     if not case.channels:
         channel_names = case.metadata.get("channel_names") or []
-        volume = read_volume(case.image, allow_channels=len(channel_names) > 1)
+        volume = read_volume(
+            case.image, allow_channels=len(channel_names) > 1, max_voxels=max_voxels
+        )
         if len(channel_names) > 1 and volume.num_channels != len(channel_names):
             raise DataError(
                 f"{case.image}: {volume.num_channels} channel(s) in the image, the data set lists "
                 f"{len(channel_names)} ({', '.join(channel_names)})"
             )
         return volume
-    volumes = [read_volume(p) for p in case.channels]
+    volumes = [read_volume(p, max_voxels=max_voxels) for p in case.channels]
     first = volumes[0]
     for vol in volumes[1:]:
         _check_same_grid(first, vol.path, vol.spatial_shape, vol.affine, "channel")
@@ -101,13 +134,17 @@ def read_case_image(case: Case) -> Volume:
     )
 
 
-def read_case_label(case: Case, image: Volume, tolerance_voxels: float = 0.05) -> np.ndarray | None:
+def read_case_label(
+    case: Case, image: Volume, tolerance_voxels: float = 0.05, require_organs: bool = False
+) -> np.ndarray | None:
     """The label of a case on ``image``'s RAS grid, mapped to canonical ids (uint8).
 
     NIfTI labels must lie on the image grid (same shape, affines equal within ``tolerance_voxels``
     of a voxel, compared after both are reoriented to RAS, so a label stored in another
     orientation than its image is accepted). CHAOS PNG folders are decoded by
-    :func:`voxssl.data.chaos_png.read_chaos_label`.
+    :func:`voxssl.data.chaos_png.read_chaos_label`. With ``require_organs`` (what preprocess
+    asks), ids outside the organ vocabulary and labels that mark no organ are errors
+    (:func:`check_label_ids`).
     """
     if case.label is None:
         return None
@@ -121,7 +158,41 @@ def read_case_label(case: Case, image: Volume, tolerance_voxels: float = 0.05) -
             image, label.path, label.spatial_shape, label.affine, "label", tolerance_voxels
         )
         raw = label.data
-    return map_label_ids(raw, case.label_map, case.label or Path("?"))
+    path = Path(case.label) if case.label is not None else Path("?")
+    mapped = map_label_ids(raw, case.label_map, path)
+    if require_organs:
+        check_label_ids(mapped, path, raw if case.label_map is not None else None)
+    return mapped
+
+
+def check_label_ids(label: np.ndarray, path: Path, raw: np.ndarray | None = None) -> None:
+    """A canonical-id label must use ids of :data:`voxssl.data.vocabulary.ORGANS` (plus 0 and the
+    ignore value 255) and mark at least one organ voxel.
+
+    ``raw``: the label before an adapter's ``label_map`` was applied, named in the message when
+    the map leaves nothing (its ids are then not the ones the map expects).
+    """
+    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
+
+    present = np.flatnonzero(np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256))
+    unknown = [int(v) for v in present if v not in ORGANS and v not in (0, IGNORE_INDEX)]
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise DataError(
+            f"{path}: label ids [{shown}] are not in the organ vocabulary (1-{max(ORGANS)}, see "
+            "docs/datasets.md); map them with the adapter's label_map option or fix the label"
+        )
+    if not any(v in ORGANS for v in present):
+        if raw is not None and np.any(np.asarray(raw) > 0):
+            raw_ids = np.unique(np.asarray(raw))
+            ids = ", ".join(str(int(v)) for v in raw_ids[raw_ids > 0][:10])
+            reason = f"its ids [{ids}] are all outside the adapter's label_map"
+        else:
+            reason = "every voxel is background or not annotated"
+        raise DataError(
+            f"{path}: the label marks no organ ({reason}); fix the label or remove it (the case "
+            "is not cached)"
+        )
 
 
 def map_label_ids(raw: np.ndarray, label_map: dict[int, int] | None, path: Path) -> np.ndarray:
@@ -183,18 +254,23 @@ def _read_chaos_png_label(case: Case, image: Volume) -> np.ndarray:
 # NIfTI
 
 
-def _read_nifti(path: Path, allow_channels: bool) -> tuple[np.ndarray, np.ndarray]:
+def _read_nifti(
+    path: Path, allow_channels: bool, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> tuple[np.ndarray, np.ndarray]:
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise DataError(f"{path}: not a NIfTI file (.nii / .nii.gz) or a DICOM folder")
     try:
         image = nib.load(path)
+        check_declared_size(path, image, max_voxels)
         proxy = image.dataobj
         scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
         # scaled integers straight to float32 (np.asarray would give float64: twice the memory)
         data = image.get_fdata(dtype=np.float32) if scaled else np.asarray(proxy)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise DataError(_unreadable(path, err)) from None
+    except MemoryError:
         raise DataError(
-            f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt"
+            f"{path}: not enough memory to read the image of shape {tuple(image.shape)}"
         ) from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -207,6 +283,51 @@ def _read_nifti(path: Path, allow_channels: bool) -> tuple[np.ndarray, np.ndarra
     if data.ndim > 4:
         raise DataError(f"{path}: expected a 3D image, got shape {data.shape}")
     return data, image.affine
+
+
+def check_declared_size(path: Path, image, max_voxels: int) -> None:
+    """Refuse, from the header alone, an image the file cannot hold or larger than ``max_voxels``.
+
+    Uncompressed: the file must hold ``vox_offset + voxels x itemsize`` bytes. gzip: deflate's
+    best ratio bounds what a file of its size can hold. Both before any voxel array exists, so a
+    1 KB file that declares 1000^3 voxels costs no memory.
+    """
+    shape = tuple(int(n) for n in image.shape)
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    itemsize = int(np.dtype(image.get_data_dtype()).itemsize)
+    declared = voxels * itemsize
+    offset = int(image.header.get("vox_offset", 0) or 0)
+    size = path.stat().st_size
+    what = f"{path}: the header declares shape {shape} {image.get_data_dtype()} ({_human_bytes(declared)})"
+    if path.name.endswith(".gz"):
+        if declared > _MAX_DEFLATE_RATIO * size:
+            raise DataError(
+                f"{what} but a {_human_bytes(size)} gzip file cannot hold more than "
+                f"{_human_bytes(_MAX_DEFLATE_RATIO * size)}; the file is truncated or its header is wrong"
+            )
+    elif size < offset + declared:
+        raise DataError(
+            f"{what} but the file holds {_human_bytes(size)}; the file is truncated or its header is wrong"
+        )
+    if voxels > max_voxels:
+        raise DataError(
+            f"{path}: the header declares shape {shape} ({voxels} voxels), above the limit of "
+            f"{max_voxels} voxels; if the image really is that large, raise {MAX_VOXELS_ENV} "
+            "(or preprocess.max_voxels in the recipe)"
+        )
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _unreadable(path: Path, err: BaseException) -> str:
+    reason = " ".join(str(err).split())  # one line: nibabel's messages hold newlines
+    return f"{path}: cannot read NIfTI ({type(err).__name__}: {reason}); the file is truncated or corrupt"
 
 
 def _check_finite(data: np.ndarray, path: Path) -> None:
@@ -247,9 +368,7 @@ def check_label_header(case: Case, image: Volume, tolerance_voxels: float = 0.05
     try:
         header_image = nib.load(path)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise DataError(
-            f"{path}: cannot read NIfTI ({type(err).__name__}: {err}); the file is truncated or corrupt"
-        ) from None
+        raise DataError(_unreadable(path, err)) from None
     shape = tuple(int(n) for n in header_image.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -276,7 +395,9 @@ def _dicom_files(folder: Path) -> list[Path]:
     )
 
 
-def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_dicom_series(
+    folder: Path, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> tuple[np.ndarray, np.ndarray]:
     """Read every file of ``folder`` as one series, stacked by position along the slice normal.
 
     The files are sorted here (not by GDCM's series grouping), because some archives (CHAOS)
@@ -297,7 +418,7 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
             "supported, convert it to NIfTI first (e.g. dcm2niix)"
         )
     orientation = headers[0]["orientation"]
-    for path, header in zip(files, headers):
+    for path, header in zip(files, headers, strict=True):
         if not np.allclose(header["orientation"], orientation, atol=1e-4):
             raise DataError(
                 f"{path}: ImageOrientationPatient differs from {files[0].name}; the folder mixes series"
@@ -321,9 +442,14 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
                 "the folder mixes several series (put each series in its own folder)"
             )
         if np.ptp(steps) > _MAX_SLICE_GAP_SPREAD * np.median(steps):
-            raise DataError(
-                f"{folder}: uneven slice gaps ({steps.min():.3g} to {steps.max():.3g} mm); slices are missing"
-            )
+            raise DataError(_uneven_gaps_message(folder, files, steps))
+    shape = (int(headers[0]["size"][0]), int(headers[0]["size"][1]), len(files))
+    if int(np.prod(shape, dtype=np.float64)) > max_voxels:
+        raise DataError(
+            f"{folder}: the series declares shape {shape} ({int(np.prod(shape, dtype=np.float64))} "
+            f"voxels), above the limit of {max_voxels} voxels; if it really is that large, raise "
+            f"{MAX_VOXELS_ENV} (or preprocess.max_voxels in the recipe)"
+        )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in files])
     try:
@@ -351,6 +477,25 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     lps[:3, 2] = slice_step
     lps[:3, 3] = positions[0]
     return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def _uneven_gaps_message(folder: Path, files: list[Path], steps: np.ndarray) -> str:
+    """Missing slices leave gaps that are whole multiples of the series' step; gaps that are not
+    (0.7 / 1.3 / 0.7 mm ...) come from several series interleaved in one folder."""
+    step = float(steps.min())
+    multiples = steps / step
+    if np.all(np.abs(multiples - np.rint(multiples)) <= _MAX_SLICE_GAP_SPREAD):
+        first = int(np.argmax(multiples > 1.5))
+        missing = int(np.rint(multiples).sum() - len(steps))
+        return (
+            f"{folder}: slices are missing: the series steps {step:.3g} mm but {steps[first]:.3g} mm "
+            f"separate {files[first].name} and {files[first + 1].name} ({missing} slice(s) missing "
+            "in all); copy the whole series"
+        )
+    return (
+        f"{folder}: several series are mixed: slice gaps of {step:.3g} to {steps.max():.3g} mm are not "
+        "multiples of one step, as when two series interleave; put each series in its own folder"
+    )
 
 
 def _dicom_header(path: Path) -> dict:
@@ -389,9 +534,14 @@ def _dicom_floats(reader, tag: str, count: int) -> np.ndarray:
 
 
 __all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "MAX_VOXELS_ENV",
     "Volume",
+    "check_declared_size",
     "check_label_header",
+    "check_label_ids",
     "map_label_ids",
+    "max_voxels_limit",
     "read_case_image",
     "read_case_label",
     "read_volume",

@@ -44,7 +44,7 @@ class SegmentationModel(nn.Module):
 
     def predict_probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Probabilities (sigmoid per organ for ``bce``; softmax with background first for ``ce``)."""
-        from voxssl.eval.loss import probabilities
+        from voxssl.losses.segmentation import probabilities
 
         return probabilities(self(image).float(), self.loss_kind)
 

@@ -285,11 +285,11 @@ def run_fold(
 ) -> list[CaseScores]:
     """Train on ``fold.train``, save the model, score and write every ``fold.test`` case."""
     from voxssl.eval.heads import build_head
-    from voxssl.eval.loss import output_channels
     from voxssl.eval.model import SegmentationModel
     from voxssl.eval.sampling import labelled_volume
     from voxssl.eval.seg_weights import save_segmentation_weights
     from voxssl.eval.train import BackboneSchedule, train_segmentation
+    from voxssl.losses.segmentation import output_channels
 
     seed_sequence = [recipe.seed, fold.index, 0 if fold.n_train == "all" else int(fold.n_train)]
     rng = np.random.default_rng(seed_sequence)

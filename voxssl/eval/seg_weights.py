@@ -45,7 +45,7 @@ class SegmentationSpec:
 
     @property
     def num_outputs(self) -> int:
-        from voxssl.eval.loss import output_channels
+        from voxssl.losses.segmentation import output_channels
 
         return output_channels(self.loss, len(self.classes))
 

@@ -77,12 +77,12 @@ def slice_split_probe(
         probabilities_to_label,
         restrict_to_body,
     )
-    from voxssl.eval.loss import output_channels
     from voxssl.eval.metrics import score_case
     from voxssl.eval.model import SegmentationModel
     from voxssl.eval.protocol import training_sampler
     from voxssl.eval.sampling import labelled_volume
     from voxssl.eval.train import resolve_device, train_segmentation
+    from voxssl.losses.segmentation import output_channels
 
     volume = read_volume(image_path)
     label_volume = read_volume(label_path)

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
-from voxssl.eval.loss import SegmentationLoss
 from voxssl.eval.model import SegmentationModel
 from voxssl.eval.sampling import PatchSampler
 from voxssl.eval.schedule import backbone_lr, head_lr
+from voxssl.losses.segmentation import SegmentationLoss
 
 log = logging.getLogger(__name__)
 

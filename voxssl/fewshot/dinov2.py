@@ -109,12 +109,23 @@ def _from_folder(folder: Path) -> nn.Module:
         raise CheckpointError(
             f"{folder}: not a Hugging Face-format DINOv2 folder (config.json missing)"
         )
+    import pickle
+
     try:
         loaded = Dinov2Model.from_pretrained(
             str(folder), local_files_only=True, output_loading_info=True
         )
+    except pickle.UnpicklingError:
+        # torch.load(weights_only=True) met a pickle that needs code to run: refused, never run
+        pickled = ", ".join(p.name for p in sorted(folder.glob("*.bin"))) or "a pickle file"
+        raise CheckpointError(
+            f"{folder}: {pickled} is a pickle that needs code execution to load, which voxssl "
+            "refuses; use the published model.safetensors, or, only if you trust the file, convert "
+            "it (torch.load(..., weights_only=False), then safetensors.torch.save_file)"
+        ) from None
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{folder}: cannot load DINOv2 weights: {err}") from None
+        reason = " ".join(str(err).split())
+        raise CheckpointError(f"{folder}: cannot load DINOv2 weights: {reason}") from None
     return _checked(loaded, folder)
 
 

@@ -94,10 +94,6 @@ class SliceVolume:
             torch.uint8
         )
 
-    def mask_slice(self, mask: np.ndarray, z: int) -> torch.Tensor:
-        """Any (X, Y, Z) integer map (superpixels, body mask) at slice z, resized: (S, S) int64."""
-        return resize_slices(np.asarray(mask[:, :, z])[None], self.size, nearest=True)[0].long()
-
 
 def organ_slice_range(label: np.ndarray, organ: int) -> tuple[int, int] | None:
     """First and last slice (inclusive) that contain ``organ``; None when absent."""

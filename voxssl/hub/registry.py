@@ -78,10 +78,6 @@ class RegistryEntry:
             raise ValueError(f"{self.name}: size must be a positive number of bytes or null")
 
     @property
-    def checksum_known(self) -> bool:
-        return self.sha256 is not None
-
-    @property
     def in_channels(self) -> int:
         """Image channels the weights expect (``architecture.in_channels``, default 1)."""
         return int(self.architecture.get("in_channels", 1))

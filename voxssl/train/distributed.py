@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -30,7 +30,7 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_distributed(self) -> bool:
@@ -89,16 +89,6 @@ def _require_group(what: str) -> None:
         raise DistributedError(f"{what} needs an initialised process group (launch with torchrun)")
 
 
-def barrier(ctx: DistributedContext) -> None:
-    if not ctx.is_distributed:
-        return
-    _require_group("barrier")
-    try:
-        dist.barrier()
-    except Exception as err:
-        raise DistributedError(f"rank {ctx.rank}: barrier failed: {err}") from err
-
-
 def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     """Mean of ``tensor`` over ranks (a new tensor; the input is untouched)."""
     if not ctx.is_distributed:
@@ -129,7 +119,7 @@ class _GatherWithGradient(torch.autograd.Function):
         gathered = [torch.zeros_like(padded) for _ in range(world)]
         dist.all_gather(gathered, padded.contiguous())
         ctx.counts, ctx.rank = counts, dist.get_rank()
-        return torch.cat([g[:n] for g, n in zip(gathered, counts)], dim=0)
+        return torch.cat([g[:n] for g, n in zip(gathered, counts, strict=True)], dim=0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -182,7 +172,6 @@ __all__ = [
     "DistributedContext",
     "DistributedError",
     "all_reduce_mean",
-    "barrier",
     "cleanup",
     "gather_with_gradient",
     "init_distributed",

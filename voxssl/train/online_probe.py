@@ -96,8 +96,8 @@ class OnlineProbe:
 
     def _model(self, backbone: nn.Module):
         from voxssl.eval.heads import build_head
-        from voxssl.eval.loss import output_channels
         from voxssl.eval.model import SegmentationModel
+        from voxssl.losses.segmentation import output_channels
 
         frozen = copy.deepcopy(
             backbone

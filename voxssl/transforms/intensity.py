@@ -159,25 +159,6 @@ class RandWindow(RandomTransform):
         )
 
 
-class RandomSequence(RandomTransform):
-    """Apply random transforms in order, all drawing from one generator."""
-
-    def __init__(self, transforms: list[RandomTransform]) -> None:
-        super().__init__()
-        self.transforms = list(transforms)
-
-    def set_generator(self, rng: np.random.Generator) -> RandomSequence:
-        self.rng = rng
-        for t in self.transforms:
-            t.set_generator(rng)
-        return self
-
-    def __call__(self, img: np.ndarray, randomize: bool = True) -> np.ndarray:
-        for t in self.transforms:
-            img = t(img, randomize=randomize)
-        return img
-
-
 def build_intensity_augmentations(
     cfg: IntensityAugConfig, scale: IntensityScale
 ) -> list[RandomTransform]:
@@ -210,7 +191,6 @@ __all__ = [
     "RandBlurOrSharpen",
     "RandGaussianNoiseScaled",
     "RandWindow",
-    "RandomSequence",
     "RandomTransform",
     "build_intensity_augmentations",
 ]

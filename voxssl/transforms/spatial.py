@@ -74,7 +74,7 @@ class GridTransform:
             )
         if len(offset) != dims:
             raise ValueError(f"zoom_offset needs {dims} values, got {offset}")
-        for o, n in zip(offset, self.spatial_shape):
+        for o, n in zip(offset, self.spatial_shape, strict=True):
             if not 0 <= o <= (self.zoom - 1) * n:
                 raise ValueError(
                     f"zoom_offset {offset} leaves the zoomed grid of {self.spatial_shape} x{self.zoom}"
@@ -87,10 +87,6 @@ class GridTransform:
             raise ValueError(f"rotation_axes must be two different axes, got {self.rotation_axes}")
 
     # ----------------------------------------------------------------------------- shapes
-    @property
-    def is_identity(self) -> bool:
-        return self.zoom == 1 and not self.flip_axes and self.quarter_turns == 0
-
     def output_shape(self, shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """Spatial shape after the transform (sizes of the rotation plane swap for odd turns)."""
         shape = list(self.spatial_shape if shape is None else shape)

@@ -24,6 +24,7 @@ from voxssl.data.adapters.base import (
     is_junk,
     label_map_from_names,
     parse_label_map,
+    split_channel,
 )
 from voxssl.data.adapters.msd import modality_of_names, read_dataset_json
 from voxssl.data.case import Case
@@ -32,9 +33,7 @@ from voxssl.errors import DataError
 
 @dataclass
 class NNUNetOptions:
-    label_map: dict[int | str, int | str] | None = (
-        None  # source id -> organ/background/ignore
-    )
+    label_map: dict[int | str, int | str] | None = None  # source id -> organ/background/ignore
     unknown_labels: UnknownLabelPolicy = "error"
     include_test: bool = True
 
@@ -113,10 +112,10 @@ def _group_channels(image_dir: Path, ending: str, n_channels: int) -> dict[str, 
     for path in sorted(image_dir.iterdir()):
         if is_junk(path) or not path.name.endswith(ending):
             continue
-        stem = path.name[: -len(ending)]
-        if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+        case_id, channel = split_channel(path.name[: -len(ending)])
+        if channel is None or not case_id:
             raise DataError(f"{path}: nnU-Net image names end in _XXXX{ending} (the channel id)")
-        grouped[stem[:-5]][int(stem[-4:])] = path
+        grouped[case_id][channel] = path
     result = {}
     for case_id, channels in grouped.items():
         if sorted(channels) != list(range(n_channels)):
