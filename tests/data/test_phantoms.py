@@ -271,9 +271,7 @@ def test_cli_writes_a_dataset(tmp_path):
         "--shape",
         "40,32,16",
     ]
-    result = CliRunner().invoke(
-        _cli(), [*args, "--spacing", "10,10,15", "--orientation", "LPS"]
-    )
+    result = CliRunner().invoke(_cli(), [*args, "--spacing", "10,10,15", "--orientation", "LPS"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 2 and meta["modality"] == "mr"
