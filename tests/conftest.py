@@ -38,3 +38,56 @@ def benchmark_script():
         return module
 
     return load
+
+
+@pytest.fixture(scope="session")
+def phantom_slice_cache(tmp_path_factory) -> dict:
+    """A labelled cache of 6 small CT phantoms through the real pipeline (folder adapter ->
+    preprocess), for the 2D tests (DINOv2 pretraining, slice classification):
+    ``{"cache_dir", "root", "data"}`` where ``data`` is the recipe's ``data`` + ``preprocess`` part."""
+    import nibabel as nib
+    import numpy as np
+
+    from voxssl.config.recipe import recipe_from_dict
+    from voxssl.data.phantoms.generate import generate_phantom
+    from voxssl.data.pipeline import run_preprocess
+
+    base = tmp_path_factory.mktemp("phantom_slices")
+    root = base / "phantoms"
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True)
+    for seed in range(6):
+        phantom = generate_phantom(seed, "ct", shape=(64, 52, 24))
+        name = f"p{seed:02d}.nii.gz"
+        nib.save(
+            nib.Nifti1Image(phantom.image.astype(np.int16), phantom.affine), root / "images" / name
+        )
+        nib.save(nib.Nifti1Image(phantom.label, phantom.affine), root / "labels" / name)
+    data = {
+        "data": {
+            "cache_dir": str(base / "cache"),
+            "num_workers": 1,
+            "sources": [
+                {
+                    "adapter": "folder",
+                    "name": "phantoms",
+                    "root": str(root),
+                    "modality": "ct",
+                    "options": {"images": "images", "labels": "labels"},
+                }
+            ],
+        },
+        "preprocess": {"ct": {"spacing": [6.25, 6.25, 10.0], "window_hu": [-200.0, 300.0]}},
+    }
+    summary = run_preprocess(recipe_from_dict(data, source="<phantom slices>"), progress=False)
+    assert summary.ok, summary.describe()
+    return {"cache_dir": base / "cache", "root": root, "data": data}
+
+
+@pytest.fixture(scope="session")
+def images2d() -> ModuleType:
+    """tests/images2d.py: small 2D images on disk in every supported format (PNG, JPEG, DICOM)."""
+    spec = importlib.util.spec_from_file_location("images2d", REPO_ROOT / "tests" / "images2d.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -51,6 +51,8 @@ COMMAND_MODULES = (
     "voxssl.commands.pretrain",  # pretrain
     "voxssl.commands.downstream",  # linear-probe, fine-tune, predict
     "voxssl.commands.fewshot",  # few-shot train | eval | segment
+    "voxssl.commands.dinov2",  # dinov2 pretrain
+    "voxssl.commands.classify",  # classify train | eval
     "voxssl.commands.weights",  # weights list | info | download | path | import | export
     "voxssl.commands.demo",  # demo
 )

@@ -11,7 +11,9 @@ from typing import Any
 import yaml
 
 from voxssl import __version__
+from voxssl.config.classify import ClassifyConfig
 from voxssl.config.data import DataConfig, PreprocessConfig
+from voxssl.config.dinov2 import Dinov2Config
 from voxssl.config.downstream import FinetuneConfig, ProbeConfig
 from voxssl.config.fewshot import FewShotConfig
 from voxssl.config.loader import apply_overrides, from_dict, read_yaml, to_dict
@@ -35,6 +37,8 @@ class Recipe:
     probe: ProbeConfig | None = None
     finetune: FinetuneConfig | None = None
     fewshot: FewShotConfig | None = None
+    dinov2: Dinov2Config | None = None
+    classify: ClassifyConfig | None = None
     source_file: str = field(default="<recipe>", metadata={"internal": True})
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from voxssl.data.cache import CachedCase
 from voxssl.errors import DataError
-from voxssl.transforms.pairs import PairSample, ViewGenerator
+
+if TYPE_CHECKING:  # annotations only: importing the view generator pulls in MONAI's transforms
+    from voxssl.transforms.pairs import PairSample, ViewGenerator
 
 log = logging.getLogger(__name__)
 

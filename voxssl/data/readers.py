@@ -479,6 +479,49 @@ def _read_dicom_series(
     return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
+def read_dicom_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """One single-frame 2D DICOM file (an X-ray, an ultrasound frame, one MR slice) as pixels.
+
+    Returns ``(pixels, window)``: float32 (rows, columns) with the modality rescale (slope,
+    intercept) applied, MONOCHROME1 inverted so that bright means dense, colour pixels (ultrasound)
+    turned grey with the ITU-R 601 luma weights; ``window`` is the first (center, width) of the
+    file's VOI window, or None.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise DataError(
+            f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})"
+        ) from None
+    pixels = sitk.GetArrayFromImage(image).astype(np.float32)  # (frames, rows, cols[, comps])
+    if pixels.ndim == 4 and pixels.shape[-1] in (3, 4):
+        pixels = pixels[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if pixels.ndim != 3 or pixels.shape[0] != 1:
+        raise DataError(
+            f"{path}: expected one 2D greyscale or colour frame, got pixel array {pixels.shape} "
+            "(multi-frame files are not supported; export the frames as separate files)"
+        )
+    pixels = pixels[0]
+    tag = lambda key: reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""  # noqa: E731
+    if tag("0028|0004").upper() == "MONOCHROME1":
+        pixels = pixels.max() + pixels.min() - pixels
+    window = None
+    try:
+        center, width = (float(tag(k).split("\\")[0]) for k in ("0028|1050", "0028|1051"))
+        if width > 0:
+            window = (center, width)
+    except ValueError:
+        window = None
+    _check_finite(pixels, path)
+    return np.ascontiguousarray(pixels), window
+
+
 def _uneven_gaps_message(folder: Path, files: list[Path], steps: np.ndarray) -> str:
     """Missing slices leave gaps that are whole multiples of the series' step; gaps that are not
     (0.7 / 1.3 / 0.7 mm ...) come from several series interleaved in one folder."""
@@ -544,6 +587,7 @@ __all__ = [
     "max_voxels_limit",
     "read_case_image",
     "read_case_label",
+    "read_dicom_image",
     "read_volume",
     "to_ras",
 ]

@@ -92,6 +92,56 @@ def kfold_assignment(case_ids: Sequence[str], k: int, seed: int) -> list[list[st
     return [[ids[j] for j in sorted(order[bounds[i] : bounds[i + 1]])] for i in range(k)]
 
 
+def make_stratified_splits(
+    ids: Sequence[str], labels: Sequence[int], k: int, seed: int, val_fraction: float = 0.0
+) -> Splits:
+    """k folds of ``ids`` with every class spread evenly over the folds (classification).
+
+    Per class, the sorted ids are permuted with ``numpy.random.RandomState(seed)`` and dealt to
+    the folds in turn; the validation part of each training part is drawn the same way, per class,
+    with ``RandomState(seed + 1000 + fold)`` (``round(n_class * val_fraction)`` of each class).
+    """
+    if len(set(ids)) != len(ids):
+        raise DataError("sample ids are not unique; cannot build folds")
+    by_class: dict[int, list[str]] = {}
+    for sample_id, label in sorted(zip(ids, labels, strict=True)):
+        by_class.setdefault(int(label), []).append(sample_id)
+    small = {c: len(v) for c, v in by_class.items() if len(v) < k}
+    if small:
+        raise DataError(
+            f"stratified {k}-fold split: class(es) {sorted(small)} have fewer than {k} samples "
+            f"({small}); lower cv.k"
+        )
+    tests: list[list[str]] = [[] for _ in range(k)]
+    offset = 0
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = np.random.RandomState(seed + label).permutation(len(members))
+        for position, index in enumerate(order):
+            tests[(offset + position) % k].append(members[index])
+        offset += len(members)  # the next class starts where this one ended: balanced sizes
+    label_of = dict(zip(ids, labels, strict=True))
+    folds = []
+    for index, test in enumerate(tests):
+        test_set = set(test)
+        train = [i for i in sorted(ids) if i not in test_set]
+        val: set[str] = set()
+        rng = np.random.RandomState(seed + 1000 + index)
+        for label in sorted(by_class):
+            members = [i for i in train if label_of[i] == label]
+            n_val = round(len(members) * val_fraction)
+            val.update(members[j] for j in rng.permutation(len(members))[:n_val])
+        folds.append(
+            Fold(
+                index,
+                tuple(i for i in train if i not in val),
+                tuple(sorted(test)),
+                tuple(i for i in train if i in val),
+            )
+        )
+    return Splits("stratified_kfold", seed, folds)
+
+
 def make_splits(
     case_ids: Sequence[str],
     scheme: str,
@@ -176,5 +226,6 @@ __all__ = [
     "load_splits",
     "low_data_subset",
     "make_splits",
+    "make_stratified_splits",
     "save_splits",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from voxssl.errors import CheckpointError
+from voxssl.errors import CheckpointError, VoxsslError
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,16 @@ def _from_folder(folder: Path) -> nn.Module:
     from transformers import Dinov2Model
 
     if not (folder / "config.json").is_file():
-        raise CheckpointError(
-            f"{folder}: not a Hugging Face-format DINOv2 folder (config.json missing)"
-        )
+        # a voxssl release, checkpoint or `voxssl dinov2 pretrain` run folder
+        from voxssl.hub.resolve import weights_in_folder
+
+        try:
+            return _from_voxssl(weights_in_folder(folder))
+        except VoxsslError as err:
+            raise CheckpointError(
+                f"{folder}: neither a Hugging Face-format DINOv2 folder (no config.json) nor a "
+                f"voxssl weights folder ({err})"
+            ) from None
     import pickle
 
     try:
@@ -138,6 +145,10 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
     from safetensors.torch import load_file
     from transformers import Dinov2Config, Dinov2Model
 
+    from voxssl.models.vit import has_voxssl_plan
+
+    if has_voxssl_plan(path):
+        return _from_voxssl(path)
     try:
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types
@@ -156,6 +167,16 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
             f"{path}: does not match the DINOv2 architecture (size {size!r}): {err}"
         ) from None
     return _checked(loaded, path)
+
+
+def _from_voxssl(path: Path) -> nn.Module:
+    """voxssl ViT weights (a plan with a DINOv2 architecture): an encoder, a continued-pretraining
+    checkpoint (its EMA teacher) or a classifier's backbone (:mod:`voxssl.models.vit`)."""
+    from voxssl.models.vit import load_vit
+
+    model, plan = load_vit(path)
+    log.info("DINOv2 encoder from %s (%s, width %d)", path, plan.kind, model.config.hidden_size)
+    return model
 
 
 def load_dinov2(size: str, weights: Path | None = None, pretrained: bool = True) -> nn.Module:
@@ -271,15 +292,15 @@ class DinoV2Features(nn.Module):
         super().__init__()
         self.model = model
         self.out_channels = int(model.config.hidden_size)
+        self.patch_size = int(model.config.patch_size)  # 14 for the released weights
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape
-        if height % PATCH_SIZE or width % PATCH_SIZE:
-            raise ValueError(
-                f"DINOv2 input must be a multiple of {PATCH_SIZE}, got {height}x{width}"
-            )
+        patch = self.patch_size
+        if height % patch or width % patch:
+            raise ValueError(f"DINOv2 input must be a multiple of {patch}, got {height}x{width}")
         tokens = self.model(pixel_values=images).last_hidden_state  # layernorm applied
-        grid_h, grid_w = height // PATCH_SIZE, width // PATCH_SIZE
+        grid_h, grid_w = height // patch, width // patch
         patches = tokens[:, -grid_h * grid_w :]  # drop CLS (and any register tokens)
         return patches.transpose(1, 2).reshape(n, self.out_channels, grid_h, grid_w)
 

@@ -100,12 +100,13 @@ def build_encoder(config: EncoderConfig) -> SliceEncoder:
     if config.type == "cnn":
         return SliceEncoder(input_mode, TinyCNN(config.cnn_channels))
     if config.type == "dinov2":
-        from voxssl.fewshot.dinov2 import PATCH_SIZE, DinoV2Features, apply_lora, load_dinov2
+        from voxssl.fewshot.dinov2 import DinoV2Features, apply_lora, load_dinov2
 
         model = load_dinov2(config.size, config.weights, config.pretrained)
         if config.lora.enabled:
             model = apply_lora(model, config.lora.rank, config.lora.alpha, config.lora.dropout)
-        return SliceEncoder(input_mode, DinoV2Features(model), multiple=PATCH_SIZE)
+        features = DinoV2Features(model)
+        return SliceEncoder(input_mode, features, multiple=features.patch_size)
     if config.type == "voxssl3d":
         from voxssl.fewshot.volumetric import load_volumetric_encoder
 

@@ -9,7 +9,9 @@
 ``--weights <out>`` and ``voxssl weights import <out>/model.safetensors --format voxssl`` accept it.
 Pretraining checkpoints are reduced to their backbone (the projector and reconstruction head are
 only needed to continue pretraining, which uses the checkpoint folder); segmentation weights keep
-their head, so that ``voxssl predict`` and the MONAI bundle can use them.
+their head, so that ``voxssl predict`` and the MONAI bundle can use them. DINOv2 ViTs
+(``voxssl dinov2 pretrain``, :mod:`voxssl.models.vit`) are released the same way (a training
+checkpoint reduced to its EMA teacher), without a registry entry: the registry lists 3D backbones.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def export_release(
     plan = read_plan(source)
     name = name or out.name
     out.parent.mkdir(parents=True, exist_ok=True)
+    if plan.architecture.get("family") == "dinov2":
+        return _export_vit_release(source, out, name, description, license, citation)
     with atomic_directory(out) as staging:
         target = staging / RELEASE_WEIGHTS
         if plan.kind == "pretrain":
@@ -86,6 +90,40 @@ def export_release(
         entry = registry_entry(name, plan_data, digest, size, description, license, citation)
         (staging / RELEASE_REGISTRY_ENTRY).write_text(
             yaml.safe_dump([entry], sort_keys=False, width=100), encoding="utf-8"
+        )
+    return out
+
+
+def _export_vit_release(
+    source: Path, out: Path, name: str, description: str, license: str, citation: str
+) -> Path:
+    """A DINOv2 ViT (:mod:`voxssl.models.vit`): a continued-pretraining checkpoint is reduced to
+    its EMA teacher's ViT, encoders and classifiers are copied; the release must load back. The
+    registry holds 3D backbones only, so no registry entry is written."""
+    from voxssl.models.vit import backbone_state, load_vit
+    from voxssl.models.weights import load_weights, read_plan, save_weights
+
+    with atomic_directory(out) as staging:
+        target = staging / RELEASE_WEIGHTS
+        plan = read_plan(source)
+        if plan.kind == "pretrain":
+            state, plan = load_weights(source)
+            state = backbone_state(state, plan, str(source))
+            plan.kind = "backbone"
+            plan.extra = {**plan.extra, "exported_from": "DINOv2 training checkpoint (EMA teacher)"}
+            save_weights(target, state, plan)
+        else:
+            shutil.copyfile(source, target)
+        load_vit(target)  # the release must load the way users will load it
+        plan = read_plan(target)
+        digest, size = sha256_of(target), target.stat().st_size
+        plan_data = json.loads(plan.to_json())
+        (staging / RELEASE_PLAN).write_text(
+            json.dumps(plan_data, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        (staging / RELEASE_CARD).write_text(
+            model_card(name, plan_data, digest, size, description, license, citation),
+            encoding="utf-8",
         )
     return out
 
@@ -159,6 +197,23 @@ def model_card(
         if isinstance(segmentation, dict)
         else ""
     )
+    use = (
+        f"""```
+voxssl classify train recipe.yaml --weights path/to/{name}     # this folder
+voxssl weights info path/to/{name}/{RELEASE_WEIGHTS}
+```
+
+As the few-shot encoder: `fewshot.encoder.weights: path/to/{name}` (type dinov2). In Python:
+`voxssl.models.vit.load_vit("path/to/{name}/{RELEASE_WEIGHTS}")` returns the
+`transformers.Dinov2Model`."""
+        if architecture.get("family") == "dinov2"
+        else f"""```
+voxssl linear-probe recipe.yaml --weights path/to/{name}      # this folder
+voxssl weights info path/to/{name}/{RELEASE_WEIGHTS}
+```
+
+In Python: `voxssl.models.weights.load_backbone("path/to/{name}/{RELEASE_WEIGHTS}")`."""
+    )
     return f"""# {name}
 
 {description or "Weights exported by voxssl."}
@@ -173,12 +228,7 @@ def model_card(
 
 ## Use
 
-```
-voxssl linear-probe recipe.yaml --weights path/to/{name}      # this folder
-voxssl weights info path/to/{name}/{RELEASE_WEIGHTS}
-```
-
-In Python: `voxssl.models.weights.load_backbone("path/to/{name}/{RELEASE_WEIGHTS}")`.
+{use}
 
 ## Architecture (`model` recipe section)
 

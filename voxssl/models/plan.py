@@ -19,7 +19,7 @@ from voxssl.config.model import ModelConfig, model_config_from_dict, model_confi
 from voxssl.errors import CheckpointError, ConfigError
 
 PLAN_FORMAT_VERSION = 1
-KINDS = ("backbone", "pretrain", "segmentation")
+KINDS = ("backbone", "pretrain", "segmentation", "classification")
 
 
 @dataclass
@@ -59,6 +59,11 @@ class Plan:
 
     def model_config(self, source: str = "<plan>") -> ModelConfig:
         """The architecture as a validated :class:`ModelConfig` (CheckpointError if it is not one)."""
+        if self.architecture.get("family") == "dinov2":  # voxssl.models.vit
+            raise CheckpointError(
+                f"{source}: these are DINOv2 ViT weights (2D), not a voxssl 3D backbone; use them "
+                f"with `voxssl classify` or as fewshot.encoder.weights"
+            )
         try:
             return model_config_from_dict(self.architecture, source=f"{source} (plan.architecture)")
         except ConfigError as err:

@@ -102,6 +102,21 @@ def all_reduce_mean(tensor: torch.Tensor, ctx: DistributedContext) -> torch.Tens
     return out / ctx.world_size
 
 
+def all_reduce(tensor: torch.Tensor, ctx: DistributedContext, op: str = "sum") -> torch.Tensor:
+    """Sum (``op="sum"``) or maximum (``op="max"``) of ``tensor`` over ranks, as a new tensor (the
+    input is untouched). A world of one returns a copy."""
+    out = tensor.detach().clone()
+    if not ctx.is_distributed:
+        return out
+    _require_group("all_reduce")
+    reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
+    try:
+        dist.all_reduce(out, op=reduce_op)
+    except Exception as err:
+        raise DistributedError(f"rank {ctx.rank}: all_reduce({op}) failed: {err}") from err
+    return out
+
+
 class _GatherWithGradient(torch.autograd.Function):
     """all_gather whose backward returns this rank's slice of the summed gradients, so that
     negatives from other ranks contribute to the loss and gradients flow back to their owners."""
@@ -171,6 +186,7 @@ def cleanup(ctx: DistributedContext) -> None:
 __all__ = [
     "DistributedContext",
     "DistributedError",
+    "all_reduce",
     "all_reduce_mean",
     "cleanup",
     "gather_with_gradient",
