@@ -15,6 +15,14 @@ from voxssl.commands.common import (
     recipe_argument,
 )
 
+OVERWRITE_OPTION = flag(
+    "--overwrite", help="Replace the results of an earlier run in the run folder (output_dir/name)."
+)
+RESUME_OPTION = flag(
+    "--resume",
+    help="Continue an interrupted run: keep the folds that finished, redo the others (same recipe).",
+)
+
 WEIGHTS_HELP = (
     "Backbone weights: a voxssl .safetensors file, a run folder, a released model name (see "
     "`voxssl weights list`), or 'random' for the recipe's architecture randomly initialised (the "
@@ -26,6 +34,8 @@ def linear_probe(
     recipe: Path = recipe_argument("`data`, `preprocess` and `probe`"),
     weights: str = typer.Option(..., "--weights", "-w", metavar="WEIGHTS", help=WEIGHTS_HELP),
     overrides: list[str] = OVERRIDES_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    resume: bool = RESUME_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Train a head on the frozen backbone over the recipe's folds; write Dice per organ and case.
@@ -34,7 +44,7 @@ def linear_probe(
     and one folder per fold with the trained model (for `voxssl predict`), predictions and
     overlays.
     """
-    _run(recipe, weights, overrides, section="probe", protocol="linear-probe", quiet=quiet)
+    _run(recipe, weights, overrides, "probe", "linear-probe", _mode(overwrite, resume), quiet)
 
 
 def fine_tune(
@@ -53,6 +63,8 @@ def fine_tune(
         "architecture of those weights.",
     ),
     overrides: list[str] = OVERRIDES_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    resume: bool = RESUME_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fine-tune backbone + head (backbone frozen first, then its lr ramps up) over the recipe's folds."""
@@ -60,15 +72,23 @@ def fine_tune(
         raise typer.BadParameter(
             "give --weights, or --from-scratch for the baseline", param_hint="--weights"
         )
+    mode = _mode(overwrite, resume)
     extra = ["finetune.from_scratch=true"] if from_scratch else []
     _run(
         recipe,
         weights or "random",
         list(overrides or []) + extra,
-        section="finetune",
-        protocol="fine-tune",
-        quiet=quiet,
+        "finetune",
+        "fine-tune",
+        mode,
+        quiet,
     )
+
+
+def _mode(overwrite: bool, resume: bool) -> str:
+    if overwrite and resume:
+        raise typer.BadParameter("give --overwrite or --resume, not both", param_hint="--overwrite")
+    return "overwrite" if overwrite else "resume" if resume else "new"
 
 
 def _run(
@@ -77,6 +97,7 @@ def _run(
     overrides: list[str] | None,
     section: str,
     protocol: str,
+    mode: str,
     quiet: bool,
 ) -> None:
     from voxssl.config.recipe import load_recipe, require_section
@@ -86,12 +107,14 @@ def _run(
 
     from voxssl.eval.protocol import run_downstream
 
-    summary = run_downstream(recipe, cfg, weights, protocol, progress=not quiet)  # type: ignore[arg-type]
+    summary = run_downstream(recipe, cfg, weights, protocol, progress=not quiet, mode=mode)  # type: ignore[arg-type]
     mean = summary["mean_dice"]
     typer.echo(
         f"{protocol}: mean Dice {100 * mean['over_cases']['mean']:.1f} ± {100 * mean['over_cases']['std']:.1f} % "
         f"over {mean['over_cases']['n']} test case(s); results in {recipe.run_dir}/results.md"
     )
+    if cfg.tensorboard:
+        typer.echo(f"TensorBoard: tensorboard --logdir {recipe.run_dir}")
 
 
 def predict(

@@ -116,9 +116,10 @@ class DownstreamConfig:
     grad_clip: float = 0.0  # 0: no clipping
     amp: bool = True  # bf16 autocast, on GPU only (never on CPU)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default (as in pretrain)
     log_every: int = 50
     val_every: int = 0  # validation Dice on the cv.val_fraction cases every N steps (0: never)
-    tensorboard: bool = False
+    tensorboard: bool = True  # <run>/<fold>/tensorboard: loss, learning rates, validation Dice
     # -- inference and metrics
     sw_roi_size: tuple[int, int, int] | None = None  # inference window; None: patch_size
     sw_overlap: float = 0.5
@@ -137,6 +138,8 @@ class DownstreamConfig:
             raise ValueError("foreground_fraction must be in [0, 1]")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ValueError("sw_overlap must be in [0, 1)")
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if min(self.patch_size) < 1 or self.batch_size < 1 or self.steps < 0 or self.lr <= 0:
             raise ValueError("patch_size, batch_size and lr must be positive, steps >= 0")
         try:  # validate names / ids early; from_dict adds the recipe file and section

@@ -71,6 +71,7 @@ def train_segmentation(
     tensorboard_dir: Path | None = None,
     validate: Callable[[int], dict[str, float]] | None = None,
     val_every: int = 0,
+    progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.steps`` steps; returns the logged history (step, loss, lrs)."""
     from tqdm.auto import tqdm
@@ -86,7 +87,14 @@ def train_segmentation(
     history: list[dict[str, float]] = []
     model.train()
     running, started = 0.0, time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=description, unit="step", dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        range(cfg.steps),
+        desc=description,
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+        disable=not progress,
+    )
     for step in bar:
         if schedule is not None:
             lr_backbone = schedule.lr_at(step)
@@ -133,7 +141,12 @@ def train_segmentation(
         if validate is not None and val_every > 0 and (step + 1) % val_every == 0:
             scores = validate(step + 1)
             model.train()
-            log.info("%s step %d validation %s", description, step + 1, scores)
+            log.info(
+                "%s step %d: validation mean Dice %.1f %%",
+                description,
+                step + 1,
+                100 * scores.get("mean_dice", float("nan")),
+            )
             if writer is not None:
                 for key, val in scores.items():
                     writer.add_scalar(f"val/{key}", val, step + 1)

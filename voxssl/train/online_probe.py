@@ -87,9 +87,9 @@ class OnlineProbe:
         del model
         scores[f"{TAG}/seconds"] = time.perf_counter() - started
         log.info(
-            "online probe at step %d: mean Dice %.3f (%.1f s)",
+            "online probe at step %d: mean Dice %.1f %% (%.1f s)",
             step,
-            scores.get(f"{TAG}/dice_mean", float("nan")),
+            100 * scores.get(f"{TAG}/dice_mean", float("nan")),
             scores[f"{TAG}/seconds"],
         )
         return scores
