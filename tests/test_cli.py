@@ -93,7 +93,7 @@ def test_the_verbs_are_found():
 
 @pytest.mark.parametrize("verb", VERBS, ids=_ids(VERBS))
 def test_unknown_option_is_a_usage_error(verb, capsys):
-    code, out, err = _run_main([*verb, "--bogus"], capsys)
+    code, _, err = _run_main([*verb, "--bogus"], capsys)
     assert_usage_error(code, err, "No such option: --bogus")
     assert f"voxssl {' '.join(verb)} --help" in err  # typer's hint names the verb
 
@@ -237,3 +237,38 @@ def test_set_takes_triples_like_the_options():
     )
     assert parse_override("probe.patch_size=[64, 64, 16]")[1] == [64, 64, 16]
     assert parse_override("name=a,b")[1] == "a,b"  # only numbers become a list
+
+
+def test_weights_info_of_a_file_is_a_readable_summary(tmp_path):
+    from voxssl.config.data import PreprocessConfig
+    from voxssl.config.model import ModelConfig
+    from voxssl.models.build import build_backbone
+    from voxssl.models.plan import Plan, preprocessing_plan
+    from voxssl.models.weights import save_weights
+
+    config = ModelConfig(
+        preset="hierarchical", base_channels=4, num_levels=3, projection_channels=4
+    )
+    backbone = build_backbone(config)
+    plan = Plan.for_model(
+        config,
+        preprocessing_plan("ct", PreprocessConfig(), 1),
+        {"name": "tiny", "pretrain": {"steps": 7}},
+    )
+    path = save_weights(tmp_path / "tiny.safetensors", backbone.state_dict(), plan)
+    parameters = sum(p.numel() for p in backbone.state_dict().values())
+
+    done = run_voxssl("weights", "info", str(path))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"file:          {path}")
+    assert f"{parameters / 1e6:.2f} M parameters" in lines[0]
+    text = done.stdout
+    assert "architecture:  hierarchical FPN, 4 channels x 3 levels, each projected to 4" in text
+    assert "preprocessing: ct, 1 x 1 x 2 mm, window -1350 .. 1000 HU" in text
+    assert "trained:       recipe 'tiny', 7 pretraining steps" in text
+    assert "{" not in text  # no raw JSON unless asked
+
+    raw = run_voxssl("weights", "info", str(path), "--json")
+    assert raw.returncode == 0
+    assert json.loads(raw.stdout)["architecture"]["base_channels"] == 4

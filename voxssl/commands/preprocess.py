@@ -1,4 +1,4 @@
-"""``voxssl preprocess RECIPE``: read, reorient, resample, crop and normalize every scan into the cache."""
+"""``voxssl preprocess RECIPE``: read, reorient, resample, crop and normalise every scan into the cache."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class FPNLinearHead(nn.Module):
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
-        pyramid = normalize_levels(pyramid, self.level_norms)
+        pyramid = normalise_levels(pyramid, self.level_norms)
         size = pyramid[0].shape[2:]
         logits = self.level_convs[0](pyramid[0])
         for level in range(1, len(pyramid)):
@@ -86,7 +86,7 @@ def level_feature_norms(in_channels: Sequence[int], kind: str) -> nn.ModuleList 
     raise ValueError(f"unknown head feature_norm {kind!r} (none | batch)")
 
 
-def normalize_levels(
+def normalise_levels(
     pyramid: Sequence[torch.Tensor], norms: nn.ModuleList | None
 ) -> Sequence[torch.Tensor]:
     if norms is None:
@@ -148,7 +148,7 @@ class FPNNonLinearHead(nn.Module):
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
-        pyramid = normalize_levels(pyramid, self.level_norms)
+        pyramid = normalise_levels(pyramid, self.level_norms)
         x = self.merge_blocks[-1](self.projections[-1](pyramid[-1]))
         for level in range(len(pyramid) - 2, -1, -1):
             x = upsample_to(x, 1, pyramid[level].shape[2:]) + self.projections[level](

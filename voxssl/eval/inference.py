@@ -164,7 +164,7 @@ def write_label_nifti(path: Path, label: np.ndarray, affine: np.ndarray) -> Path
     return Path(path)
 
 
-def slicer_color_table(class_ids: Sequence[int]) -> str:
+def slicer_colour_table(class_ids: Sequence[int]) -> str:
     """A 3D Slicer colour table (``.ctbl``: ``id name R G B A``) naming the predicted organs."""
     from voxssl.data.vocabulary import organ_name
     from voxssl.eval.overlay import ORGAN_COLOURS
@@ -184,6 +184,6 @@ __all__ = [
     "predict_probabilities",
     "probabilities_to_label",
     "restrict_to_body",
-    "slicer_color_table",
+    "slicer_colour_table",
     "write_label_nifti",
 ]

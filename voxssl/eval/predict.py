@@ -21,7 +21,7 @@ from voxssl.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-COLOR_TABLE_NAME = "voxssl_organs.ctbl"
+COLOUR_TABLE_NAME = "voxssl_organs.ctbl"
 
 
 def preprocess_config_from_plan(plan, source: str):
@@ -72,7 +72,7 @@ def predict_files(
         label_in_original_geometry,
         predict_probabilities,
         restrict_to_body,
-        slicer_color_table,
+        slicer_colour_table,
         write_label_nifti,
     )
     from voxssl.eval.protocol import resolve_weights_path
@@ -117,7 +117,7 @@ def predict_files(
         )  # type: ignore[arg-type]
         if not written:  # the output folder appears with the first prediction, never empty
             out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out_dir / COLOR_TABLE_NAME, slicer_color_table(spec.classes))
+            atomic_write_text(out_dir / COLOUR_TABLE_NAME, slicer_colour_table(spec.classes))
         target = write_label_nifti(out_dir / output_name(image_path), label, affine)
         log.info("%s -> %s (%s)", image_path, target, _summary(label, spec.classes))
         written.append(target)
@@ -132,4 +132,4 @@ def _summary(label: np.ndarray, class_ids: Sequence[int]) -> str:
     return f"{len(found)} of {len(class_ids)} organs found"
 
 
-__all__ = ["COLOR_TABLE_NAME", "output_name", "predict_files", "preprocess_config_from_plan"]
+__all__ = ["COLOUR_TABLE_NAME", "output_name", "predict_files", "preprocess_config_from_plan"]

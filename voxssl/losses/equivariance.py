@@ -47,7 +47,7 @@ class EquivarianceLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.contrast = InfoNCELoss(
-            temperature, normalize=True, gather_distributed=gather_distributed
+            temperature, normalise=True, gather_distributed=gather_distributed
         )
         self.projector = projector
 
