@@ -182,7 +182,7 @@ def test_parallel_workers_give_the_same_cache(tmp_path, dataset):
     serial = run(recipe)
     assert summary.ok and len(summary.processed) == 3
     a, b = open_cache(tmp_path / "parallel"), open_cache(tmp_path / "cache")
-    for case_a, case_b in zip(a.cases(), b.cases()):
+    for case_a, case_b in zip(a.cases(), b.cases(), strict=True):
         assert np.array_equal(case_a.image(), case_b.image())
         assert np.array_equal(
             case_a.label() if case_a.has_label else 0, case_b.label() if case_b.has_label else 0
@@ -215,7 +215,7 @@ def test_duplicate_source_names_are_rejected(tmp_path, dataset):
     data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
     data["data"]["sources"].append(dict(data["data"]["sources"][0]))
     recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
-    with pytest.raises(ConfigError, match="data.sources.1.name 'ph'"):
+    with pytest.raises(ConfigError, match=r"data\.sources\.1\.name 'ph'"):
         run(recipe)
 
 

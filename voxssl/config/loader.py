@@ -204,7 +204,8 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
                     f"{source}: '{key}' must have {len(args)} items, got {len(value)}"
                 )
             return tuple(
-                _convert(a, v, f"{key}.{i}", source) for i, (a, v) in enumerate(zip(args, value))
+                _convert(a, v, f"{key}.{i}", source)
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
             )
         item = args[0] if args else Any
         items = [_convert(item, v, f"{key}.{i}", source) for i, v in enumerate(value)]

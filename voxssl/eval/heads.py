@@ -91,7 +91,7 @@ def normalise_levels(
 ) -> Sequence[torch.Tensor]:
     if norms is None:
         return pyramid
-    return [norm(level) for norm, level in zip(norms, pyramid)]
+    return [norm(level) for norm, level in zip(norms, pyramid, strict=True)]
 
 
 class PointwiseResidualBlock(nn.Module):
