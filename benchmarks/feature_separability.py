@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from voxssl.eval.metrics import dice
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "feature_separability.json"
@@ -95,12 +98,10 @@ def fit_logistic_regression(
 def dice_per_organ(
     prediction: torch.Tensor, target: torch.Tensor, num_organs: int
 ) -> list[float | None]:
-    scores = []
-    for k in range(1, num_organs + 1):
-        truth, predicted = target == k, prediction == k
-        denominator = int(truth.sum() + predicted.sum())
-        scores.append(None if not truth.any() else 2 * int((truth & predicted).sum()) / denominator)
-    return scores
+    """Dice of organs 1..num_organs (voxssl's rule, :func:`voxssl.eval.metrics.dice`); None (JSON
+    null) where an organ is absent from both maps and so not scored."""
+    scores = [dice(prediction == k, target == k) for k in range(1, num_organs + 1)]
+    return [None if math.isnan(s) else s for s in scores]
 
 
 def separability(

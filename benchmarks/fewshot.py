@@ -148,8 +148,9 @@ def _sync(device: torch.device) -> None:
 def bench_gpu(steps: int, warmup: int) -> dict:
     """ViT-L/14 + LoRA ALPNet: training episodes/s (256), TTT steps/s (672), inference slices/s (672)."""
     from voxssl.config.fewshot import EncoderConfig, FewShotConfig
+    from voxssl.device import autocast
     from voxssl.fewshot.model import build_alpnet
-    from voxssl.fewshot.train import autocast, make_optimiser
+    from voxssl.fewshot.train import make_optimiser
 
     device = torch.device("cuda")
     config = FewShotConfig(encoder=EncoderConfig(type="dinov2", size="large", pretrained=False))

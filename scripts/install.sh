@@ -46,6 +46,15 @@ trap 'rm -f "$CONSTRAINT"' EXIT
 echo "torch==$TORCH" >"$CONSTRAINT"
 echo "installing voxssl and its dependencies (torch $TORCH kept)"
 quietly "installing voxssl" .venv/bin/python -m pip install -c "$CONSTRAINT" -e ".[fewshot,test]"
+# The explore page's browser test drives Debian's chromium (never a downloaded browser); as root
+# with apt-get, install it when missing (--no-install-recommends keeps it to the browser itself).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "installing chromium with apt-get (for tests/embedding/test_explore_browser.py)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } \
+        || echo "chromium could not be installed: the browser test will be skipped"
+fi
 
 # The checks that catch a broken environment here rather than in the first command: torch is the
 # one pinned above, and it works with the numpy that the other dependencies brought in.

@@ -22,6 +22,19 @@ def real_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test runs torch on one intra-op thread (restored afterwards): the tests use tiny
+    tensors, and on a shared 2-core machine one thread is several times faster than two threads
+    competing with the other processes. Multi-process tests set their own workers' threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _voxssl_home(tmp_path_factory, monkeypatch):
     """Never touch the user's weights cache from tests."""
     monkeypatch.setenv("VOXSSL_HOME", str(tmp_path_factory.mktemp("voxssl_home")))

@@ -47,6 +47,11 @@ def checkout(tmp_path) -> Path:
     python.parent.mkdir(parents=True)
     python.write_text(FAKE_PYTHON, encoding="utf-8")
     python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    # a chromium on the PATH, so that the script's optional apt-get step never runs in a test
+    stub = tmp_path / "bin" / "chromium"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     return tmp_path
 
 
@@ -55,7 +60,7 @@ def _install(checkout: Path, **env) -> subprocess.CompletedProcess:
         ["bash", str(checkout / "scripts" / "install.sh")],
         capture_output=True,
         text=True,
-        env={**os.environ, **env},
+        env={**os.environ, "PATH": f"{checkout / 'bin'}{os.pathsep}{os.environ['PATH']}", **env},
         timeout=60,
     )
 

@@ -55,6 +55,7 @@ COMMAND_MODULES = (
     "voxssl.commands.classify",  # classify train | eval
     "voxssl.commands.weights",  # weights list | info | download | path | import | export
     "voxssl.commands.demo",  # demo
+    "voxssl.commands.embedding",  # embed, explore, one-shot
 )
 
 

@@ -15,6 +15,7 @@ from voxssl.data.adapters import ADAPTERS, annotated_classes_from_label, find_ca
 from voxssl.data.adapters.amos import AMOS_TO_CANONICAL, amos_modality
 from voxssl.data.adapters.folder import match_key
 from voxssl.data.adapters.organ_names import canonical_id_of_name
+from voxssl.data.dicom import read_series_image, read_series_layout, read_slice_header
 from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.errors import ConfigError, DataError
 
@@ -428,7 +429,7 @@ def make_chaos_ct(patient: Path) -> None:
 def test_chaos_ct_label_lands_on_the_right_slice_and_pixel(tmp_path):
     import SimpleITK as sitk
 
-    from voxssl.data.chaos_png import read_case_label, read_dicom_series
+    from voxssl.data.chaos_png import read_case_label
 
     make_chaos_ct(tmp_path / "Train_Sets" / "CT" / "1")
     (tmp_path / "Test_Sets" / "CT" / "1" / "DICOM_anon").mkdir(parents=True)  # no Ground
@@ -437,7 +438,7 @@ def test_chaos_ct_label_lands_on_the_right_slice_and_pixel(tmp_path):
     case = cases[0]
     assert case.label_format == "chaos_png" and case.modality == "ct"
 
-    image = read_dicom_series(case.image)
+    image = read_series_image(read_series_layout(case.image))
     pixels = sitk.GetArrayFromImage(image)  # (z, y, x)
     assert pixels.shape == (4, 8, 6)
     assert list(pixels[:, 0, 0]) == [101, 103, 100, 102]  # ascending position, not file order
@@ -461,7 +462,7 @@ def test_chaos_ct_label_lands_on_the_right_slice_and_pixel(tmp_path):
 def test_chaos_mr_grey_ranges_and_t1dual(tmp_path):
     import SimpleITK as sitk
 
-    from voxssl.data.chaos_png import read_case_label, read_dicom_series
+    from voxssl.data.chaos_png import read_case_label
 
     patient = tmp_path / "MR" / "3"
     grey = np.array([[0, 63, 58, 126, 112, 189], [178, 252, 241, 100, 30, 0]] * 4)  # 8x6
@@ -486,7 +487,7 @@ def test_chaos_mr_grey_ranges_and_t1dual(tmp_path):
     cases = by_id(find_cases(source("chaos", tmp_path, modality="mr")))
     assert set(cases) == {"mr_03_t2spir", "mr_03_t1in", "mr_03_t1out"}
     for case_id in cases:
-        image = read_dicom_series(cases[case_id].image)
+        image = read_series_image(read_series_layout(cases[case_id].image))
         label = sitk.GetArrayFromImage(read_case_label(cases[case_id], image))
         np.testing.assert_array_equal(label[1], expected)  # IMG-...1 is the upper slice (z = 10)
         assert not label[0].any()
@@ -528,6 +529,7 @@ def test_chaos_label_aligned_through_the_preprocessing_reader(tmp_path):
 # ---------------------------------------------------------------------------------------- scripts
 
 
+@pytest.mark.multiprocess
 def test_preprocessing_script_end_to_end(tmp_path):
     """``python preprocessing/btcv.py ROOT --cache DIR`` fills the cache; a bad option exits 1 with a message."""
     import subprocess
@@ -590,8 +592,6 @@ def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
     """Real 512x512 CT series renamed CHAOS-style in scrambled order: the liver drawn per slice from
     the reference RAS label (placed through the DICOM tags alone) comes back voxel for voxel."""
 
-    from voxssl.data.chaos_png import read_slice_header
-
     reference = nib.load(real_data / "dicom_ct_label_btcv_RAS.nii.gz")
     liver = np.asarray(reference.dataobj) == 6
     to_voxel = np.linalg.inv(reference.affine)
@@ -605,8 +605,8 @@ def test_chaos_png_on_a_real_dicom_series(real_data, tmp_path):
         rows, columns = np.mgrid[0 : header.size[1], 0 : header.size[0]]
         lps = (
             header.position[:, None, None]
-            + header.row_direction[:, None, None] * columns * header.spacing[0]
-            + header.column_direction[:, None, None] * rows * header.spacing[1]
+            + header.row_direction[:, None, None] * columns * header.pixel_spacing[1]
+            + header.column_direction[:, None, None] * rows * header.pixel_spacing[0]
         )
         ras = np.stack([-lps[0], -lps[1], lps[2], np.ones_like(lps[0])]).reshape(4, -1)
         i, j, k = np.rint(to_voxel @ ras)[:3].astype(int)

@@ -176,6 +176,7 @@ def test_bad_inputs_fail_with_the_promised_error_and_no_output(tmp_path, dataset
     assert not (tmp_path / "cache" / "ph" / "case0").exists()
 
 
+@pytest.mark.multiprocess
 def test_parallel_workers_give_the_same_cache(tmp_path, dataset):
     recipe = write_recipe(tmp_path, dataset)
     summary = run(recipe, "data.num_workers=2", f"data.cache_dir={tmp_path / 'parallel'}")

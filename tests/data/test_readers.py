@@ -99,28 +99,28 @@ def test_truncated_nifti_is_a_data_error_naming_the_file(tmp_path):
     )
     payload = path.read_bytes()
     path.write_bytes(payload[: len(payload) // 2])
-    with pytest.raises(DataError, match="img.nii.gz.*truncated or corrupt"):
+    with pytest.raises(DataError, match=r"img\.nii\.gz.*truncated or corrupt"):
         read_volume(path)
 
 
 def test_gzip_with_a_corrupt_stream_is_a_data_error(tmp_path):
     path = tmp_path / "img.nii.gz"
     path.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
-    with pytest.raises(DataError, match="img.nii.gz"):
+    with pytest.raises(DataError, match=r"img\.nii\.gz"):
         read_volume(path)
 
 
 @pytest.mark.parametrize("shape", [(10, 10), (10, 10, 1), (1, 10, 10)])
 def test_2d_image_is_rejected(tmp_path, shape):
     path = write_nifti(tmp_path / "flat.nii.gz", np.zeros(shape, np.float32), np.eye(4))
-    with pytest.raises(DataError, match="flat.nii.gz.*3D"):
+    with pytest.raises(DataError, match=r"flat\.nii\.gz.*3D"):
         read_volume(path)
 
 
 def test_4d_image_is_rejected_unless_channels_are_intended(tmp_path):
     data = np.random.default_rng(0).normal(size=(6, 5, 4, 3)).astype(np.float32)
     path = write_nifti(tmp_path / "multi.nii.gz", data, affine_for("LPS", (1, 1, 2)))
-    with pytest.raises(DataError, match="multi.nii.gz.*4D"):
+    with pytest.raises(DataError, match=r"multi\.nii\.gz.*4D"):
         read_volume(path)
     volume = read_volume(path, allow_channels=True)
     assert volume.data.shape == (3, 6, 5, 4)
@@ -136,7 +136,7 @@ def test_nan_in_image_is_rejected(tmp_path):
     data = np.zeros((5, 5, 5), np.float32)
     data[1, 2, 3] = np.nan
     data[0, 0, 0] = np.inf
-    with pytest.raises(DataError, match="nan.nii.gz.*2 NaN or infinite"):
+    with pytest.raises(DataError, match=r"nan\.nii\.gz.*2 NaN or infinite"):
         read_volume(write_nifti(tmp_path / "nan.nii.gz", data, np.eye(4)))
 
 
@@ -144,7 +144,7 @@ def test_missing_path_and_unknown_format(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_volume(tmp_path / "absent.nii.gz")
     (tmp_path / "scan.mha").write_bytes(b"x")
-    with pytest.raises(DataError, match="scan.mha.*not a NIfTI"):
+    with pytest.raises(DataError, match=r"scan\.mha.*not a NIfTI"):
         read_volume(tmp_path / "scan.mha")
 
 
@@ -208,7 +208,7 @@ def test_label_on_another_grid_names_both_files(tmp_path):
 
 
 def test_label_map_sends_ids_to_canonical_and_unknown_to_background(tmp_path):
-    case, label = _case(tmp_path, label_map={1: 6, 2: 1})
+    case, _ = _case(tmp_path, label_map={1: 6, 2: 1})
     mapped = read_case_label(case, read_case_image(case))
     original = read_case_label(
         Case("c1", case.image, "ct", label=case.label), read_case_image(case)
@@ -236,7 +236,7 @@ def test_multichannel_case_is_stacked_and_channels_must_share_the_grid(tmp_path)
     volume = read_case_image(Case("s", paths[0], "mr", channels=tuple(paths)))
     assert volume.data.shape == (3, 5, 4, 3)
     write_nifti(paths[2], rng.normal(size=(5, 4, 4)).astype(np.float32), affine)
-    with pytest.raises(DataError, match="channel .*s_0002.nii.gz.*s_0000.nii.gz"):
+    with pytest.raises(DataError, match=r"channel .*s_0002\.nii\.gz.*s_0000\.nii\.gz"):
         read_case_image(Case("s", paths[0], "mr", channels=tuple(paths)))
 
 
@@ -283,10 +283,10 @@ def test_unreadable_dicom_and_empty_folder(tmp_path):
     volume = np.zeros((4, 4, 3), np.int16)
     folder = write_dicom_series(tmp_path / "series", volume, (1, 1, 1), (0, 0, 0))
     (folder / "broken.dcm").write_bytes(b"\x00" * 300)
-    with pytest.raises(DataError, match="broken.dcm.*not a readable DICOM"):
+    with pytest.raises(DataError, match=r"broken\.dcm.*not a readable DICOM"):
         read_volume(folder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty.*no DICOM"):
+    with pytest.raises(DataError, match=r"empty.*no DICOM"):
         read_volume(tmp_path / "empty")
 
 
@@ -301,12 +301,12 @@ def test_dicom_missing_slice_is_reported(tmp_path):
 
 def test_4d_nifti_is_multichannel_only_when_the_adapter_names_the_channels(tmp_path):
     path = write_nifti(tmp_path / "brats.nii.gz", np.zeros((5, 4, 3, 2), np.float32), np.eye(4))
-    with pytest.raises(DataError, match="brats.nii.gz.*4D"):
+    with pytest.raises(DataError, match=r"brats\.nii\.gz.*4D"):
         read_case_image(Case("b", path, "mr"))
     assert read_case_image(
         Case("b", path, "mr", metadata={"channel_names": ["T1", "T2"]})
     ).data.shape == (2, 5, 4, 3)
-    with pytest.raises(DataError, match="2 channel.*lists 3"):
+    with pytest.raises(DataError, match=r"2 channel.*lists 3"):
         read_case_image(Case("b", path, "mr", metadata={"channel_names": ["T1", "T2", "FLAIR"]}))
 
 
@@ -347,3 +347,33 @@ def test_chaos_png_label_follows_the_dicom_positions_onto_the_ras_grid(tmp_path)
     label = read_case_label(case, image)
     assert label.shape == image.spatial_shape
     assert np.array_equal(label, truth[::-1, ::-1, :])  # LPS rows/columns -> RAS, like the image
+
+
+def test_scan_and_chaos_label_readers_list_and_check_dicom_folders_alike(tmp_path):
+    """One rule (voxssl.data.dicom) for both DICOM readers: the same files are slices, and the
+    same broken series is refused with the same message."""
+    from PIL import Image
+
+    from voxssl.data.chaos_png import read_chaos_label
+    from voxssl.data.dicom import SKIP_NAMES, dicom_files
+
+    volume = np.arange(4 * 4 * 5, dtype=np.int16).reshape(4, 4, 5)
+    names = [f"IMG-{z:05d}.dcm" for z in range(5)]
+    dicom = write_dicom_series(tmp_path / "DICOM", volume, (1, 1, 2), (0, 0, 0), names=names)
+    for junk in [*SKIP_NAMES, ".hidden.dcm", "._IMG-00000.dcm"]:
+        (dicom / junk).write_bytes(b"not a slice")
+    ground = tmp_path / "Ground"
+    ground.mkdir()
+    for name in names:
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(ground / name.replace(".dcm", ".png"))
+    assert [p.name for p in dicom_files(dicom)] == names
+    assert read_volume(dicom).original_shape == (4, 4, 5)
+    assert read_chaos_label(ground, dicom).GetSize() == (4, 4, 5)
+
+    (dicom / names[2]).unlink()
+    (ground / names[2].replace(".dcm", ".png")).unlink()
+    for read in (lambda: read_volume(dicom), lambda: read_chaos_label(ground, dicom)):
+        with pytest.raises(
+            DataError, match=r"slices are missing.*IMG-00001\.dcm and IMG-00003\.dcm"
+        ):
+            read()

@@ -57,13 +57,3 @@ def dinov2_recipe(phantom_slice_cache, tmp_path):
         return path
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.multiprocess
 
 SCRIPT = Path(__file__).with_name("ddp_dinov2_script.py")
 

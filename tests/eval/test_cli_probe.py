@@ -10,6 +10,8 @@ import pytest
 
 from voxssl.cli import main
 
+pytestmark = pytest.mark.cli
+
 
 def _run(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -186,6 +188,24 @@ def test_weights_of_another_architecture_are_a_clear_error(phantom_cache, tmp_pa
     assert code == 1 and "segmentation head" in captured.err
 
 
+def test_cuda_without_a_gpu_is_one_line_naming_the_setting(
+    phantom_cache, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _, recipe, _ = phantom_cache
+    code, captured = _run(
+        [
+            *("linear-probe", str(recipe), "--weights", "random"),
+            *("--set", f"output_dir={tmp_path}", "--set", "probe.device=cuda"),
+        ],
+        capsys,
+    )
+    assert code == 1 and "probe.device is 'cuda' but no CUDA device" in captured.err
+    assert "Traceback" not in captured.err
+
+
 def test_classes_outside_vocabulary_or_unannotated_are_clear_errors(
     phantom_cache, tmp_path, capsys
 ):
@@ -325,10 +345,12 @@ def test_fine_tune_from_the_cli_and_its_from_scratch_baseline(phantom_cache, tmp
         write_recipe(tmp_path, folder / "phantoms", cache_dir).read_text(encoding="utf-8")
     )
     del recipe["probe"], recipe["model"]  # the architecture comes from the weights
-    recipe["finetune"] = {
+    recipe["finetune"] = {  # small enough for seconds: the CLI wiring is what is tested here
         "classes": ["liver", "spleen"],
-        "patch_size": [64, 48, 16],
-        "batch_size": 2,
+        "head": {"kind": "nonlinear", "hidden_channels": 8},
+        "patch_size": [32, 24, 16],
+        "sw_roi_size": [64, 48, 16],  # one inference window per phantom
+        "batch_size": 1,
         "steps": 6,
         "lr": 0.01,
         "frozen_steps": 2,

@@ -4,10 +4,11 @@ import json
 import math
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from voxssl.data.vocabulary import IGNORE_INDEX
-from voxssl.eval.metrics import score_case
+from voxssl.eval.metrics import dice, score_case
 from voxssl.eval.overlay import write_overlay
 from voxssl.eval.report import write_report
 
@@ -31,6 +32,23 @@ def test_dice_closed_form_and_nan_rules():
     assert math.isnan(scores.dice[8])  # absent in both: not scored
     assert scores.hd95[1] == 2.0  # the missed half is 2 voxels along x (1 mm)
     assert math.isclose(scores.mean_dice(), (2 / 3 + 0 + 1) / 3, rel_tol=1e-6)
+
+
+def test_binary_dice_follows_the_one_rule():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2] = True
+    b[1:3] = True
+    assert dice(a, b) == 0.5 and dice(a, a) == 1.0
+    assert math.isnan(dice(a & False, b & False))  # both empty: not scored
+    assert dice(a, b & False) == 0.0 and dice(a & False, b) == 0.0  # one empty: a miss
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # against the formula, on random 3D masks
+        p, g = rng.random((6, 5, 4)) > 0.6, rng.random((6, 5, 4)) > 0.4
+        expected = 2 * np.logical_and(p, g).sum() / (p.sum() + g.sum())
+        assert math.isclose(dice(p, g), expected, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="differ"):
+        dice(a, b[:2])
 
 
 def test_ignore_voxels_and_partial_annotation():

@@ -78,14 +78,3 @@ def phantom_cache(tmp_path_factory) -> dict:
     summary = run_preprocess(recipe, progress=False)
     assert summary.ok, summary.describe()
     return {"recipe": recipe, "cache_dir": base / "cache", "root": root, "data": data}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The few-shot tests use tiny tensors: one intra-op thread is faster than two on a busy 2-core box."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

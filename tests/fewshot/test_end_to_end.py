@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 from typer.testing import CliRunner
 
-from voxssl.fewshot.protocol import dice
+from voxssl.eval.metrics import dice
 
 
 def test_train_eval_segment(phantom_cache, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from voxssl.fewshot.superpixels import (
     SuperpixelParams,
@@ -83,6 +84,7 @@ def test_store_caches_and_resumes(tmp_path):
     assert other.root != store.root and not other.has("src/a")
 
 
+@pytest.mark.multiprocess
 def test_parallel_workers_match_serial(tmp_path):
     serial = SuperpixelStore(tmp_path / "serial", PARAMS)
     parallel = SuperpixelStore(tmp_path / "parallel", PARAMS)

@@ -45,20 +45,20 @@ def segmentation_file(backbone_file, tmp_path_factory):
     from voxssl.eval.seg_weights import SegmentationSpec, save_segmentation_weights
 
     backbone, plan = load_backbone(backbone_file)
-    values = dict(
-        classes=[1, 2, 6],
-        head_kind="linear",
-        head_in_channels=backbone.level_channels,
-        head_hidden=8,
-        head_blocks_per_level=1,
-        loss="bce",
-        threshold=0.5,
-        patch_size=[16, 16, 8],
-        sw_roi_size=[16, 16, 8],
-        sw_overlap=0.5,
-        sw_mode="gaussian",
-        body_restricted=False,
-    )
+    values = {
+        "classes": [1, 2, 6],
+        "head_kind": "linear",
+        "head_in_channels": backbone.level_channels,
+        "head_hidden": 8,
+        "head_blocks_per_level": 1,
+        "loss": "bce",
+        "threshold": 0.5,
+        "patch_size": [16, 16, 8],
+        "sw_roi_size": [16, 16, 8],
+        "sw_overlap": 0.5,
+        "sw_mode": "gaussian",
+        "body_restricted": False,
+    }
     names = {
         f.name for f in dataclasses.fields(SegmentationSpec)
     }  # the spec is owned by voxssl.eval
@@ -114,6 +114,7 @@ def _ct_nifti(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.multiprocess
 def test_monai_bundle_segmentation_runs_end_to_end(segmentation_file, tmp_path):
     from voxssl.eval.inference import probabilities_to_label
     from voxssl.eval.seg_weights import load_segmentation_model
@@ -173,7 +174,7 @@ def test_monai_bundle_embedding_network_loads_weights(backbone_file, tmp_path):
     parser["bundle_root"] = str(bundle)
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    backbone, plan = load_backbone(backbone_file)
+    backbone, _ = load_backbone(backbone_file)
     x = torch.rand(1, 1, 16, 16, 8)
     with torch.no_grad():
         embedding = network.eval()(x)
@@ -212,7 +213,7 @@ def test_pretraining_checkpoint_is_released_as_its_backbone(tmp_path):
     assert keys == set(model.backbone.state_dict())  # projector and reconstruction head dropped
     x = torch.rand(1, 1, 8, 8, 4)
     with torch.no_grad():
-        for got, want in zip(backbone(x), model.backbone.eval()(x)):
+        for got, want in zip(backbone(x), model.backbone.eval()(x), strict=True):
             torch.testing.assert_close(got, want)
 
 
@@ -237,20 +238,20 @@ def test_monai_bundle_maps_a_real_lps_mr_back_to_its_grid(real_data, tmp_path):
         preprocessing={"spacing": [4.5, 4.5, 4.5], "percentiles": [1.0, 99.99]},
     ).path
     backbone, plan = load_backbone(backbone_path)
-    values = dict(
-        classes=[1, 6],
-        head_kind="linear",
-        head_in_channels=backbone.level_channels,
-        head_hidden=8,
-        head_blocks_per_level=1,
-        loss="ce",
-        threshold=0.5,
-        patch_size=[32, 32, 16],
-        sw_roi_size=[32, 32, 16],
-        sw_overlap=0.25,
-        sw_mode="constant",
-        body_restricted=False,
-    )
+    values = {
+        "classes": [1, 6],
+        "head_kind": "linear",
+        "head_in_channels": backbone.level_channels,
+        "head_hidden": 8,
+        "head_blocks_per_level": 1,
+        "loss": "ce",
+        "threshold": 0.5,
+        "patch_size": [32, 32, 16],
+        "sw_roi_size": [32, 32, 16],
+        "sw_overlap": 0.25,
+        "sw_mode": "constant",
+        "body_restricted": False,
+    }
     names = {f.name for f in dataclasses.fields(SegmentationSpec)}
     spec = SegmentationSpec(**{k: v for k, v in values.items() if k in names})
     weights = save_segmentation_weights(

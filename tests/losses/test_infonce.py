@@ -72,6 +72,7 @@ def _distributed_worker(rank, world, init_file, z1_all, z2_all, counts, queue):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_all_gather_of_negatives_across_ranks_is_gradient_correct(tmp_path):
     """Two gloo ranks with 3 and 3 positives == one process with all 6 (loss and gradients)."""
     generator = torch.Generator().manual_seed(1)
@@ -84,7 +85,7 @@ def test_all_gather_of_negatives_across_ranks_is_gradient_correct(tmp_path):
         nprocs=2,
         join=True,
     )
-    results = dict((r[0], r[1:]) for r in (queue.get(timeout=60) for _ in range(2)))
+    results = {r[0]: r[1:] for r in (queue.get(timeout=60) for _ in range(2))}
 
     z1 = z1_all.clone().requires_grad_(True)
     z2 = z2_all.clone().requires_grad_(True)

@@ -97,6 +97,7 @@ print(json.dumps({"before_kb": before, "after_kb": peak_kb(), "outcome": outcome
 
 @pytest.mark.parametrize("name", ["big.nii.gz", "big.nii"])
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+@pytest.mark.multiprocess
 def test_a_1kb_file_declaring_1000_cubed_int16_stays_within_a_small_memory_bound(tmp_path, name):
     """Peak RSS of a fresh process that reads the lying file (2 GB declared): the read must not
     raise the peak by more than 100 MB (before the fix it reached 2.0 GB)."""

@@ -41,18 +41,6 @@ def write_phantom_cache(
     return cache_dir
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny 3D convolutions on a shared 2-core machine: one thread is ~10x faster than two
-    threads competing with other processes."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def phantom_cache(tmp_path_factory) -> Path:
     return write_phantom_cache(tmp_path_factory.mktemp("phantom_cache"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from voxssl.config.pretrain import LocalAugConfig
@@ -34,15 +35,16 @@ def _same(a, b):
             torch.testing.assert_close(value, b[key], rtol=0, atol=0)
 
 
+@pytest.mark.multiprocess
 def test_batches_do_not_depend_on_workers_or_start(phantom_cache):
     serial = list(make_loader(_dataset(phantom_cache), num_workers=0))
     assert [b["step"] for b in serial] == [0, 1, 2, 3, 4]
     parallel = list(make_loader(_dataset(phantom_cache), num_workers=2))
     assert [b["step"] for b in parallel] == [0, 1, 2, 3, 4]
-    for a, b in zip(serial, parallel):
+    for a, b in zip(serial, parallel, strict=True):
         _same(a, b)
     resumed = list(make_loader(_dataset(phantom_cache, start=3), num_workers=0))
-    for a, b in zip(serial[3:], resumed):
+    for a, b in zip(serial[3:], resumed, strict=True):
         _same(a, b)
 
 

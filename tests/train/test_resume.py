@@ -33,6 +33,7 @@ def test_stop_then_resume_with_more_steps_equals_one_run(tiny_recipe):
         torch.testing.assert_close(second.model.state_dict()[key], value, rtol=0, atol=0)
 
 
+@pytest.mark.multiprocess
 def test_crash_between_checkpoints_then_resume_equals_one_run(tiny_recipe):
     # Two data workers: batches must not depend on which worker draws them.
     full = _uninterrupted(tiny_recipe, num_workers=2)
@@ -50,7 +51,7 @@ def test_crash_between_checkpoints_then_resume_equals_one_run(tiny_recipe):
 def test_resume_refuses_changed_training_settings(tiny_recipe):
     path = tiny_recipe("changed", steps=2)
     pretrain(tiny_recipe.load(path), progress=False)
-    with pytest.raises(CheckpointError, match="pretrain.lr"):
+    with pytest.raises(CheckpointError, match=r"pretrain\.lr"):
         pretrain(
             tiny_recipe.load(path, ["pretrain.steps=4", "pretrain.lr=0.1"]),
             resume=True,

@@ -35,6 +35,7 @@ from voxssl.classify.model import Classifier, HeadSpec, load_classifier, save_cl
 from voxssl.classify.train import FoldIndices, Runner, train_fold
 from voxssl.config.classify import ClassifyConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
+from voxssl.device import autocast_dtype, resolve_device, set_cpu_threads
 from voxssl.errors import CheckpointError, ConfigError, DataError
 from voxssl.utils.atomic import atomic_write_text
 
@@ -106,13 +107,9 @@ def make_folds(data: ClassificationData, cfg: ClassifyConfig, run_dir: Path | No
 
 
 def _device(cfg: ClassifyConfig):
-    from voxssl.train.distributed import resolve_device
-    from voxssl.train.loop import amp_dtype
-
-    device = resolve_device(cfg.device)
-    if device.type == "cpu" and cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
-    return device, amp_dtype(cfg.amp, device)
+    device = resolve_device(cfg.device, "classify.device")
+    set_cpu_threads(device, cfg.cpu_threads)
+    return device, autocast_dtype(cfg.amp, device, "classify.amp")
 
 
 def run_classify(

@@ -6,7 +6,6 @@ model then predicts the fold's test images."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -20,6 +19,7 @@ from torch.utils.data import DataLoader
 from voxssl.classify.data import ClassificationData, ClassificationDataset
 from voxssl.classify.model import Classifier, HeadSpec, loss_function, probabilities
 from voxssl.config.classify import ClassifyConfig
+from voxssl.device import autocast
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ class Runner:
         self.cfg, self.device, self.autocast_dtype, self.seed = cfg, device, autocast_dtype, seed
 
     def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.cfg.amp, "classify.amp")
 
     def loader(self, data: ClassificationData, items: list, augment: bool) -> DataLoader:
         cfg = self.cfg

@@ -2,11 +2,9 @@
 
 Contract (what the preprocessing reader relies on):
 
-- :func:`read_dicom_series` reads every DICOM file of a folder as ONE series, ignoring the
-  (inconsistent) series UIDs of the CHAOS files, with slices stacked by ``ImagePositionPatient``
-  projected on the slice normal (ascending), never by file name. The result is a
-  ``SimpleITK.Image`` whose origin, spacing and direction come from the DICOM tags, so it can be
-  reoriented like any other image.
+- the DICOM folder is read as ONE series with :mod:`voxssl.data.dicom`'s rules (the same as for
+  the scan itself): slices stacked by ``ImagePositionPatient`` along the slice normal, never by
+  file name, ignoring the (inconsistent) series UIDs of the CHAOS files;
 - :func:`read_chaos_label` returns a ``SimpleITK.Image`` (uint8, canonical organ ids) with exactly
   the geometry of ``reference_image`` (the series as the reader read it): the PNGs are stacked in
   the same position order, given the series' physical geometry, then resampled with nearest
@@ -28,11 +26,14 @@ kidney (3), 240-255 spleen (1), anything else background.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
+from PIL import Image
 
+from voxssl.data.adapters.chaos import LABEL_DICOM_DIR
+from voxssl.data.dicom import read_series_layout, with_series_geometry
 from voxssl.errors import DataError
 
 #: (low, high, canonical id) for the MR Ground grey values, inclusive ranges.
@@ -46,131 +47,6 @@ CT_LIVER_THRESHOLD = 128
 CT_LIVER_ID = 6
 CT_PNG_NAME = re.compile(r"^liver_GT_(\d+)$", re.IGNORECASE)
 CT_DICOM_INDEX = re.compile(r"^i?(\d+)")
-
-TAG_POSITION = "0020|0032"
-TAG_ORIENTATION = "0020|0037"
-
-
-@dataclass(frozen=True)
-class DicomSlice:
-    path: Path
-    position: np.ndarray  # ImagePositionPatient (mm, LPS)
-    row_direction: np.ndarray  # first three numbers of ImageOrientationPatient
-    column_direction: np.ndarray
-    spacing: tuple[float, float]  # (column spacing x, row spacing y), mm
-    size: tuple[int, int]  # (columns, rows)
-
-    @property
-    def normal(self) -> np.ndarray:
-        return np.cross(self.row_direction, self.column_direction)
-
-
-def dicom_files(dicom_dir: Path) -> list[Path]:
-    """The DICOM files of a folder (``*.dcm``, or every non-hidden file when none ends in .dcm)."""
-    dicom_dir = Path(dicom_dir)
-    if not dicom_dir.is_dir():
-        raise DataError(f"DICOM folder not found: {dicom_dir}")
-    files = sorted(p for p in dicom_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    dcm = [p for p in files if p.suffix.lower() == ".dcm"]
-    found = dcm or files
-    if not found:
-        raise DataError(f"{dicom_dir}: no DICOM files")
-    return found
-
-
-def read_slice_header(path: Path) -> DicomSlice:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(
-            f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})"
-        ) from None
-    try:
-        position = _numbers(reader.GetMetaData(TAG_POSITION), 3)
-        orientation = _numbers(reader.GetMetaData(TAG_ORIENTATION), 6)
-    except RuntimeError:
-        raise DataError(
-            f"{path}: no ImagePositionPatient / ImageOrientationPatient; cannot place the slice"
-        ) from None
-    spacing = reader.GetSpacing()
-    size = reader.GetSize()
-    return DicomSlice(
-        path,
-        position,
-        orientation[:3],
-        orientation[3:],
-        (spacing[0], spacing[1]),
-        (size[0], size[1]),
-    )
-
-
-def _numbers(text: str, count: int) -> np.ndarray:
-    values = np.array([float(v) for v in text.strip().split("\\") if v.strip()], dtype=np.float64)
-    if values.size != count:
-        raise RuntimeError(text)
-    return values
-
-
-def slices_by_position(dicom_dir: Path) -> list[DicomSlice]:
-    """Every slice of the folder, ordered by position along the slice normal (ascending)."""
-    slices = [read_slice_header(path) for path in dicom_files(dicom_dir)]
-    first = slices[0]
-    for other in slices[1:]:
-        if other.size != first.size or not np.allclose(other.normal, first.normal, atol=1e-3):
-            raise DataError(
-                f"{dicom_dir}: {other.path.name} has another size or orientation than {first.path.name}"
-            )
-    normal = first.normal
-    slices.sort(key=lambda s: float(np.dot(s.position, normal)))
-    depths = np.array([np.dot(s.position, normal) for s in slices])
-    if len(slices) > 1 and np.min(np.diff(depths)) < 1e-4:
-        i = int(np.argmin(np.diff(depths)))
-        raise DataError(
-            f"{dicom_dir}: {slices[i].path.name} and {slices[i + 1].path.name} are at the same position"
-        )
-    return slices
-
-
-def _series_geometry(
-    slices: list[DicomSlice],
-) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """(origin, spacing, direction) of the stacked slices, in SimpleITK's conventions."""
-    first = slices[0]
-    normal = first.normal / np.linalg.norm(first.normal)
-    if len(slices) > 1:
-        depths = np.array([np.dot(s.position, normal) for s in slices])
-        slice_spacing = float(np.median(np.diff(depths)))
-    else:
-        slice_spacing = 1.0
-    direction = np.stack(
-        [first.row_direction, first.column_direction, normal], axis=1
-    )  # columns = axes
-    spacing = (first.spacing[0], first.spacing[1], slice_spacing)
-    return tuple(first.position.tolist()), spacing, tuple(direction.flatten().tolist())
-
-
-def read_dicom_series(dicom_dir: Path):
-    """All DICOM files of ``dicom_dir`` as one 3D ``SimpleITK.Image``, stacked by position."""
-    import SimpleITK as sitk
-
-    slices = slices_by_position(Path(dicom_dir))
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(s.path) for s in slices])
-    try:
-        image = reader.Execute()
-    except RuntimeError as err:
-        raise DataError(
-            f"{dicom_dir}: cannot read the DICOM series ({str(err).strip().splitlines()[-1]})"
-        ) from None
-    origin, spacing, direction = _series_geometry(slices)
-    image.SetOrigin(origin)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
-    return image
 
 
 def decode_png(values: np.ndarray, ct: bool) -> np.ndarray:
@@ -218,20 +94,17 @@ def read_chaos_label(ground_dir: Path, dicom_dir: Path, reference_image=None):
         dicom_dir: the DICOM folder whose file names the PNGs follow (InPhase for T1DUAL).
         reference_image: the image the label must match (the series as the reader read it); the
             label is resampled (nearest neighbour) onto its grid. None keeps the grid of
-            ``dicom_dir`` stacked by position (:func:`read_dicom_series`'s grid).
+            ``dicom_dir`` stacked by position (:func:`voxssl.data.dicom.read_series_image`'s grid).
 
     Raises:
         DataError: a slice without its PNG (or a PNG without its slice), a PNG of the wrong size.
     """
-    import SimpleITK as sitk
-    from PIL import Image
-
     ground_dir, dicom_dir = Path(ground_dir), Path(dicom_dir)
-    slices = slices_by_position(dicom_dir)
+    series = read_series_layout(dicom_dir)
     pngs, ct = _png_index(ground_dir)
-    columns, rows = slices[0].size
-    volume = np.zeros((len(slices), rows, columns), dtype=np.uint8)  # (z, y, x) as SimpleITK arrays
-    for z, dicom_slice in enumerate(slices):
+    columns, rows, depth = series.shape
+    volume = np.zeros((depth, rows, columns), dtype=np.uint8)  # (z, y, x) as SimpleITK arrays
+    for z, dicom_slice in enumerate(series.slices):
         key = _dicom_key(dicom_slice.path, ct)
         png = pngs.pop(key, None)
         if png is None:
@@ -249,11 +122,7 @@ def read_chaos_label(ground_dir: Path, dicom_dir: Path, reference_image=None):
         raise DataError(
             f"{ground_dir}: {next(iter(pngs.values())).name} matches no DICOM file in {dicom_dir}"
         )
-    label = sitk.GetImageFromArray(volume)
-    origin, spacing, direction = _series_geometry(slices)
-    label.SetOrigin(origin)
-    label.SetSpacing(spacing)
-    label.SetDirection(direction)
+    label = with_series_geometry(sitk.GetImageFromArray(volume), series)
     if reference_image is None:
         return label
     return sitk.Resample(
@@ -263,8 +132,6 @@ def read_chaos_label(ground_dir: Path, dicom_dir: Path, reference_image=None):
 
 def read_case_label(case, reference_image):
     """:func:`read_chaos_label` for a CHAOS :class:`~voxssl.data.case.Case` (``label_format="chaos_png"``)."""
-    from voxssl.data.adapters.chaos import LABEL_DICOM_DIR
-
     if case.label is None:
         raise ValueError(f"case {case.case_id} has no label")
     dicom_dir = case.metadata.get(LABEL_DICOM_DIR, case.image)

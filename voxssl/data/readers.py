@@ -12,16 +12,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 
 from voxssl.data.case import Case
+from voxssl.data.chaos_png import read_case_label as read_chaos_case_label
+from voxssl.data.dicom import read_series_image, read_series_layout
 from voxssl.data.volume import Volume
 from voxssl.errors import ConfigError, DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-#: DICOM folder entries that are never slices.
-_DICOM_SKIP_NAMES = {"DICOMDIR", "Thumbs.db", "LOCKFILE", "VERSION"}
-#: Relative spread of slice gaps (positions along the normal) above which a series is rejected.
-_MAX_SLICE_GAP_SPREAD = 0.05
 #: Environment variable: the most voxels (all channels) an image may declare before it is read.
 MAX_VOXELS_ENV = "VOXSSL_MAX_VOXELS"
 #: Default of that limit: 2**30 voxels (a 1024^3 or 512x512x4096 scan; 4 GB as float32, and
@@ -235,10 +234,6 @@ def _read_chaos_png_label(case: Case, image: Volume) -> np.ndarray:
     them (nearest neighbour, an identity copy when the grids agree) onto a SimpleITK image with the
     geometry of the series as stored; the result is then reoriented exactly like the image.
     """
-    import SimpleITK as sitk
-
-    from voxssl.data.chaos_png import read_case_label as read_chaos_case_label
-
     reference = sitk.Image([int(n) for n in image.original_shape], sitk.sitkUInt8)
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.original_affine
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
@@ -387,77 +382,25 @@ def check_label_header(case: Case, image: Volume, tolerance_voxels: float = 0.05
 # DICOM
 
 
-def _dicom_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name not in _DICOM_SKIP_NAMES
-    )
-
-
 def _read_dicom_series(
     folder: Path, max_voxels: int = DEFAULT_MAX_VOXELS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read every file of ``folder`` as one series, stacked by position along the slice normal.
-
-    The files are sorted here (not by GDCM's series grouping), because some archives (CHAOS)
-    carry inconsistent series UIDs that make series readers split one series into several.
-    Returns the array in (column, row, slice) order and its RAS affine built from the DICOM tags
-    (ImagePositionPatient, ImageOrientationPatient, PixelSpacing); the slice step comes from
-    the positions, never from SliceThickness.
-    """
-    import SimpleITK as sitk
-
-    files = _dicom_files(folder)
-    if not files:
-        raise DataError(f"{folder}: the folder holds no DICOM file")
-    headers = [_dicom_header(path) for path in files]
-    if len(files) == 1:
+    """Read the folder as one series (:mod:`voxssl.data.dicom`'s rules) in (column, row, slice)
+    order, with its RAS affine from the DICOM tags."""
+    series = read_series_layout(folder)
+    if len(series.slices) == 1:
         raise DataError(
-            f"{folder}: one DICOM file ({files[0].name}); single-file or multi-frame series are not "
-            "supported, convert it to NIfTI first (e.g. dcm2niix)"
+            f"{folder}: one DICOM file ({series.slices[0].path.name}); single-file or multi-frame "
+            "series are not supported, convert it to NIfTI first (e.g. dcm2niix)"
         )
-    orientation = headers[0]["orientation"]
-    for path, header in zip(files, headers, strict=True):
-        if not np.allclose(header["orientation"], orientation, atol=1e-4):
-            raise DataError(
-                f"{path}: ImageOrientationPatient differs from {files[0].name}; the folder mixes series"
-            )
-        if header["size"][:2] != headers[0]["size"][:2]:
-            raise DataError(
-                f"{path}: slice size {header['size'][:2]} differs from {files[0].name}'s {headers[0]['size'][:2]}"
-            )
-    row_cosine, column_cosine = orientation[:3], orientation[3:]
-    normal = np.cross(row_cosine, column_cosine)
-    positions = np.array([h["position"] for h in headers])
-    order = np.argsort(positions @ normal, kind="stable")
-    files = [files[i] for i in order]
-    positions = positions[order]
-    steps = np.diff(positions @ normal)
-    if len(files) > 1:
-        if np.any(np.abs(steps) < 1e-4):
-            duplicate = int(np.argmin(np.abs(steps)))
-            raise DataError(
-                f"{folder}: {files[duplicate].name} and {files[duplicate + 1].name} lie at the same position; "
-                "the folder mixes several series (put each series in its own folder)"
-            )
-        if np.ptp(steps) > _MAX_SLICE_GAP_SPREAD * np.median(steps):
-            raise DataError(_uneven_gaps_message(folder, files, steps))
-    shape = (int(headers[0]["size"][0]), int(headers[0]["size"][1]), len(files))
+    shape = series.shape
     if int(np.prod(shape, dtype=np.float64)) > max_voxels:
         raise DataError(
             f"{folder}: the series declares shape {shape} ({int(np.prod(shape, dtype=np.float64))} "
             f"voxels), above the limit of {max_voxels} voxels; if it really is that large, raise "
             f"{MAX_VOXELS_ENV} (or preprocess.max_voxels in the recipe)"
         )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(p) for p in files])
-    try:
-        image = reader.Execute()
-    except RuntimeError as err:
-        raise DataError(
-            f"{folder}: cannot decode the DICOM pixel data ({str(err).strip().splitlines()[-1]})"
-        ) from None
+    image = read_series_image(series)
     data = np.transpose(
         sitk.GetArrayFromImage(image), (2, 1, 0)
     )  # (slice, row, col) -> (col, row, slice)
@@ -465,18 +408,7 @@ def _read_dicom_series(
         raise DataError(
             f"{folder}: expected single-frame greyscale slices, got pixel array {data.shape}"
         )
-    if data.shape[2] < 2:
-        raise DataError(
-            f"{folder}: a DICOM series needs at least 2 slices for a 3D image, got {data.shape[2]}"
-        )
-    row_spacing, column_spacing = headers[0]["pixel_spacing"]
-    slice_step = (positions[-1] - positions[0]) / (len(files) - 1)
-    lps = np.eye(4)
-    lps[:3, 0] = row_cosine * column_spacing  # along a row: the column index grows
-    lps[:3, 1] = column_cosine * row_spacing
-    lps[:3, 2] = slice_step
-    lps[:3, 3] = positions[0]
-    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ series.lps_affine()
 
 
 def read_dicom_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -487,8 +419,6 @@ def read_dicom_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, 
     turned grey with the ITU-R 601 luma weights; ``window`` is the first (center, width) of the
     file's VOI window, or None.
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -520,60 +450,6 @@ def read_dicom_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, 
         window = None
     _check_finite(pixels, path)
     return np.ascontiguousarray(pixels), window
-
-
-def _uneven_gaps_message(folder: Path, files: list[Path], steps: np.ndarray) -> str:
-    """Missing slices leave gaps that are whole multiples of the series' step; gaps that are not
-    (0.7 / 1.3 / 0.7 mm ...) come from several series interleaved in one folder."""
-    step = float(steps.min())
-    multiples = steps / step
-    if np.all(np.abs(multiples - np.rint(multiples)) <= _MAX_SLICE_GAP_SPREAD):
-        first = int(np.argmax(multiples > 1.5))
-        missing = int(np.rint(multiples).sum() - len(steps))
-        return (
-            f"{folder}: slices are missing: the series steps {step:.3g} mm but {steps[first]:.3g} mm "
-            f"separate {files[first].name} and {files[first + 1].name} ({missing} slice(s) missing "
-            "in all); copy the whole series"
-        )
-    return (
-        f"{folder}: several series are mixed: slice gaps of {step:.3g} to {steps.max():.3g} mm are not "
-        "multiples of one step, as when two series interleave; put each series in its own folder"
-    )
-
-
-def _dicom_header(path: Path) -> dict:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-        position = _dicom_floats(reader, "0020|0032", 3)
-        orientation = _dicom_floats(reader, "0020|0037", 6)
-        pixel_spacing = _dicom_floats(reader, "0028|0030", 2)
-    except RuntimeError as err:
-        raise DataError(
-            f"{path}: not a readable DICOM file ({str(err).strip().splitlines()[-1]})"
-        ) from None
-    except KeyError as tag:
-        raise DataError(
-            f"{path}: DICOM tag {tag} is missing; cannot place the slice in space"
-        ) from None
-    return {
-        "position": position,
-        "orientation": orientation,
-        "pixel_spacing": pixel_spacing,
-        "size": reader.GetSize(),
-    }
-
-
-def _dicom_floats(reader, tag: str, count: int) -> np.ndarray:
-    if not reader.HasMetaDataKey(tag):
-        raise KeyError(tag)
-    values = [float(v) for v in reader.GetMetaData(tag).replace(",", "\\").split("\\") if v.strip()]
-    if len(values) != count:
-        raise KeyError(tag)
-    return np.array(values)
 
 
 __all__ = [

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch
 from voxssl.config.dinov2 import RESUMABLE_FIELDS, Dinov2Config
 from voxssl.config.loader import to_dict
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
+from voxssl.device import autocast, autocast_dtype, set_cpu_threads
 from voxssl.errors import CheckpointError, ConfigError
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.distributed import (
@@ -73,7 +73,7 @@ def pretrain_dinov2(
     ``stop_after``: end after this step without a final checkpoint, as a crash would (tests).
     """
     cfg: Dinov2Config = require_section(recipe, "dinov2", "dinov2 pretrain")
-    ctx = init_distributed(cfg.device)
+    ctx = init_distributed(cfg.device, device_key="dinov2.device")
     try:
         return _pretrain(recipe, cfg, ctx, resume=resume, progress=progress, stop_after=stop_after)
     finally:
@@ -108,7 +108,6 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
     from voxssl.models.vit import vit_plan
     from voxssl.models.weights import load_state_strict, load_weights, save_weights
     from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb
-    from voxssl.train.loop import amp_dtype
     from voxssl.transforms.multicrop import MultiCrop, MultiCropSettings
 
     run_dir, device = Path(recipe.run_dir), ctx.device
@@ -121,9 +120,8 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
         recipe.source_file,
     )
     log.info("DINOv2 training on %s", pool.describe())
-    autocast_dtype = amp_dtype(cfg.amp, device)
-    if device.type == "cpu" and cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
+    autocast_dtype(cfg.amp, device, "dinov2.amp")  # a bad precision fails before any work
+    set_cpu_threads(device, cfg.cpu_threads)
     torch.manual_seed(recipe.seed)  # same heads on every rank (DDP also broadcasts them)
     model = build_pretrainer(cfg).to(device)
     student = model.student
@@ -243,13 +241,8 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
             }
             values = schedule_values(step, cfg, ctx.world_size)
             apply_step_values(optimizer, values.lr, values.last_layer_lr, values.weight_decay)
-            autocast = (
-                torch.autocast(device.type, dtype=autocast_dtype)
-                if autocast_dtype is not None
-                else contextlib.nullcontext()
-            )
             optimizer.zero_grad(set_to_none=True)
-            with autocast:
+            with autocast(device, cfg.amp, "dinov2.amp"):
                 out = objective(model, train_student, batch, values.teacher_temperature)
             out.loss.backward()
             grad_norms = {}

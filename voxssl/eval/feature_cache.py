@@ -26,8 +26,10 @@ import torch
 from torch import nn
 
 from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.device import autocast
 from voxssl.errors import ConfigError
-from voxssl.eval.sampling import LabelledVolume, PatchSampler, crop
+from voxssl.eval.sampling import LabelledVolume, PatchSampler
+from voxssl.transforms.crop import padded_crop
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,9 @@ def compute_pyramid(
 ) -> list[np.ndarray]:
     """The backbone's pyramid of a whole (C, X, Y, Z) volume, padded to the coarsest cell:
     level i as float32 (C_i, X_p / 2^i, Y_p / 2^i, Z_p / 2^i) on the CPU."""
-    from voxssl.eval.train import autocast
-
     num_levels = len(backbone.level_channels)
     padded = padded_shape(image.shape[1:], alignment(num_levels))
-    volume = crop(np.asarray(image, dtype=np.float32), (0, 0, 0), padded, 0.0)
+    volume = padded_crop(image, (0, 0, 0), padded, 0.0, dtype=np.float32)
     was_training = backbone.training
     backbone.eval()
     with autocast(device, amp):
@@ -158,7 +158,7 @@ class CachedPatchSampler(PatchSampler):
         may reach less than one cell into the padding, which is cached too)."""
         f = self.factor
         starts = []
-        for c, p, dim in zip(centre, self.patch_size, shape):
+        for c, p, dim in zip(centre, self.patch_size, shape, strict=True):
             c = int(c)
             nearest = (c - p // 2 + f // 2) // f * f
             lowest = -((p - 1 - c) // f) * f  # smallest multiple of f that is > c - p
@@ -177,13 +177,15 @@ class CachedPatchSampler(PatchSampler):
         """(levels, target, body, annotated) of the patch at ``start`` (a multiple of the cell)."""
         volume = case.volume
         levels = [
-            crop(level, [s // 2**i for s in start], [p // 2**i for p in self.patch_size], 0.0)
+            padded_crop(
+                level, [s // 2**i for s in start], [p // 2**i for p in self.patch_size], 0.0
+            )
             for i, level in enumerate(case.levels)
         ]
         return (
             levels,
-            crop(volume.target, start, self.patch_size, IGNORE_INDEX),
-            crop(volume.body_mask, start, self.patch_size, False),
+            padded_crop(volume.target, start, self.patch_size, IGNORE_INDEX),
+            padded_crop(volume.body_mask, start, self.patch_size, False),
             volume.annotated,
         )
 

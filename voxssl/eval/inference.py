@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from voxssl.data.geometry import to_original_geometry
+from voxssl.device import autocast
 from voxssl.utils.atomic import atomic_path
 
 Interpolation = Literal["linear", "nearest"]
@@ -47,8 +48,6 @@ def predict_probabilities(
     via a small wrapper, see :func:`probability_predictor`).
     """
     from monai.inferers import sliding_window_inference
-
-    from voxssl.eval.train import autocast
 
     device = torch.device(device)
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))

@@ -1,9 +1,14 @@
 """Per-organ, per-case segmentation metrics (MONAI DiceMetric, HausdorffDistanceMetric p95).
 
-A class counts for a case only where the reference annotates it: voxels labelled IGNORE_INDEX are
-removed from both maps, classes outside ``annotated`` (partial labels) give NaN, and an organ absent
-from both the reference and the prediction gives NaN (nothing to score) rather than a free 1.0.
-An organ absent from the reference but predicted scores 0.
+THE Dice rule of voxssl (probes, fine-tuning, few-shot, benchmarks): Dice = 2|P n G| / (|P| + |G|)
+as MONAI's DiceMetric computes it, except that an organ absent from both the reference and the
+prediction gives NaN (nothing to score; means skip it) rather than a free 1.0. An organ absent
+from the reference but predicted scores 0. :func:`dice` applies it to two binary masks,
+:func:`score_case` to every class of a label map.
+
+In :func:`score_case` a class counts only where the reference annotates it: voxels labelled
+IGNORE_INDEX are removed from both maps and classes outside ``annotated`` (partial labels) give
+NaN.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from voxssl.data.vocabulary import IGNORE_INDEX
 
@@ -37,6 +43,25 @@ def one_hot(label: np.ndarray, class_ids: Sequence[int]) -> torch.Tensor:
     return torch.stack([(label_t == c) for c in class_ids]).unsqueeze(0).float()
 
 
+def class_dice(prediction: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Dice per channel ``(C,)`` of one-hot maps ``(1, C, *spatial)``, NaN where both are empty."""
+    dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(
+        prediction, reference
+    )[0]
+    spatial = tuple(range(2, prediction.ndim))
+    empty = (prediction.sum(dim=spatial)[0] == 0) & (reference.sum(dim=spatial)[0] == 0)
+    return torch.where(empty, torch.full_like(dice, float("nan")), dice)
+
+
+def dice(prediction: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor) -> float:
+    """Dice of two binary masks of one shape (the rule in the module docstring: NaN if both empty)."""
+    pred = torch.as_tensor(np.asarray(prediction, dtype=bool))
+    ref = torch.as_tensor(np.asarray(truth, dtype=bool))
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and truth {tuple(ref.shape)} differ")
+    return float(class_dice(pred[None, None].float(), ref[None, None].float())[0])
+
+
 def score_case(
     case_id: str,
     prediction: np.ndarray,
@@ -47,8 +72,6 @@ def score_case(
     hd95: bool = False,
 ) -> CaseScores:
     """Dice (and optionally HD95 in mm, with ``spacing``) of every class of one case."""
-    from monai.metrics import DiceMetric, HausdorffDistanceMetric
-
     if prediction.shape != reference.shape:
         raise ValueError(
             f"{case_id}: prediction {prediction.shape} and reference {reference.shape} differ in shape"
@@ -56,13 +79,11 @@ def score_case(
     valid = np.asarray(reference) != IGNORE_INDEX
     pred = one_hot(np.where(valid, prediction, 0), class_ids)
     ref = one_hot(np.where(valid, reference, 0), class_ids)
-    empty = (pred.sum(dim=(0, 2, 3, 4)) == 0) & (ref.sum(dim=(0, 2, 3, 4)) == 0)
-    dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(pred, ref)[0]
+    per_class = class_dice(pred, ref)
     scores = CaseScores(case_id)
     annotated_set = set(class_ids if annotated is None else annotated)
     for c, organ in enumerate(class_ids):
-        scored = organ in annotated_set and not bool(empty[c])
-        scores.dice[organ] = float(dice[c]) if scored else float("nan")
+        scores.dice[organ] = float(per_class[c]) if organ in annotated_set else float("nan")
     if hd95:
         with warnings.catch_warnings():  # empty maps give inf/nan, handled below
             warnings.simplefilter("ignore", UserWarning)
@@ -77,4 +98,4 @@ def score_case(
     return scores
 
 
-__all__ = ["CaseScores", "one_hot", "score_case"]
+__all__ = ["CaseScores", "class_dice", "dice", "one_hot", "score_case"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from voxssl.device import resolve_device
 from voxssl.errors import CheckpointError, DataError
 from voxssl.utils.atomic import atomic_write_text
 
@@ -77,7 +78,6 @@ def predict_files(
     )
     from voxssl.eval.protocol import resolve_weights_path
     from voxssl.eval.seg_weights import load_segmentation_model
-    from voxssl.eval.train import resolve_device
 
     if not images:
         raise DataError("predict: no input image given")
@@ -85,7 +85,7 @@ def predict_files(
     if missing:
         raise DataError(f"predict: input not found: {missing[0]}")
     path = resolve_weights_path(str(weights))
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, "--device")
     model, spec, plan = load_segmentation_model(path, device=torch_device)
     modality, preprocess_cfg = preprocess_config_from_plan(plan, str(path))
     in_channels = int(plan.model_config(source=str(path)).in_channels)

@@ -28,6 +28,7 @@ from torch import nn
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
 from voxssl.data.vocabulary import organ_name
+from voxssl.device import resolve_device
 from voxssl.errors import CheckpointError, ConfigError, DataError
 from voxssl.eval.folds import Fold, Splits, load_splits, low_data_subset, make_splits, save_splits
 from voxssl.eval.metrics import CaseScores, score_case
@@ -258,7 +259,6 @@ def run_downstream(
     finished and runs the others.
     """
     from voxssl.eval.report import summarize, write_report
-    from voxssl.eval.train import resolve_device
 
     run_dir = recipe.run_dir
     section = "probe" if protocol == "linear-probe" else "finetune"
@@ -269,7 +269,7 @@ def run_downstream(
     by_id = {c.case_id: c for c in cases}
     splits = build_splits(cfg, sorted(by_id), run_dir if mode == "resume" else None)
     folds = selected_folds(cfg, splits)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, f"{section}.device")
     if device.type == "cpu" and cfg.cpu_threads > 0:
         torch.set_num_threads(cfg.cpu_threads)
     in_channels = cases[0].num_channels

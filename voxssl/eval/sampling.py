@@ -18,6 +18,7 @@ import numpy as np
 
 from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
 from voxssl.errors import DataError
+from voxssl.transforms.crop import padded_crop
 
 #: foreground voxel coordinates kept per organ and case (a uniform subsample of the organ)
 MAX_CENTRES_PER_ORGAN = 20_000
@@ -88,19 +89,6 @@ def labelled_volume(
     )
 
 
-def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float) -> np.ndarray:
-    """``array[..., start:start+size]`` over the last three axes, padded with ``fill`` outside."""
-    spatial = array.shape[-3:]
-    src, dst = [], []
-    for s, n, dim in zip(start, size, spatial):
-        lo, hi = max(s, 0), min(s + n, dim)
-        src.append(slice(lo, max(hi, lo)))
-        dst.append(slice(lo - s, lo - s + max(hi - lo, 0)))
-    out = np.full(array.shape[:-3] + tuple(size), fill, dtype=array.dtype)
-    out[(..., *dst)] = array[(..., *src)]
-    return out
-
-
 class PatchSampler:
     """Draws batches of (image, target, body mask, annotated) patches with its own generator."""
 
@@ -127,11 +115,11 @@ class PatchSampler:
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         volume = self.volumes[self.rng.integers(len(self.volumes))]
         centre = self._centre(volume)
-        start = [int(c) - p // 2 for c, p in zip(centre, self.patch_size)]
+        start = [int(c) - p // 2 for c, p in zip(centre, self.patch_size, strict=True)]
         return (
-            crop(volume.image, start, self.patch_size, 0.0),
-            crop(volume.target, start, self.patch_size, IGNORE_INDEX),
-            crop(volume.body_mask, start, self.patch_size, False),
+            padded_crop(volume.image, start, self.patch_size, 0.0),
+            padded_crop(volume.target, start, self.patch_size, IGNORE_INDEX),
+            padded_crop(volume.body_mask, start, self.patch_size, False),
             volume.annotated,
         )
 
@@ -151,7 +139,6 @@ __all__ = [
     "LabelledVolume",
     "PatchSampler",
     "as_channels",
-    "crop",
     "labelled_volume",
     "remap_label",
 ]

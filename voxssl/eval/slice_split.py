@@ -21,6 +21,7 @@ import torch
 
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.downstream import DownstreamConfig
+from voxssl.device import resolve_device
 from voxssl.eval.metrics import CaseScores
 
 
@@ -81,7 +82,7 @@ def slice_split_probe(
     from voxssl.eval.model import SegmentationModel
     from voxssl.eval.protocol import training_sampler
     from voxssl.eval.sampling import labelled_volume
-    from voxssl.eval.train import resolve_device, train_segmentation
+    from voxssl.eval.train import train_segmentation
     from voxssl.losses.segmentation import output_channels
 
     volume = read_volume(image_path)
@@ -94,7 +95,7 @@ def slice_split_probe(
     train = labelled_volume(
         "lower_labels", image, *_labels_below(cached_label, body, cut), class_ids, None, rng
     )
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "probe.device")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = build_head(

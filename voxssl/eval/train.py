@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
+from voxssl.device import autocast
 from voxssl.eval.model import SegmentationModel
 from voxssl.eval.sampling import PatchSampler
 from voxssl.eval.schedule import backbone_lr, head_lr
@@ -44,21 +45,6 @@ class BackboneSchedule:
 
     def lr_at(self, step: int) -> float:
         return backbone_lr(step, self.frozen_steps, self.ramp_steps, self.lr_start, self.lr)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from voxssl.errors import ConfigError
-
-        raise ConfigError("device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; a no-op on CPU (bf16 on CPU is ~100x slower)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 def train_segmentation(
@@ -174,4 +160,4 @@ def _tensorboard(path: Path):
     return SummaryWriter(log_dir=str(path))
 
 
-__all__ = ["BackboneSchedule", "autocast", "resolve_device", "to_device", "train_segmentation"]
+__all__ = ["BackboneSchedule", "to_device", "train_segmentation"]

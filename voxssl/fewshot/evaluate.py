@@ -23,7 +23,9 @@ import torch
 
 from voxssl.config.fewshot import FewShotConfig
 from voxssl.data.vocabulary import organ_name
+from voxssl.device import resolve_device, set_cpu_threads
 from voxssl.errors import CheckpointError
+from voxssl.eval.metrics import dice
 from voxssl.fewshot.augment import EpisodeAugment
 from voxssl.fewshot.cca import apply_cca
 from voxssl.fewshot.checkpoint import load_trainable, read_fewshot_weights
@@ -31,10 +33,8 @@ from voxssl.fewshot.data import fewshot_cases, fold_splits, group_class_ids, mod
 from voxssl.fewshot.encoders import slice_context
 from voxssl.fewshot.inference import segment_organ_chunks
 from voxssl.fewshot.model import ALPNet, build_alpnet
-from voxssl.fewshot.protocol import dice
 from voxssl.fewshot.slices import SliceVolume, organ_slice_range
 from voxssl.fewshot.superpixels import case_store_key
-from voxssl.fewshot.train import resolve_device
 from voxssl.fewshot.ttt import TestTimeTrainer
 from voxssl.utils.atomic import atomic_path, atomic_write_text
 
@@ -174,7 +174,8 @@ def evaluate_protocol(
     progress: Progress | None = None,
 ) -> EvalResults:
     ev = config.eval
-    device = resolve_device(config.device, config.cpu_threads)
+    device = resolve_device(config.device, "fewshot.device")
+    set_cpu_threads(device, config.cpu_threads)
     cases = fewshot_cases(cache_dir, config.source)
     splits = fold_splits(cases, config)
     class_groups = group_class_ids(config)

@@ -42,12 +42,4 @@ def query_chunks(organ_range: tuple[int, int], chunks: int) -> list[list[int]]:
     return [part.tolist() for part in np.array_split(np.arange(z_min, z_max + 1), chunks)]
 
 
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """2|P n G| / (|P| + |G|); 1 when both are empty."""
-    p = np.asarray(prediction, dtype=bool)
-    g = np.asarray(truth, dtype=bool)
-    denominator = p.sum() + g.sum()
-    return 1.0 if denominator == 0 else float(2.0 * np.logical_and(p, g).sum() / denominator)
-
-
-__all__ = ["cv_folds", "dice", "query_chunks", "support_scan", "support_slices"]
+__all__ = ["cv_folds", "query_chunks", "support_scan", "support_slices"]

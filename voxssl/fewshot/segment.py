@@ -20,6 +20,7 @@ import torch
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.fewshot import FewShotConfig
 from voxssl.config.loader import from_dict
+from voxssl.device import resolve_device, set_cpu_threads
 from voxssl.errors import DataError
 from voxssl.fewshot.cca import apply_cca
 from voxssl.fewshot.checkpoint import load_trainable, read_fewshot_weights
@@ -29,7 +30,6 @@ from voxssl.fewshot.inference import segment_slices, to_volume
 from voxssl.fewshot.model import ALPNet, build_alpnet
 from voxssl.fewshot.protocol import support_slices
 from voxssl.fewshot.slices import SliceVolume, organ_slice_range
-from voxssl.fewshot.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def segment_scans(
 ) -> list[Path]:
     """Segment every query scan; returns the written NIfTI paths (``<out>/<query name>_fewshot.nii.gz``)."""
     model, config, stored_preprocess = load_segmenter(weights, torch.device("cpu"))
-    torch_device = resolve_device(device, config.cpu_threads)
+    torch_device = resolve_device(device, "--device")
+    set_cpu_threads(torch_device, config.cpu_threads)
     model.to(torch_device)
     cfg = preprocess or stored_preprocess or PreprocessConfig()
     size = config.eval_image_size

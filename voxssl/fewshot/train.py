@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from voxssl.config.fewshot import FewShotConfig, OptimConfig
+from voxssl.device import autocast, resolve_device, set_cpu_threads
 from voxssl.fewshot.checkpoint import (
     load_training_state,
     save_fewshot_weights,
@@ -26,16 +26,6 @@ from voxssl.fewshot.episodes import SuperpixelEpisodes
 from voxssl.fewshot.model import ALPNet
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str, cpu_threads: int = 0) -> torch.device:
-    """``auto`` picks CUDA when available; on CPU, ``cpu_threads > 0`` sets torch's intra-op threads."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cpu" and cpu_threads > 0:
-        torch.set_num_threads(cpu_threads)
-    return device
 
 
 def learning_rate(step: int, optim: OptimConfig) -> float:
@@ -53,13 +43,6 @@ def make_optimiser(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.SG
     )
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on GPU only (bf16 on CPU is ~100x slower)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def train_alpnet(
     model: ALPNet,
     episodes: SuperpixelEpisodes,
@@ -75,7 +58,8 @@ def train_alpnet(
     from when present; it is deleted once the final weights are written.
     """
     optim = config.optim
-    device = resolve_device(config.device, config.cpu_threads)
+    device = resolve_device(config.device, "fewshot.device")
+    set_cpu_threads(device, config.cpu_threads)
     model.to(device).train()
     optimiser = make_optimiser(model, optim)
     state_path = Path(weights_path).with_suffix(".state.pt")
@@ -99,7 +83,7 @@ def train_alpnet(
             t.to(device)
             for t in (episode.support, episode.support_label, episode.query, episode.query_label)
         ]
-        with autocast(device, config.amp_bf16):
+        with autocast(device, config.amp_bf16, "fewshot.amp_bf16"):
             loss, parts = model.loss(*tensors)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -129,4 +113,4 @@ def train_alpnet(
     return {**running, "episodes_per_s": done / elapsed if elapsed > 0 else 0.0}
 
 
-__all__ = ["autocast", "learning_rate", "make_optimiser", "resolve_device", "train_alpnet"]
+__all__ = ["learning_rate", "make_optimiser", "train_alpnet"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from voxssl.device import resolve_device
 from voxssl.errors import VoxsslError
 
 log = logging.getLogger(__name__)
@@ -47,23 +48,17 @@ def launched_by_torchrun() -> bool:
     )
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto``: the process's GPU when CUDA is available, else the CPU."""
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise DistributedError("pretrain.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def init_distributed(
-    requested_device: str = "auto", timeout_s: float = 1800.0
+    requested_device: str = "auto", timeout_s: float = 1800.0, device_key: str = "device"
 ) -> DistributedContext:
-    """Join the torchrun process group when launched by torchrun; a world of one otherwise."""
+    """Join the torchrun process group when launched by torchrun; a world of one otherwise.
+
+    The device follows :func:`voxssl.device.resolve_device` (``device_key`` names the setting in
+    its errors); under torchrun ``auto`` and ``cuda`` mean the process's ``cuda:LOCAL_RANK``."""
     if not launched_by_torchrun():
-        return DistributedContext(device=resolve_device(requested_device))
+        return DistributedContext(device=resolve_device(requested_device, device_key))
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    device = resolve_device(requested_device, local)
+    device = resolve_device(requested_device, device_key, local_rank=local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -192,6 +187,5 @@ __all__ = [
     "gather_with_gradient",
     "init_distributed",
     "launched_by_torchrun",
-    "resolve_device",
     "wrap_ddp",
 ]

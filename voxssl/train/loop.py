@@ -14,7 +14,6 @@ resuming only sets the step.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from voxssl.config.model import model_config_to_dict
 from voxssl.config.pretrain import PretrainConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
 from voxssl.data.pretrain_dataset import PairBatchSpec, PretrainPairs, make_loader
+from voxssl.device import autocast, autocast_dtype, set_cpu_threads
 from voxssl.errors import CheckpointError, ConfigError
 from voxssl.models.build import build_pretrain_model
 from voxssl.models.plan import Plan, preprocessing_plan
@@ -64,19 +64,6 @@ class PretrainResult:
     )  # wall time of each step, data wait included
     data_wait_seconds: dict[int, float] = field(default_factory=dict)
     model: torch.nn.Module | None = None  # the trained PretrainModel (unwrapped), in train mode
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU (``auto`` or ``bf16``), none (fp32) on CPU."""
-    if amp == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16
-    if amp == "bf16":
-        raise ConfigError(
-            "pretrain.amp is 'bf16' but training runs on the CPU (bf16 is ~100x slower there); use auto"
-        )
-    return None
 
 
 def learning_rate(step: int, cfg: PretrainConfig) -> float:
@@ -121,7 +108,7 @@ def pretrain(
     """
     cfg: PretrainConfig = require_section(recipe, "pretrain", "pretrain")
     model_cfg = require_section(recipe, "model", "pretrain")
-    ctx = init_distributed(cfg.device)
+    ctx = init_distributed(cfg.device, device_key="pretrain.device")
     try:
         return _pretrain(
             recipe, cfg, model_cfg, ctx, resume=resume, progress=progress, stop_after=stop_after
@@ -141,9 +128,8 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             f"{recipe.source_file}: model.in_channels is {model_cfg.in_channels} but the cached "
             f"{modality} images have {channels} channel(s)"
         )
-    autocast_dtype = amp_dtype(cfg.amp, device)
-    if device.type == "cpu" and cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
+    autocast_dtype(cfg.amp, device, "pretrain.amp")  # a bad precision fails before any work
+    set_cpu_threads(device, cfg.cpu_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(recipe.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -258,12 +244,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
 
-            autocast = (
-                torch.autocast(device.type, dtype=autocast_dtype)
-                if autocast_dtype is not None
-                else contextlib.nullcontext()
-            )
-            with autocast:
+            with autocast(device, cfg.amp, "pretrain.amp"):
                 out = objective(train_model, batch)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -340,7 +321,6 @@ __all__ = [
     "BACKBONE_FILE",
     "TENSORBOARD_DIR",
     "PretrainResult",
-    "amp_dtype",
     "learning_rate",
     "pretrain",
 ]

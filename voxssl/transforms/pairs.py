@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from voxssl.transforms.crop import padded_crop
 from voxssl.transforms.intensity import RandomTransform
 
 _ANCHOR_ATTEMPTS = 256
@@ -102,27 +103,10 @@ def sample_crop_start(
     """Origin ``s`` of a crop of size ``patch`` with ``s <= anchor < s + patch``, inside the volume
     where the volume is large enough, else covering the whole axis."""
     starts = np.empty(3, dtype=np.int64)
-    for axis, (a, n, p) in enumerate(zip(anchor, volume_shape, patch)):
+    for axis, (a, n, p) in enumerate(zip(anchor, volume_shape, patch, strict=True)):
         low, high = max(a - p + 1, min(0, n - p)), min(a, max(0, n - p))
         starts[axis] = rng.integers(low, high + 1)
     return starts
-
-
-def extract_patch(
-    array: np.ndarray, start: np.ndarray, patch: tuple[int, int, int], fill: float = 0
-) -> np.ndarray:
-    """``array[..., s:s+p]`` over the 3 last axes, padded with ``fill`` where the crop leaves the array."""
-    spatial = array.shape[-3:]
-    out = np.full(
-        (*array.shape[:-3], *patch), fill, dtype=np.float32 if array.dtype != bool else bool
-    )
-    src, dst = [], []
-    for s, p, n in zip(start, patch, spatial):
-        lo, hi = max(s, 0), min(s + p, n)
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - s, hi - s))
-    out[(..., *dst)] = array[(..., *src)]
-    return out
 
 
 def sample_positives(
@@ -183,8 +167,8 @@ class ViewGenerator:
         positions1, positions2 = sample_positives(
             body, start1, start2, self.patch_size, self.positives_per_pair, rng
         )
-        target1 = extract_patch(image, start1, self.patch_size)
-        target2 = extract_patch(image, start2, self.patch_size)
+        target1 = padded_crop(image, start1, self.patch_size, dtype=np.float32)
+        target2 = padded_crop(image, start2, self.patch_size, dtype=np.float32)
         view1 = self.augment(target1, rng)
         view2 = self.augment(target2, rng)
         sample = PairSample(
@@ -219,7 +203,6 @@ __all__ = [
     "PairSample",
     "ViewGenerator",
     "as_channel_first",
-    "extract_patch",
     "sample_anchor",
     "sample_crop_start",
     "sample_positives",

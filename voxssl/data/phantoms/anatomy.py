@@ -69,6 +69,8 @@ class _Builder:
         self.rng = rng
         self.structures: list[Structure] = []
         self.params: dict[str, float] = {}
+        #: Anatomical points in the shape frame (deformed body-frame mm), by name; see landmarks.py.
+        self.points: dict[str, tuple[float, float, float]] = {}
 
     # --- helpers -----------------------------------------------------------------------------
     def u(self, low: float, high: float) -> float:
@@ -305,6 +307,7 @@ class _Builder:
             rot = rotation(-side * self.u(20, 40), self.u(-10, 10), -side * self.u(8, 18))
             sinus_offset = rot @ np.array([-side * 0.7 * radii[0], 0.35 * radii[1], 0.0])
             sinus_center = tuple(np.array(center) + sinus_offset)
+            self.points[f"{name}_hilum"] = sinus_center
             sinus_radii = (0.55 * radii[0], 0.4 * radii[1], 0.45 * radii[2])
             box = self.box(center, (radii[2] * 1.2,) * 3)
             if box is None:
@@ -338,6 +341,8 @@ class _Builder:
         sx, sy, _ = self.spleen_center
         tail = (sx - self.u(25, 40), sy + self.u(10, 25), z0 + self.u(15, 30))
         points = np.array([head, neck, body, tail], dtype=np.float64)
+        for part, point in zip(("head", "neck", "body", "tail"), points, strict=True):
+            self.points[f"pancreas_{part}"] = tuple(point)
         radii = np.array([self.u(14, 19), self.u(9, 12), self.u(10, 13), self.u(8, 11)])
         center = points.mean(axis=0)
         half = np.abs(points - center).max(axis=0) + radii.max()
@@ -365,8 +370,9 @@ class _Builder:
         if box is None:
             return
         x, y, z = self.grid.coords(box)
-        curve = self.u(-8, 8) * (z / 200.0) ** 2 + self.u(-3, 3) * z / 200.0
-        vx, vy = self.spine_x + self.u(-3, 3) * z / 200.0, self.spine_y + curve
+        bend, tilt, lean = self.u(-8, 8), self.u(-3, 3), self.u(-3, 3)
+        curve = bend * (z / 200.0) ** 2 + tilt * z / 200.0
+        vx, vy = self.spine_x + lean * z / 200.0, self.spine_y + curve
         column = as_distance(self.grid, elliptic_cylinder((x, y, z), (vx, vy), (rx, ry)))
         canal_r = self.u(7, 9)
         canal_y = vy - ry - canal_r - 2.0
@@ -381,6 +387,15 @@ class _Builder:
         offset = np.mod(z - phase, period)
         gap = disc - np.minimum(offset, period - offset)  # > 0 inside an intervertebral disc
         vertebrae = np.maximum(np.minimum.reduce([column, arch, spinous, transverse]), gap)
+        # vertebral-body centres: midway between two discs, on the column's axis
+        first = int(np.floor((float(z.min()) - phase) / period))
+        for k in range(first, int(np.ceil((float(z.max()) - phase) / period)) + 1):
+            zc = phase + (k + 0.5) * period
+            self.points[f"vertebra_{k - first:02d}"] = (
+                self.spine_x + lean * zc / 200.0,
+                self.spine_y + bend * (zc / 200.0) ** 2 + tilt * zc / 200.0,
+                zc,
+            )
         self.add("discs", "disc", 0, box, column)
         self.add("vertebrae", "bone_cortical", ORGAN_IDS["vertebrae"], box, vertebrae)
         self.add("marrow", "bone_cancellous", None, box, vertebrae + 2.0)
@@ -405,8 +420,9 @@ class _Builder:
 
 def build_anatomy(
     grid: PhantomGrid, rng: np.random.Generator, with_table: bool
-) -> tuple[list[Structure], dict]:
-    """Sample one patient on ``grid``: structures in painting order and the sampled parameters."""
+) -> tuple[list[Structure], dict, dict[str, tuple[float, float, float]]]:
+    """Sample one patient on ``grid``: structures in painting order, the sampled parameters and
+    named anatomical points in the shape frame (:mod:`voxssl.data.phantoms.landmarks` maps them to voxels)."""
     builder = _Builder(grid, rng)
     builder.deformation()
     builder.body(with_table)
@@ -420,4 +436,4 @@ def build_anatomy(
     builder.pancreas()
     builder.spine()
     builder.vessels()
-    return builder.structures, builder.params
+    return builder.structures, builder.params, builder.points

@@ -11,6 +11,7 @@ import numpy as np
 from voxssl.data.phantoms.anatomy import build_anatomy
 from voxssl.data.phantoms.appearance import render, sample_appearance
 from voxssl.data.phantoms.grid import PhantomGrid
+from voxssl.data.phantoms.landmarks import Landmark, phantom_landmarks
 from voxssl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Phantom:
         modality: ``ct`` or ``mr``.
         seed: the seed it was generated from (same seed + arguments = identical phantom).
         params: the sampled patient and acquisition settings (body size, contrast phase, ...).
+        landmarks: named anatomical points (organ centroids, vertebral-body centres, junctions) in
+            RAS voxel and world coordinates (:mod:`voxssl.data.phantoms.landmarks`).
     """
 
     image: np.ndarray
@@ -46,6 +49,7 @@ class Phantom:
     modality: Modality
     seed: int
     params: dict[str, Any] = field(default_factory=dict)
+    landmarks: list[Landmark] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -98,7 +102,7 @@ def generate_phantom(seed: int, modality: Modality = "ct", shape=None, spacing=N
     shape, spacing = resolve_grid(shape, spacing)
     rng = np.random.default_rng(seed)
     grid = PhantomGrid(shape, spacing)
-    structures, anatomy = build_anatomy(grid, rng, with_table=modality == "ct")
+    structures, anatomy, points = build_anatomy(grid, rng, with_table=modality == "ct")
     appearance = sample_appearance(modality, rng)
     image, label = render(grid, structures, appearance, rng)
     # The body frame is drawn with x towards the patient's LEFT (radiological habit); RAS voxel order
@@ -112,5 +116,11 @@ def generate_phantom(seed: int, modality: Modality = "ct", shape=None, spacing=N
     params = {**anatomy, **appearance.settings}
     logger.debug("phantom seed=%d modality=%s shape=%s params=%s", seed, modality, shape, params)
     return Phantom(
-        image=image, label=label, affine=affine, modality=modality, seed=int(seed), params=params
+        image=image,
+        label=label,
+        affine=affine,
+        modality=modality,
+        seed=int(seed),
+        params=params,
+        landmarks=phantom_landmarks(grid, points, label, affine),
     )

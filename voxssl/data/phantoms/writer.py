@@ -25,6 +25,7 @@ from voxssl.data.phantoms.generate import (
     generate_phantom,
     resolve_grid,
 )
+from voxssl.data.phantoms.landmarks import landmarks_document
 from voxssl.errors import ConfigError
 from voxssl.utils.atomic import atomic_path, atomic_write_text
 
@@ -90,9 +91,14 @@ def image_array(phantom: Phantom) -> np.ndarray:
 
 
 def write_phantom(
-    phantom: Phantom, image_path: str | Path, label_path: str | Path, orientation: str = "RAS"
+    phantom: Phantom,
+    image_path: str | Path,
+    label_path: str | Path,
+    orientation: str = "RAS",
+    landmarks_path: str | Path | None = None,
 ) -> None:
-    """Write one phantom's image and label (same grid) atomically, stored in ``orientation``."""
+    """Write one phantom's image and label (same grid) atomically, stored in ``orientation``;
+    with ``landmarks_path`` also its landmarks as JSON (world mm and stored-voxel coordinates)."""
     description = f"voxssl phantom {phantom.modality} seed={phantom.seed}"
     for path, array in (
         (image_path, image_array(phantom)),
@@ -101,6 +107,15 @@ def write_phantom(
         stored, affine = reorient(array, phantom.affine, orientation)
         with atomic_path(path) as tmp:
             nib.save(_nifti(stored, affine, description), tmp)
+    if landmarks_path is not None:
+        document = landmarks_document(
+            phantom.landmarks,
+            stored_affine=affine,
+            image=Path(image_path).name,
+            seed=phantom.seed,
+            modality=phantom.modality,
+        )
+        atomic_write_text(landmarks_path, json.dumps(document, indent=1) + "\n")
 
 
 def _check_folder(out_dir: Path, modality: str) -> None:
@@ -137,9 +152,9 @@ def _existing_entries(out_dir: Path, generator: dict) -> dict[str, dict]:
 
 def _remove_stale(out_dir: Path, modality: str, n: int) -> None:
     """Delete phantom files of an earlier, larger run so the folder matches dataset.json."""
-    pattern = re.compile(rf"phantom_{modality}_(\d{{5,}})\.nii\.gz$")
-    for folder in (out_dir / "images", out_dir / "labels"):
-        for path in folder.glob(f"phantom_{modality}_*.nii.gz"):
+    pattern = re.compile(rf"phantom_{modality}_(\d{{5,}})\.(nii\.gz|json)$")
+    for folder in (out_dir / "images", out_dir / "labels", out_dir / "landmarks"):
+        for path in folder.glob(f"phantom_{modality}_*.*"):
             match = pattern.fullmatch(path.name)
             if match and int(match.group(1)) >= n:
                 logger.info("removing %s (left over from a larger earlier run)", path)
@@ -159,7 +174,8 @@ def write_phantom_dataset(
     """Generate ``n`` phantoms into ``out_dir``; returns the image paths.
 
     Layout: ``images/phantom_<modality>_<NNNNN>.nii.gz``, ``labels/<same name>`` (uint8, canonical
-    organ ids) and ``dataset.json`` (nnU-Net v2 keys ``channel_names``, ``labels``, ``numTraining``,
+    organ ids), ``landmarks/phantom_<modality>_<NNNNN>.json`` (named anatomical points, see
+    :mod:`voxssl.data.phantoms.landmarks`) and ``dataset.json`` (nnU-Net v2 keys ``channel_names``, ``labels``, ``numTraining``,
     ``file_ending``, plus a ``training`` list and the generator settings). Case ``i`` depends only
     on ``(seed, i)`` and the grid, so re-running gives byte-identical files and a larger ``n``
     extends a data set without changing its first cases. ``orientation`` None draws one of
@@ -190,7 +206,8 @@ def write_phantom_dataset(
     ):
         name = case_name(modality, index) + FILE_ENDING
         image_path, label_path = out_dir / "images" / name, out_dir / "labels" / name
-        if name in existing and image_path.is_file() and label_path.is_file():
+        landmarks_path = out_dir / "landmarks" / (case_name(modality, index) + ".json")
+        if name in existing and all(p.is_file() for p in (image_path, label_path, landmarks_path)):
             # same generator settings: the files would be rewritten byte for byte
             entries.append(existing[name])
             images.append(image_path)
@@ -199,7 +216,7 @@ def write_phantom_dataset(
         phantom_seed, orientation_draw = case_seeds(seed, index)
         axcodes = orientation or ORIENTATIONS[orientation_draw % len(ORIENTATIONS)]
         phantom = generate_phantom(phantom_seed, modality, shape, spacing)
-        write_phantom(phantom, image_path, label_path, axcodes)
+        write_phantom(phantom, image_path, label_path, axcodes, landmarks_path)
         images.append(image_path)
         params = {
             k: (round(v, 4) if isinstance(v, float) else v) for k, v in phantom.params.items()
