@@ -13,11 +13,15 @@ Adding a verb (``tests/test_cli.py`` checks every registered verb, new ones incl
    (``voxssl.config`` is torch-free) and the sections the verb needs, and only then import the
    heavy modules and work. A typo in a recipe is reported instantly, not after the imports.
 4. **Let typer check what it can**: choices are ``Enum``/``Literal`` types, files that must exist
-   use ``exists=True``, triples use ``common.TRIPLE_INT`` / ``common.TRIPLE_FLOAT`` (``X,Y,Z``).
-   Typer reports those as usage errors: its short message and exit code 2.
-5. **Readable help**: flags get ``metavar=""`` via ``common.flag`` (no ``<bool>``), ``--set`` comes
-   from ``common.OVERRIDES_OPTION``, and the docstring ends with one or two real examples
-   (``common.examples``).
+   use ``exists=True`` (``common.recipe_argument`` for RECIPE), triples are ``X,Y,Z`` options from
+   ``common.triple_option`` (annotated ``IntTriple`` / ``FloatTriple``). Typer reports those as
+   usage errors: its short message and exit code 2; so does ``raise typer.BadParameter`` for a
+   combination of options that cannot work.
+5. **Readable help**: flags come from ``common.flag`` / ``common.QUIET_OPTION`` (no ``<bool>``),
+   options with values get a ``metavar`` (``DIR``, ``WEIGHTS``...), ``--set`` is
+   ``common.OVERRIDES_OPTION``, and the verb is registered with ``common.command(app, name,
+   function, examples)``, which adds one or two real examples to its ``--help``. Groups of verbs
+   use ``cls=common.Group``.
 6. User errors raise ``voxssl.errors.VoxsslError`` (one line naming the file or field): ``main``
    prints ``error: ...`` and exits 1, without a traceback.
 """

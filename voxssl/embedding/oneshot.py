@@ -63,7 +63,7 @@ class OneShotConfig:
             raise ConfigError("--neighbours, background prototypes and the bank size must be >= 1")
 
 
-def normalized(vectors: np.ndarray) -> np.ndarray:
+def normalised(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
@@ -123,7 +123,7 @@ def spherical_kmeans(
         np.add.at(sums, assign, vectors)
         empty = np.linalg.norm(sums, axis=1) < 1e-12
         sums[empty] = centroids[empty]
-        centroids = normalized(sums)
+        centroids = normalised(sums)
     return centroids
 
 
@@ -154,7 +154,7 @@ class OneShotModel:
                 raise DataError(
                     f"support label: id {class_id} covers no voxel of the embedding grid"
                 )
-            prototypes.append(normalized(normalized(flat[members]).mean(axis=0)))
+            prototypes.append(normalised(normalised(flat[members]).mean(axis=0)))
         self.prototypes = (
             np.stack(prototypes) if prototypes else np.zeros((0, support.dim), np.float32)
         )
@@ -163,7 +163,7 @@ class OneShotModel:
             background = np.flatnonzero(target == 0)
         sample = rng.choice(background, size=min(len(background), 50_000), replace=False)
         self.background = spherical_kmeans(
-            normalized(flat[np.sort(sample)]), cfg.background_prototypes, cfg.seed
+            normalised(flat[np.sort(sample)]), cfg.background_prototypes, cfg.seed
         )
         # the neighbour bank: every class gets an equal share, the background the rest
         share = cfg.bank_size // (len(self.class_ids) + 1)
@@ -174,7 +174,7 @@ class OneShotModel:
         rest = cfg.bank_size - sum(len(c) for c in chosen)
         chosen.append(rng.choice(background, size=min(rest, len(background)), replace=False))
         bank = np.sort(np.concatenate(chosen))
-        self.bank = normalized(flat[bank])
+        self.bank = normalised(flat[bank])
         self.bank_classes = target[bank]
 
     @property
@@ -190,7 +190,7 @@ class OneShotModel:
         inside = np.flatnonzero(body)
         for start in range(0, len(inside), CHUNK):
             index = inside[start : start + CHUNK]
-            vectors = normalized(flat[index])
+            vectors = normalised(flat[index])
             parts = []
             if self.cfg.method in ("prototype", "both"):
                 parts.append(self._prototype_probabilities(vectors))

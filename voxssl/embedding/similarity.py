@@ -49,7 +49,7 @@ def fit_basis(
     return np.ascontiguousarray(vt[:components].T), energy
 
 
-def normalized_matrix(scan: StoredEmbedding, basis: np.ndarray | None = None) -> np.ndarray:
+def normalised_matrix(scan: StoredEmbedding, basis: np.ndarray | None = None) -> np.ndarray:
     """(N, k) float32: every voxel's embedding (projected on ``basis``), L2-normalised."""
     flat = scan.embedding.reshape(-1, scan.dim)
     width = scan.dim if basis is None else basis.shape[1]
@@ -108,7 +108,7 @@ class SimilarityIndex:
                 components,
                 100 * self.energy,
             )
-        self.matrices = [normalized_matrix(scan, self.basis) for scan in self.scans]
+        self.matrices = [normalised_matrix(scan, self.basis) for scan in self.scans]
         self.masks = [scan.body.reshape(-1) if restrict_to_body else None for scan in self.scans]
 
     @property
@@ -141,4 +141,4 @@ class SimilarityIndex:
         )
 
 
-__all__ = ["Match", "SimilarityIndex", "fit_basis", "normalized_matrix"]
+__all__ = ["Match", "SimilarityIndex", "fit_basis", "normalised_matrix"]
