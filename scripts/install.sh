@@ -37,8 +37,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     echo "installing torch 2.13.0 (CPU build)"
     quietly "installing torch" .venv/bin/python -m pip install "torch==2.13.0"
 fi
-TORCH=$(.venv/bin/python -c "import torch; print(torch.__version__)") ||
-    fail "torch is installed in .venv but does not import"
+# the installed version, read from its metadata: importing torch before numpy is there warns
+TORCH=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('torch'))") ||
+    fail "no torch in .venv after installing it"
 
 CONSTRAINT=$(mktemp)
 trap 'rm -f "$CONSTRAINT"' EXIT
