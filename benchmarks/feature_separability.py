@@ -51,7 +51,7 @@ def embed(
     backbone: torch.nn.Module, case, unprojected: bool = False
 ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     """``(D, X, Y, Z)`` embedding, label and body mask (bool tensor) of one cached case."""
-    from voxssl.eval.heads import upsample_to
+    from voxssl.models.segmentation_heads import upsample_to
     from voxssl.transforms.pairs import as_channel_first
 
     image = torch.from_numpy(as_channel_first(np.asarray(case.image(), dtype=np.float32)))[None]
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from voxssl.config.recipe import load_recipe
     from voxssl.data.cache import open_cache
-    from voxssl.data.vocabulary import organ_id
     from voxssl.utils.atomic import atomic_write_text
+    from voxssl.vocabulary import organ_id
 
     recipe = load_recipe(args.recipe, args.overrides)
     cache = open_cache(recipe.data.cache_dir)

@@ -41,8 +41,7 @@ REQUIRED_MARGIN = 0.10
 
 
 def build_recipes(work: Path, args: argparse.Namespace, seed: int | None = None):
-    from voxssl.config.loader import read_yaml
-    from voxssl.config.recipe import recipe_from_dict
+    from voxssl.config.recipe import read_recipe_data, recipe_from_dict
 
     sources = [
         {
@@ -58,7 +57,7 @@ def build_recipes(work: Path, args: argparse.Namespace, seed: int | None = None)
         "data": {"cache_dir": str(work / "cache"), "num_workers": 2, "sources": sources},
         "output_dir": str(work / "runs"),
     }
-    demo = read_yaml(REPO / "recipes" / "demo.yaml")
+    demo = read_recipe_data(REPO / "recipes" / "demo.yaml")
     demo.update(common)
     demo["name"] = "pretrain" if seed is None else f"pretrain-seed{seed}"
     if seed is not None:  # pretraining's initialisation and pair sampling
@@ -66,7 +65,7 @@ def build_recipes(work: Path, args: argparse.Namespace, seed: int | None = None)
     demo["pretrain"]["sources"] = ["pretrain"]
     if args.pretrain_steps:
         demo["pretrain"]["steps"] = args.pretrain_steps
-    probe = read_yaml(REPO / "recipes" / "probe_demo.yaml")
+    probe = read_recipe_data(REPO / "recipes" / "probe_demo.yaml")
     probe.update(common)
     probe["probe"]["source"] = "heldout"
     if (

@@ -62,8 +62,8 @@ def run(
     from voxssl.config.downstream import HeadConfig, ProbeConfig
     from voxssl.config.model import ModelConfig
     from voxssl.data.readers import read_volume
-    from voxssl.data.vocabulary import organ_name
     from voxssl.eval.slice_split import organs_in_both_halves, slice_split_probe
+    from voxssl.vocabulary import organ_name
 
     image_path, label_path = real_data / "ts_ct.nii.gz", real_data / "ts_ct_label_btcv.nii.gz"
     ras_label = np.rint(read_volume(label_path).data).astype(np.uint8)
@@ -96,11 +96,11 @@ def run(
             )
         described = f"random init hierarchical base {base}, {levels} levels, {projection} channels per level"
     else:
-        from voxssl.eval.protocol import resolve_weights_path
+        from voxssl.hub.resolve import resolve_weights
         from voxssl.models.weights import load_backbone
 
         backbone, _ = load_backbone(
-            resolve_weights_path(weights), expect={"architecture.in_channels": 1}
+            resolve_weights(weights), expect={"architecture.in_channels": 1}
         )
         described = weights
     started = time.perf_counter()

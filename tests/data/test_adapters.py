@@ -16,8 +16,8 @@ from voxssl.data.adapters.amos import AMOS_TO_CANONICAL, amos_modality
 from voxssl.data.adapters.folder import match_key
 from voxssl.data.adapters.organ_names import canonical_id_of_name
 from voxssl.data.dicom import read_series_image, read_series_layout, read_slice_header
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.errors import ConfigError, DataError
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 def nifti(path: Path, shape=(4, 4, 2), value: int = 0) -> Path:

@@ -11,8 +11,8 @@ import pytest
 from voxssl.data.phantoms import generate_phantom, write_phantom_dataset
 from voxssl.data.phantoms.grid import PhantomGrid
 from voxssl.data.phantoms.landmarks import read_landmarks, shape_frame_to_grid
-from voxssl.data.vocabulary import ORGAN_IDS
 from voxssl.errors import DataError
+from voxssl.vocabulary import ORGAN_IDS
 
 SHAPE, SPACING = (80, 64, 40), (5.0, 5.0, 6.0)
 

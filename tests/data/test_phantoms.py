@@ -19,8 +19,8 @@ from voxssl.data.phantoms import (
     write_phantom,
     write_phantom_dataset,
 )
-from voxssl.data.vocabulary import ORGAN_IDS, is_known
 from voxssl.errors import ConfigError
+from voxssl.vocabulary import ORGAN_IDS, is_known
 
 #: A small grid (~0.2 M voxels) with the default 400 x 320 x 240 mm field of view.
 SMALL_SHAPE = (80, 64, 40)

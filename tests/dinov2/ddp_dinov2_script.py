@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from voxssl.config.recipe import load_recipe
 from voxssl.dinov2.loop import pretrain_dinov2
+from voxssl.distributed import init_distributed
 from voxssl.losses.dino_targets import EMACenter, sinkhorn_knopp
-from voxssl.train.distributed import init_distributed
 
 
 def targets_check(ctx) -> dict:

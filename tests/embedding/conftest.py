@@ -55,12 +55,3 @@ def phantom_pair(tmp_path_factory):
 
 def nifti_array(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models and volumes: one intra-op thread is faster than two on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -104,7 +104,7 @@ def test_embed_cli_store_geometry_and_resume(weights, phantom_pair, tmp_path, mo
     def fail(*args, **kwargs):
         raise AssertionError("recomputed an up-to-date embedding")
 
-    monkeypatch.setattr("voxssl.embedding.compute.embed_volume", fail)
+    monkeypatch.setattr("voxssl.embedding.embed.embed_volume", fail)
     main(
         ["embed", "--weights", str(weights), str(scan_a), "--out", str(out), "-q", "--stride", "2"]
     )
@@ -115,7 +115,7 @@ def test_embed_cli_store_geometry_and_resume(weights, phantom_pair, tmp_path, mo
         out_array[:1] = 1.0
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("voxssl.embedding.compute.embed_volume", interrupted)
+    monkeypatch.setattr("voxssl.embedding.embed.embed_volume", interrupted)
     with pytest.raises(SystemExit):
         main(
             [

@@ -6,7 +6,7 @@ import torch
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.model import ModelConfig
 from voxssl.errors import VoxsslError
-from voxssl.eval.protocol import resolve_weights_path
+from voxssl.hub.resolve import resolve_weights
 from voxssl.models.build import build_backbone
 from voxssl.models.plan import Plan, preprocessing_plan
 from voxssl.models.weights import load_backbone, read_plan, save_weights
@@ -29,11 +29,11 @@ def ct_weights(tmp_path):
 
 def test_refuse_names_the_option(ct_weights):
     with pytest.raises(VoxsslError, match="adapt"):
-        resolve_weights_path(str(ct_weights), in_channels=4, adapt_channels="refuse")
+        resolve_weights(str(ct_weights), in_channels=4, adapt_channels="refuse")
 
 
 def test_repeat_builds_a_four_channel_backbone(ct_weights):
-    adapted = resolve_weights_path(str(ct_weights), in_channels=4, adapt_channels="repeat")
+    adapted = resolve_weights(str(ct_weights), in_channels=4, adapt_channels="repeat")
     assert read_plan(adapted).architecture["in_channels"] == 4
     backbone, _ = load_backbone(adapted)
     original, _ = load_backbone(ct_weights)

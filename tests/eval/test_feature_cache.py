@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from voxssl.config.downstream import ProbeConfig
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.errors import ConfigError
 from voxssl.eval.feature_cache import (
     CachedPatchSampler,
@@ -19,10 +18,11 @@ from voxssl.eval.feature_cache import (
     decide_feature_cache,
     pyramid_bytes,
 )
-from voxssl.eval.heads import FPNLinearHead
 from voxssl.eval.sampling import labelled_volume
 from voxssl.eval.schedule import head_lr
 from voxssl.models.fpn import FPN
+from voxssl.models.segmentation_heads import FPNLinearHead
+from voxssl.vocabulary import IGNORE_INDEX
 
 CLASSES = [6, 1]  # liver, spleen
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.eval.metrics import dice, score_case
 from voxssl.eval.overlay import write_overlay
 from voxssl.eval.report import write_report
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 def _maps():

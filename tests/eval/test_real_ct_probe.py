@@ -31,8 +31,8 @@ def test_slice_split_probe_on_real_ct(real_data, benchmark_script):
 def test_cut_splits_the_organs_evenly_and_hides_the_labels_above_it():
     import numpy as np
 
-    from voxssl.data.vocabulary import IGNORE_INDEX
     from voxssl.eval.slice_split import _labels_below, organs_in_both_halves, split_slice
+    from voxssl.vocabulary import IGNORE_INDEX
 
     label = np.zeros((4, 4, 40), np.uint8)
     label[..., 0:30] = 6  # a large organ low in the scan: (lower) median slice 14

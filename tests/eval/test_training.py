@@ -8,12 +8,12 @@ import torch
 
 from voxssl.config.downstream import FinetuneConfig, ProbeConfig
 from voxssl.config.model import ModelConfig
-from voxssl.eval.heads import build_head
-from voxssl.eval.model import SegmentationModel
 from voxssl.eval.sampling import PatchSampler, labelled_volume
 from voxssl.eval.schedule import backbone_lr
 from voxssl.eval.train import BackboneSchedule, train_segmentation
 from voxssl.models.build import build_backbone
+from voxssl.models.segmentation import SegmentationModel
+from voxssl.models.segmentation_heads import build_head
 
 
 def test_backbone_lr_schedule():

@@ -41,8 +41,8 @@ def backbone_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def segmentation_file(backbone_file, tmp_path_factory):
-    from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.seg_weights import SegmentationSpec, save_segmentation_weights
+    from voxssl.models.segmentation import SegmentationModel
+    from voxssl.models.segmentation_weights import SegmentationSpec, save_segmentation_weights
 
     backbone, plan = load_backbone(backbone_file)
     values = {
@@ -94,7 +94,7 @@ def test_release_round_trip(backbone_file, tmp_path):
     import yaml
 
     entry = yaml.safe_load((out / "registry-entry.yaml").read_text(encoding="utf-8"))[0]
-    from voxssl.hub.cache import sha256_of
+    from voxssl.hub.weights_cache import sha256_of
 
     assert entry["sha256"] == sha256_of(out / "model.safetensors") and entry["format"] == "voxssl"
     with pytest.raises(Exception, match="already exists"):
@@ -116,8 +116,8 @@ def _ct_nifti(folder: Path) -> Path:
 
 @pytest.mark.multiprocess
 def test_monai_bundle_segmentation_runs_end_to_end(segmentation_file, tmp_path):
-    from voxssl.eval.inference import probabilities_to_label
-    from voxssl.eval.seg_weights import load_segmentation_model
+    from voxssl.models.segmentation import probabilities_to_label
+    from voxssl.models.segmentation_weights import load_segmentation_model
 
     bundle = export_monai_bundle(segmentation_file, tmp_path / "bundle")
     assert {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} == {
@@ -223,9 +223,9 @@ def test_monai_bundle_maps_a_real_lps_mr_back_to_its_grid(real_data, tmp_path):
     original grid. Run in-process (``monai.bundle.run``); the CLI path is covered above."""
     from monai.bundle import run
 
-    from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.seg_weights import SegmentationSpec, save_segmentation_weights
     from voxssl.hub.convert import import_foreign
+    from voxssl.models.segmentation import SegmentationModel
+    from voxssl.models.segmentation_weights import SegmentationSpec, save_segmentation_weights
 
     torch.save(
         {"state_dict": foreign_fpn_state(base=4, levels=3, blocks=2, seed=7)}, tmp_path / "mr.ckpt"

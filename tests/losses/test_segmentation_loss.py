@@ -19,8 +19,8 @@ import math
 import pytest
 import torch
 
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.losses.segmentation import SegmentationLoss
+from voxssl.vocabulary import IGNORE_INDEX
 
 SMOOTH = 1e-5  # MONAI DiceLoss smooth_nr = smooth_dr
 

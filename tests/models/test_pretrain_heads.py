@@ -1,6 +1,6 @@
 import torch
 
-from voxssl.models.heads import ProjectionHead, ReconstructionHead
+from voxssl.models.pretrain_heads import ProjectionHead, ReconstructionHead
 
 
 def test_projection_head_layout_and_normalisation():

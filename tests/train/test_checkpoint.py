@@ -6,14 +6,16 @@ import pytest
 import torch
 
 from voxssl.errors import CheckpointError
-from voxssl.train.checkpoint import (
+from voxssl.run_folder import (
     MODEL_FILE,
     STATE_FILE,
-    TrainingState,
-    check_fingerprint,
     checkpoint_root,
     latest_checkpoint,
     list_checkpoints,
+)
+from voxssl.train.checkpoint import (
+    TrainingState,
+    check_fingerprint,
     load_state,
     rng_state,
     save_checkpoint,

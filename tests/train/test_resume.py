@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from voxssl.errors import CheckpointError, ConfigError
-from voxssl.train.checkpoint import latest_checkpoint, load_state
+from voxssl.run_folder import latest_checkpoint
+from voxssl.train.checkpoint import load_state
 from voxssl.train.loop import pretrain
 
 STEPS = 5

@@ -12,7 +12,13 @@ import torch
 from torch.utils.data import Dataset
 
 from voxssl.config.classify import ClassifyAugmentConfig, ClassifyConfig
+from voxssl.data.cache import open_cache
+from voxssl.data.cache_slices import body_fractions, organ_counts, read_axial_slice
+from voxssl.data.image_folder import labelled_images, read_image_2d
 from voxssl.errors import ConfigError, DataError
+from voxssl.models.plan import preprocessing_plan
+from voxssl.transforms.classification import classification_input
+from voxssl.vocabulary import ORGANS, organ_id, organ_name
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +46,8 @@ class ClassificationData:
     def image(self, index: int) -> torch.Tensor:
         """(H, W) float32 in [0, 1]."""
         if self._slices:
-            from voxssl.data.cache_slices import read_axial_slice
-
             case, z = self._slices[index]
             return torch.from_numpy(read_axial_slice(self._cases[case], z))
-        from voxssl.data.image_folder import read_image_2d
 
         return torch.from_numpy(read_image_2d(self._files[index]))
 
@@ -54,7 +57,6 @@ class ClassificationData:
 
 
 def _organ_ids(organs: list) -> list[int]:
-    from voxssl.data.vocabulary import ORGANS, organ_id
 
     ids = []
     for organ in organs:
@@ -72,9 +74,6 @@ def _organ_ids(organs: list) -> list[int]:
 
 def cache_data(cache_dir: Path, cfg: ClassifyConfig, preprocess=None) -> ClassificationData:
     """Axial slices of the labelled cached cases with labels from their label maps."""
-    from voxssl.data.cache import open_cache
-    from voxssl.data.cache_slices import body_fractions, organ_counts
-    from voxssl.data.vocabulary import organ_name
 
     data = cfg.data
     cases = open_cache(cache_dir).cases(source=data.source, labelled=True)
@@ -113,8 +112,6 @@ def cache_data(cache_dir: Path, cfg: ClassifyConfig, preprocess=None) -> Classif
     modalities = sorted({c.modality for c in cases})
     preprocessing = {"modality": modalities[0]} if len(modalities) == 1 else {}
     if preprocess is not None and len(modalities) == 1:
-        from voxssl.models.plan import preprocessing_plan
-
         preprocessing["cache"] = preprocessing_plan(modalities[0], preprocess)
     result = ClassificationData(
         class_names=names,
@@ -131,7 +128,6 @@ def cache_data(cache_dir: Path, cfg: ClassifyConfig, preprocess=None) -> Classif
 
 
 def folder_data(cfg: ClassifyConfig) -> ClassificationData:
-    from voxssl.data.image_folder import labelled_images
 
     root = Path(cfg.data.root)
     samples, names = labelled_images(root, list(cfg.data.classes) or None)
@@ -188,7 +184,6 @@ class ClassificationDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, item) -> tuple[torch.Tensor, int]:
-        from voxssl.transforms.classification import classification_input
 
         epoch, index = item if isinstance(item, tuple) else (0, item)
         rng = None

@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import torch
 
+from voxssl.eval.report import _stats
+
 
 def auc_scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
     """``{"auc": float, "per_class": {name: float}}``; ``probabilities`` (N, C), ``labels`` (N,)."""
@@ -38,7 +40,6 @@ def auc_scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[
 def mean_std(values: list[float]) -> dict:
     """Mean and (population) standard deviation of the finite values and their count, as the
     segmentation reports compute them."""
-    from voxssl.eval.report import _stats
 
     return _stats(values)
 

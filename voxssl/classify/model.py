@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from voxssl.errors import CheckpointError
+from voxssl.models.vit import build_vit, vit_plan
+from voxssl.models.weights import load_state_strict, load_weights, save_weights
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,6 @@ def probabilities(spec: HeadSpec, logits: torch.Tensor) -> torch.Tensor:
 def save_classifier(
     path: Path, model: Classifier, preprocessing: dict, recipe: dict, extra: dict
 ) -> Path:
-    from voxssl.models.vit import vit_plan
-    from voxssl.models.weights import save_weights
 
     plan = vit_plan(
         model.backbone,
@@ -122,8 +122,6 @@ def save_classifier(
 
 def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[Classifier, object]:
     """``(Classifier, plan)`` from a file written by :func:`save_classifier` (strict, no pickle)."""
-    from voxssl.models.vit import build_vit
-    from voxssl.models.weights import load_state_strict, load_weights
 
     state, plan = load_weights(path, device=device)
     if plan.kind != "classification" or "classification" not in plan.extra:

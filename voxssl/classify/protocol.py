@@ -32,11 +32,13 @@ import torch
 from voxssl.classify.data import ClassificationData, build_data
 from voxssl.classify.metrics import auc_scores, mean_std
 from voxssl.classify.model import Classifier, HeadSpec, load_classifier, save_classifier
-from voxssl.classify.train import FoldIndices, Runner, train_fold
+from voxssl.classify.train import FoldIndices, Runner, _evaluate, _logits, train_fold
 from voxssl.config.classify import ClassifyConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
 from voxssl.device import autocast_dtype, resolve_device, set_cpu_threads
 from voxssl.errors import CheckpointError, ConfigError, DataError
+from voxssl.eval.folds import load_splits, make_splits, make_stratified_splits, save_splits
+from voxssl.fewshot.dinov2 import load_dinov2
 from voxssl.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,6 @@ def load_encoder(weights: str) -> tuple[torch.nn.Module, str]:
     """The ViT to start from: ``dinov2:<size>`` (released weights, offline cache first), or a
     file / folder the few-shot encoder accepts (Hugging Face folder or safetensors, a voxssl ViT
     encoder, release, run folder or classifier). A bare safetensors without a config is ViT-S/14."""
-    from voxssl.fewshot.dinov2 import load_dinov2
 
     if weights.startswith(RELEASED_PREFIX):
         size = weights[len(RELEASED_PREFIX) :]
@@ -77,7 +78,6 @@ def load_encoder(weights: str) -> tuple[torch.nn.Module, str]:
 
 def make_folds(data: ClassificationData, cfg: ClassifyConfig, run_dir: Path | None):
     """(Splits over sample ids or case keys, FoldIndices per fold) and splits.json in run_dir."""
-    from voxssl.eval.folds import load_splits, make_splits, make_stratified_splits, save_splits
 
     cv = cfg.cv
     by_group = cfg.data.kind == "cache"
@@ -225,7 +225,6 @@ def evaluate_classify(
         runner.cfg.image_size = model.spec.image_size
         runner.cfg.normalise_imagenet = model.spec.normalise_imagenet
         fold = FoldIndices(index, np.zeros(0, np.int64), np.zeros(0, np.int64), np.asarray(test))
-        from voxssl.classify.train import _evaluate, _logits
 
         _, probs = _evaluate(
             model.spec,

@@ -252,9 +252,9 @@ def _normalised(data: Any) -> Any:
 
 def _applicable(overrides: list[str] | None, recipe_path: Path) -> list[str]:
     """Keep the overrides whose top-level section the recipe file has (or that are top-level keys)."""
-    from voxssl.config.loader import read_yaml
+    from voxssl.config.recipe import read_recipe_data
 
-    sections = set(read_yaml(recipe_path))
+    sections = {key for key, value in read_recipe_data(recipe_path).items() if value is not None}
     return [
         o
         for o in overrides or []

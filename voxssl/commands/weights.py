@@ -149,7 +149,7 @@ def describe_weights_file(path: Path, plan) -> list[str]:
         lines.append(f"trained:       {', '.join(trained)}")
     segmentation = extra.get("segmentation")
     if isinstance(segmentation, dict):
-        from voxssl.data.vocabulary import organ_name
+        from voxssl.vocabulary import organ_name
 
         classes = ", ".join(organ_name(c) for c in segmentation.get("classes", []))
         lines.append(f"classes:       {classes}")
@@ -211,11 +211,11 @@ def path(
     name: str = typer.Argument(..., metavar="NAME", help="Registry name.", show_default=False),
 ) -> None:
     """Print the cached voxssl weights of a registry model (no download; fails if absent)."""
-    from voxssl.hub.cache import weights_dir
     from voxssl.hub.errors import DownloadError
     from voxssl.hub.fetch import cached_path
     from voxssl.hub.registry import load_registry
     from voxssl.hub.resolve import CONVERTED_FILE
+    from voxssl.hub.weights_cache import weights_dir
 
     entry = load_registry().get(name)
     weights = (

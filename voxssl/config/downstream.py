@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from voxssl.errors import ConfigError
+from voxssl.vocabulary import ORGANS, organ_id
 
 #: The 13 BTCV organs, in BTCV id order (canonical ids 1-13).
 BTCV_CLASSES = [
@@ -155,7 +156,6 @@ class DownstreamConfig:
 
     def class_ids(self) -> list[int]:
         """Canonical ids of ``classes``; output channel c of the head is ``class_ids()[c]``."""
-        from voxssl.data.vocabulary import ORGANS, organ_id
 
         ids = []
         for entry in self.classes:

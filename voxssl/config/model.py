@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from voxssl.config.loader import from_dict, to_dict
+
 PresetName = Literal["vox2vec", "hierarchical"]
 ProjectionKind = Literal["none", "learned", "frozen_random"]
 ReconstructionKind = Literal["none", "conv1x1", "two_conv"]
@@ -145,14 +147,12 @@ def embedding_width(config: ModelConfig) -> int:
 
 def model_config_from_dict(data: dict[str, Any], source: str = "<plan>") -> ModelConfig:
     """Validated :class:`ModelConfig` from plain data (a recipe section or a weights plan)."""
-    from voxssl.config.loader import from_dict
 
     return from_dict(ModelConfig, data, where="model", source=source)
 
 
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """Plain, JSON/YAML-able data with every field resolved (norm as a string or [name, kwargs])."""
-    from voxssl.config.loader import to_dict
 
     data = to_dict(config)
     return {f.name: data[f.name] for f in fields(config)}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from voxssl.config.downstream import HeadConfig, ProbeConfig
+
 
 def _check_range(name: str, low_high: tuple[float, float], minimum: float | None = None) -> None:
     low, high = low_high
@@ -184,7 +186,6 @@ class OnlineProbeConfig:
 
     def probe_config(self, device: str = "auto"):
         """The equivalent downstream ``ProbeConfig`` (linear head, no outputs written)."""
-        from voxssl.config.downstream import HeadConfig, ProbeConfig
 
         return ProbeConfig(
             classes=list(self.classes),

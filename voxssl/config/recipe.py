@@ -54,10 +54,48 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     return recipe
 
 
+def read_recipe_data(path: str | os.PathLike) -> dict[str, Any]:
+    """The recipe file as plain data, with its ``base`` (and theirs) merged in.
+
+    ``base: other.yaml`` (relative to the recipe's folder) starts from every key of that recipe;
+    the recipe's own keys win: mappings merge key by key, any other value (a list, a number,
+    ``null``) replaces the base's, so ``probe: null`` drops a section the base has.
+    """
+    return _read_with_bases(Path(path), ())
+
+
+def _read_with_bases(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: 'base' must be the path of another recipe, got {base!r}")
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute():
+        base_path = path.parent / base_path
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base recipe {base_path} not found (relative to {path.parent})")
+    chain = (*children, path.resolve())
+    if base_path.resolve() in chain:
+        raise ConfigError(f"{path}: 'base' makes a loop ({' -> '.join(map(str, chain))})")
+    return _merge(_read_with_bases(base_path, chain), data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
-    """Load ``path`` (YAML), apply ``key.path=value`` overrides, validate everything."""
+    """Load ``path`` (YAML, with its ``base``), apply ``key.path=value`` overrides, validate."""
     path = Path(path)
-    data = apply_overrides(read_yaml(path), list(overrides or []))
+    data = apply_overrides(read_recipe_data(path), list(overrides or []))
     return recipe_from_dict(data, source=str(path))
 
 
@@ -91,6 +129,7 @@ def save_resolved(recipe: Recipe, run_dir: Path, filename: str = "recipe.resolve
 __all__ = [
     "Recipe",
     "load_recipe",
+    "read_recipe_data",
     "recipe_from_dict",
     "recipe_to_dict",
     "require_section",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxssl.data.cache import CachedCase
-from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ class Case:
         modality: ``ct`` or ``mr``.
         label: a NIfTI label map on the image grid, a folder of PNG slices (CHAOS), or None.
         label_format: how to read ``label``: ``nifti`` or ``chaos_png``.
-        label_map: source label id -> canonical id (:mod:`voxssl.data.vocabulary`); ids not in the
+        label_map: source label id -> canonical id (:mod:`voxssl.vocabulary`); ids not in the
             map become background. None means the ids are canonical already.
         annotated: canonical ids that this case's label actually annotates. None means every class
             of the data set (a full label); a partial label (FLARE23) lists the ones it has, and an

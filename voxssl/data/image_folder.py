@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxssl.data.readers import read_dicom_image
 from voxssl.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -58,8 +59,6 @@ def read_image_2d(path: str | os.PathLike) -> np.ndarray:
     """(H, W) float32 in [0, 1] (see the module docstring)."""
     path = Path(path)
     if path.suffix.lower() in DICOM_SUFFIXES:
-        from voxssl.data.readers import read_dicom_image
-
         pixels, window = read_dicom_image(path)
         if window is not None:
             center, width = window

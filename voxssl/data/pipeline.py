@@ -25,7 +25,11 @@ from typing import Any
 
 from voxssl.config.data import PreprocessConfig, SourceConfig
 from voxssl.data import cache as cache_format
+from voxssl.data.adapters import annotated_classes_from_label, find_cases
 from voxssl.data.case import Case
+from voxssl.data.modality_check import label_map_suspicion, modality_mismatch
+from voxssl.data.preprocess import preprocess_params, preprocess_volume
+from voxssl.data.readers import check_label_header, read_case_image, read_case_label
 from voxssl.errors import ConfigError, DataError, VoxsslError
 
 log = logging.getLogger(__name__)
@@ -81,7 +85,6 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
     Raises ConfigError/DataError for problems of the recipe or of a whole source (no case found);
     per-case problems are collected in ``Summary.failed`` (check ``Summary.ok``).
     """
-    from voxssl.data.adapters import find_cases
 
     started = time.perf_counter()
     data_cfg = recipe.data
@@ -125,9 +128,6 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
 
 def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
     """Read and preprocess one case in memory: ``(image, label, body_mask, meta)``."""
-    from voxssl.data.adapters import annotated_classes_from_label
-    from voxssl.data.preprocess import preprocess_volume
-    from voxssl.data.readers import check_label_header, read_case_image, read_case_label
 
     volume = read_case_image(case, max_voxels=cfg.max_voxels)
     if cfg.check_scans:
@@ -155,8 +155,6 @@ def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
 def check_scan(data, case: Case) -> None:
     """Refuse, before anything is cached, a label map put among the scans and a scan whose
     intensities contradict its source's modality (an MR in a CT folder)."""
-    from voxssl.data.modality_check import label_map_suspicion, modality_mismatch
-
     label_like = label_map_suspicion(data)
     if label_like:
         raise DataError(
@@ -191,7 +189,6 @@ def params_hash(params: dict[str, Any]) -> str:
 
 
 def _job(source: SourceConfig, case: Case, cache_dir: Path, cfg: PreprocessConfig) -> _Job:
-    from voxssl.data.preprocess import preprocess_params
 
     params = {
         "preprocess": preprocess_params(cfg.for_modality(case.modality), case.modality),

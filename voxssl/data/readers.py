@@ -19,6 +19,7 @@ from voxssl.data.chaos_png import read_case_label as read_chaos_case_label
 from voxssl.data.dicom import read_series_image, read_series_layout
 from voxssl.data.volume import Volume
 from voxssl.errors import ConfigError, DataError
+from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Environment variable: the most voxels (all channels) an image may declare before it is read.
@@ -165,13 +166,12 @@ def read_case_label(
 
 
 def check_label_ids(label: np.ndarray, path: Path, raw: np.ndarray | None = None) -> None:
-    """A canonical-id label must use ids of :data:`voxssl.data.vocabulary.ORGANS` (plus 0 and the
+    """A canonical-id label must use ids of :data:`voxssl.vocabulary.ORGANS` (plus 0 and the
     ignore value 255) and mark at least one organ voxel.
 
     ``raw``: the label before an adapter's ``label_map`` was applied, named in the message when
     the map leaves nothing (its ids are then not the ones the map expects).
     """
-    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
 
     present = np.flatnonzero(np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256))
     unknown = [int(v) for v in present if v not in ORGANS and v not in (0, IGNORE_INDEX)]

@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from voxssl.data.cache import open_cache
+from voxssl.data.cache_slices import axial_slices, read_axial_slice
+from voxssl.data.image_folder import list_images, read_image_2d
 from voxssl.data.pretrain_dataset import step_generator
 from voxssl.errors import DataError
 from voxssl.transforms.block_mask import BlockMaskGenerator, sample_batch_masks
@@ -47,8 +50,6 @@ class ImagePool:
 
     def image(self, index: int) -> torch.Tensor:
         """(H, W) float32 in [0, 1]."""
-        from voxssl.data.cache_slices import read_axial_slice
-        from voxssl.data.image_folder import read_image_2d
 
         if index < len(self.slices):
             ref = self.slices[index]
@@ -71,9 +72,6 @@ def build_pool(
     folders: list[Path],
     source: str = "<recipe>",
 ) -> ImagePool:
-    from voxssl.data.cache import open_cache
-    from voxssl.data.cache_slices import axial_slices
-    from voxssl.data.image_folder import list_images
 
     cases: list = []
     if cache_dir is not None:

@@ -27,16 +27,29 @@ import torch
 from voxssl.config.dinov2 import RESUMABLE_FIELDS, Dinov2Config
 from voxssl.config.loader import to_dict
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
+from voxssl.data.pretrain_dataset import make_loader
 from voxssl.device import autocast, autocast_dtype, set_cpu_threads
-from voxssl.errors import CheckpointError, ConfigError
-from voxssl.train import checkpoint as ckpt
-from voxssl.train.distributed import (
+from voxssl.dinov2.data import MultiCropBatches, build_pool
+from voxssl.dinov2.model import build_pretrainer
+from voxssl.dinov2.objective import Dinov2Objective
+from voxssl.dinov2.param_groups import apply_step_values, parameter_groups
+from voxssl.dinov2.schedules import schedule_values
+from voxssl.distributed import (
     DistributedContext,
     all_reduce_mean,
     cleanup,
     init_distributed,
     wrap_ddp,
 )
+from voxssl.errors import CheckpointError, ConfigError
+from voxssl.models.plan import preprocessing_plan
+from voxssl.models.vit import vit_plan
+from voxssl.models.weights import load_state_strict, load_weights, save_weights
+from voxssl.run_folder import MODEL_FILE, checkpoint_root, latest_checkpoint
+from voxssl.train import checkpoint as ckpt
+from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb
+from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD
+from voxssl.transforms.multicrop import MultiCrop, MultiCropSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +95,6 @@ def pretrain_dinov2(
 
 def preprocessing_record(recipe: Recipe, cfg: Dinov2Config, pool) -> dict:
     """The ``preprocessing`` of the plan: what an image must look like for this encoder."""
-    from voxssl.models.plan import preprocessing_plan
 
     record: dict = {
         "input": "grey image in [0, 1] repeated to 3 channels",
@@ -99,16 +111,6 @@ def preprocessing_record(recipe: Recipe, cfg: Dinov2Config, pool) -> dict:
 
 
 def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -> Dinov2Result:
-    from voxssl.data.pretrain_dataset import make_loader
-    from voxssl.dinov2.data import MultiCropBatches, build_pool
-    from voxssl.dinov2.model import build_pretrainer
-    from voxssl.dinov2.objective import Dinov2Objective
-    from voxssl.dinov2.param_groups import apply_step_values, parameter_groups
-    from voxssl.dinov2.schedules import schedule_values
-    from voxssl.models.vit import vit_plan
-    from voxssl.models.weights import load_state_strict, load_weights, save_weights
-    from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb
-    from voxssl.transforms.multicrop import MultiCrop, MultiCropSettings
 
     run_dir, device = Path(recipe.run_dir), ctx.device
     data = cfg.data
@@ -137,14 +139,14 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
 
     start_step, saved_rng = 0, None
     run_fingerprint = fingerprint(recipe, cfg, ctx)
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     if resume:
         if latest is None:
-            raise CheckpointError(f"--resume: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
+            raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
         state = ckpt.load_state(latest)
         ckpt.check_fingerprint(state["fingerprint"], run_fingerprint, latest)
-        weights, _ = load_weights(latest / ckpt.MODEL_FILE, device=device)
-        load_state_strict(model, weights, str(latest / ckpt.MODEL_FILE))
+        weights, _ = load_weights(latest / MODEL_FILE, device=device)
+        load_state_strict(model, weights, str(latest / MODEL_FILE))
         optimizer.load_state_dict(state["optimizer"])
         saved_rng = state["rng"]  # restored once the data iterator exists (it draws a seed)
         start_step = int(state["step"])
@@ -308,8 +310,6 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
 def _panel(batch: dict, crops) -> torch.Tensor:
     """Image 0's two global crops (the first with its iBOT mask darkened) and first local crop."""
     import torch.nn.functional as F
-
-    from voxssl.fewshot.encoders import IMAGENET_MEAN, IMAGENET_STD
 
     images = batch["global_crops"].shape[0] // 2
     size = batch["global_crops"].shape[-1]

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from voxssl.config.dinov2 import Dinov2Config, ViTConfig
+from voxssl.extras import require
+from voxssl.fewshot.dinov2 import dinov2_config, load_dinov2
 from voxssl.losses.dino_targets import EMACenter
 from voxssl.models.dino_head import DINOHead
 
@@ -23,11 +25,10 @@ from voxssl.models.dino_head import DINOHead
 def build_backbone(cfg: ViTConfig, image_size: int) -> nn.Module:
     """The ViT to continue training (weights resolved as for the few-shot encoder), or a random
     initialisation of ``cfg.size`` with the overrides and position embeddings for ``image_size``."""
-    from voxssl.fewshot.dinov2 import dinov2_config, load_dinov2
 
     if cfg.pretrained:
         return load_dinov2(cfg.size, cfg.weights, pretrained=True)
-    from transformers import Dinov2Model
+    Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
     config = dinov2_config(
         cfg.size,
@@ -41,7 +42,9 @@ def build_backbone(cfg: ViTConfig, image_size: int) -> nn.Module:
 def set_drop_path(backbone: nn.Module, rate: float, uniform: bool) -> None:
     """Stochastic depth in every block: ``rate`` everywhere, or ``rate * i / (depth - 1)`` in block
     ``i`` (DINOv2's ``drop_path_uniform: false``). Active in training mode only."""
-    from transformers.models.dinov2.modeling_dinov2 import Dinov2DropPath
+    Dinov2DropPath = require(
+        "transformers.models.dinov2.modeling_dinov2", "the DINOv2 encoder"
+    ).Dinov2DropPath
 
     layers = backbone.encoder.layer
     depth = len(layers)

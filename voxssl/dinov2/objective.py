@@ -19,11 +19,11 @@ from torch import nn
 
 from voxssl.config.dinov2 import LossConfig
 from voxssl.dinov2.model import Dinov2Pretrainer
+from voxssl.distributed import DistributedContext
 from voxssl.losses.dino_clstoken import DINOClsTokenLoss
 from voxssl.losses.dino_targets import sinkhorn_knopp
 from voxssl.losses.ibot_patch import IBOTPatchLoss
 from voxssl.losses.koleo import KoLeoLoss
-from voxssl.train.distributed import DistributedContext
 
 NUM_GLOBAL_CROPS = 2
 

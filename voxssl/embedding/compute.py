@@ -30,6 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxssl.device import autocast
+from voxssl.errors import ConfigError
+from voxssl.eval.feature_cache import alignment
+from voxssl.transforms.crop import padded_crop
+
 #: Default window (preprocessed voxels, X Y Z) and margin kept as context on inner borders.
 DEFAULT_WINDOW = (128, 128, 64)
 DEFAULT_MARGIN = 16
@@ -37,7 +42,6 @@ STRIDES = (1, 2, 4, 8)
 
 
 def check_stride(stride: int) -> int:
-    from voxssl.errors import ConfigError
 
     if stride not in STRIDES:
         raise ConfigError(f"--stride must be one of {', '.join(map(str, STRIDES))}, got {stride}")
@@ -123,9 +127,6 @@ def embed_volume(
         window, margin: tiling (preprocessed voxels); rounded up to the coarsest cell.
         progress: optional callable ``(done_tiles, total_tiles)``.
     """
-    from voxssl.eval.feature_cache import alignment
-    from voxssl.transforms.crop import padded_crop
-    from voxssl.device import autocast
 
     check_stride(stride)
     device = torch.device(device)

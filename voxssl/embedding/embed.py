@@ -20,10 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig, PreprocessConfig
+from voxssl.data.preprocess import preprocess_volume
+from voxssl.data.readers import read_volume
+from voxssl.device import resolve_device
 from voxssl.embedding.compute import (
     DEFAULT_MARGIN,
     DEFAULT_WINDOW,
+    STRIDES,
     check_stride,
+    embed_volume,
     embedding_affine,
     embedding_shape,
 )
@@ -39,6 +45,11 @@ from voxssl.embedding.store import (
     source_fingerprint,
 )
 from voxssl.errors import ConfigError, DataError
+from voxssl.eval.predict import preprocess_config_from_plan
+from voxssl.hub.resolve import resolve_weights
+from voxssl.hub.weights_cache import sha256_of
+from voxssl.models.weights import load_backbone
+from voxssl.utils.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +61,6 @@ AUTO_MAX_VOXELS = 1 << 20
 
 def auto_stride(shape: Sequence[int], max_voxels: int = AUTO_MAX_VOXELS) -> int:
     """The smallest stride whose embedding grid of ``shape`` has at most ``max_voxels`` voxels."""
-    from voxssl.embedding.compute import STRIDES
 
     for stride in STRIDES:
         if np.prod(embedding_shape(shape, stride)) <= max_voxels:
@@ -80,8 +90,6 @@ def preprocessing_for(plan, source: str, modality: str | None):
     """``(modality, PreprocessConfig)``: the plan's, or for another ``modality`` that modality's
     default intensity normalisation at the plan's spacing (cross-modality use, e.g. CT weights on
     an MR scan: logged, since the weights never saw that normalisation)."""
-    from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig, PreprocessConfig
-    from voxssl.eval.predict import preprocess_config_from_plan
 
     plan_modality, cfg = preprocess_config_from_plan(plan, source)
     if modality is None or modality == plan_modality:
@@ -106,12 +114,8 @@ def load_embedder(
     weights: str | os.PathLike, device: str = "auto", modality: str | None = None
 ) -> Embedder:
     """Resolve ``--weights`` (file, folder, registry name, foreign checkpoint) and load its backbone."""
-    from voxssl.eval.protocol import resolve_weights_path
-    from voxssl.device import resolve_device
-    from voxssl.hub.cache import sha256_of
-    from voxssl.models.weights import load_backbone
 
-    path = resolve_weights_path(str(weights))
+    path = resolve_weights(str(weights))
     torch_device = resolve_device(device, key="--device")
     backbone, plan = load_backbone(path, device=torch_device)
     chosen, cfg = preprocessing_for(plan, str(path), modality)
@@ -210,11 +214,6 @@ def embed_one(
 ) -> Path:
     """Read, preprocess and embed one scan into ``folder`` (staged, then renamed)."""
     from tqdm.auto import tqdm
-
-    from voxssl.data.preprocess import preprocess_volume
-    from voxssl.data.readers import read_volume
-    from voxssl.embedding.compute import embed_volume
-    from voxssl.utils.atomic import atomic_directory
 
     volume = read_volume(path, allow_channels=embedder.in_channels > 1)
     if volume.num_channels != embedder.in_channels:

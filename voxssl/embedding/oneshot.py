@@ -32,8 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from voxssl.embedding.store import StoredEmbedding
+from voxssl.data import geometry
+from voxssl.data.geometry import resample_linear
+from voxssl.data.readers import read_volume
+from voxssl.embedding.compute import embedding_shape
+from voxssl.embedding.embed import ensure_embeddings, load_embedder
+from voxssl.embedding.store import StoredEmbedding, default_embeddings_dir, embedding_name
 from voxssl.errors import ConfigError, DataError
+from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
+from voxssl.eval.predict import output_name
+from voxssl.fewshot.cca import component_confidences
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +78,6 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
 
 def support_label_on_grid(stored: StoredEmbedding, label_path: str | os.PathLike) -> np.ndarray:
     """The support label (ids as stored) on the embedding grid: the majority id of each block."""
-    from voxssl.data import geometry
-    from voxssl.data.readers import read_volume
 
     meta = stored.preprocess_meta
     volume = read_volume(label_path)
@@ -98,7 +104,6 @@ def block_majority(label: np.ndarray, stride: int) -> np.ndarray:
     """Most frequent id of every ``stride``-block (ties: the smaller id)."""
     if stride == 1:
         return label
-    from voxssl.embedding.compute import embedding_shape
 
     shape = embedding_shape(label.shape, stride)
     padded = np.zeros([n * stride for n in shape], dtype=label.dtype)
@@ -239,7 +244,6 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 def to_preprocessed_grid(probs: np.ndarray, stride: int, shape: Sequence[int]) -> np.ndarray:
     """Trilinear upsampling of (C, X', Y', Z') from the embedding grid (block centres) to the
     preprocessed grid ``shape``."""
-    from voxssl.data.geometry import resample_linear
 
     if stride == 1:
         return probs
@@ -253,8 +257,6 @@ def clean_components(probs: np.ndarray, body: np.ndarray | None = None) -> np.nd
     to 0 elsewhere, except one voxel around that component (so trilinear resampling keeps its edge)."""
     import cc3d
     from scipy.ndimage import binary_dilation
-
-    from voxssl.fewshot.cca import component_confidences
 
     winner = np.argmax(probs, axis=0)
     cleaned = probs.copy()
@@ -275,7 +277,6 @@ def segment_query(
     model: OneShotModel, query: StoredEmbedding, interpolation: str = "linear"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(label on the scan's own grid, its affine) for one embedded query."""
-    from voxssl.eval.inference import label_in_original_geometry
 
     probs = model.probabilities(query)
     meta = query.preprocess_meta
@@ -319,11 +320,6 @@ def one_shot_files(
     """Segment ``queries`` from the labelled support; writes ``<name>_seg.nii.gz``; returns paths."""
     from tqdm.auto import tqdm
 
-    from voxssl.embedding.embed import ensure_embeddings, load_embedder
-    from voxssl.eval.inference import write_label_nifti
-    from voxssl.eval.predict import output_name
-    from voxssl.explore.launch import default_embeddings_dir
-
     cfg = cfg or OneShotConfig()
     cfg.check()
     queries = [Path(q) for q in queries]
@@ -332,7 +328,6 @@ def one_shot_files(
     for path in [Path(support_image), Path(support_label), *queries]:
         if not path.exists():
             raise DataError(f"one-shot: input not found: {path}")
-    from voxssl.embedding.store import embedding_name
 
     names = [embedding_name(p) for p in [support_image, *queries]]
     clash = sorted({n for n in names if names.count(n) > 1})

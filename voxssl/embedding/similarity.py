@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxssl.embedding.store import StoredEmbedding
+from voxssl.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ class SimilarityIndex:
         components: int | None = None,
         restrict_to_body: bool = True,
     ) -> None:
-        from voxssl.errors import DataError
 
         if not scans:
             raise ValueError("no scans")

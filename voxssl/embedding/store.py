@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from voxssl.errors import DataError
+from voxssl.hub.weights_cache import voxssl_home
 
 FORMAT = "voxssl-embedding"
 VERSION = 1
@@ -158,7 +159,13 @@ def is_complete(folder: Path, fingerprint: dict[str, Any]) -> bool:
     return stored.meta.get("fingerprint") == fingerprint and (folder / BODY_FILE).is_file()
 
 
+def default_embeddings_dir(weights_sha256: str) -> Path:
+    """Where embeddings made with the weights of this sha256 are kept by default."""
+    return voxssl_home() / "embeddings" / weights_sha256[:16]
+
+
 __all__ = [
+    "default_embeddings_dir",
     "BODY_FILE",
     "EMBEDDING_FILE",
     "FORMAT",

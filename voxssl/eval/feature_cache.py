@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.sampling import LabelledVolume, PatchSampler
 from voxssl.transforms.crop import padded_crop
+from voxssl.vocabulary import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,10 @@ import torch
 
 from voxssl.data.geometry import to_original_geometry
 from voxssl.device import autocast
+from voxssl.eval.overlay import ORGAN_COLOURS
+from voxssl.models.segmentation import labels_from_channels, probabilities_to_label
 from voxssl.utils.atomic import atomic_path
+from voxssl.vocabulary import organ_name
 
 Interpolation = Literal["linear", "nearest"]
 
@@ -89,38 +92,6 @@ def restrict_to_body(probs: torch.Tensor, body_mask: np.ndarray, kind: str) -> t
     return probs
 
 
-def _decide(
-    channels: Iterator[tuple[int, np.ndarray]],
-    kind: str,
-    threshold: float,
-    class_ids: Sequence[int],
-) -> np.ndarray:
-    """Running argmax over (channel index, probability map) pairs -> canonical-id label map."""
-    best_prob, best_channel = None, None
-    for index, prob in channels:
-        if best_prob is None:
-            best_prob = prob.astype(np.float32, copy=True)
-            best_channel = np.zeros(prob.shape, dtype=np.int16)
-            continue
-        better = prob > best_prob
-        best_prob[better] = prob[better]
-        best_channel[better] = index
-    lut = np.array(list(class_ids) if kind == "bce" else [0, *class_ids], dtype=np.uint8)
-    label = lut[best_channel]
-    if kind == "bce":
-        label[best_prob < threshold] = 0
-    return label
-
-
-def probabilities_to_label(
-    probs: torch.Tensor | np.ndarray, class_ids: Sequence[int], kind: str, threshold: float = 0.5
-) -> np.ndarray:
-    """uint8 canonical-id label (X, Y, Z): ``bce`` the most probable organ where its probability is
-    >= ``threshold``, else background; ``ce`` the argmax including background."""
-    probs = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
-    return _decide(((c, probs[c]) for c in range(probs.shape[0])), kind, threshold, class_ids)
-
-
 def label_in_original_geometry(
     probs: torch.Tensor | np.ndarray,
     meta: dict[str, Any],
@@ -146,7 +117,7 @@ def label_in_original_geometry(
             )
             yield c, mapped
 
-    return _decide(channels(), kind, threshold, class_ids), affine
+    return labels_from_channels(channels(), kind, threshold, class_ids), affine
 
 
 def write_label_nifti(path: Path, label: np.ndarray, affine: np.ndarray) -> Path:
@@ -165,8 +136,6 @@ def write_label_nifti(path: Path, label: np.ndarray, affine: np.ndarray) -> Path
 
 def slicer_colour_table(class_ids: Sequence[int]) -> str:
     """A 3D Slicer colour table (``.ctbl``: ``id name R G B A``) naming the predicted organs."""
-    from voxssl.data.vocabulary import organ_name
-    from voxssl.eval.overlay import ORGAN_COLOURS
 
     lines = [
         "# voxssl organ colour table (load in 3D Slicer with the prediction)",
@@ -181,7 +150,6 @@ def slicer_colour_table(class_ids: Sequence[int]) -> str:
 __all__ = [
     "label_in_original_geometry",
     "predict_probabilities",
-    "probabilities_to_label",
     "restrict_to_body",
     "slicer_colour_table",
     "write_label_nifti",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
-from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.utils.atomic import atomic_path
+from voxssl.vocabulary import IGNORE_INDEX
 
 #: RGB per canonical organ id (0 = background, unused).
 ORGAN_COLOURS = np.array(

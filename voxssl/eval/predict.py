@@ -16,9 +16,23 @@ from typing import Any
 
 import numpy as np
 
+from voxssl.config.data import PreprocessConfig
+from voxssl.config.loader import from_dict
+from voxssl.data.preprocess import preprocess_volume
+from voxssl.data.readers import read_volume
 from voxssl.device import resolve_device
-from voxssl.errors import CheckpointError, DataError
+from voxssl.errors import CheckpointError, ConfigError, DataError
+from voxssl.eval.inference import (
+    label_in_original_geometry,
+    predict_probabilities,
+    restrict_to_body,
+    slicer_colour_table,
+    write_label_nifti,
+)
+from voxssl.hub.resolve import resolve_weights
+from voxssl.models.segmentation_weights import load_segmentation_model
 from voxssl.utils.atomic import atomic_write_text
+from voxssl.vocabulary import organ_name
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +41,6 @@ COLOUR_TABLE_NAME = "voxssl_organs.ctbl"
 
 def preprocess_config_from_plan(plan, source: str):
     """The recipe ``preprocess`` section that reproduces the plan's preprocessing."""
-    from voxssl.config.data import PreprocessConfig
-    from voxssl.config.loader import from_dict
-    from voxssl.errors import ConfigError
 
     pre = plan.preprocessing or {}
     modality = pre.get("modality")
@@ -67,24 +78,12 @@ def predict_files(
     """Segment every image and write the label maps into ``out_dir``; returns their paths."""
     from tqdm.auto import tqdm
 
-    from voxssl.data.preprocess import preprocess_volume
-    from voxssl.data.readers import read_volume
-    from voxssl.eval.inference import (
-        label_in_original_geometry,
-        predict_probabilities,
-        restrict_to_body,
-        slicer_colour_table,
-        write_label_nifti,
-    )
-    from voxssl.eval.protocol import resolve_weights_path
-    from voxssl.eval.seg_weights import load_segmentation_model
-
     if not images:
         raise DataError("predict: no input image given")
     missing = [str(p) for p in images if not Path(p).exists()]
     if missing:
         raise DataError(f"predict: input not found: {missing[0]}")
-    path = resolve_weights_path(str(weights))
+    path = resolve_weights(str(weights))
     torch_device = resolve_device(device, "--device")
     model, spec, plan = load_segmentation_model(path, device=torch_device)
     modality, preprocess_cfg = preprocess_config_from_plan(plan, str(path))
@@ -125,7 +124,6 @@ def predict_files(
 
 
 def _summary(label: np.ndarray, class_ids: Sequence[int]) -> str:
-    from voxssl.data.vocabulary import organ_name
 
     counts: dict[str, Any] = {organ_name(c): int((label == c).sum()) for c in class_ids}
     found = [name for name, n in counts.items() if n]

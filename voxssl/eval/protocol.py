@@ -25,13 +25,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
+from voxssl.config.downstream import DownstreamConfig, FinetuneConfig, ProbeConfig
+from voxssl.config.model import ModelConfig, model_config_to_dict
 from voxssl.config.recipe import Recipe, recipe_to_dict, save_resolved
-from voxssl.data.vocabulary import organ_name
+from voxssl.data.cache import open_cache
 from voxssl.device import resolve_device
 from voxssl.errors import CheckpointError, ConfigError, DataError
+from voxssl.eval.feature_cache import (
+    CachedPatchSampler,
+    cache_features,
+    check_patch_alignment,
+    decide_feature_cache,
+)
 from voxssl.eval.folds import Fold, Splits, load_splits, low_data_subset, make_splits, save_splits
+from voxssl.eval.inference import (
+    label_in_original_geometry,
+    predict_probabilities,
+    restrict_to_body,
+    write_label_nifti,
+)
 from voxssl.eval.metrics import CaseScores, score_case
+from voxssl.eval.overlay import write_overlay
+from voxssl.eval.report import summarize, write_report
 from voxssl.eval.run_folder import (
     RunMode,
     check_run_folder,
@@ -42,7 +57,18 @@ from voxssl.eval.run_folder import (
     write_fold_scores,
     write_run_file,
 )
+from voxssl.eval.sampling import PatchSampler, labelled_volume
+from voxssl.eval.train import BackboneSchedule, train_segmentation
+from voxssl.hub.channels import AdaptChannels
+from voxssl.hub.resolve import resolve_weights
+from voxssl.models.build import build_backbone
+from voxssl.models.plan import Plan, preprocessing_plan
+from voxssl.models.segmentation import SegmentationModel, output_channels, probabilities_to_label
+from voxssl.models.segmentation_heads import build_head
+from voxssl.models.segmentation_weights import SegmentationSpec, save_segmentation_weights
+from voxssl.models.weights import load_backbone, read_plan
 from voxssl.utils.atomic import atomic_write_text
+from voxssl.vocabulary import IGNORE_INDEX, ORGANS, organ_name
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +87,13 @@ class InitialBackbone:
     description: str
 
 
-def resolve_weights_path(
-    spec: str, in_channels: int | None = None, adapt_channels: str = "refuse"
-) -> Path:
-    """A voxssl weights file from ``--weights``: a file, a run folder or a released model name
-    (``voxssl.hub.resolve``, which also converts foreign checkpoints)."""
-    from voxssl.hub.resolve import resolve_weights
-
-    return Path(resolve_weights(spec, in_channels=in_channels, adapt_channels=adapt_channels))  # type: ignore[arg-type]
-
-
 def initial_backbone(
     recipe: Recipe,
     weights: str,
     modality: str,
     in_channels: int,
     seed: int,
-    adapt_channels: str = "refuse",
+    adapt_channels: AdaptChannels = "refuse",
     from_scratch: bool = False,
 ) -> InitialBackbone:
     """Load pretrained weights (checked against the data and the recipe), or build a random one.
@@ -86,8 +102,6 @@ def initial_backbone(
     ``model`` section, else that of ``weights`` when given (the from-scratch baseline of exactly
     that pretrained model), else the default preset.
     """
-    from voxssl.models.build import build_backbone
-    from voxssl.models.plan import Plan, preprocessing_plan
 
     preprocessing = preprocessing_plan(modality, recipe.preprocess, in_channels)
     if weights == RANDOM_INIT or from_scratch:
@@ -109,10 +123,7 @@ def initial_backbone(
         )
         return InitialBackbone(backbone, plan, f"random init ({config.preset}, seed {seed}{shape})")
 
-    from voxssl.config.model import model_config_to_dict
-    from voxssl.models.weights import load_backbone
-
-    path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
+    path = resolve_weights(weights, in_channels=in_channels, adapt_channels=adapt_channels)
     expect: dict[str, Any] = {"architecture.in_channels": in_channels}
     if recipe.model is not None:  # the recipe names an architecture: the weights must be that one
         expect["architecture"] = model_config_to_dict(recipe.model)
@@ -140,21 +151,20 @@ def initial_backbone(
     return InitialBackbone(backbone, plan, str(path))
 
 
-def _random_init_architecture(recipe: Recipe, weights: str, in_channels: int, adapt_channels: str):
+def _random_init_architecture(
+    recipe: Recipe, weights: str, in_channels: int, adapt_channels: AdaptChannels
+) -> ModelConfig:
     """The recipe's ``model``, else the architecture of ``weights`` (unless 'random'), else the default."""
-    from voxssl.config.model import ModelConfig
-    from voxssl.models.weights import read_plan
 
     if recipe.model is not None:
         return recipe.model
     if weights != RANDOM_INIT:  # only the plan is read: the tensors are not needed
-        path = resolve_weights_path(weights, in_channels=in_channels, adapt_channels=adapt_channels)
+        path = resolve_weights(weights, in_channels=in_channels, adapt_channels=adapt_channels)
         return read_plan(path).model_config(source=str(path))
     return ModelConfig(in_channels=in_channels)
 
 
 def _labelled_cases(recipe: Recipe, cfg: DownstreamConfig) -> list:
-    from voxssl.data.cache import open_cache
 
     cases = open_cache(recipe.data.cache_dir).cases(source=cfg.source, labelled=True)
     if not cases:
@@ -176,7 +186,6 @@ def _labelled_cases(recipe: Recipe, cfg: DownstreamConfig) -> list:
 
 def check_classes(cases: list, class_ids: list[int], source: str, section: str) -> None:
     """Every recipe class must be annotated somewhere; unknown label ids are reported."""
-    from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
 
     present: set[int] = set()
     for case in cases:
@@ -258,7 +267,6 @@ def run_downstream(
     that holds an earlier run's results, ``overwrite`` replaces them, ``resume`` keeps the folds that
     finished and runs the others.
     """
-    from voxssl.eval.report import summarize, write_report
 
     run_dir = recipe.run_dir
     section = "probe" if protocol == "linear-probe" else "finetune"
@@ -363,12 +371,6 @@ def run_fold(
     progress: bool = True,
 ) -> list[CaseScores]:
     """Train on ``fold.train``, save the model, score and write every ``fold.test`` case."""
-    from voxssl.eval.heads import build_head
-    from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.sampling import labelled_volume
-    from voxssl.eval.seg_weights import save_segmentation_weights
-    from voxssl.eval.train import BackboneSchedule, train_segmentation
-    from voxssl.losses.segmentation import output_channels
 
     warn_unlabelled_classes(fold.name, [by_id[i] for i in fold.train], class_ids)
     seed_sequence = [recipe.seed, fold.index, 0 if fold.n_train == "all" else int(fold.n_train)]
@@ -429,14 +431,6 @@ def training_sampler(
     where: str,
 ):
     """Patches of the image, or of the frozen backbone's cached pyramid (probe ``feature_cache``)."""
-    from voxssl.config.downstream import ProbeConfig
-    from voxssl.eval.feature_cache import (
-        CachedPatchSampler,
-        cache_features,
-        check_patch_alignment,
-        decide_feature_cache,
-    )
-    from voxssl.eval.sampling import PatchSampler
 
     level_channels = list(backbone.level_channels)
     if isinstance(cfg, ProbeConfig) and cfg.feature_cache is not False:
@@ -456,7 +450,6 @@ def training_sampler(
 
 
 def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: list[int]):
-    from voxssl.eval.seg_weights import SegmentationSpec
 
     return SegmentationSpec(
         classes=list(class_ids),
@@ -478,11 +471,6 @@ def evaluate_case(
     model, case, cfg: DownstreamConfig, class_ids: list[int], device
 ) -> tuple[CaseScores, torch.Tensor, np.ndarray]:
     """Scores, probabilities and label of one cached case, on the cached grid."""
-    from voxssl.eval.inference import (
-        predict_probabilities,
-        probabilities_to_label,
-        restrict_to_body,
-    )
 
     probs = predict_probabilities(
         model,
@@ -512,8 +500,6 @@ def evaluate_case(
 def write_case_outputs(
     model, case, cfg: DownstreamConfig, class_ids: list[int], device, fold_dir: Path
 ) -> CaseScores:
-    from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
-    from voxssl.eval.overlay import write_overlay
 
     scores, probs, label = evaluate_case(model, case, cfg, class_ids, device)
     if cfg.overlay_slices > 0:
@@ -538,7 +524,6 @@ __all__ = [
     "check_classes",
     "evaluate_case",
     "initial_backbone",
-    "resolve_weights_path",
     "run_downstream",
     "run_fold",
     "training_sampler",

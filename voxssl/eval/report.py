@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voxssl.data.vocabulary import organ_name
 from voxssl.eval.metrics import CaseScores
 from voxssl.utils.atomic import atomic_write_text
+from voxssl.vocabulary import organ_name
 
 
 def _stats(values: Sequence[float]) -> dict[str, float | int]:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxssl.data.vocabulary import IGNORE_INDEX, ORGANS
 from voxssl.errors import DataError
 from voxssl.transforms.crop import padded_crop
+from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 
 #: foreground voxel coordinates kept per organ and case (a uniform subsample of the organ)
 MAX_CENTRES_PER_ORGAN = 20_000
@@ -46,7 +46,7 @@ def remap_label(label: np.ndarray, class_ids: Sequence[int], where: str) -> np.n
     unknown = [int(v) for v in present if v != 0 and v != IGNORE_INDEX and int(v) not in ORGANS]
     if unknown:
         raise DataError(
-            f"{where}: label ids {unknown} are not in the canonical vocabulary (voxssl.data.vocabulary)"
+            f"{where}: label ids {unknown} are not in the canonical vocabulary (voxssl.vocabulary)"
         )
     lut = np.zeros(256, dtype=np.uint8)
     lut[IGNORE_INDEX] = IGNORE_INDEX

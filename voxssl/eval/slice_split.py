@@ -21,8 +21,17 @@ import torch
 
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.downstream import DownstreamConfig
+from voxssl.data.preprocess import preprocess_volume
+from voxssl.data.readers import read_volume
 from voxssl.device import resolve_device
-from voxssl.eval.metrics import CaseScores
+from voxssl.eval.inference import predict_probabilities, restrict_to_body
+from voxssl.eval.metrics import CaseScores, score_case
+from voxssl.eval.protocol import training_sampler
+from voxssl.eval.sampling import labelled_volume
+from voxssl.eval.train import train_segmentation
+from voxssl.models.segmentation import SegmentationModel, output_channels, probabilities_to_label
+from voxssl.models.segmentation_heads import build_head
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 def _halves(array: np.ndarray, cut: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +40,6 @@ def _halves(array: np.ndarray, cut: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _labels_below(label: np.ndarray, body: np.ndarray, cut: int) -> tuple[np.ndarray, np.ndarray]:
     """(label, body mask) with the slices from ``cut`` up unannotated: no loss is computed there."""
-    from voxssl.data.vocabulary import IGNORE_INDEX
 
     hidden_label, hidden_body = label.copy(), np.asarray(body, dtype=bool).copy()
     hidden_label[..., cut:] = IGNORE_INDEX
@@ -48,7 +56,6 @@ def split_slice(label: np.ndarray) -> int:
     labelled slab is a worse cut on scans that end inside the abdomen: most organ voxels then lie
     on one side. Without organs, the middle of the volume.
     """
-    from voxssl.data.vocabulary import IGNORE_INDEX
 
     organ_ids = [int(c) for c in np.unique(label) if c != 0 and c != IGNORE_INDEX]
     if not organ_ids:
@@ -70,20 +77,6 @@ def slice_split_probe(
     seed: int = 0,
 ) -> tuple[CaseScores, dict[str, Any]]:
     """Train ``cfg.head`` on the lower half of the scan, return the upper half's scores and facts."""
-    from voxssl.data.preprocess import preprocess_volume
-    from voxssl.data.readers import read_volume
-    from voxssl.eval.heads import build_head
-    from voxssl.eval.inference import (
-        predict_probabilities,
-        probabilities_to_label,
-        restrict_to_body,
-    )
-    from voxssl.eval.metrics import score_case
-    from voxssl.eval.model import SegmentationModel
-    from voxssl.eval.protocol import training_sampler
-    from voxssl.eval.sampling import labelled_volume
-    from voxssl.eval.train import train_segmentation
-    from voxssl.losses.segmentation import output_channels
 
     volume = read_volume(image_path)
     label_volume = read_volume(label_path)

@@ -22,10 +22,10 @@ import torch
 
 from voxssl.config.downstream import DownstreamConfig, FinetuneConfig
 from voxssl.device import autocast
-from voxssl.eval.model import SegmentationModel
 from voxssl.eval.sampling import PatchSampler
 from voxssl.eval.schedule import backbone_lr, head_lr
 from voxssl.losses.segmentation import SegmentationLoss
+from voxssl.models.segmentation import SegmentationModel
 
 log = logging.getLogger(__name__)
 

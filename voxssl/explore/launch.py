@@ -8,18 +8,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from voxssl.embedding.store import META_FILE, StoredEmbedding
+from voxssl.embedding.embed import ensure_embeddings, load_embedder
+from voxssl.embedding.store import META_FILE, StoredEmbedding, default_embeddings_dir
 from voxssl.errors import ConfigError, DataError
+from voxssl.explore.server import Explorer, ExploreServer
 
 log = logging.getLogger(__name__)
 
 MAX_SCANS = 2
-
-
-def default_embeddings_dir(weights_sha256: str) -> Path:
-    from voxssl.hub.cache import voxssl_home
-
-    return voxssl_home() / "embeddings" / weights_sha256[:16]
 
 
 def open_scans(
@@ -46,7 +42,6 @@ def open_scans(
             raise ConfigError(
                 f"explore: {to_embed[0]} is a scan, not an embedding folder: give --weights"
             )
-        from voxssl.embedding.embed import ensure_embeddings, load_embedder
 
         embedder = load_embedder(weights, device=device, modality=modality)
         out = Path(embeddings) if embeddings else default_embeddings_dir(embedder.weights_sha256)
@@ -74,7 +69,6 @@ def serve_forever(
     open_browser: bool = False,
     echo: Callable[[str], None] = print,
 ) -> None:
-    from voxssl.explore.server import Explorer, ExploreServer
 
     scans = open_scans(inputs, weights, embeddings, stride, modality, device)
     explorer = Explorer(scans, components=components)
@@ -97,4 +91,4 @@ def serve_forever(
             echo("stopped")
 
 
-__all__ = ["default_embeddings_dir", "open_scans", "serve_forever"]
+__all__ = ["open_scans", "serve_forever"]

@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from voxssl.data.readers import read_volume
 from voxssl.embedding.similarity import SimilarityIndex
 from voxssl.embedding.store import StoredEmbedding
 
@@ -54,8 +55,6 @@ CONTENT_TYPES = {
 def scan_nifti_bytes(source: str | Path) -> bytes:
     """The scan as an uncompressed NIfTI-1 (RAS voxel order, RAS affine as voxssl reads it)."""
     import nibabel as nib
-
-    from voxssl.data.readers import read_volume
 
     volume = read_volume(source, allow_channels=True)
     data = volume.data if volume.data.ndim == 3 else volume.data[0]  # first channel

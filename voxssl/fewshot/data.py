@@ -8,19 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.data.vocabulary import organ_id
+from voxssl.data.cache import open_cache
 from voxssl.errors import ConfigError, DataError
 from voxssl.fewshot.encoders import slice_context
 from voxssl.fewshot.episodes import EpisodeSource, training_slice_mask
 from voxssl.fewshot.protocol import cv_folds, support_scan
 from voxssl.fewshot.slices import SliceVolume
 from voxssl.fewshot.superpixels import SuperpixelParams, SuperpixelStore, case_store_key
+from voxssl.vocabulary import organ_id
 
 log = logging.getLogger(__name__)
 
 
 def fewshot_cases(cache_dir: Path, source: str | None) -> list[Any]:
-    from voxssl.data.cache import open_cache
 
     return open_cache(cache_dir).cases(source=source)
 

@@ -15,6 +15,9 @@ import torch
 import torch.nn as nn
 
 from voxssl.errors import CheckpointError, VoxsslError
+from voxssl.extras import require
+from voxssl.hub.resolve import weights_in_folder
+from voxssl.models.vit import has_voxssl_plan, load_vit
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +25,30 @@ PATCH_SIZE = 14
 
 #: ViT-S/14, B/14, L/14, g/14 as released by Meta (hidden width, depth, heads, SwiGLU MLP).
 ARCHITECTURES: dict[str, dict] = {
-    "small": dict(
-        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, use_swiglu_ffn=False
-    ),
-    "base": dict(
-        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, use_swiglu_ffn=False
-    ),
-    "large": dict(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, use_swiglu_ffn=False
-    ),
-    "giant": dict(
-        hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True
-    ),
+    "small": {
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "use_swiglu_ffn": False,
+    },
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "use_swiglu_ffn": False,
+    },
+    "large": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "use_swiglu_ffn": False,
+    },
+    "giant": {
+        "hidden_size": 1536,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 24,
+        "use_swiglu_ffn": True,
+    },
 }
 HUB_IDS = {size: f"facebook/dinov2-{size}" for size in ARCHITECTURES}
 HUB_HOST = "huggingface.co"
@@ -62,19 +77,19 @@ LORA_TARGET_SUFFIXES = (
 
 def dinov2_config(size: str, **overrides):
     """The ``Dinov2Config`` of a released size (image_size 518: the 37x37 position grid)."""
-    from transformers import Dinov2Config
+    Dinov2Config = require("transformers", "the DINOv2 encoder").Dinov2Config
 
     if size not in ARCHITECTURES:
         raise CheckpointError(
             f"unknown DINOv2 size {size!r}; choose one of {', '.join(ARCHITECTURES)}"
         )
-    params = dict(
-        patch_size=PATCH_SIZE,
-        image_size=518,
-        mlp_ratio=4,
-        layer_norm_eps=1e-6,
-        layerscale_value=1.0,
-    )
+    params = {
+        "patch_size": PATCH_SIZE,
+        "image_size": 518,
+        "mlp_ratio": 4,
+        "layer_norm_eps": 1e-6,
+        "layerscale_value": 1.0,
+    }
     params.update(ARCHITECTURES[size])
     params.update(overrides)
     return Dinov2Config(**params)
@@ -103,11 +118,10 @@ def _checked(model_and_info, where: Path) -> nn.Module:
 
 
 def _from_folder(folder: Path) -> nn.Module:
-    from transformers import Dinov2Model
+    Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
     if not (folder / "config.json").is_file():
         # a voxssl release, checkpoint or `voxssl dinov2 pretrain` run folder
-        from voxssl.hub.resolve import weights_in_folder
 
         try:
             return _from_voxssl(weights_in_folder(folder))
@@ -143,9 +157,9 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
     one. Loading goes through ``from_pretrained`` so that transformers' key renaming applies.
     """
     from safetensors.torch import load_file
-    from transformers import Dinov2Config, Dinov2Model
 
-    from voxssl.models.vit import has_voxssl_plan
+    transformers = require("transformers", "the DINOv2 encoder")
+    Dinov2Config, Dinov2Model = transformers.Dinov2Config, transformers.Dinov2Model
 
     if has_voxssl_plan(path):
         return _from_voxssl(path)
@@ -172,7 +186,6 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
 def _from_voxssl(path: Path) -> nn.Module:
     """voxssl ViT weights (a plan with a DINOv2 architecture): an encoder, a continued-pretraining
     checkpoint (its EMA teacher) or a classifier's backbone (:mod:`voxssl.models.vit`)."""
-    from voxssl.models.vit import load_vit
 
     model, plan = load_vit(path)
     log.info("DINOv2 encoder from %s (%s, width %d)", path, plan.kind, model.config.hidden_size)
@@ -181,7 +194,7 @@ def _from_voxssl(path: Path) -> nn.Module:
 
 def load_dinov2(size: str, weights: Path | None = None, pretrained: bool = True) -> nn.Module:
     """Build DINOv2-``size`` and load its weights from ``weights``, the cache, or the hub."""
-    from transformers import Dinov2Model
+    Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
     if not pretrained:
         return Dinov2Model(dinov2_config(size))
@@ -219,7 +232,7 @@ def hub_offline_reason() -> str | None:
 
 
 def _from_hub(size: str, target: Path) -> nn.Module:
-    from transformers import Dinov2Model
+    Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
     hub_id = HUB_IDS[size]
     hint = (
@@ -262,7 +275,8 @@ def lora_target_modules(model: nn.Module) -> list[str]:
 
 def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) -> nn.Module:
     """Freeze ``model`` and add LoRA adapters (peft) to qkv, proj, fc1, fc2 of every block."""
-    from peft import LoraConfig, inject_adapter_in_model
+    peft = require("peft", "LoRA on the DINOv2 encoder")
+    LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model
 
     config = LoraConfig(
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_modules(model)

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from voxssl.config.fewshot import EncoderConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from voxssl.fewshot.dinov2 import DinoV2Features, apply_lora, load_dinov2
+from voxssl.fewshot.volumetric import load_volumetric_encoder
+from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD
 
 
 class InputMode(nn.Module):
@@ -100,16 +100,12 @@ def build_encoder(config: EncoderConfig) -> SliceEncoder:
     if config.type == "cnn":
         return SliceEncoder(input_mode, TinyCNN(config.cnn_channels))
     if config.type == "dinov2":
-        from voxssl.fewshot.dinov2 import DinoV2Features, apply_lora, load_dinov2
-
         model = load_dinov2(config.size, config.weights, config.pretrained)
         if config.lora.enabled:
             model = apply_lora(model, config.lora.rank, config.lora.alpha, config.lora.dropout)
         features = DinoV2Features(model)
         return SliceEncoder(input_mode, features, multiple=features.patch_size)
     if config.type == "voxssl3d":
-        from voxssl.fewshot.volumetric import load_volumetric_encoder
-
         identity = InputMode(
             "stack", normalise_imagenet=False
         )  # the cache's [0, 1] values, as pretrained
@@ -121,8 +117,6 @@ def build_encoder(config: EncoderConfig) -> SliceEncoder:
 
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "InputMode",
     "SliceEncoder",
     "TinyCNN",

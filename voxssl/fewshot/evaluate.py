@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.data.vocabulary import organ_name
+from voxssl.data.geometry import to_original_geometry
 from voxssl.device import resolve_device, set_cpu_threads
 from voxssl.errors import CheckpointError
 from voxssl.eval.metrics import dice
@@ -37,6 +37,7 @@ from voxssl.fewshot.slices import SliceVolume, organ_slice_range
 from voxssl.fewshot.superpixels import case_store_key
 from voxssl.fewshot.ttt import TestTimeTrainer
 from voxssl.utils.atomic import atomic_path, atomic_write_text
+from voxssl.vocabulary import organ_name
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ def load_model(
 def write_prediction(path: Path, label: np.ndarray, meta: dict[str, Any]) -> None:
     """(X, Y, Z) cached-grid label -> NIfTI on the scan's original grid (atomic)."""
     import nibabel as nib
-
-    from voxssl.data.geometry import to_original_geometry
 
     array, affine = to_original_geometry(label.astype(np.uint8), meta, order="nearest")
     image = nib.Nifti1Image(array.astype(np.uint8), affine)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.fewshot.model import ALPNet
 from voxssl.fewshot.protocol import query_chunks, support_slices
 from voxssl.fewshot.slices import SliceVolume, resize_back
 from voxssl.fewshot.ttt import TestTimeTrainer
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 def binary_support_label(volume: SliceVolume, z: int, organ: int) -> torch.Tensor:

@@ -7,9 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.data.vocabulary import IGNORE_INDEX
 from voxssl.fewshot.alp import ALPHead, alpnet_loss, mask_to_grid, split_label
 from voxssl.fewshot.encoders import SliceEncoder, build_encoder
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 class ALPNet(nn.Module):

@@ -20,6 +20,9 @@ import torch
 from voxssl.config.data import PreprocessConfig
 from voxssl.config.fewshot import FewShotConfig
 from voxssl.config.loader import from_dict
+from voxssl.data.case import Case
+from voxssl.data.preprocess import preprocess_volume
+from voxssl.data.readers import read_case_label, read_volume
 from voxssl.device import resolve_device, set_cpu_threads
 from voxssl.errors import DataError
 from voxssl.fewshot.cca import apply_cca
@@ -52,9 +55,6 @@ def load_segmenter(
 def _preprocess(
     image_path: Path, modality: str, cfg: PreprocessConfig, label_path: Path | None = None
 ):
-    from voxssl.data.case import Case
-    from voxssl.data.preprocess import preprocess_volume
-    from voxssl.data.readers import read_case_label, read_volume
 
     volume = read_volume(image_path)
     label = None

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from voxssl.extras import require
+from voxssl.fewshot.slices import resize_slices
 from voxssl.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def clean_body_mask(mask: np.ndarray) -> np.ndarray:
 
 def slice_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelParams) -> np.ndarray:
     """Superpixels of one (S, S) slice inside ``body``: int32, 0 outside, 1..n inside."""
-    from skimage.segmentation import felzenszwalb, relabel_sequential
+    segmentation = require("skimage.segmentation", "few-shot superpixels")
+    felzenszwalb, relabel_sequential = segmentation.felzenszwalb, segmentation.relabel_sequential
 
     segments = felzenszwalb(
         image.astype(np.float64),
@@ -70,7 +73,6 @@ def slice_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelPar
 
 def volume_superpixels(image: np.ndarray, body: np.ndarray, params: SuperpixelParams) -> np.ndarray:
     """(X, Y, Z) image in [0, 1] and body mask -> (S, S, Z) superpixels."""
-    from voxssl.fewshot.slices import resize_slices
 
     image = image[0] if image.ndim == 4 else image
     depth = image.shape[-1]
@@ -109,9 +111,7 @@ class SuperpixelStore:
     def save(self, case_id: str, superpixels: np.ndarray) -> Path:
         target = self.path(case_id)
         with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh, superpixels=superpixels, params=json.dumps(asdict(self.params))
-            )
+            np.savez_compressed(fh, superpixels=superpixels, params=json.dumps(asdict(self.params)))
         return target
 
     def load(self, case_id: str) -> np.ndarray:

@@ -15,6 +15,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from voxssl.models.build import level_channels
+from voxssl.models.weights import load_backbone
+
 
 def middle_slice_embeddings(
     pyramid: list[torch.Tensor], middle: int, height: int, width: int
@@ -56,8 +59,6 @@ def load_volumetric_encoder(
     weights: Path, modality: str | None = None, trainable: bool = False
 ) -> VolumetricFeatures:
     """Rebuild a voxssl backbone from its weights file (plan checked) as a slice encoder."""
-    from voxssl.models.build import level_channels
-    from voxssl.models.weights import load_backbone
 
     expect = {"architecture.in_channels": 1}
     if modality is not None:

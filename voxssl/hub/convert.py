@@ -38,9 +38,15 @@ from typing import Any, Literal
 
 import torch
 
+from voxssl.config.data import PreprocessConfig
+from voxssl.config.loader import from_dict
+from voxssl.config.model import ModelConfig, model_config_from_dict, model_config_to_dict
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
 from voxssl.hub.errors import ConversionError
-from voxssl.models.weights import remove_leading_prefixes
+from voxssl.hub.weights_cache import sha256_of
+from voxssl.models.build import build_backbone
+from voxssl.models.plan import Plan, preprocessing_plan
+from voxssl.models.weights import load_backbone, remove_leading_prefixes, save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -358,11 +364,6 @@ def import_foreign(
             1/C; ``"refuse"``: ConversionError).
         provenance: recorded in the plan's ``extra`` (registry name, URL...).
     """
-    from voxssl.config.model import ModelConfig, model_config_from_dict, model_config_to_dict
-    from voxssl.hub.cache import sha256_of
-    from voxssl.models.build import build_backbone
-    from voxssl.models.plan import Plan
-    from voxssl.models.weights import save_weights
 
     if fmt not in FOREIGN_FORMATS:
         raise ConversionError(f"unknown format {fmt!r}: use one of {', '.join(FOREIGN_FORMATS)}")
@@ -455,9 +456,6 @@ def _preprocessing_for(
     """The plan's preprocessing section in the layout of :func:`voxssl.models.plan.preprocessing_plan`."""
     if modality is None:
         return {"in_channels": in_channels}
-    from voxssl.config.data import PreprocessConfig
-    from voxssl.config.loader import from_dict
-    from voxssl.models.plan import preprocessing_plan
 
     params = {k: v for k, v in (given or {}).items() if k != "modality"}
     preprocess = from_dict(
@@ -468,7 +466,6 @@ def _preprocessing_for(
 
 def _check_round_trip(path: Path) -> None:
     """Load the written file the way every user will (strict, through the plan)."""
-    from voxssl.models.weights import load_backbone
 
     load_backbone(path)
 

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import IO, Literal
 
 from voxssl import __version__
-from voxssl.hub.cache import sha256_of
 from voxssl.hub.errors import (
     ChecksumMismatchError,
     DiskFullError,
@@ -43,6 +42,7 @@ from voxssl.hub.errors import (
     NetworkUnavailableError,
     RemoteFileNotFoundError,
 )
+from voxssl.hub.weights_cache import sha256_of
 from voxssl.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)

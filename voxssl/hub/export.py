@@ -24,8 +24,17 @@ from typing import Any
 
 import yaml
 
-from voxssl.hub.cache import sha256_of
 from voxssl.hub.errors import ConversionError
+from voxssl.hub.resolve import resolve_weights
+from voxssl.hub.weights_cache import sha256_of
+from voxssl.models.vit import backbone_state, load_vit
+from voxssl.models.weights import (
+    load_backbone,
+    load_weights,
+    read_plan,
+    save_weights,
+    strip_prefixes,
+)
 from voxssl.utils.atomic import atomic_directory
 
 RELEASE_WEIGHTS = "model.safetensors"
@@ -49,14 +58,6 @@ def export_release(
     The folder is assembled under a temporary name beside ``out`` and renamed into place, so an
     interrupted export never leaves a half-written release. Returns ``out``.
     """
-    from voxssl.hub.resolve import resolve_weights
-    from voxssl.models.weights import (
-        load_backbone,
-        load_weights,
-        read_plan,
-        save_weights,
-        strip_prefixes,
-    )
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -100,8 +101,6 @@ def _export_vit_release(
     """A DINOv2 ViT (:mod:`voxssl.models.vit`): a continued-pretraining checkpoint is reduced to
     its EMA teacher's ViT, encoders and classifiers are copied; the release must load back. The
     registry holds 3D backbones only, so no registry entry is written."""
-    from voxssl.models.vit import backbone_state, load_vit
-    from voxssl.models.weights import load_weights, read_plan, save_weights
 
     with atomic_directory(out) as staging:
         target = staging / RELEASE_WEIGHTS

@@ -7,10 +7,10 @@ import logging
 import os
 from pathlib import Path
 
-from voxssl.hub.cache import weights_dir
 from voxssl.hub.download import DownloadRecord, copy_into_cache, download_file, verify_cached
 from voxssl.hub.errors import DownloadError, ManualDownloadRequired
 from voxssl.hub.registry import RegistryEntry
+from voxssl.hub.weights_cache import weights_dir
 
 logger = logging.getLogger(__name__)
 

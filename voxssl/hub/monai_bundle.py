@@ -30,8 +30,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from voxssl import __version__
+from voxssl.config.model import model_config_from_dict
 from voxssl.hub.errors import ConversionError
+from voxssl.hub.resolve import resolve_weights
+from voxssl.models.build import build_backbone
+from voxssl.models.segmentation import probabilities_to_label
+from voxssl.models.segmentation_heads import upsample_to
+from voxssl.models.segmentation_weights import SEGMENTATION_KEY, SegmentationSpec
+from voxssl.models.weights import load_weights, strip_prefixes
 from voxssl.utils.atomic import atomic_directory
+from voxssl.vocabulary import ORGANS as ORGAN_NAMES
 
 DEFAULT_ROI = [128, 128, 32]
 METADATA_SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
@@ -52,16 +61,12 @@ class BundleNetwork(nn.Module):
         self, architecture: Mapping[str, Any], segmentation: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__()
-        from voxssl.config.model import model_config_from_dict
-        from voxssl.models.build import build_backbone
 
         self.backbone = build_backbone(
             model_config_from_dict(dict(architecture), source="bundle network")
         )
         self.head: nn.Module | None = None
         if segmentation is not None:
-            from voxssl.eval.seg_weights import SEGMENTATION_KEY, SegmentationSpec
-
             spec = SegmentationSpec.from_plan_extra(
                 {SEGMENTATION_KEY: dict(segmentation)}, "bundle network"
             )
@@ -71,7 +76,6 @@ class BundleNetwork(nn.Module):
         pyramid = self.backbone(image)
         if self.head is not None:
             return self.head(pyramid)
-        from voxssl.eval.heads import upsample_to
 
         size = image.shape[2:]
         return torch.cat([upsample_to(level, i, size) for i, level in enumerate(pyramid)], dim=1)
@@ -98,8 +102,6 @@ class ProbabilitiesToLabeld:
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from monai.data import MetaTensor
-
-        from voxssl.eval.inference import probabilities_to_label
 
         out = dict(data)
         for key in self.keys:
@@ -167,8 +169,6 @@ def export_monai_bundle(
     overwrite: bool = False,
 ) -> Path:
     """Write a MONAI bundle for ``weights`` (anything :func:`resolve_weights` accepts); returns ``out``."""
-    from voxssl.hub.resolve import resolve_weights
-    from voxssl.models.weights import load_weights, strip_prefixes
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -396,14 +396,10 @@ def bundle_metadata(
     import monai
     import numpy
 
-    from voxssl import __version__
-
     preprocessing = plan.preprocessing
     modality = preprocessing.get("modality", "ct")
     in_channels = int(plan.architecture.get("in_channels", 1))
     if segmentation is not None:
-        from voxssl.data.vocabulary import ORGANS as ORGAN_NAMES
-
         classes = list(segmentation["classes"])
         channel_def = {
             "0": "background",
@@ -452,7 +448,7 @@ def bundle_metadata(
         ),
         "data_type": "nibabel",
         "image_classes": f"{in_channels}-channel {modality.upper()} image, {preprocessing.get('spacing')} mm after resampling",
-        "label_classes": "canonical voxssl organ ids (voxssl.data.vocabulary)"
+        "label_classes": "canonical voxssl organ ids (voxssl.vocabulary)"
         if segmentation
         else "none",
         "pred_classes": "see network_data_format.outputs.pred.channel_def",

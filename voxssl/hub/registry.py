@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig
 from voxssl.config.loader import from_dict, read_yaml
+from voxssl.config.model import ModelConfig
 from voxssl.errors import ConfigError
 from voxssl.hub.errors import RegistryError
 
@@ -165,7 +167,6 @@ def _check_registry(registry: Registry) -> None:
 
 
 def _check_preprocessing(entry: RegistryEntry, where: str) -> None:
-    from voxssl.config.data import CTPreprocessConfig, MRPreprocessConfig
 
     schema = CTPreprocessConfig if entry.modality == "ct" else MRPreprocessConfig
     try:
@@ -177,11 +178,7 @@ def _check_preprocessing(entry: RegistryEntry, where: str) -> None:
 
 
 def _check_architecture(entry: RegistryEntry, where: str) -> None:
-    """Validate against the ``model`` recipe schema when this voxssl build has one."""
-    try:
-        from voxssl.config.model import ModelConfig
-    except ImportError:
-        return
+    """Validate against the ``model`` recipe schema."""
     try:
         from_dict(ModelConfig, entry.architecture, where="architecture", source=where)
     except ConfigError as err:

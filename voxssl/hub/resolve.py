@@ -25,10 +25,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from voxssl.hub.cache import converted_dir, sha256_of, weights_dir
+from voxssl.config.model import model_config_from_dict
+from voxssl.errors import CheckpointError
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
+from voxssl.hub.convert import import_foreign, read_torch_checkpoint
+from voxssl.hub.download import read_record
 from voxssl.hub.errors import ConversionError, RegistryError
+from voxssl.hub.fetch import cached_path, fetch
 from voxssl.hub.registry import Registry, RegistryEntry, load_registry
+from voxssl.hub.weights_cache import converted_dir, sha256_of, weights_dir
+from voxssl.models.plan import Plan
+from voxssl.models.weights import load_weights, read_plan, save_weights, strip_prefixes
+from voxssl.run_folder import latest_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +103,11 @@ def weights_in_folder(folder: Path) -> Path:
     if direct.is_file():
         _require_plan(direct)
         return direct
-    try:
-        from voxssl.train.checkpoint import latest_checkpoint
-    except ImportError:  # pragma: no cover - the training module is part of every full install
-        latest_checkpoint = None
-    if latest_checkpoint is not None:
-        latest = latest_checkpoint(folder)
-        if latest is not None and (latest / MODEL_FILE).is_file():
-            logger.info("using the latest checkpoint of %s: %s", folder, latest.name)
-            _require_plan(latest / MODEL_FILE)
-            return latest / MODEL_FILE
+    latest = latest_checkpoint(folder)
+    if latest is not None:
+        logger.info("using the latest checkpoint of %s: %s", folder, latest.name)
+        _require_plan(latest / MODEL_FILE)
+        return latest / MODEL_FILE
     candidates = sorted(folder.glob("*.safetensors"))
     if len(candidates) == 1:
         _require_plan(candidates[0])
@@ -120,8 +123,6 @@ def registry_weights(
     entry: RegistryEntry, *, progress: bool = True, local_file: str | os.PathLike | None = None
 ) -> Path:
     """Fetch a registry entry and return its voxssl weights (converted once, then cached)."""
-    from voxssl.hub.download import read_record
-    from voxssl.hub.fetch import fetch
 
     downloaded = fetch(entry, progress=progress, local_file=local_file)
     if entry.format == "voxssl":
@@ -132,7 +133,6 @@ def registry_weights(
     source_sha = record.sha256 if record is not None else sha256_of(downloaded)
     if _is_conversion_of(converted, source_sha):
         return converted
-    from voxssl.hub.convert import import_foreign
 
     logger.info("converting %s (%s layout) to voxssl weights", entry.name, entry.format)
     import_foreign(
@@ -153,7 +153,6 @@ def registry_weights(
 
 def import_cached(path: Path, foreign_format: str | None = None, **options: Any) -> Path:
     """Convert a foreign checkpoint once into ``$VOXSSL_HOME/converted/<sha256>/`` and reuse it."""
-    from voxssl.hub.convert import import_foreign
 
     source_sha = sha256_of(path)
     fmt = foreign_format or detect_format(path)
@@ -182,7 +181,6 @@ def import_cached(path: Path, foreign_format: str | None = None, **options: Any)
 
 def detect_format(path: Path) -> str:
     """``"hierarchical"`` for ``{"state_dict": ...}``, ``"vox2vec"`` for a plain state dict."""
-    from voxssl.hub.convert import read_torch_checkpoint
 
     checkpoint = read_torch_checkpoint(path)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
@@ -199,9 +197,6 @@ def detect_format(path: Path) -> str:
 
 def _with_input_channels(path: Path, in_channels: int, adapt_channels: AdaptChannels) -> Path:
     """``path`` itself when it has ``in_channels`` inputs, else an adapted copy (or an error)."""
-    from voxssl.config.model import model_config_from_dict
-    from voxssl.models.plan import Plan
-    from voxssl.models.weights import load_weights, read_plan, save_weights, strip_prefixes
 
     plan = read_plan(path)
     have = int(plan.architecture.get("in_channels", 1))
@@ -230,7 +225,6 @@ def _with_input_channels(path: Path, in_channels: int, adapt_channels: AdaptChan
 
 
 def _require_plan(path: Path) -> None:
-    from voxssl.models.weights import read_plan
 
     read_plan(path)  # CheckpointError naming the file when it is not a voxssl weights file
 
@@ -238,8 +232,6 @@ def _require_plan(path: Path) -> None:
 def _is_conversion_of(converted: Path, source_sha256: str) -> bool:
     if not converted.is_file():
         return False
-    from voxssl.errors import CheckpointError
-    from voxssl.models.weights import read_plan
 
     try:
         return read_plan(converted).extra.get("source_sha256") == source_sha256
@@ -249,8 +241,6 @@ def _is_conversion_of(converted: Path, source_sha256: str) -> bool:
 
 def _registry_entry_for_sha(sha256: str) -> RegistryEntry | None:
     """A registry entry whose published (or recorded) sha256 is ``sha256``."""
-    from voxssl.hub.download import read_record
-    from voxssl.hub.fetch import cached_path
 
     try:
         registry = load_registry()

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxssl.train.distributed import DistributedContext, all_reduce, all_reduce_mean
+from voxssl.distributed import DistributedContext, all_reduce, all_reduce_mean
 
 _LOCAL = DistributedContext()
 

@@ -13,7 +13,7 @@ which is numerically stable (log-sum-exp), never exp-then-divide-then-log.
 
 With ``gather_distributed=True`` inside an initialised process group, the columns of the logits
 (the candidates) are the embeddings of *all* ranks, gathered with a gradient-correct all-gather
-(:func:`voxssl.train.distributed.gather_with_gradient`), and each rank's rows are its own voxels;
+(:func:`voxssl.distributed.gather_with_gradient`), and each rank's rows are its own voxels;
 ranks may hold different ``N``. Under DDP (which averages gradients over ranks) the result is the
 gradient of the mean of the ranks' losses.
 """
@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from voxssl.distributed import DistributedContext, gather_with_gradient
 
 
 class InfoNCELoss(nn.Module):
@@ -82,7 +84,6 @@ class InfoNCELoss(nn.Module):
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return z1, z2, 0
-        from voxssl.train.distributed import DistributedContext, gather_with_gradient
 
         context = DistributedContext(
             rank=dist.get_rank(), world_size=dist.get_world_size(), device=z1.device

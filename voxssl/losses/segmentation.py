@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceLoss
 from torch import nn
 
-from voxssl.data.vocabulary import IGNORE_INDEX
+from voxssl.vocabulary import IGNORE_INDEX
 
 
 class SegmentationLoss(nn.Module):
     def __init__(self, kind: str = "bce", dice_weight: float = 1.0) -> None:
         super().__init__()
-        from monai.losses import DiceLoss
-
         if kind not in ("bce", "ce"):
             raise ValueError(f"loss must be 'bce' or 'ce', got {kind!r}")
         if dice_weight < 0:
@@ -74,14 +73,4 @@ class SegmentationLoss(nn.Module):
         return data_term + self.dice_weight * dice.mean()
 
 
-def output_channels(kind: str, num_classes: int) -> int:
-    """Head output channels for ``num_classes`` organs under loss ``kind``."""
-    return num_classes if kind == "bce" else num_classes + 1
-
-
-def probabilities(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-channel probabilities: sigmoid (bce) or softmax (ce, channel 0 = background)."""
-    return torch.sigmoid(logits) if kind == "bce" else torch.softmax(logits, dim=1)
-
-
-__all__ = ["SegmentationLoss", "output_channels", "probabilities"]
+__all__ = ["SegmentationLoss"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from voxssl.config.model import ModelConfig, embedding_width, level_channels_of
 from voxssl.models.fpn import FPN
-from voxssl.models.heads import ProjectionHead, ReconstructionHead
 from voxssl.models.pretrain import PretrainModel
+from voxssl.models.pretrain_heads import ProjectionHead, ReconstructionHead
 
 
 def build_backbone(cfg: ModelConfig) -> FPN:

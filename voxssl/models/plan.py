@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from voxssl import __version__
+from voxssl.config.loader import to_dict
 from voxssl.config.model import ModelConfig, model_config_from_dict, model_config_to_dict
 from voxssl.errors import CheckpointError, ConfigError
 
@@ -103,7 +104,6 @@ def preprocessing_plan(modality: str, preprocess: Any, in_channels: int = 1) -> 
     ``preprocess`` is a :class:`voxssl.config.data.PreprocessConfig`; the sub-section of
     ``modality`` ("ct" or "mr") is recorded, spacing at the top level, the rest under ``intensity``.
     """
-    from voxssl.config.loader import to_dict
 
     params = to_dict(getattr(preprocess, modality))
     spacing = params.pop("spacing", None)

@@ -15,7 +15,7 @@ from torch import nn
 
 from voxssl.models.fpn import FPN
 from voxssl.models.gather import gather_voxel_embeddings
-from voxssl.models.heads import ProjectionHead, ReconstructionHead
+from voxssl.models.pretrain_heads import ProjectionHead, ReconstructionHead
 
 
 class PretrainOutput(NamedTuple):

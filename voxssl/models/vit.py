@@ -24,7 +24,9 @@ from typing import Any
 from torch import nn
 
 from voxssl.errors import CheckpointError
+from voxssl.extras import require
 from voxssl.models.plan import Plan
+from voxssl.models.weights import FORMAT_NAME, load_state_strict, load_weights
 
 FAMILY = "dinov2"
 ARCHITECTURE_FIELDS = (
@@ -58,7 +60,7 @@ def vit_architecture(model: nn.Module) -> dict[str, Any]:
 
 def vit_config(architecture: dict[str, Any], source: str = "<plan>"):
     """``Dinov2Config`` from a plan ``architecture`` (CheckpointError when it is not a DINOv2 ViT)."""
-    from transformers import Dinov2Config
+    Dinov2Config = require("transformers", "a DINOv2 ViT").Dinov2Config
 
     if not is_vit_architecture(architecture):
         raise CheckpointError(f"{source}: the weights are not a DINOv2 ViT (a voxssl 3D backbone?)")
@@ -69,7 +71,7 @@ def vit_config(architecture: dict[str, Any], source: str = "<plan>"):
 
 
 def build_vit(architecture: dict[str, Any], source: str = "<plan>") -> nn.Module:
-    from transformers import Dinov2Model
+    Dinov2Model = require("transformers", "a DINOv2 ViT").Dinov2Model
 
     return Dinov2Model(vit_config(architecture, source))
 
@@ -94,8 +96,6 @@ def has_voxssl_plan(path: str | os.PathLike) -> bool:
     """Whether a .safetensors file carries a voxssl plan (reads only the header)."""
     from safetensors import safe_open
 
-    from voxssl.models.weights import FORMAT_NAME
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             return (handle.metadata() or {}).get("format") == FORMAT_NAME
@@ -113,7 +113,6 @@ def backbone_state(state: dict, plan: Plan, source: str) -> dict:
 
 def load_vit(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Plan]:
     """``(Dinov2Model, plan)`` from a voxssl ViT weights file of any kind; strict, no pickle."""
-    from voxssl.models.weights import load_state_strict, load_weights
 
     path = Path(path)
     state, plan = load_weights(path, device=device)

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from voxssl.errors import CheckpointError
+from voxssl.models.build import build_backbone
 from voxssl.models.plan import Plan, check_plan
+from voxssl.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ def save_weights(
 ) -> Path:
     """Write ``state_dict`` and ``plan`` to a ``.safetensors`` file (atomically)."""
     from safetensors.torch import save_file
-
-    from voxssl.utils.atomic import atomic_path
 
     path = Path(path)
     tensors = {}
@@ -176,7 +176,6 @@ def load_backbone(
     Returns:
         ``(backbone, plan)``; the backbone is in eval mode.
     """
-    from voxssl.models.build import build_backbone
 
     state, plan = load_weights(path, device=device)
     check_plan(plan, expect, source=str(path))

@@ -12,6 +12,7 @@ from voxssl.errors import ConfigError, DataError
 from voxssl.transforms.intensity import IntensityScale, build_intensity_augmentations
 from voxssl.transforms.local import build_local_augmentations
 from voxssl.transforms.pairs import ViewGenerator
+from voxssl.transforms.spatial import RandomGridTransform
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ def build_view_generator(recipe: Recipe, cfg: PretrainConfig, modality: str) -> 
     augmentations += build_local_augmentations(cfg.local)
     sampler = None
     if cfg.equivariance.enabled:
-        from voxssl.transforms.spatial import RandomGridTransform
-
         eq = cfg.equivariance
         # Odd quarter turns are drawn only for square axial planes (the view keeps its shape).
         sampler = RandomGridTransform(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,14 +28,17 @@ from typing import Any
 import torch
 
 from voxssl.errors import CheckpointError
+from voxssl.run_folder import (
+    MODEL_FILE,
+    STATE_FILE,
+    checkpoint_root,
+    list_checkpoints,
+    step_dir_name,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.pt"
 STATE_FORMAT = 1
-_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 # Pretrain fields that may change between an interrupted run and its resumption (they do not
 # change what step k computes).
@@ -91,32 +93,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         and len(state["cuda"]) == torch.cuda.device_count()
     ):
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoint_root(run_dir: Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR
-
-
-def step_dir_name(step: int) -> str:
-    return f"step_{step:07d}"
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints ``(step, folder)``, oldest first."""
-    root = checkpoint_root(run_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match and (child / MODEL_FILE).is_file() and (child / STATE_FILE).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
 
 
 def save_checkpoint(
@@ -180,14 +156,9 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], folder: Pa
 
 
 __all__ = [
-    "MODEL_FILE",
     "RESUMABLE_CHANGES",
-    "STATE_FILE",
     "TrainingState",
     "check_fingerprint",
-    "checkpoint_root",
-    "latest_checkpoint",
-    "list_checkpoints",
     "load_state",
     "restore_rng_state",
     "rng_state",

@@ -27,19 +27,20 @@ from voxssl.config.pretrain import PretrainConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
 from voxssl.data.pretrain_dataset import PairBatchSpec, PretrainPairs, make_loader
 from voxssl.device import autocast, autocast_dtype, set_cpu_threads
-from voxssl.errors import CheckpointError, ConfigError
-from voxssl.models.build import build_pretrain_model
-from voxssl.models.plan import Plan, preprocessing_plan
-from voxssl.models.weights import load_state_strict, load_weights, save_weights
-from voxssl.train import checkpoint as ckpt
-from voxssl.train.builders import build_view_generator, select_cases
-from voxssl.train.distributed import (
+from voxssl.distributed import (
     DistributedContext,
     all_reduce_mean,
     cleanup,
     init_distributed,
     wrap_ddp,
 )
+from voxssl.errors import CheckpointError, ConfigError
+from voxssl.models.build import build_pretrain_model
+from voxssl.models.plan import Plan, preprocessing_plan
+from voxssl.models.weights import load_state_strict, load_weights, save_weights
+from voxssl.run_folder import MODEL_FILE, checkpoint_root, latest_checkpoint
+from voxssl.train import checkpoint as ckpt
+from voxssl.train.builders import build_view_generator, select_cases
 from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
 from voxssl.train.objective import PretrainObjective
 from voxssl.train.online_probe import build_online_probe
@@ -143,14 +144,14 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
     # --- resume ---------------------------------------------------------------------------------
     start_step = 0
     run_fingerprint = fingerprint(recipe, cfg, ctx)
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     if resume:
         if latest is None:
-            raise CheckpointError(f"--resume: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
+            raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
         state = ckpt.load_state(latest)
         ckpt.check_fingerprint(state["fingerprint"], run_fingerprint, latest)
-        weights, _ = load_weights(latest / ckpt.MODEL_FILE, device=device)
-        load_state_strict(model, weights, str(latest / ckpt.MODEL_FILE))
+        weights, _ = load_weights(latest / MODEL_FILE, device=device)
+        load_state_strict(model, weights, str(latest / MODEL_FILE))
         optimizer.load_state_dict(state["optimizer"])
         ckpt.restore_rng_state(state["rng"])
         start_step = int(state["step"])

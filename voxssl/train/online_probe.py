@@ -4,7 +4,7 @@ Every ``pretrain.online_probe.every`` steps, rank 0 trains a fresh ``FPNLinearHe
 copy of the *current* backbone (eval mode, no gradient; the training model is never touched) on a
 few labelled cached cases, then scores Dice on other labelled cases with sliding-window inference
 on the cached grid. It reuses the downstream machinery: :func:`voxssl.eval.sampling.labelled_volume`,
-:func:`voxssl.eval.protocol.training_sampler` (cached whole-volume features when they fit), :class:`~voxssl.eval.model.SegmentationModel`,
+:func:`voxssl.eval.protocol.training_sampler` (cached whole-volume features when they fit), :class:`~voxssl.models.segmentation.SegmentationModel`,
 :func:`voxssl.eval.train.train_segmentation` and :func:`voxssl.eval.protocol.evaluate_case`.
 
 Randomness: the patch sampler has its own numpy Generator and the head's initialisation runs
@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from voxssl.config.pretrain import OnlineProbeConfig
+from voxssl.data.cache import open_cache
 from voxssl.errors import ConfigError, DataError
+from voxssl.eval.protocol import check_classes, evaluate_case, training_sampler
+from voxssl.eval.sampling import labelled_volume
+from voxssl.eval.train import train_segmentation
+from voxssl.models.segmentation import SegmentationModel, output_channels
+from voxssl.models.segmentation_heads import build_head
+from voxssl.vocabulary import organ_name
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +53,6 @@ class OnlineProbe:
         device: torch.device,
         where: str = "recipe",
     ) -> None:
-        from voxssl.data.cache import open_cache
-        from voxssl.eval.protocol import check_classes
 
         self.cfg = cfg
         self.seed = seed
@@ -95,9 +100,6 @@ class OnlineProbe:
         return scores
 
     def _model(self, backbone: nn.Module):
-        from voxssl.eval.heads import build_head
-        from voxssl.eval.model import SegmentationModel
-        from voxssl.losses.segmentation import output_channels
 
         frozen = copy.deepcopy(
             backbone
@@ -114,9 +116,6 @@ class OnlineProbe:
         return SegmentationModel(frozen, head, loss_kind=self.cfg.loss).to(self.device)
 
     def _train(self, model, rng: np.random.Generator, step: int) -> None:
-        from voxssl.eval.protocol import training_sampler
-        from voxssl.eval.sampling import labelled_volume
-        from voxssl.eval.train import train_segmentation
 
         if self._volumes is None:
             volume_rng = np.random.default_rng([self.seed, 0])
@@ -140,8 +139,6 @@ class OnlineProbe:
         )
 
     def _evaluate(self, model) -> dict[str, float]:
-        from voxssl.data.vocabulary import organ_name
-        from voxssl.eval.protocol import evaluate_case
 
         scores = [
             evaluate_case(model, case, self.downstream, self.class_ids, self.device)[0]

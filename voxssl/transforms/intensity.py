@@ -18,6 +18,10 @@ from monai.transforms import GaussianSharpen, GaussianSmooth
 
 from voxssl.config.pretrain import IntensityAugConfig
 
+#: ImageNet channel statistics: the normalisation DINOv2 (and other ImageNet encoders) expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass(frozen=True)
 class IntensityScale:
@@ -187,6 +191,8 @@ def build_intensity_augmentations(
 
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "IntensityScale",
     "RandBlurOrSharpen",
     "RandGaussianNoiseScaled",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voxssl.fewshot.encoders import IMAGENET_MEAN, IMAGENET_STD
+from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD
 
 _RATIO = (3.0 / 4.0, 4.0 / 3.0)
 

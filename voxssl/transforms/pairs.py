@@ -20,35 +20,14 @@ that generator's seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from voxssl.transforms.crop import padded_crop
 from voxssl.transforms.intensity import RandomTransform
+from voxssl.transforms.spatial import GridTransform, RandomGridTransform
 
 _ANCHOR_ATTEMPTS = 256
-
-
-class GridTransform(Protocol):
-    """A spatial transform that is exact on the voxel grid (see :mod:`voxssl.transforms.spatial`)."""
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:  # (C, X, Y, Z) -> (C, X', Y', Z')
-        ...
-
-    def map_points(
-        self, points: np.ndarray, shape: tuple[int, int, int]
-    ) -> np.ndarray:  # (N, 3) -> (N, 3)
-        ...
-
-    def inside(
-        self, points: np.ndarray
-    ) -> np.ndarray:  # (N, 3) -> (N,) bool, inside the output grid
-        ...
-
-
-class GridTransformSampler(Protocol):
-    def __call__(self, rng: np.random.Generator, shape: tuple[int, int, int]) -> GridTransform: ...
 
 
 @dataclass
@@ -140,7 +119,7 @@ class ViewGenerator:
         patch_size: tuple[int, int, int],
         positives_per_pair: int,
         augmentations: list[RandomTransform] | None = None,
-        grid_transform_sampler: GridTransformSampler | None = None,
+        grid_transform_sampler: RandomGridTransform | None = None,
     ) -> None:
         self.patch_size = tuple(int(p) for p in patch_size)
         self.positives_per_pair = positives_per_pair
@@ -198,8 +177,6 @@ class ViewGenerator:
 
 
 __all__ = [
-    "GridTransform",
-    "GridTransformSampler",
     "PairSample",
     "ViewGenerator",
     "as_channel_first",

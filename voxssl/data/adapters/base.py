@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from voxssl.data.adapters.organ_names import canonical_id_of_name
 from voxssl.data.case import Case
-from voxssl.data.vocabulary import BACKGROUND, IGNORE_INDEX
 from voxssl.errors import ConfigError, DataError
+from voxssl.vocabulary import BACKGROUND, IGNORE_INDEX, is_known
 
 logger = logging.getLogger(__name__)
 
@@ -138,17 +139,13 @@ def require_modality(ctx: SourceContext, adapter: str) -> str:
 
 def canonical_target(value: int | str, key: str) -> int:
     """A label-map target: a canonical organ name or id, ``background`` (0) or ``ignore`` (255)."""
-    from voxssl.data.adapters.organ_names import canonical_id_of_name
-    from voxssl.data.vocabulary import is_known
 
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected an organ name or id, got {value!r}")
     if isinstance(value, int):
         if value == IGNORE_INDEX or is_known(value):
             return value
-        raise ConfigError(
-            f"{key}: {value} is not a canonical organ id (see voxssl.data.vocabulary)"
-        )
+        raise ConfigError(f"{key}: {value} is not a canonical organ id (see voxssl.vocabulary)")
     text = str(value).strip().lower()
     if text == "background":
         return BACKGROUND
@@ -157,7 +154,7 @@ def canonical_target(value: int | str, key: str) -> int:
     found = canonical_id_of_name(text)
     if found is None:
         raise ConfigError(
-            f"{key}: unknown organ {value!r} (use a name from voxssl.data.vocabulary, "
+            f"{key}: unknown organ {value!r} (use a name from voxssl.vocabulary, "
             f"'background' or 'ignore')"
         )
     return found
@@ -192,7 +189,6 @@ def label_map_from_names(
     A name that matches nothing is an error naming the file and the option to fix it, or becomes
     background / ignore (255) when ``unknown_labels`` says so.
     """
-    from voxssl.data.adapters.organ_names import canonical_id_of_name
 
     mapping: dict[int, int] = {}
     unmatched = []

@@ -45,7 +45,7 @@ from voxssl.data.adapters.base import (
     walk_dirs,
 )
 from voxssl.data.case import Case
-from voxssl.data.vocabulary import BACKGROUND, IGNORE_INDEX
+from voxssl.vocabulary import BACKGROUND, IGNORE_INDEX
 
 FLARE_TO_CANONICAL: dict[int, int] = {
     1: 6,  # liver

@@ -34,9 +34,7 @@ from voxssl.errors import DataError
 
 @dataclass
 class MSDOptions:
-    label_map: dict[int | str, int | str] | None = (
-        None  # source id -> organ/background/ignore
-    )
+    label_map: dict[int | str, int | str] | None = None  # source id -> organ/background/ignore
     unknown_labels: UnknownLabelPolicy = "error"
     include_test: bool = True
     dataset_json: str = "dataset.json"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from voxssl.data.vocabulary import ORGAN_IDS
+from voxssl.vocabulary import ORGAN_IDS
 
 SYNONYMS: dict[str, str] = {
     # spleen / kidneys

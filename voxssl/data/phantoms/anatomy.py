@@ -28,7 +28,7 @@ from voxssl.data.phantoms.shapes import (
     rotation,
     smooth_union,
 )
-from voxssl.data.vocabulary import ORGAN_IDS
+from voxssl.vocabulary import ORGAN_IDS
 
 #: The canonical organs every phantom draws (id -> name).
 PHANTOM_ORGANS: dict[int, str] = {

@@ -34,7 +34,7 @@ class Phantom:
 
     Attributes:
         image: float32 (X, Y, Z); Hounsfield units for CT, arbitrary positive units for MR.
-        label: uint8 (X, Y, Z), canonical organ ids (:mod:`voxssl.data.vocabulary`), 0 = background.
+        label: uint8 (X, Y, Z), canonical organ ids (:mod:`voxssl.vocabulary`), 0 = background.
         affine: 4x4 voxel-to-world (RAS+, mm), diagonal with the spacing.
         modality: ``ct`` or ``mr``.
         seed: the seed it was generated from (same seed + arguments = identical phantom).

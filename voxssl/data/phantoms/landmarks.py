@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from voxssl.data.vocabulary import organ_name
+from voxssl.errors import DataError
+from voxssl.vocabulary import organ_name
 
 KINDS = ("organ_centroid", "vertebra", "junction")
 LANDMARKS_FORMAT = "voxssl-phantom-landmarks"
@@ -157,7 +158,6 @@ def landmarks_document(
 
 def read_landmarks(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{name: {"kind", "world_mm", "voxel"}}`` from a landmarks JSON written with a phantom."""
-    from voxssl.errors import DataError
 
     path = Path(path)
     try:

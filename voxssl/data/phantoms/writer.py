@@ -245,7 +245,7 @@ def write_phantom_dataset(
         "numTraining": n,
         "file_ending": FILE_ENDING,
         "modality": modality,
-        "label_ids": "canonical voxssl vocabulary ids (voxssl.data.vocabulary), not consecutive",
+        "label_ids": "canonical voxssl vocabulary ids (voxssl.vocabulary), not consecutive",
         "generator": generator,
         "training": entries,
     }

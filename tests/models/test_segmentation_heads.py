@@ -2,7 +2,12 @@
 
 import torch
 
-from voxssl.eval.heads import FPNLinearHead, FPNNonLinearHead, build_head, upsample_to
+from voxssl.models.segmentation_heads import (
+    FPNLinearHead,
+    FPNNonLinearHead,
+    build_head,
+    upsample_to,
+)
 
 
 def _pyramid(channels, size, generator):

@@ -21,7 +21,11 @@ from typing import Any
 import torch
 
 from voxssl.errors import CheckpointError
-from voxssl.eval.model import SegmentationModel
+from voxssl.models.build import build_backbone
+from voxssl.models.plan import Plan
+from voxssl.models.segmentation import SegmentationModel, output_channels
+from voxssl.models.segmentation_heads import build_head
+from voxssl.models.weights import load_state_strict, load_weights, save_weights
 
 SEGMENTATION_KEY = "segmentation"
 
@@ -45,12 +49,10 @@ class SegmentationSpec:
 
     @property
     def num_outputs(self) -> int:
-        from voxssl.losses.segmentation import output_channels
 
         return output_channels(self.loss, len(self.classes))
 
     def build_head(self) -> torch.nn.Module:
-        from voxssl.eval.heads import build_head
 
         return build_head(
             self.head_kind,
@@ -79,8 +81,6 @@ def save_segmentation_weights(
     path: str | os.PathLike, model: SegmentationModel, spec: SegmentationSpec, base_plan
 ) -> Path:
     """Write backbone.* + head.* with a ``segmentation`` plan derived from the backbone's plan."""
-    from voxssl.models.plan import Plan
-    from voxssl.models.weights import save_weights
 
     state = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
     state.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
@@ -96,8 +96,6 @@ def save_segmentation_weights(
 
 def load_segmentation_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """``(SegmentationModel in eval mode, SegmentationSpec, Plan)`` from a segmentation weights file."""
-    from voxssl.models.build import build_backbone
-    from voxssl.models.weights import load_state_strict, load_weights
 
     path = Path(path)
     state, plan = load_weights(path, device=device)
