@@ -126,7 +126,7 @@ def _pretrain(recipe, quiet: bool) -> tuple[Path, dict[str, Any] | None]:
     from voxssl.config.recipe import recipe_to_dict
     from voxssl.errors import CheckpointError, ConfigError
     from voxssl.models.weights import read_plan
-    from voxssl.train.checkpoint import latest_checkpoint
+    from voxssl.run_folder import latest_checkpoint
     from voxssl.train.loop import BACKBONE_FILE, pretrain
     from voxssl.utils.atomic import atomic_write_text
 
@@ -185,7 +185,7 @@ def _probe(probe_recipe, cfg, weights: str, quiet: bool) -> dict[str, Any]:
     """Probe once; a second demo run keeps the folds an earlier run finished."""
     from voxssl.errors import ConfigError
     from voxssl.eval.protocol import run_downstream
-    from voxssl.eval.run_folder import RunMismatchError, earlier_outputs
+    from voxssl.eval.run_results import RunMismatchError, earlier_outputs
 
     run_dir = probe_recipe.run_dir
     mode = "resume" if earlier_outputs(run_dir) else "new"

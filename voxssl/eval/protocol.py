@@ -47,7 +47,7 @@ from voxssl.eval.inference import (
 from voxssl.eval.metrics import CaseScores, score_case
 from voxssl.eval.overlay import write_overlay
 from voxssl.eval.report import summarize, write_report
-from voxssl.eval.run_folder import (
+from voxssl.eval.run_results import (
     RunMode,
     check_run_folder,
     check_same_run,
@@ -263,7 +263,7 @@ def run_downstream(
     """Run a protocol over every selected fold; returns the summary written to results.json.
 
     Everything is checked (cases, classes, folds, weights, the run folder) before the run folder
-    is created or changed. ``mode`` (see :mod:`voxssl.eval.run_folder`): ``new`` refuses a folder
+    is created or changed. ``mode`` (see :mod:`voxssl.eval.run_results`): ``new`` refuses a folder
     that holds an earlier run's results, ``overwrite`` replaces them, ``resume`` keeps the folds that
     finished and runs the others.
     """

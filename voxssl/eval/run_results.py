@@ -1,4 +1,4 @@
-"""The run folder of ``voxssl linear-probe`` / ``fine-tune``: never replaced silently, resumable.
+"""The results folder of ``voxssl linear-probe`` / ``fine-tune``: never replaced silently, resumable.
 
 A run folder that already holds results is refused unless the user says what to do with it:
 ``overwrite`` removes what an earlier run wrote (results, splits, fold folders) before the new run
