@@ -74,10 +74,19 @@ def source(root: Path, **options) -> SourceConfig:
     return SourceConfig(adapter="folder", root=root, modality="ct", options=options)
 
 
-def unused_warning(caplog) -> str:
-    found = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+def unused_warning(caplog, level: str = "WARNING") -> str:
+    found = [r for r in caplog.records if "not used" in r.getMessage()]
     assert len(found) == 1, [r.getMessage() for r in caplog.records]
-    return found[0]
+    assert found[0].levelname == level
+    return found[0].getMessage()
+
+
+def test_unused_notes_are_information_not_a_warning(tmp_path, caplog):
+    write_nifti(tmp_path / "a.nii.gz", ct_volume())
+    (tmp_path / "notes.txt").write_text("scanned 2024\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="voxssl.data.adapters.folder"):
+        find_cases(source(tmp_path))
+    assert "notes.txt" in unused_warning(caplog, level="INFO")
 
 
 def test_dicom_series_sub_folders_are_cases_and_unused_files_are_listed(tmp_path, caplog):
@@ -107,10 +116,11 @@ def test_dicom_series_sub_folders_are_cases_and_unused_files_are_listed(tmp_path
     assert ".DS_Store" not in message
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="voxssl.data.adapters.folder"):
+    with caplog.at_level(logging.INFO, logger="voxssl.data.adapters.folder"):
         cases = find_cases(source(root, images="images", labels="labels", recursive=True))
     assert "deep_series1" in {c.case_id for c in cases}
-    assert "deep/series1" not in unused_warning(caplog)
+    message = unused_warning(caplog, level="INFO")  # only notes are left: information
+    assert "deep/series1" not in message and "README.txt" in message
 
 
 def test_labels_folder_not_configured_is_pointed_out(tmp_path, caplog):

@@ -12,8 +12,9 @@ with a folder of label maps.
   (a ``dataset.json`` with ``channel_names`` beside ``images``) or with ``channels: true``;
   otherwise a ``_NNNN`` suffix is part of the case name (AMOS: ``amos_0001``, ``amos_0013``).
 * **Unused files**: everything under the source root that is neither a scan, a label nor a slice of
-  a series is listed in one warning, with a hint when it looks like a mistake (a labels folder not
-  given as ``labels``, DICOM series deeper than ``recursive: false`` looks).
+  a series is listed in one log line, with a hint when it looks like a mistake (a labels folder not
+  given as ``labels``, DICOM series deeper than ``recursive: false`` looks); a warning when scans
+  are among them, information otherwise (notes, tables, sidecar files).
 
 The recipe's ``modality`` is required. Label ids are canonical unless ``label_map`` says
 otherwise (source id -> organ name or id, ``background``, ``ignore``); ids left out of a given
@@ -358,7 +359,10 @@ def _report_unused(
         else:
             entries += [shown(p) for p in files]
     hints = _hints(unused, image_dir, label_dir, options, ctx.where)
-    logger.warning(
+    # a scan left out (or a hint) is worth a warning; notes, tables and sidecar files are listed
+    scans_left_out = any(is_nifti(p) or _has_dicom_magic(p) for p in unused)
+    logger.log(
+        logging.WARNING if scans_left_out or hints else logging.INFO,
         "%s (%s): %d file(s) not used: %s%s",
         ctx.where,
         ctx.root,
