@@ -177,7 +177,7 @@ def _shape(values) -> str:
 
 
 def _pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 def run_seed(work: Path, args: argparse.Namespace, seed: int | None) -> tuple[dict, object, object]:

@@ -132,7 +132,7 @@ def measure_crops(path: Path, n_crops: int, seed: int = 0) -> float:
     _pin_one_core()
     array = np.load(path, mmap_mode="r")
     rng = np.random.default_rng(seed)
-    high = [max(1, n - c + 1) for n, c in zip(array.shape, CROP)]
+    high = [max(1, n - c + 1) for n, c in zip(array.shape, CROP, strict=True)]
     start = time.process_time()
     total = 0.0
     for _ in range(n_crops):

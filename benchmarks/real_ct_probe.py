@@ -220,15 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real data not found at {args.real_data}", file=sys.stderr)
         return 2
     cache = {"auto": "auto", "true": True, "false": False}[args.feature_cache]
-    common = dict(
-        spacing=tuple(args.spacing),
-        steps=args.steps,
-        base=args.base,
-        levels=args.levels,
-        projection=args.projection,
-        lr=args.lr,
-        feature_cache=cache,
-    )
+    common = {
+        "spacing": tuple(args.spacing),
+        "steps": args.steps,
+        "base": args.base,
+        "levels": args.levels,
+        "projection": args.projection,
+        "lr": args.lr,
+        "feature_cache": cache,
+    }
     if args.pretrain_steps:
         with tempfile.TemporaryDirectory(prefix="real_ct_probe_") as tmp:
             started = time.perf_counter()

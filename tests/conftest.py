@@ -104,3 +104,48 @@ def images2d() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2_folder(tmp_path_factory) -> Path:
+    """A randomly initialised DINOv2 ViT (32 wide, 2 blocks, 8 px patches, 32 px position grid)
+    saved as a Hugging Face folder, the layout of a downloaded hub model."""
+    import torch
+    from transformers import Dinov2Model
+
+    from voxssl.fewshot.dinov2 import dinov2_config
+
+    torch.manual_seed(0)
+    config = dinov2_config(
+        "small",
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=8,
+        image_size=32,
+    )
+    folder = tmp_path_factory.mktemp("tiny_dinov2")
+    Dinov2Model(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture
+def torchrun():
+    """``torchrun(script, *args)``: run ``script`` on 2 CPU ranks under real torchrun (gloo), one
+    torch thread each; returns the CompletedProcess."""
+    import socket
+    import subprocess
+    import sys
+
+    def run(script: Path, *args, timeout: float = 300):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(port), str(script), *map(str, args),
+        ]  # fmt: skip
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+    return run

@@ -117,7 +117,7 @@ class _GatherWithGradient(torch.autograd.Function):
     negatives from other ranks contribute to the loss and gradients flow back to their owners."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
         world = dist.get_world_size()
         sizes = torch.tensor([tensor.shape[0]], device=tensor.device)
         all_sizes = [torch.zeros_like(sizes) for _ in range(world)]
@@ -132,7 +132,7 @@ class _GatherWithGradient(torch.autograd.Function):
         return torch.cat([g[:n] for g, n in zip(gathered, counts, strict=True)], dim=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.counts[: ctx.rank])

@@ -1,4 +1,4 @@
-"""A tiny DINOv2 encoder on disk and classification recipes on the phantom slice cache."""
+"""Classification recipes on the phantom slice cache, with the tiny DINOv2 encoder of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,27 +10,8 @@ import yaml
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> Path:
-    """A randomly initialised ViT (32 wide, 2 deep, 8 px patches) as a Hugging Face folder."""
-    import torch
-    from transformers import Dinov2Model
-
-    from voxssl.fewshot.dinov2 import dinov2_config
-
-    torch.manual_seed(0)
-    model = Dinov2Model(
-        dinov2_config(
-            "small",
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            patch_size=8,
-            image_size=32,
-        )
-    )
-    folder = tmp_path_factory.mktemp("tiny_vit")
-    model.save_pretrained(str(folder))
-    return folder
+def tiny_encoder(tiny_dinov2_folder) -> Path:
+    return tiny_dinov2_folder
 
 
 @pytest.fixture

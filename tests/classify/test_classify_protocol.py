@@ -106,3 +106,15 @@ def test_errors_name_what_is_wrong(classify_recipe, tiny_encoder, tmp_path, caps
     with pytest.raises(SystemExit):
         main(["classify", "train", str(bad), "--weights", str(tiny_encoder)])
     assert "exactly one organ" in capsys.readouterr().err
+
+
+def test_released_weights_come_from_the_offline_cache(tiny_dinov2_folder, monkeypatch):
+    import shutil
+
+    from voxssl.classify.protocol import load_encoder
+    from voxssl.fewshot.dinov2 import cached_weights_dir
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never the network
+    shutil.copytree(tiny_dinov2_folder, cached_weights_dir("small"))  # $VOXSSL_HOME (a tmp dir)
+    model, origin = load_encoder("dinov2:small")
+    assert origin == "released DINOv2-small" and model.config.hidden_size == 32

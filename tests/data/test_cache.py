@@ -70,16 +70,16 @@ def test_open_cache_lists_cases_and_memory_maps_arrays(tmp_path):
 
 
 def test_missing_or_empty_cache_says_to_run_preprocess(tmp_path):
-    with pytest.raises(DataError, match="does not exist.*voxssl preprocess"):
+    with pytest.raises(DataError, match=r"does not exist.*voxssl preprocess"):
         open_cache(tmp_path / "absent")
-    with pytest.raises(DataError, match="no preprocessed case.*voxssl preprocess"):
+    with pytest.raises(DataError, match=r"no preprocessed case.*voxssl preprocess"):
         open_cache(tmp_path)
 
 
 def test_unknown_source_and_case_are_errors(tmp_path):
     _fill(tmp_path)
     index = open_cache(tmp_path)
-    with pytest.raises(DataError, match="no source 'amos'.*btcv, flare"):
+    with pytest.raises(DataError, match=r"no source 'amos'.*btcv, flare"):
         index.cases(source="amos")
     with pytest.raises(DataError, match="no case 'btcv/nope'"):
         index.case("btcv", "nope")
@@ -90,7 +90,7 @@ def test_missing_array_file_is_a_clear_error(tmp_path):
     case = open_cache(tmp_path).case("flare", "c7")
     (case.directory / "image.npy").unlink()
     assert not case_files_present(tmp_path, case.meta)
-    with pytest.raises(DataError, match="image.npy is missing or corrupt"):
+    with pytest.raises(DataError, match=r"image\.npy is missing or corrupt"):
         case.image()
 
 

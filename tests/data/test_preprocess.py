@@ -89,7 +89,7 @@ def test_downsampling_returns_each_voxel_its_nearest_coarse_neighbour():
         np.ix_(
             *[
                 (np.floor(np.arange(n) / r + 0.5) >= lo) & (np.floor(np.arange(n) / r + 0.5) < hi)
-                for n, r, (lo, hi) in zip(ras_label.shape, ratio, box)
+                for n, r, (lo, hi) in zip(ras_label.shape, ratio, box, strict=True)
             ]
         )
     ] = True
@@ -138,7 +138,7 @@ def test_ct_crop_box_is_the_box_above_minus_500_hu_and_window_scales_to_unit_ran
 def test_body_mask_keeps_enclosed_air_and_drops_border_air():
     image, _ = ct_phantom()
     volume = stored_volume(image, np.diag([1.0, 1.0, 2.0, 1.0]))
-    cached, _, body, meta = preprocess_volume(volume, "ct", config((1.0, 1.0, 2.0)))
+    _cached, _, body, meta = preprocess_volume(volume, "ct", config((1.0, 1.0, 2.0)))
     lo = np.array(meta["crop_box"])[:, 0]
     assert body[tuple(np.array([17, 14, 5]) - lo)]  # the enclosed air pocket
     padded = np.full((10, 10, 4), 0.0, np.float32)
@@ -149,7 +149,7 @@ def test_body_mask_keeps_enclosed_air_and_drops_border_air():
 
 def test_empty_ct_is_a_data_error():
     volume = stored_volume(np.full((8, 8, 4), -1000, np.int16), np.eye(4))
-    with pytest.raises(DataError, match="mem.nii.gz.*no voxel above the crop threshold"):
+    with pytest.raises(DataError, match=r"mem\.nii\.gz.*no voxel above the crop threshold"):
         preprocess_volume(volume, "ct", config())
 
 

@@ -63,7 +63,7 @@ def test_ts_mr_lps_preprocessed_with_its_label(real_data):
         "ts_mr", real_data / "ts_mr.nii.gz", "mr", label=real_data / "ts_mr_label_btcv.nii.gz"
     )
     assert nib.aff2axcodes(nib.load(case.image).affine) == ("L", "P", "S")
-    image, label, body, meta = preprocess_case(case, PreprocessConfig())
+    image, label, _body, meta = preprocess_case(case, PreprocessConfig())
     assert nib.aff2axcodes(np.array(meta["affine"])) == ("R", "A", "S")
     assert image.min() >= 0 and image.max() <= 1 and image.dtype == np.float32
     check_anatomy_in_ras(label)

@@ -92,24 +92,13 @@ def test_resume_refuses_a_changed_setting(dinov2_recipe):
         pretrain_dinov2(load_recipe(path), progress=False)
 
 
-def test_continues_from_a_hugging_face_folder_and_from_its_own_encoder(dinov2_recipe, tmp_path):
+def test_continues_from_a_hugging_face_folder_and_from_its_own_encoder(
+    dinov2_recipe, tiny_dinov2_folder
+):
     from transformers import Dinov2Model
 
-    from voxssl.fewshot.dinov2 import dinov2_config
-
-    torch.manual_seed(5)
-    start = Dinov2Model(
-        dinov2_config(
-            "small",
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            patch_size=8,
-            image_size=32,
-        )
-    )
-    start.save_pretrained(str(tmp_path / "hf"))  # the layout of a downloaded hub folder
-    vit = {"pretrained": True, "weights": str(tmp_path / "hf"), "drop_path_rate": 0.0}
+    start = Dinov2Model.from_pretrained(str(tiny_dinov2_folder))  # the layout of a hub download
+    vit = {"pretrained": True, "weights": str(tiny_dinov2_folder), "drop_path_rate": 0.0}
     first = pretrain_dinov2(load_recipe(dinov2_recipe("from-hf", 2, vit=vit)), progress=False)
     trained = load_file(str(first.encoder_path))
     assert not (first.run_dir / "encoder_init.safetensors").exists()  # the start is on disk already

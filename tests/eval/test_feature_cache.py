@@ -3,6 +3,7 @@ features of the patch, the head sees them aligned, and the cache obeys its memor
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -65,7 +66,7 @@ def test_head_on_a_cached_crop_equals_the_whole_volume_prediction_there():
     rng = np.random.default_rng(1)
     for _ in range(20):
         start = sampler.aligned_start([rng.integers(d) for d in case.shape], case.shape)
-        levels, target, body, annotated = sampler.crop_at(cached[0], start)
+        levels, target, _body, _annotated = sampler.crop_at(cached[0], start)
         assert all(s % 4 == 0 for s in start)
         region = tuple(slice(s, s + 8 if i < 2 else s + 4) for i, s in enumerate(start))
         patch_logits = head([torch.from_numpy(lv)[None] for lv in levels])[0]
@@ -75,10 +76,10 @@ def test_head_on_a_cached_crop_equals_the_whole_volume_prediction_there():
         expected_target = np.full((8, 8, 4), IGNORE_INDEX, dtype=np.uint8)
         inside = tuple(
             slice(0, min(8 if i < 2 else 4, d - s))
-            for i, (s, d) in enumerate(zip(start, case.shape))
+            for i, (s, d) in enumerate(zip(start, case.shape, strict=True))
         )
         expected_target[inside] = case.target[
-            tuple(slice(s, s + n.stop) for s, n in zip(start, inside))
+            tuple(slice(s, s + n.stop) for s, n in zip(start, inside, strict=True))
         ]
         np.testing.assert_array_equal(target, expected_target)
 
@@ -97,7 +98,7 @@ def test_patch_starts_cover_the_whole_volume_and_stay_on_it():
     ]
     for centre in centres:
         start = sampler.aligned_start(centre, case.shape)
-        for c, s, p, dim in zip(centre, start, (8, 8, 4), case.shape):
+        for c, s, p, dim in zip(centre, start, (8, 8, 4), case.shape, strict=True):
             assert s % 4 == 0 and s <= c < s + p, (centre, start)
             assert s + p - dim < 4  # at most part of one cell of padding
     small = sampler.aligned_start((1, 1, 1), (5, 5, 3))
@@ -159,5 +160,5 @@ def test_cosine_head_schedule():
     assert head_lr(100, 100, 0.1, "cosine") == pytest.approx(0.0, abs=1e-12)
     assert head_lr(37, 100, 0.1, "constant") == 0.1
     values = [head_lr(s, 100, 0.1, "cosine") for s in range(101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
     assert math.isclose(values[25], 0.05 * (1 + math.cos(math.pi / 4)))

@@ -1,5 +1,6 @@
 """Probe keeps the backbone untouched; fine-tuning freezes it, then ramps its learning rate."""
 
+import itertools
 import math
 
 import numpy as np
@@ -17,15 +18,15 @@ from voxssl.models.segmentation_heads import build_head
 
 
 def test_backbone_lr_schedule():
-    lr = lambda step: backbone_lr(
-        step, frozen_steps=15_000, ramp_steps=1_200, lr_start=3e-7, lr=3e-4
-    )
+    def lr(step):
+        return backbone_lr(step, frozen_steps=15_000, ramp_steps=1_200, lr_start=3e-7, lr=3e-4)
+
     assert lr(0) == 0 and lr(14_999) == 0
     assert math.isclose(lr(15_000), 3e-7)
     assert math.isclose(lr(15_600), math.sqrt(3e-7 * 3e-4))  # geometric midpoint
     assert lr(16_200) == 3e-4 and lr(40_000) == 3e-4
     steps = [lr(s) for s in range(15_000, 16_201, 100)]
-    assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert all(b > a for a, b in itertools.pairwise(steps))
 
 
 def _setup(cfg, seed=0, feature_norm="none"):

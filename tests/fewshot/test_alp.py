@@ -15,7 +15,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor, eps: float) -> float:
 
 def direct_alp(support, fg, query, window, fraction, temperature, eps):
     """Loops over windows, prototypes and pixels; returns (Q, 2, h, w) logits."""
-    s, d, h, w = support.shape
+    s, _d, h, w = support.shape
     wy, wx = window
     logits = torch.zeros(query.shape[0], 2, h, w)
     for c, mask in enumerate([1.0 - fg, fg]):
@@ -39,7 +39,9 @@ def direct_alp(support, fg, query, window, fraction, temperature, eps):
                     top = max(sims)
                     weights = [math.exp(v - top) for v in sims]
                     total = sum(weights)
-                    logits[q, c, y, x] = sum(v * wgt / total for v, wgt in zip(sims, weights))
+                    logits[q, c, y, x] = sum(
+                        v * wgt / total for v, wgt in zip(sims, weights, strict=True)
+                    )
     return logits
 
 

@@ -56,7 +56,7 @@ def test_episodes_respect_setting2(phantom_cache):
         cases, superpixel_store(cache_dir, config), config, test_classes=[2, 3]
     )
     episodes = SuperpixelEpisodes(sources, EpisodeAugment(config.augment))
-    for source, case in zip(sources, cases):
+    for source, case in zip(sources, cases, strict=True):
         kidney = np.isin(np.asarray(case.label()), [2, 3]).any(axis=(0, 1))
         assert kidney.any() and not (source.usable & kidney).any()
     rng = np.random.default_rng(0)

@@ -33,7 +33,7 @@ def _assert_same_pyramid(backbone, foreign, x):
         got = backbone(x)
         want = reference_forward(foreign, x, LEVELS, BLOCKS)
     assert [t.shape for t in got] == [t.shape for t in want]
-    for level, (g, w) in enumerate(zip(got, want)):
+    for level, (g, w) in enumerate(zip(got, want, strict=True)):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5, msg=f"level {level}")
 
 
@@ -109,7 +109,8 @@ def test_unknown_and_missing_keys_are_named(tmp_path, foreign):
 def test_architecture_disagreeing_with_tensors_is_refused(tmp_path, foreign):
     torch.save(foreign, tmp_path / "w.pt")
     with pytest.raises(
-        ConversionError, match="architecture.base_channels is 16 but the checkpoint's tensors say 4"
+        ConversionError,
+        match=r"architecture\.base_channels is 16 but the checkpoint's tensors say 4",
     ):
         import_foreign(
             tmp_path / "w.pt",
@@ -147,7 +148,7 @@ def test_key_grammar_round_trip():
 def test_channel_adaptation_repeat_keeps_features_of_repeated_image(tmp_path, foreign, image):
     torch.save(foreign, tmp_path / "w.pt")
     with pytest.raises(
-        ConversionError, match="take 1 input channel.*has 4.*--adapt-channels repeat"
+        ConversionError, match=r"take 1 input channel.*has 4.*--adapt-channels repeat"
     ):
         import_foreign(tmp_path / "w.pt", tmp_path / "r.safetensors", "vox2vec", in_channels=4)
     result = import_foreign(
@@ -163,7 +164,7 @@ def test_channel_adaptation_repeat_keeps_features_of_repeated_image(tmp_path, fo
     with torch.no_grad():
         got = backbone(image.repeat(1, 4, 1, 1, 1))
     want = reference_forward(foreign, image, LEVELS, BLOCKS)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
     first = backbone.state_dict()["first_conv.weight"]
     torch.testing.assert_close(first.sum(dim=1, keepdim=True), foreign["first_conv.weight"])

@@ -93,7 +93,7 @@ def test_cached_file_is_verified_before_use(http_server, tmp_path):
 
 def test_404_is_reported_with_the_url(http_server, tmp_path):
     url = http_server.url("/missing.pt")
-    with pytest.raises(RemoteFileNotFoundError, match="missing.pt: HTTP 404"):
+    with pytest.raises(RemoteFileNotFoundError, match=r"missing\.pt: HTTP 404"):
         download_file([url], tmp_path / "w.pt", progress=False)
 
 
@@ -109,7 +109,7 @@ def test_mirror_fallback(http_server, tmp_path):
 
 
 def test_no_network(tmp_path):
-    with pytest.raises(NetworkUnavailableError, match="cannot connect.*\n.*No network"):
+    with pytest.raises(NetworkUnavailableError, match=r"cannot connect.*\n.*No network"):
         download_file(
             [f"http://127.0.0.1:{closed_port()}/w.pt"], tmp_path / "w.pt", progress=False, timeout=2
         )
@@ -162,7 +162,7 @@ def test_disk_full_names_cache_folder_and_removes_partial(http_server, tmp_path,
 def test_copy_into_cache_checks_the_registry_checksum(tmp_path):
     source = tmp_path / "downloaded.pt"
     source.write_bytes(PAYLOAD)
-    with pytest.raises(ChecksumMismatchError, match="downloaded.pt has sha256"):
+    with pytest.raises(ChecksumMismatchError, match=r"downloaded\.pt has sha256"):
         copy_into_cache(source, tmp_path / "cache" / "w.pt", sha256="1" * 64)
     record = copy_into_cache(source, tmp_path / "cache" / "w.pt", sha256=SHA)
     assert (

@@ -91,7 +91,7 @@ def test_registry_rejects_bad_values(tmp_path):
         load_registry(path)
     path = write_registry(tmp_path, ["https://example.org/tiny.pt"], None)
     path.write_text(path.read_text(encoding="utf-8").replace("window_hu", "window"))
-    with pytest.raises(RegistryError, match="unknown key 'preprocessing \\(ct\\).window'"):
+    with pytest.raises(RegistryError, match=r"unknown key 'preprocessing \(ct\)\.window'"):
         load_registry(path)
     path.write_text(
         path.read_text(encoding="utf-8")
@@ -112,7 +112,7 @@ def test_registry_name_downloads_converts_and_works_offline(http_server, tmp_pat
     http_server.files["/tiny.pt"] = Served(source.read_bytes())
     registry = load_registry(write_registry(tmp_path / "reg", [http_server.url("/tiny.pt")], sha))
     weights = resolve_weights("tiny-vox2vec", registry=registry, progress=False)
-    backbone, plan = load_backbone(weights, expect={"preprocessing.modality": "ct"})
+    _backbone, plan = load_backbone(weights, expect={"preprocessing.modality": "ct"})
     assert plan.preprocessing["intensity"]["window_hu"] == [-1000.0, 1000.0]
     assert plan.extra["registry_name"] == "tiny-vox2vec" and plan.extra["source_sha256"] == sha
     # offline: the server is gone, the cached (verified) file and its conversion are used
@@ -136,13 +136,14 @@ def test_manual_entry_asks_for_the_file_and_accepts_it(tmp_path, tiny_pt):
 
     registry = load_registry(include_user=False)
     entry = registry.get("hierarchical-ct")
-    with pytest.raises(ManualDownloadRequired, match="drive.google.com/drive/folders/106mM3"):
+    with pytest.raises(ManualDownloadRequired, match=r"drive\.google\.com/drive/folders/106mM3"):
         resolve_weights("hierarchical-ct", registry=registry)
     checkpoint = tmp_path / "from_drive.ckpt"
     torch.save({"state_dict": foreign_fpn_state(base=4, levels=3, blocks=2, seed=6)}, checkpoint)
     entry.architecture = {**entry.architecture, "base_channels": 32}  # the published width
     with pytest.raises(
-        ConversionError, match="architecture.base_channels is 32 but the checkpoint's tensors say 4"
+        ConversionError,
+        match=r"architecture\.base_channels is 32 but the checkpoint's tensors say 4",
     ):
         registry_weights(entry, local_file=checkpoint, progress=False)
     entry.architecture = {
@@ -188,7 +189,7 @@ def test_resolve_adapts_input_channels_on_request(tiny_pt):
     with pytest.raises(ConversionError, match="--adapt-channels repeat"):
         resolve_weights(source, in_channels=4)
     adapted = resolve_weights(source, in_channels=4, adapt_channels="repeat")
-    backbone, plan = load_backbone(adapted, expect={"architecture.in_channels": 4})
+    _backbone, plan = load_backbone(adapted, expect={"architecture.in_channels": 4})
     assert plan.extra["adapted_channels"] == "1->4 (repeat)"
 
 

@@ -46,9 +46,9 @@ def test_explicit_keys_override_the_preset_and_round_trip():
 def test_model_section_in_a_recipe_validates_keys_and_values():
     recipe = recipe_from_dict({"model": {"preset": "vox2vec", "base_channels": 8}}, source="r.yaml")
     assert recipe.model.base_channels == 8 and embedding_dim(recipe.model) == 8 * 63
-    with pytest.raises(ConfigError, match="model.num_level"):
+    with pytest.raises(ConfigError, match=r"model\.num_level"):
         recipe_from_dict({"model": {"num_level": 3}}, source="r.yaml")
-    with pytest.raises(ConfigError, match="r.yaml.*base_channels"):
+    with pytest.raises(ConfigError, match=r"r\.yaml.*base_channels"):
         recipe_from_dict({"model": {"base_channels": 0}}, source="r.yaml")
     with pytest.raises(ConfigError, match="projection"):
         recipe_from_dict({"model": {"projection": "random"}}, source="r.yaml")

@@ -53,7 +53,7 @@ def test_standardised_linear_head_is_still_one_linear_map_in_eval_mode():
     standardized = [
         (p - n.running_mean[None, :, None, None, None])
         / torch.sqrt(n.running_var + n.eps)[None, :, None, None, None]
-        for p, n in zip(pyramid, head.level_norms)
+        for p, n in zip(pyramid, head.level_norms, strict=True)
     ]
     assert all(
         0.3 < s.std().item() < 3.0 for s in standardized
@@ -69,7 +69,8 @@ def test_standardised_linear_head_is_still_one_linear_map_in_eval_mode():
 
 def _pyramid_scaled(channels, size, generator, scales):
     return [
-        level * scale + scale for level, scale in zip(_pyramid(channels, size, generator), scales)
+        level * scale + scale
+        for level, scale in zip(_pyramid(channels, size, generator), scales, strict=True)
     ]
 
 

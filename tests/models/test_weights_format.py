@@ -17,7 +17,7 @@ from voxssl.models.weights import (
     strip_prefixes,
 )
 
-TINY = dict(preset="hierarchical", base_channels=2, num_levels=3)
+TINY = {"preset": "hierarchical", "base_channels": 2, "num_levels": 3}
 
 
 def tiny_plan(cfg: ModelConfig, kind: str = "backbone") -> Plan:
@@ -59,7 +59,7 @@ def test_load_backbone_from_a_pretrain_state_dict_with_ddp_prefix(tmp_path):
     x = torch.randn(1, 1, 8, 8, 4)
     model.eval()
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(model.backbone(x), backbone(x)))
+        assert all(torch.equal(a, b) for a, b in zip(model.backbone(x), backbone(x), strict=True))
 
 
 def test_plan_mismatch_names_the_field(tmp_path):
@@ -73,7 +73,7 @@ def test_plan_mismatch_names_the_field(tmp_path):
         load_backbone(path, expect={"preprocessing.modality": "mr"})
     with pytest.raises(CheckpointError, match=r"'architecture.in_channels' is 1 but 4"):
         load_backbone(path, expect={"architecture": {"in_channels": 4}})
-    with pytest.raises(CheckpointError, match="no field 'preprocessing.orientation'"):
+    with pytest.raises(CheckpointError, match=r"no field 'preprocessing\.orientation'"):
         load_backbone(path, expect={"preprocessing.orientation": "RAS"})
     check_plan(read_plan(path), {"preprocessing.spacing": (1.0, 1.0, 2.0000000001)})  # tolerance
 
@@ -83,10 +83,12 @@ def test_tensor_mismatch_names_the_first_key_or_shape(tmp_path):
     state = build_backbone(cfg).state_dict()
     missing = dict(state)
     missing.pop("bottom_block.layers.0.layers.2.weight")
-    with pytest.raises(CheckpointError, match="'bottom_block.layers.0.layers.2.weight' is missing"):
+    with pytest.raises(
+        CheckpointError, match=r"'bottom_block\.layers\.0\.layers\.2\.weight' is missing"
+    ):
         load_backbone(save_weights(tmp_path / "a.safetensors", missing, tiny_plan(cfg)))
     extra = dict(state, **{"head.weight": torch.zeros(1)})
-    with pytest.raises(CheckpointError, match="unexpected key 'head.weight'"):
+    with pytest.raises(CheckpointError, match=r"unexpected key 'head\.weight'"):
         load_backbone(save_weights(tmp_path / "b.safetensors", extra, tiny_plan(cfg)))
     wider = ModelConfig(**dict(TINY, base_channels=4))
     with pytest.raises(
@@ -119,7 +121,7 @@ def test_refuses_pickles_foreign_files_and_bad_plans(tmp_path):
         load_weights(plain)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
-    with pytest.raises(CheckpointError, match="garbage.safetensors"):
+    with pytest.raises(CheckpointError, match=r"garbage\.safetensors"):
         load_weights(garbage)
     with pytest.raises(CheckpointError, match="unknown plan field 'colour'"):
         Plan.from_json(json.dumps({"architecture": {}, "colour": 1}), source="x")

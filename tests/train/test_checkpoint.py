@@ -5,21 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from voxssl.errors import CheckpointError
-from voxssl.run_folder import (
+from voxssl.checkpoint_layout import (
     MODEL_FILE,
     STATE_FILE,
     checkpoint_root,
     latest_checkpoint,
     list_checkpoints,
 )
+from voxssl.errors import CheckpointError
 from voxssl.train.checkpoint import (
     TrainingState,
     check_fingerprint,
     load_state,
-    rng_state,
     save_checkpoint,
 )
+from voxssl.training import rng_state
 
 
 def _state(step: int) -> TrainingState:
@@ -73,6 +73,6 @@ def test_unreadable_state_and_changed_fingerprint(tmp_path):
     (folder / STATE_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_state(folder)
-    with pytest.raises(CheckpointError, match="pretrain.lr"):
+    with pytest.raises(CheckpointError, match=r"pretrain\.lr"):
         check_fingerprint({"pretrain": {"lr": 1.0}}, {"pretrain": {"lr": 2.0}}, folder)
     check_fingerprint({"pretrain": {"lr": 1.0}}, {"pretrain": {"lr": 1.0}}, folder)

@@ -72,7 +72,7 @@ def test_vox2vec_preset_without_reconstruction(tiny_recipe):
 
 def test_missing_cache_points_to_preprocess_and_demo(tiny_recipe, tmp_path):
     recipe = tiny_recipe.load(tiny_recipe(), [f"data.cache_dir={tmp_path / 'nowhere'}"])
-    with pytest.raises(DataError, match="voxssl preprocess.*voxssl demo"):
+    with pytest.raises(DataError, match=r"voxssl preprocess.*voxssl demo"):
         pretrain(recipe, progress=False)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from voxssl.checkpoint_layout import latest_checkpoint
 from voxssl.errors import CheckpointError, ConfigError
-from voxssl.run_folder import latest_checkpoint
 from voxssl.train.checkpoint import load_state
 from voxssl.train.loop import pretrain
 

@@ -71,8 +71,8 @@ def test_inpainting_fills_boxes_with_uniform_noise():
     assert 1 <= len(transform.boxes) <= 30
     assert painted.any() and out[painted].min() >= 0 and out[painted].max() < 1
     for start, size, _ in transform.boxes:
-        assert all(0.1 * n <= s < 0.2 * n + 1 for s, n in zip(size, img.shape[1:]))
-        box = out[(0, *[slice(a, a + s) for a, s in zip(start, size)])]
+        assert all(0.1 * n <= s < 0.2 * n + 1 for s, n in zip(size, img.shape[1:], strict=True))
+        box = out[(0, *[slice(a, a + s) for a, s in zip(start, size, strict=True)])]
         assert (box < 1).all()
 
 

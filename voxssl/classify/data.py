@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ def cache_data(cache_dir: Path, cfg: ClassifyConfig, preprocess=None) -> Classif
     if skipped:
         log.warning("%d case(s) do not annotate %s: their slices are left out", skipped, names)
     modalities = sorted({c.modality for c in cases})
-    preprocessing = {"modality": modalities[0]} if len(modalities) == 1 else {}
+    preprocessing: dict[str, Any] = {"modality": modalities[0]} if len(modalities) == 1 else {}
     if preprocess is not None and len(modalities) == 1:
         preprocessing["cache"] = preprocessing_plan(modalities[0], preprocess)
     result = ClassificationData(
@@ -128,7 +129,8 @@ def cache_data(cache_dir: Path, cfg: ClassifyConfig, preprocess=None) -> Classif
 
 
 def folder_data(cfg: ClassifyConfig) -> ClassificationData:
-
+    if cfg.data.root is None:
+        raise ConfigError("classify.data.root: the folder of labelled images is not set")
     root = Path(cfg.data.root)
     samples, names = labelled_images(root, list(cfg.data.classes) or None)
     result = ClassificationData(

@@ -24,7 +24,7 @@ def auc_scores(probabilities: np.ndarray, labels: np.ndarray, class_names: list[
         if len(class_names) == 2:
             metric = ROCAUCMetric()
             metric(probs[:, 1:2], targets[:, None])
-            value = float(metric.aggregate())
+            value = float(np.asarray(metric.aggregate()))
             return {"auc": value, "per_class": {class_names[1]: value}}
         metric = ROCAUCMetric(average="none")
         one_hot = torch.nn.functional.one_hot(targets, num_classes=len(class_names))

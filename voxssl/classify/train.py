@@ -20,6 +20,7 @@ from voxssl.classify.data import ClassificationData, ClassificationDataset
 from voxssl.classify.model import Classifier, HeadSpec, loss_function, probabilities
 from voxssl.config.classify import ClassifyConfig
 from voxssl.device import autocast
+from voxssl.training import optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,7 @@ def train_fold(
             with runner.autocast():
                 logits = model.head(inputs) if linear_probe else model(inputs)
             loss = loss_function(model.spec, logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(loss, optimizer)
             train_loss += float(loss.detach()) * len(targets)
             seen += len(targets)
         record = {"epoch": epoch + 1, "train_loss": train_loss / max(seen, 1)}

@@ -126,7 +126,7 @@ def _pretrain(recipe, quiet: bool) -> tuple[Path, dict[str, Any] | None]:
     from voxssl.config.recipe import recipe_to_dict
     from voxssl.errors import CheckpointError, ConfigError
     from voxssl.models.weights import read_plan
-    from voxssl.run_folder import latest_checkpoint
+    from voxssl.checkpoint_layout import latest_checkpoint
     from voxssl.train.loop import BACKBONE_FILE, pretrain
     from voxssl.utils.atomic import atomic_write_text
 

@@ -6,7 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from voxssl.errors import ConfigError
+
 Modality = Literal["ct", "mr"]
+
+
+def as_modality(value: str, where: str) -> Modality:
+    """``value`` checked to be a modality voxssl knows (``where`` names the setting in the error)."""
+    if value == "ct":
+        return "ct"
+    if value == "mr":
+        return "mr"
+    raise ConfigError(f"{where} must be 'ct' or 'mr', got {value!r}")
 
 
 @dataclass

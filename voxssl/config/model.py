@@ -96,7 +96,7 @@ class ModelConfig:
         if self.reconstruction_channels is None:
             self.reconstruction_channels = self.in_channels
         if isinstance(self.norm, list):  # from YAML: [name, {kwargs}]
-            self.norm = tuple(self.norm)  # type: ignore[assignment]
+            self.norm = tuple(self.norm)
         self._validate()
 
     def _validate(self) -> None:
@@ -135,7 +135,10 @@ class ModelConfig:
 
 def level_channels_of(config: ModelConfig) -> list[int]:
     """Channels of the decoder maps, level 0 (full resolution) first: base * 2**i."""
-    return [config.base_channels * 2**i for i in range(config.num_levels)]  # type: ignore[operator]
+    base, levels = config.base_channels, config.num_levels
+    if base is None or levels is None:  # __post_init__ fills both from the preset
+        raise ValueError("model config without base_channels / num_levels")
+    return [base * 2**i for i in range(levels)]
 
 
 def embedding_width(config: ModelConfig) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Modality = Literal["ct", "mr"]
+from voxssl.config.data import Modality
 
 
 @dataclass(frozen=True)

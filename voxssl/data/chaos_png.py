@@ -69,9 +69,9 @@ def _png_index(ground_dir: Path) -> tuple[dict[str, Path], bool]:
     )
     if not pngs:
         raise DataError(f"{ground_dir}: no PNG ground-truth files")
-    ct = all(CT_PNG_NAME.match(p.stem) for p in pngs)
-    if ct:
-        return {str(int(CT_PNG_NAME.match(p.stem).group(1))): p for p in pngs}, True
+    ct_numbers = [CT_PNG_NAME.match(p.stem) for p in pngs]
+    if all(ct_numbers):
+        return {str(int(m.group(1))): p for m, p in zip(ct_numbers, pngs, strict=True) if m}, True
     return {p.stem: p for p in pngs}, False
 
 

@@ -33,7 +33,10 @@ _EPS = 1e-6
 
 def resampled_shape(source_shape: tuple[int, ...], ratio: np.ndarray) -> tuple[int, int, int]:
     """Voxels of the full resampled grid: the last one lies within half a target voxel of the last source voxel."""
-    return tuple(int(np.floor((n - 1) / r + 0.5 + _EPS)) + 1 for n, r in zip(source_shape, ratio))  # type: ignore[return-value]
+    return tuple(
+        int(np.floor((n - 1) / r + 0.5 + _EPS)) + 1
+        for n, r in zip(source_shape, ratio, strict=True)
+    )  # type: ignore[return-value]
 
 
 def crop_box_for_source_box(
@@ -52,7 +55,7 @@ def crop_box_for_source_box(
 
 def source_positions(box: np.ndarray, ratio: np.ndarray) -> list[np.ndarray]:
     """Per axis, the source index (float) of every cached voxel."""
-    return [np.arange(lo, hi, dtype=np.float64) * r for (lo, hi), r in zip(box, ratio)]
+    return [np.arange(lo, hi, dtype=np.float64) * r for (lo, hi), r in zip(box, ratio, strict=True)]
 
 
 def cached_affine(ras_affine: np.ndarray, box: np.ndarray, ratio: np.ndarray) -> np.ndarray:
@@ -164,15 +167,17 @@ def to_original_geometry(
     ras_shape = _ras_shape(meta)
     # Position of every RAS source voxel on the cached grid.
     positions = [
-        np.arange(n, dtype=np.float64) / r - lo for n, r, (lo, _) in zip(ras_shape, ratio, box)
+        np.arange(n, dtype=np.float64) / r - lo
+        for n, r, (lo, _) in zip(ras_shape, ratio, box, strict=True)
     ]
     if order == "nearest":
         index = [np.floor(p + 0.5 + _EPS).astype(np.intp) for p in positions]
-        inside = [(i >= 0) & (i < n) for i, n in zip(index, shape)]
-        clipped = [np.clip(i, 0, n - 1) for i, n in zip(index, shape)]
-        ras = array[(Ellipsis, *np.ix_(*clipped))]
+        inside = [(i >= 0) & (i < n) for i, n in zip(index, shape, strict=True)]
+        clipped = [np.clip(i, 0, n - 1) for i, n in zip(index, shape, strict=True)]
+        grid: tuple[Any, ...] = (Ellipsis, *np.ix_(*clipped))
+        ras = array[grid]
     elif order == "linear":
-        inside = [(p >= -0.5) & (p <= n - 0.5) for p, n in zip(positions, shape)]
+        inside = [(p >= -0.5) & (p <= n - 0.5) for p, n in zip(positions, shape, strict=True)]
         out_dtype = (
             np.float64 if array.dtype == np.float64 else np.float32
         )  # float16 input: compute in float32

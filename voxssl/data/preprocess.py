@@ -155,7 +155,7 @@ def intensity_mapping(
 def apply_intensity_mapping(image: np.ndarray, intensity: dict[str, Any]) -> None:
     """In place: ``(x - low) / (high - low)`` clipped to [0, 1], per channel."""
     channels = image if image.ndim == 4 else image[None]
-    for channel, low, high in zip(channels, intensity["low"], intensity["high"]):
+    for channel, low, high in zip(channels, intensity["low"], intensity["high"], strict=True):
         channel -= low
         channel *= 1.0 / (high - low)
         np.clip(channel, 0.0, 1.0, out=channel)
@@ -180,7 +180,7 @@ def foreground_box(
     in_plane = np.zeros(channels.shape[1:3], dtype=bool)
     along_z = np.zeros(channels.shape[3], dtype=bool)
     slab = 16  # slices per step: bounds the temporary boolean mask
-    for channel, threshold in zip(channels, thresholds):
+    for channel, threshold in zip(channels, thresholds, strict=True):
         for start in range(0, channel.shape[2], slab):
             above = channel[:, :, start : start + slab] > threshold
             in_plane |= above.any(axis=2)
@@ -201,7 +201,7 @@ def _raw_crop_threshold(params, intensity: dict[str, Any]) -> list[float]:
         return [float(params.crop_threshold_hu)]
     return [
         low + params.crop_threshold * (high - low)
-        for low, high in zip(intensity["low"], intensity["high"])
+        for low, high in zip(intensity["low"], intensity["high"], strict=True)
     ]
 
 

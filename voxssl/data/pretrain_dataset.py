@@ -178,11 +178,11 @@ def make_loader(
     randomness never comes from torch's per-worker seeds, only from :func:`step_generator`."""
     kwargs = {}
     if num_workers > 0:
-        kwargs = dict(
-            prefetch_factor=prefetch_factor,
-            persistent_workers=True,
-            worker_init_fn=worker_init_fn or _worker_init,
-        )
+        kwargs = {
+            "prefetch_factor": prefetch_factor,
+            "persistent_workers": True,
+            "worker_init_fn": worker_init_fn or _worker_init,
+        }
     return DataLoader(
         dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs
     )

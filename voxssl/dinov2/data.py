@@ -87,12 +87,14 @@ def build_pool(
         else:
             cases = index.cases()
     slices = axial_slices(cases, min_body_fraction)
-    files = [path for folder in folders for path in list_images(folder)]
+    files: list[Path] = []
     for folder in folders:
-        if not list_images(folder):
+        found = list_images(folder)
+        if not found:
             raise DataError(
                 f"{source}: dinov2.data.folders: {folder} holds no PNG/JPEG/DICOM image"
             )
+        files += found
     pool = ImagePool(cases, slices, files)
     if len(pool) == 0:
         raise DataError(f"{source}: no image to train on ({pool.describe()})")

@@ -41,13 +41,20 @@ from voxssl.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from voxssl.errors import CheckpointError, ConfigError
+from voxssl.errors import ConfigError
 from voxssl.models.plan import preprocessing_plan
 from voxssl.models.vit import vit_plan
-from voxssl.models.weights import load_state_strict, load_weights, save_weights
-from voxssl.run_folder import MODEL_FILE, checkpoint_root, latest_checkpoint
+from voxssl.models.weights import save_weights
 from voxssl.train import checkpoint as ckpt
-from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb
+from voxssl.training import (
+    RunLogger,
+    ThroughputMeter,
+    check_finite,
+    gpu_memory_gb,
+    optimizer_step,
+    restore_rng_state,
+    rng_state,
+)
 from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD
 from voxssl.transforms.multicrop import MultiCrop, MultiCropSettings
 
@@ -137,25 +144,10 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
     preprocessing = preprocessing_record(recipe, cfg, pool)
     resolved = recipe_to_dict(recipe)
 
-    start_step, saved_rng = 0, None
     run_fingerprint = fingerprint(recipe, cfg, ctx)
-    latest = latest_checkpoint(run_dir)
-    if resume:
-        if latest is None:
-            raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
-        state = ckpt.load_state(latest)
-        ckpt.check_fingerprint(state["fingerprint"], run_fingerprint, latest)
-        weights, _ = load_weights(latest / MODEL_FILE, device=device)
-        load_state_strict(model, weights, str(latest / MODEL_FILE))
-        optimizer.load_state_dict(state["optimizer"])
-        saved_rng = state["rng"]  # restored once the data iterator exists (it draws a seed)
-        start_step = int(state["step"])
-        log.info("resuming %s at step %d", run_dir, start_step)
-    elif latest is not None:
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
-            f"run, or give this one another name (--set name=...)"
-        )
+    start_step, saved_rng = ckpt.restore_latest(
+        run_dir, resume, run_fingerprint, model, optimizer, device
+    )
     end_step = cfg.optim.steps
     if start_step >= end_step:
         raise ConfigError(
@@ -183,10 +175,11 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
     )
     if ctx.is_main:
         save_resolved(recipe, run_dir)
-    logger = TrainLogger(
+    logger = RunLogger(
         run_dir / TENSORBOARD_DIR,
         total_steps=end_step,
         start_step=start_step,
+        description="dinov2 pretrain",
         enabled=ctx.is_main,
         progress=progress,
     )
@@ -200,7 +193,7 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
         state = ckpt.TrainingState(
             step=step,
             optimizer=optimizer.state_dict(),
-            rng=ckpt.rng_state(),
+            rng=rng_state(),
             sampler={"seed": recipe.seed, "next_step": step},
             fingerprint=run_fingerprint,
         )
@@ -229,7 +222,7 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
     wait_from = time.perf_counter()
     batches = iter(loader)  # draws its base seed from torch's generator: before the restore
     if saved_rng is not None:
-        ckpt.restore_rng_state(saved_rng)
+        restore_rng_state(saved_rng)
     try:
         for batch in batches:
             data_wait = time.perf_counter() - wait_from
@@ -243,26 +236,21 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
             }
             values = schedule_values(step, cfg, ctx.world_size)
             apply_step_values(optimizer, values.lr, values.last_layer_lr, values.weight_decay)
-            optimizer.zero_grad(set_to_none=True)
             with autocast(device, cfg.amp, "dinov2.amp"):
                 out = objective(model, train_student, batch, values.teacher_temperature)
-            out.loss.backward()
-            grad_norms = {}
-            if cfg.optim.clip_grad > 0:
-                for name, part in {"backbone": student.backbone, **heads}.items():
-                    grad_norms[name] = float(
-                        torch.nn.utils.clip_grad_norm_(part.parameters(), cfg.optim.clip_grad)
-                    )
-            optimizer.step()
+            parts = {"backbone": student.backbone, **heads}  # DINOv2 clips each one on its own
+            grad_norms = optimizer_step(
+                out.loss,
+                optimizer,
+                cfg.optim.clip_grad,
+                parts={name: part.parameters() for name, part in parts.items()},
+            )
             model.update_teacher(values.momentum)
 
             done = step + 1
             loss = float(all_reduce_mean(out.loss.detach(), ctx))
             terms = {k: float(all_reduce_mean(v, ctx)) for k, v in out.terms.items()}
-            if not torch.isfinite(torch.tensor(loss)):
-                raise FloatingPointError(
-                    f"the loss is {loss} at step {done}; lower dinov2.optim.base_lr or check the data"
-                )
+            check_finite(loss, done, "lower dinov2.optim.base_lr or check the data")
             result.losses[done], result.terms[done], result.last_step = loss, terms, done
             meter.add(data_wait)
             logger.advance(1, {"loss": loss})

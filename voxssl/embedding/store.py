@@ -165,13 +165,13 @@ def default_embeddings_dir(weights_sha256: str) -> Path:
 
 
 __all__ = [
-    "default_embeddings_dir",
     "BODY_FILE",
     "EMBEDDING_FILE",
     "FORMAT",
     "META_FILE",
     "VERSION",
     "StoredEmbedding",
+    "default_embeddings_dir",
     "embedding_name",
     "is_complete",
     "source_fingerprint",

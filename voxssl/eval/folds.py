@@ -164,13 +164,13 @@ def make_splits(
     tests = kfold_assignment(case_ids, num, seed)
     folds = []
     for index, test in enumerate(tests):
-        train = tuple(c for c in sorted(case_ids) if c not in set(test))
-        folds.append(_with_val(Fold(index, train, tuple(test)), val_fraction, seed))
+        train_ids = tuple(c for c in sorted(case_ids) if c not in set(test))
+        folds.append(_with_val(Fold(index, train_ids, tuple(test)), val_fraction, seed))
     return Splits(scheme, seed, folds)
 
 
 def _with_val(fold: Fold, val_fraction: float, seed: int) -> Fold:
-    n_val = int(round(len(fold.train) * val_fraction))
+    n_val = round(len(fold.train) * val_fraction)
     if n_val == 0:
         return fold
     order = list(np.random.RandomState(seed + 1000 + fold.index).permutation(len(fold.train)))

@@ -45,8 +45,10 @@ def one_hot(label: np.ndarray, class_ids: Sequence[int]) -> torch.Tensor:
 
 def class_dice(prediction: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Dice per channel ``(C,)`` of one-hot maps ``(1, C, *spatial)``, NaN where both are empty."""
-    dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(
-        prediction, reference
+    dice = torch.as_tensor(
+        DiceMetric(include_background=True, reduction="none", ignore_empty=False)(
+            prediction, reference
+        )
     )[0]
     spatial = tuple(range(2, prediction.ndim))
     empty = (prediction.sum(dim=spatial)[0] == 0) & (reference.sum(dim=spatial)[0] == 0)

@@ -50,9 +50,9 @@ def choose_slices(reference: np.ndarray, count: int) -> list[int]:
     fg = (reference > 0) & (reference != IGNORE_INDEX)
     z_any = np.flatnonzero(fg.any(axis=(0, 1)))
     lo, hi = (z_any[0], z_any[-1]) if z_any.size else (0, reference.shape[2] - 1)
-    inner = sorted({int(round(p)) for p in np.linspace(lo, hi, count + 2)[1:-1]})
+    inner = sorted({int(np.rint(p)) for p in np.linspace(lo, hi, count + 2)[1:-1]})
     if len(inner) < min(count, hi - lo + 1):  # thin foreground: include its first and last slices
-        inner = sorted({int(round(p)) for p in np.linspace(lo, hi, count)})
+        inner = sorted({int(np.rint(p)) for p in np.linspace(lo, hi, count)})
     return inner
 
 

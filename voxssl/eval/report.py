@@ -150,12 +150,12 @@ def write_report(
 
 def _pct(stats: dict) -> str:
     if stats["n"] == 0:
-        return "–"
+        return "n/a"
     return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
 
 
 def _mm(stats: dict) -> str:
-    return "–" if stats["n"] == 0 else f"{stats['mean']:.1f} ± {stats['std']:.1f}"
+    return "n/a" if stats["n"] == 0 else f"{stats['mean']:.1f} ± {stats['std']:.1f}"
 
 
 def _fmt(value: float, digits: int) -> str:

@@ -37,7 +37,8 @@ class LabelledVolume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.target.shape)  # type: ignore[return-value]
+        x, y, z = self.target.shape
+        return x, y, z
 
 
 def remap_label(label: np.ndarray, class_ids: Sequence[int], where: str) -> np.ndarray:

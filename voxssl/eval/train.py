@@ -12,11 +12,11 @@ only the head runs.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,6 +26,7 @@ from voxssl.eval.sampling import PatchSampler
 from voxssl.eval.schedule import backbone_lr, head_lr
 from voxssl.losses.segmentation import SegmentationLoss
 from voxssl.models.segmentation import SegmentationModel
+from voxssl.training import RunLogger, check_finite, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +61,25 @@ def train_segmentation(
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.steps`` steps; returns the logged history (step, loss, lrs)."""
-    from tqdm.auto import tqdm
-
     model.to(device)
     criterion = SegmentationLoss(cfg.loss, cfg.dice_weight)
-    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr, "name": "head"}]
+    groups: list[dict[str, Any]] = [
+        {"params": list(model.head.parameters()), "lr": cfg.lr, "name": "head"}
+    ]
     if schedule is not None:
         backbone_params = [p for p in model.backbone.parameters() if p.is_floating_point()]
         groups.append({"params": backbone_params, "lr": 0.0, "name": "backbone"})
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    writer = _tensorboard(tensorboard_dir) if cfg.tensorboard and tensorboard_dir else None
+    logger = RunLogger(
+        tensorboard_dir if cfg.tensorboard else None,
+        total_steps=cfg.steps,
+        description=description,
+        progress=progress,
+    )
     history: list[dict[str, float]] = []
     model.train()
     running, started = 0.0, time.perf_counter()
-    bar = tqdm(
-        range(cfg.steps),
-        desc=description,
-        unit="step",
-        dynamic_ncols=True,
-        leave=False,
-        disable=not progress,
-    )
-    for step in bar:
+    for step in range(cfg.steps):
         if schedule is not None:
             lr_backbone = schedule.lr_at(step)
             if (lr_backbone > 0) != model.backbone_trainable:
@@ -101,15 +99,11 @@ def train_segmentation(
         with autocast(device, cfg.amp):
             logits = model.head(batch["levels"]) if "levels" in batch else model(batch["image"])
         loss = criterion(logits.float(), batch["target"], voxel_mask, batch["annotated"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(loss, optimizer, cfg.grad_clip)
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"{description}: loss is {value} at step {step}")
+        check_finite(value, step + 1, f"{description}: lower the learning rate or check the labels")
         running += value
+        logger.advance(1)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             count = (step % cfg.log_every) + 1
             entry = {"step": step + 1, "loss": running / count, "lr_head": lr}
@@ -117,12 +111,9 @@ def train_segmentation(
                 entry["lr_backbone"] = optimizer.param_groups[1]["lr"]
             entry["seconds"] = time.perf_counter() - started
             history.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            logger.advance(0, {"loss": entry["loss"]})
             log.debug("%s %s", description, entry)
-            if writer is not None:
-                for key, val in entry.items():
-                    if key != "step":
-                        writer.add_scalar(f"train/{key}", val, step + 1)
+            logger.scalars(step + 1, {f"train/{k}": v for k, v in entry.items() if k != "step"})
             running = 0.0
         if validate is not None and val_every > 0 and (step + 1) % val_every == 0:
             scores = validate(step + 1)
@@ -133,12 +124,8 @@ def train_segmentation(
                 step + 1,
                 100 * scores.get("mean_dice", float("nan")),
             )
-            if writer is not None:
-                for key, val in scores.items():
-                    writer.add_scalar(f"val/{key}", val, step + 1)
-    bar.close()
-    if writer is not None:
-        writer.close()
+            logger.scalars(step + 1, {f"val/{k}": v for k, v in scores.items()})
+    logger.close()
     model.eval()
     return history
 
@@ -152,12 +139,6 @@ def to_device(batch: dict, device: torch.device) -> dict:
         return torch.from_numpy(value).to(device, non_blocking=True)
 
     return {key: move(value) for key, value in batch.items()}
-
-
-def _tensorboard(path: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(path))
 
 
 __all__ = ["BackboneSchedule", "to_device", "train_segmentation"]

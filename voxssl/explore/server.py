@@ -265,7 +265,7 @@ class ExploreServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     def start(self) -> ExploreServer:
         self.thread = threading.Thread(

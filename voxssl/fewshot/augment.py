@@ -84,11 +84,12 @@ class EpisodeAugment:
         """image (C, H, W) float; masks (H, W) integer maps (0 outside the field of view)."""
         from monai.transforms import AdjustContrast
 
-        grid = self.sampling_grid(draw, tuple(image.shape[-2:])).to(image.device)
+        height, width = image.shape[-2:]
+        grid = self.sampling_grid(draw, (height, width)).to(image.device)
         warped = F.grid_sample(
             image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=True
         )[0]
-        warped = AdjustContrast(gamma=draw.gamma)(warped)
+        warped = torch.as_tensor(AdjustContrast(gamma=draw.gamma)(warped))
         out_masks = []
         for mask in masks:
             m = F.grid_sample(

@@ -27,10 +27,7 @@ def keep_most_confident(
 
     probability = np.asarray(probability, dtype=np.float64)
     foreground = probability > threshold
-    if probability.ndim == 2:
-        connectivity = connectivity or 8
-    else:
-        connectivity = connectivity or 26
+    connectivity = connectivity or (8 if probability.ndim == 2 else 26)
     components, count = cc3d.connected_components(
         foreground.astype(np.uint8), connectivity=connectivity, return_N=True
     )

@@ -21,6 +21,7 @@ from voxssl import __version__
 from voxssl.config.fewshot import FewShotConfig
 from voxssl.config.loader import from_dict, to_dict
 from voxssl.errors import CheckpointError
+from voxssl.training import load_state, save_state
 from voxssl.utils.atomic import atomic_path
 
 FORMAT = "voxssl-fewshot-alpnet/1"
@@ -60,7 +61,8 @@ def read_fewshot_weights(
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            names = list(handle.keys())  # a safetensors handle is not iterable
+            tensors = {key: handle.get_tensor(key) for key in names}
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if metadata.get("format") != FORMAT:
@@ -103,19 +105,13 @@ def save_training_state(
         "model": trainable_state(model),
         "optimiser": optimiser.state_dict(),
         "step": step,
-        "rng": json.dumps(rng_state),
+        "rng": json.dumps(rng_state),  # numpy's 128-bit generator state: not a tensor
     }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    save_state(path, state)
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path}: unreadable training state ({err}); delete it to restart"
-        ) from None
+    state = load_state(path, "few-shot training state", hint="delete it to restart")
     state["rng"] = json.loads(state["rng"])
     return state
 

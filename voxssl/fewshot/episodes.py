@@ -77,12 +77,13 @@ class SuperpixelEpisodes:
         return len(self.slots)
 
     def sample(self, rng: np.random.Generator) -> Episode:
-        index, z = self.slots[int(rng.integers(len(self.slots)))]
+        index, z = (int(v) for v in self.slots[int(rng.integers(len(self.slots)))])
         source = self.sources[index]
         chosen = int(rng.choice(self._labels(source, z)))
         image = source.volume.slice(z)
         mask = torch.from_numpy((source.superpixels[:, :, z] == chosen).astype(np.uint8))
-        draw = self.augment.randomize(rng, tuple(image.shape[-2:]))
+        height, width = image.shape[-2:]
+        draw = self.augment.randomize(rng, (height, width))
         query, (query_mask,) = self.augment.apply(draw, image, [mask])
         return Episode(image[None], mask[None], query[None], query_mask[None], source.key, z)
 

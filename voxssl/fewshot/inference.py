@@ -119,7 +119,7 @@ def segment_organ_chunks(
     parts = query_chunks(query_range, chunks)
     all_zs: list[int] = []
     probabilities = []
-    for anchor, zs in zip(anchors, parts):
+    for anchor, zs in zip(anchors, parts, strict=True):
         if not zs:
             continue
         support = support_volume.slice(anchor)[None]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxssl.config.data import PreprocessConfig
+from voxssl.config.data import Modality, PreprocessConfig, as_modality
 from voxssl.config.fewshot import FewShotConfig
 from voxssl.config.loader import from_dict
 from voxssl.data.case import Case
@@ -53,7 +53,7 @@ def load_segmenter(
 
 
 def _preprocess(
-    image_path: Path, modality: str, cfg: PreprocessConfig, label_path: Path | None = None
+    image_path: Path, modality: Modality, cfg: PreprocessConfig, label_path: Path | None = None
 ):
 
     volume = read_volume(image_path)
@@ -109,14 +109,15 @@ def segment_scans(
     model.to(torch_device)
     cfg = preprocess or stored_preprocess or PreprocessConfig()
     size = config.eval_image_size
-    image, label, _ = _preprocess(support_image, modality, cfg, support_label)
+    checked = as_modality(modality, "--modality")
+    image, label, _ = _preprocess(support_image, checked, cfg, support_label)
     context = slice_context(config.encoder)
     support, support_mask = support_set(
         image, label, label_value, config.eval.chunks, size, support_label, context
     )
     written = []
     for query_path in progress(queries, desc="few-shot segment") if progress else queries:
-        q_image, _, meta = _preprocess(query_path, modality, cfg)
+        q_image, _, meta = _preprocess(query_path, checked, cfg)
         volume = SliceVolume(q_image, size, context=context)
         zs = list(range(volume.depth))
         probability = to_volume(

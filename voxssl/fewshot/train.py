@@ -24,6 +24,7 @@ from voxssl.fewshot.checkpoint import (
 )
 from voxssl.fewshot.episodes import SuperpixelEpisodes
 from voxssl.fewshot.model import ALPNet
+from voxssl.training import optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,7 @@ def train_alpnet(
         ]
         with autocast(device, config.amp_bf16, "fewshot.amp_bf16"):
             loss, parts = model.loss(*tensors)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        optimizer_step(loss, optimiser)
         for key, value in {"loss": float(loss.detach()), **parts}.items():
             running[key] = 0.98 * running.get(key, value) + 0.02 * value
         if (step + 1) % optim.log_every == 0:
@@ -103,7 +102,9 @@ def train_alpnet(
             and (step + 1) % optim.checkpoint_every == 0
             and step + 1 < optim.steps
         ):
-            save_training_state(state_path, model, optimiser, step + 1, rng.bit_generator.state)
+            save_training_state(
+                state_path, model, optimiser, step + 1, dict(rng.bit_generator.state)
+            )
     elapsed = time.perf_counter() - began
     save_fewshot_weights(
         weights_path, model, config, extra={**(extra or {}), "steps": optim.steps, **running}

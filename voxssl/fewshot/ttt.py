@@ -16,6 +16,7 @@ import torch
 from voxssl.config.fewshot import TTTConfig
 from voxssl.fewshot.augment import EpisodeAugment
 from voxssl.fewshot.model import ALPNet
+from voxssl.training import optimizer_step
 
 
 class TestTimeTrainer:
@@ -58,16 +59,15 @@ class TestTimeTrainer:
         self.model.train()
         losses = []
         for _ in range(self.config.steps):
-            draw = self.augment.randomize(rng, tuple(image.shape[-2:]))
+            height, width = image.shape[-2:]
+            draw = self.augment.randomize(rng, (height, width))
             query, (query_label,) = self.augment.apply(
                 draw, image[0], [prediction[0].to(torch.uint8)]
             )
             loss, _ = self.model.loss(
                 image, prediction.to(torch.uint8), query[None], query_label[None]
             )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            optimizer_step(loss, optimiser)
             losses.append(float(loss.detach()))
         self.model.train(was_training)
         return losses

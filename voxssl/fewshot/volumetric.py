@@ -11,6 +11,7 @@ parameters, so few-shot evaluation needs no training at all (``voxssl few-shot e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -50,7 +51,7 @@ class VolumetricFeatures(nn.Module):
         return self
 
     def forward(self, slabs: torch.Tensor) -> torch.Tensor:
-        n, k, height, width = slabs.shape
+        _n, k, height, width = slabs.shape
         volume = slabs.permute(0, 2, 3, 1)[:, None]  # (N, 1, H, W, K): slice axis last
         return middle_slice_embeddings(self.backbone(volume), k // 2, height, width)
 
@@ -60,7 +61,7 @@ def load_volumetric_encoder(
 ) -> VolumetricFeatures:
     """Rebuild a voxssl backbone from its weights file (plan checked) as a slice encoder."""
 
-    expect = {"architecture.in_channels": 1}
+    expect: dict[str, Any] = {"architecture.in_channels": 1}
     if modality is not None:
         expect["preprocessing.modality"] = modality
     backbone, plan = load_backbone(weights, expect=expect)

@@ -58,7 +58,6 @@ def export_release(
     The folder is assembled under a temporary name beside ``out`` and renamed into place, so an
     interrupted export never leaves a half-written release. Returns ``out``.
     """
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConversionError(f"{out} already exists; choose another --out or pass --overwrite")
@@ -66,54 +65,24 @@ def export_release(
     plan = read_plan(source)
     name = name or out.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    if plan.architecture.get("family") == "dinov2":
-        return _export_vit_release(source, out, name, description, license, citation)
+    vit = plan.architecture.get("family") == "dinov2"  # voxssl.models.vit
     with atomic_directory(out) as staging:
         target = staging / RELEASE_WEIGHTS
         if plan.kind == "pretrain":
             state, plan = load_weights(source)
+            if vit:  # a DINOv2 training checkpoint: its EMA teacher's ViT
+                state = backbone_state(state, plan, str(source))
+                note = "DINOv2 training checkpoint (EMA teacher)"
+            else:
+                state = strip_prefixes(state)
+                note = "pretraining checkpoint (backbone only)"
             plan.kind = "backbone"
-            plan.extra = {**plan.extra, "exported_from": "pretraining checkpoint (backbone only)"}
-            save_weights(target, strip_prefixes(state), plan)
-        else:
-            shutil.copyfile(source, target)
-        load_backbone(target)  # the release must load the way users will load it
-        plan = read_plan(target)
-        digest, size = sha256_of(target), target.stat().st_size
-        plan_data = json.loads(plan.to_json())
-        (staging / RELEASE_PLAN).write_text(
-            json.dumps(plan_data, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
-        (staging / RELEASE_CARD).write_text(
-            model_card(name, plan_data, digest, size, description, license, citation),
-            encoding="utf-8",
-        )
-        entry = registry_entry(name, plan_data, digest, size, description, license, citation)
-        (staging / RELEASE_REGISTRY_ENTRY).write_text(
-            yaml.safe_dump([entry], sort_keys=False, width=100), encoding="utf-8"
-        )
-    return out
-
-
-def _export_vit_release(
-    source: Path, out: Path, name: str, description: str, license: str, citation: str
-) -> Path:
-    """A DINOv2 ViT (:mod:`voxssl.models.vit`): a continued-pretraining checkpoint is reduced to
-    its EMA teacher's ViT, encoders and classifiers are copied; the release must load back. The
-    registry holds 3D backbones only, so no registry entry is written."""
-
-    with atomic_directory(out) as staging:
-        target = staging / RELEASE_WEIGHTS
-        plan = read_plan(source)
-        if plan.kind == "pretrain":
-            state, plan = load_weights(source)
-            state = backbone_state(state, plan, str(source))
-            plan.kind = "backbone"
-            plan.extra = {**plan.extra, "exported_from": "DINOv2 training checkpoint (EMA teacher)"}
+            plan.extra = {**plan.extra, "exported_from": note}
             save_weights(target, state, plan)
         else:
             shutil.copyfile(source, target)
-        load_vit(target)  # the release must load the way users will load it
+        # the release must load the way users will load it
+        (load_vit if vit else load_backbone)(target)
         plan = read_plan(target)
         digest, size = sha256_of(target), target.stat().st_size
         plan_data = json.loads(plan.to_json())
@@ -124,6 +93,11 @@ def _export_vit_release(
             model_card(name, plan_data, digest, size, description, license, citation),
             encoding="utf-8",
         )
+        if not vit:  # the registry lists 3D backbones only
+            entry = registry_entry(name, plan_data, digest, size, description, license, citation)
+            (staging / RELEASE_REGISTRY_ENTRY).write_text(
+                yaml.safe_dump([entry], sort_keys=False, width=100), encoding="utf-8"
+            )
     return out
 
 

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from voxssl.checkpoint_layout import latest_checkpoint
 from voxssl.config.model import model_config_from_dict
 from voxssl.errors import CheckpointError
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
@@ -36,7 +37,6 @@ from voxssl.hub.registry import Registry, RegistryEntry, load_registry
 from voxssl.hub.weights_cache import converted_dir, sha256_of, weights_dir
 from voxssl.models.plan import Plan
 from voxssl.models.weights import load_weights, read_plan, save_weights, strip_prefixes
-from voxssl.run_folder import latest_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _resolve_source(
             _require_plan(path)
             return path
         return import_cached(path, foreign_format)
-    if os.sep in text or text.endswith((".safetensors",) + _FOREIGN_SUFFIXES):
+    if os.sep in text or text.endswith((".safetensors", *_FOREIGN_SUFFIXES)):
         raise ConversionError(f"weights not found: {path} (no such file or folder)")
     registry = registry or load_registry()
     try:

@@ -59,7 +59,7 @@ class DINOClsTokenLoss(nn.Module):
             global_terms = self._cross_entropy(student_global, targets)  # (G, G) student x teacher
             off_diagonal = ~torch.eye(num_global, dtype=torch.bool, device=global_terms.device)
             loss_global = global_terms[off_diagonal].sum() / pairs
-            if num_local:
+            if student_local is not None and num_local:
                 loss_local = self._cross_entropy(student_local, targets).sum() / pairs
             else:
                 loss_local = student_global.new_zeros((), dtype=torch.float32)

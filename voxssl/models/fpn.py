@@ -99,13 +99,15 @@ class FPN(nn.Module):
             )
         x = self.first_conv(x)
         skips = []
-        for left, down in zip(self.left_blocks, self.down_blocks):
+        for left, down in zip(self.left_blocks, self.down_blocks, strict=True):
             x = left(x)
             skips.append(x)
             x = down(x)
         x = self.bottom_block(x)
         pyramid = [x]
-        for up, skip, right in zip(self.up_blocks, self.skip_blocks, self.right_blocks):
+        for up, skip, right in zip(
+            self.up_blocks, self.skip_blocks, self.right_blocks, strict=True
+        ):
             encoder_map = skips.pop()
             x = up(x)
             x = x[
@@ -119,7 +121,9 @@ class FPN(nn.Module):
         """Apply the per-level projections (identity when the model has none)."""
         if self.projections is None:
             return list(features)
-        return [projection(level) for projection, level in zip(self.projections, features)]
+        return [
+            projection(level) for projection, level in zip(self.projections, features, strict=True)
+        ]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The voxel-embedding pyramid: ``level_channels[i]`` channels at level i, level 0 first."""

@@ -8,6 +8,7 @@ O(N * D) memory instead of O(B * D * X * Y * Z) for upsample-then-index.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -16,7 +17,7 @@ def gather_level(level: torch.Tensor, coords: torch.Tensor, level_index: int) ->
     """Features ``(N, C)`` of one level ``(B, C, *S_i)`` at full-resolution coords ``(N, 1 + dims)``."""
     batch = coords[:, 0]
     cells = coords[:, 1:] >> level_index  # floor division by 2**level_index (coords are >= 0)
-    index = (batch, slice(None), *cells.unbind(dim=1))
+    index: tuple[Any, ...] = (batch, slice(None), *cells.unbind(dim=1))
     return level[index]  # advanced indices around a slice: the indexed dim comes first -> (N, C)
 
 

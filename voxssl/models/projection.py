@@ -28,6 +28,9 @@ class FrozenRandomProjection(nn.Module):
     ``torch.Generator().manual_seed(seed)``: the same seed gives the same projection everywhere.
     """
 
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(
         self, in_channels: int, out_channels: int, spatial_dims: int, seed: int, bias: bool
     ) -> None:
@@ -48,9 +51,8 @@ class FrozenRandomProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = F.conv3d if self.spatial_dims == 3 else F.conv2d
-        return conv(
-            x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
-        )
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return conv(x, self.weight.to(x.dtype), bias)
 
 
 def build_level_projections(

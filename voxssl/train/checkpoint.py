@@ -27,14 +27,17 @@ from typing import Any
 
 import torch
 
-from voxssl.errors import CheckpointError
-from voxssl.run_folder import (
+from voxssl import training
+from voxssl.checkpoint_layout import (
     MODEL_FILE,
     STATE_FILE,
     checkpoint_root,
+    latest_checkpoint,
     list_checkpoints,
     step_dir_name,
 )
+from voxssl.errors import CheckpointError, ConfigError
+from voxssl.models.weights import load_state_strict, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +80,6 @@ class TrainingState:
         }
 
 
-def rng_state() -> dict[str, Any]:
-    """torch's CPU and CUDA generator states (the loop has no other random state)."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if (
-        "cuda" in state
-        and torch.cuda.is_available()
-        and len(state["cuda"]) == torch.cuda.device_count()
-    ):
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_checkpoint(
     run_dir: Path, state: TrainingState, save_model: Callable[[Path], None], keep: int = 2
 ) -> Path:
@@ -110,7 +95,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
     try:
         save_model(tmp / MODEL_FILE)
-        torch.save(state.to_dict(), tmp / STATE_FILE)
+        training.save_state(tmp / STATE_FILE, state.to_dict())
         if target.exists():  # re-saving the same step (e.g. the final one after a resume)
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -126,13 +111,8 @@ def save_checkpoint(
 def load_state(folder: Path) -> dict[str, Any]:
     """``state.pt`` of a checkpoint folder (weights-only unpickling)."""
     path = Path(folder) / STATE_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint state {path} not found") from None
-    except Exception as err:
-        raise CheckpointError(f"checkpoint state {path} is unreadable: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    state = training.load_state(path, "checkpoint state")
+    if state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"checkpoint state {path} has an unknown format")
     return state
 
@@ -155,12 +135,42 @@ def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], folder: Pa
         )
 
 
+def restore_latest(
+    run_dir: Path,
+    resume: bool,
+    fingerprint: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str = "cpu",
+) -> tuple[int, dict[str, Any] | None]:
+    """Start a run: ``(0, None)`` for a fresh one (refused when the folder already holds
+    checkpoints), or, with ``resume``, the latest checkpoint's model and optimiser loaded and
+    ``(step, RNG state)`` returned. Restore the RNG (:func:`voxssl.training.restore_rng_state`) only once the
+    data iterator exists: creating a DataLoader iterator draws from torch's generator."""
+    latest = latest_checkpoint(run_dir)
+    if not resume:
+        if latest is not None:
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue "
+                f"that run, or give this one another name (--set name=...)"
+            )
+        return 0, None
+    if latest is None:
+        raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
+    state = load_state(latest)
+    check_fingerprint(state["fingerprint"], fingerprint, latest)
+    weights, _ = load_weights(latest / MODEL_FILE, device=device)
+    load_state_strict(model, weights, str(latest / MODEL_FILE))
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("resuming %s at step %d", run_dir, int(state["step"]))
+    return int(state["step"]), state["rng"]
+
+
 __all__ = [
     "RESUMABLE_CHANGES",
     "TrainingState",
     "check_fingerprint",
     "load_state",
-    "restore_rng_state",
-    "rng_state",
+    "restore_latest",
     "save_checkpoint",
 ]

@@ -5,11 +5,15 @@
 3. with ``resume``, load the latest checkpoint (weights, optimiser, RNG; the data needs only the
    step, because step k's batch is a function of (seed, rank, k));
 4. for each step: wait for the batch (timed: the data-wait fraction), forward the views, combine
-   the loss terms, backward, clip the gradient norm, step; log; checkpoint every N steps;
+   the loss terms, then :func:`voxssl.training.optimizer_step` (backward, clip the gradient norm,
+   step), as every voxssl loop does; log; checkpoint every N steps;
 5. at the end: a last checkpoint and ``backbone.safetensors`` (weights + plan) for downstream use.
 
 The learning rate is a function of the step only (constant after an optional linear warm-up), so
-resuming only sets the step.
+resuming only sets the step. TensorBoard (rank 0): ``loss/total``, ``loss/<term>``, ``train/lr``,
+``train/grad_norm`` (before clipping), ``perf/steps_per_s``, ``perf/pairs_per_s``,
+``perf/data_wait_fraction``, ``perf/gpu_memory_gb`` (GPU only) and the ``views/slice`` picture
+(:mod:`voxssl.train.slice_panel`).
 """
 
 from __future__ import annotations
@@ -34,16 +38,24 @@ from voxssl.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from voxssl.errors import CheckpointError, ConfigError
+from voxssl.errors import ConfigError
 from voxssl.models.build import build_pretrain_model
 from voxssl.models.plan import Plan, preprocessing_plan
-from voxssl.models.weights import load_state_strict, load_weights, save_weights
-from voxssl.run_folder import MODEL_FILE, checkpoint_root, latest_checkpoint
+from voxssl.models.weights import save_weights
 from voxssl.train import checkpoint as ckpt
 from voxssl.train.builders import build_view_generator, select_cases
-from voxssl.train.logging import ThroughputMeter, TrainLogger, gpu_memory_gb, slice_panel
 from voxssl.train.objective import PretrainObjective
 from voxssl.train.online_probe import build_online_probe
+from voxssl.train.slice_panel import slice_panel
+from voxssl.training import (
+    RunLogger,
+    ThroughputMeter,
+    check_finite,
+    gpu_memory_gb,
+    optimizer_step,
+    restore_rng_state,
+    rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,25 +154,12 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
     resolved = recipe_to_dict(recipe)
 
     # --- resume ---------------------------------------------------------------------------------
-    start_step = 0
     run_fingerprint = fingerprint(recipe, cfg, ctx)
-    latest = latest_checkpoint(run_dir)
-    if resume:
-        if latest is None:
-            raise CheckpointError(f"--resume: no checkpoint in {checkpoint_root(run_dir)}")
-        state = ckpt.load_state(latest)
-        ckpt.check_fingerprint(state["fingerprint"], run_fingerprint, latest)
-        weights, _ = load_weights(latest / MODEL_FILE, device=device)
-        load_state_strict(model, weights, str(latest / MODEL_FILE))
-        optimizer.load_state_dict(state["optimizer"])
-        ckpt.restore_rng_state(state["rng"])
-        start_step = int(state["step"])
-        log.info("resuming %s at step %d", run_dir, start_step)
-    elif latest is not None:
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints ({latest.name}); pass --resume to continue that "
-            f"run, or give this one another name (--set name=...)"
-        )
+    start_step, saved_rng = ckpt.restore_latest(
+        run_dir, resume, run_fingerprint, model, optimizer, device
+    )
+    if saved_rng is not None:
+        restore_rng_state(saved_rng)
     end_step = cfg.steps
     if start_step >= end_step:
         raise ConfigError(
@@ -199,10 +198,11 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
         device=device,
         is_main=ctx.is_main,
     )
-    logger = TrainLogger(
+    logger = RunLogger(
         run_dir / TENSORBOARD_DIR,
         total_steps=end_step,
         start_step=start_step,
+        description="pretrain",
         enabled=ctx.is_main,
         progress=progress,
     )
@@ -215,7 +215,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             state = ckpt.TrainingState(
                 step=step,
                 optimizer=optimizer.state_dict(),
-                rng=ckpt.rng_state(),
+                rng=rng_state(),
                 sampler={"seed": recipe.seed, "next_step": step},
                 fingerprint=run_fingerprint,
             )
@@ -247,19 +247,12 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
 
             with autocast(device, cfg.amp, "pretrain.amp"):
                 out = objective(train_model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
+            grad_norm = optimizer_step(out.loss, optimizer, cfg.grad_clip, report_norm=True)["all"]
 
             done = step + 1
             loss = float(all_reduce_mean(out.loss.detach(), ctx))
             terms = {k: float(all_reduce_mean(v, ctx)) for k, v in out.terms.items()}
-            if not torch.isfinite(torch.tensor(loss)):
-                raise FloatingPointError(
-                    f"the loss is {loss} at step {done}; lower pretrain.lr or check the data"
-                )
+            check_finite(loss, done, "lower pretrain.lr or check the data")
             result.losses[done], result.terms[done], result.last_step = loss, terms, done
             meter.add(data_wait)
             total_wait += data_wait

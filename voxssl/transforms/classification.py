@@ -62,7 +62,8 @@ def augment_for_training(
         image = affine(image, _rotation(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)))
     if rng.random() < cfg.hflip_prob:
         image = image.flip(1)
-    box = sample_resized_crop(size, size, tuple(cfg.crop_scale), rng)
+    low, high = cfg.crop_scale
+    box = sample_resized_crop(size, size, (low, high), rng)
     crop = image[box.top : box.top + box.height, box.left : box.left + box.width]
     image = resize_square(crop, size)
     shear = math.tan(math.radians(rng.uniform(-cfg.shear_deg, cfg.shear_deg)))

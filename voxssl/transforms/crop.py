@@ -6,6 +6,7 @@ feature pyramids."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,9 @@ def padded_crop(
         fill,
         dtype=array.dtype if dtype is None else dtype,
     )
-    out[(..., *dst)] = array[(..., *src)]
+    target: tuple[Any, ...] = (..., *dst)
+    source: tuple[Any, ...] = (..., *src)
+    out[target] = array[source]
     return out
 
 

@@ -121,7 +121,8 @@ class ViewGenerator:
         augmentations: list[RandomTransform] | None = None,
         grid_transform_sampler: RandomGridTransform | None = None,
     ) -> None:
-        self.patch_size = tuple(int(p) for p in patch_size)
+        x, y, z = (int(p) for p in patch_size)
+        self.patch_size = (x, y, z)
         self.positives_per_pair = positives_per_pair
         self.augmentations = list(augmentations or [])
         self.grid_transform_sampler = grid_transform_sampler
@@ -146,8 +147,8 @@ class ViewGenerator:
         positions1, positions2 = sample_positives(
             body, start1, start2, self.patch_size, self.positives_per_pair, rng
         )
-        target1 = padded_crop(image, start1, self.patch_size, dtype=np.float32)
-        target2 = padded_crop(image, start2, self.patch_size, dtype=np.float32)
+        target1 = padded_crop(image, start1.tolist(), self.patch_size, dtype=np.float32)
+        target2 = padded_crop(image, start2.tolist(), self.patch_size, dtype=np.float32)
         view1 = self.augment(target1, rng)
         view2 = self.augment(target2, rng)
         sample = PairSample(

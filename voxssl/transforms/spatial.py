@@ -139,7 +139,7 @@ class GridTransform:
                 x = _take(x, index, first + axis)
         if self.flip_axes:
             flip = [first + a for a in self.flip_axes]
-            x = x.flip(flip) if isinstance(x, torch.Tensor) else np.flip(x, flip)
+            x = x.flip(flip) if isinstance(x, torch.Tensor) else np.flip(x, tuple(flip))
         if self.quarter_turns:
             plane = (first + self.rotation_axes[0], first + self.rotation_axes[1])
             if isinstance(x, torch.Tensor):
@@ -207,8 +207,8 @@ class GridTransform:
 
     def _split_points(self, points: Array):
         dims = len(self.spatial_shape)
-        is_torch = isinstance(points, torch.Tensor)
-        array = points.detach().cpu().numpy() if is_torch else np.asarray(points)
+        as_tensor = points if isinstance(points, torch.Tensor) else None
+        array = np.asarray(points) if as_tensor is None else as_tensor.detach().cpu().numpy()
         if array.ndim != 2 or array.shape[1] not in (dims, dims + 1):
             raise ValueError(
                 f"points must be (N, {dims}) or (N, {dims + 1}) with a batch column, got {array.shape}"
@@ -224,9 +224,9 @@ class GridTransform:
                 if batch is None
                 else np.concatenate([batch.astype(np.int64), result], axis=1)
             )
-            if is_torch:
+            if as_tensor is not None:
                 return torch.from_numpy(np.ascontiguousarray(out)).to(
-                    device=points.device, dtype=points.dtype
+                    device=as_tensor.device, dtype=as_tensor.dtype
                 )
             return out.astype(array.dtype, copy=False)
 

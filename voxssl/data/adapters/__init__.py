@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from voxssl.config.data import SourceConfig
 from voxssl.config.loader import from_dict
@@ -55,7 +56,7 @@ def find_cases(
         raise ConfigError(
             f"{prefix}{where}.adapter: unknown adapter {source.adapter!r} (known: {', '.join(ADAPTERS)})"
         )
-    options = from_dict(
+    options: Any = from_dict(
         adapter.options,
         dict(source.options or {}),
         where=f"{where}.options",

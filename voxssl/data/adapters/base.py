@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from voxssl.data.adapters.organ_names import canonical_id_of_name
-from voxssl.data.case import Case
+from voxssl.data.case import Case, Modality
 from voxssl.errors import ConfigError, DataError
 from voxssl.vocabulary import BACKGROUND, IGNORE_INDEX, is_known
 
@@ -41,7 +41,7 @@ class SourceContext:
     """What an adapter knows about the recipe entry it serves (for filters and error messages)."""
 
     root: Path
-    modality: str | None  # the recipe's ``modality`` for this source, or None
+    modality: Modality | None  # the recipe's ``modality`` for this source, or None
     where: str  # e.g. ``data.sources.0``: prefix of every recipe key named in an error
 
 
@@ -100,7 +100,7 @@ def walk_dirs(root: Path, max_depth: int = 6) -> list[Path]:
     found = [root]
     frontier = [root]
     for _ in range(max_depth):
-        children = []
+        children: list[Path] = []
         for folder in frontier:
             try:
                 children.extend(p for p in folder.iterdir() if p.is_dir() and not is_junk(p))
@@ -128,7 +128,7 @@ def check_fixed_modality(ctx: SourceContext, modality: str, adapter: str) -> Non
         )
 
 
-def require_modality(ctx: SourceContext, adapter: str) -> str:
+def require_modality(ctx: SourceContext, adapter: str) -> Modality:
     if ctx.modality is None:
         raise ConfigError(f"{ctx.where}.modality: the {adapter} adapter needs it (ct or mr)")
     return ctx.modality

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from voxssl.data.adapters.base import Adapter, SourceContext, walk_dirs
 from voxssl.data.case import Case
@@ -27,7 +27,7 @@ from voxssl.data.case import Case
 #: metadata key: the DICOM folder whose file names the Ground PNGs follow (T1DUAL OutPhase -> InPhase).
 LABEL_DICOM_DIR = "label_dicom_dir"
 
-Sequence = Literal["t2spir", "t1in", "t1out"]
+MRSequence = Literal["t2spir", "t1in", "t1out"]
 #: sequence -> (folder under MR/<pid>, DICOM sub-folder, the DICOM folder that names the Ground PNGs)
 MR_SEQUENCES: dict[str, tuple[str, str, str]] = {
     "t2spir": ("T2SPIR", "DICOM_anon", "DICOM_anon"),
@@ -38,7 +38,7 @@ MR_SEQUENCES: dict[str, tuple[str, str, str]] = {
 
 @dataclass
 class CHAOSOptions:
-    sequences: list[Sequence] = field(default_factory=lambda: ["t2spir", "t1in", "t1out"])
+    sequences: list[MRSequence] = field(default_factory=lambda: ["t2spir", "t1in", "t1out"])
 
 
 def find_chaos(ctx: SourceContext, options: CHAOSOptions) -> list[Case]:
@@ -84,7 +84,7 @@ def _ct_cases(ct_dir: Path) -> list[Case]:
     return cases
 
 
-def _mr_cases(mr_dir: Path, sequences: list[str]) -> list[Case]:
+def _mr_cases(mr_dir: Path, sequences: list[MRSequence]) -> list[Case]:
     cases = []
     for patient in _patients(mr_dir):
         for sequence in sequences:
@@ -118,7 +118,7 @@ def _case(
     sequence: str,
 ) -> Case:
     has_label = ground.is_dir() and any(p.suffix.lower() == ".png" for p in ground.iterdir())
-    metadata = {"dataset": "chaos", "patient": patient.name, "sequence": sequence}
+    metadata: dict[str, Any] = {"dataset": "chaos", "patient": patient.name, "sequence": sequence}
     if has_label:
         metadata[LABEL_DICOM_DIR] = label_dicom
     return Case(

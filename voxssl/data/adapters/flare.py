@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from voxssl.data.adapters.base import (
     PARTIAL_LABELS,
@@ -108,7 +108,7 @@ def _case(
     partial = options.partial_labels
     if partial is None:
         partial = stem.upper().startswith("FLARE23") or "2200" in image.parent.name
-    metadata = {"split": split, "dataset": "flare"}
+    metadata: dict[str, Any] = {"split": split, "dataset": "flare"}
     if label is not None and partial:
         metadata[PARTIAL_LABELS] = True
     return Case(

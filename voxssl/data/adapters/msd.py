@@ -28,7 +28,7 @@ from voxssl.data.adapters.base import (
     nifti_stem,
     parse_label_map,
 )
-from voxssl.data.case import Case
+from voxssl.data.case import Case, Modality
 from voxssl.errors import DataError
 
 
@@ -52,7 +52,7 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def modality_of_names(names: list[str]) -> str:
+def modality_of_names(names: list[str]) -> Modality:
     """CT when every channel is CT, MR otherwise (MRI, T2, ADC, FLAIR ...)."""
     return "ct" if names and all(str(n).strip().upper() == "CT" for n in names) else "mr"
 
@@ -74,7 +74,7 @@ def find_msd(ctx: SourceContext, options: MSDOptions) -> list[Case]:
         str(v) for _, v in sorted(data.get("modality", {}).items(), key=lambda kv: int(kv[0]))
     ]
     modality = ctx.modality or modality_of_names(channel_names)
-    metadata = {"dataset": str(data.get("name", ctx.root.name))}
+    metadata: dict[str, Any] = {"dataset": str(data.get("name", ctx.root.name))}
     if len(channel_names) > 1:
         metadata["channel_names"] = channel_names
     cases = []
@@ -108,7 +108,7 @@ def find_msd(ctx: SourceContext, options: MSDOptions) -> list[Case]:
     return cases
 
 
-def _existing(root: Path, relative: str, json_path: Path) -> Path | None:
+def _existing(root: Path, relative: object, json_path: Path) -> Path | None:
     """The file a dataset.json entry names; None for macOS junk; an error when it is missing."""
     path = root / str(relative)
     if is_junk(path):

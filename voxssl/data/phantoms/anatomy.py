@@ -78,8 +78,8 @@ class _Builder:
 
     def box(self, center, half) -> Box | None:
         margin = 3.0 * self.params["deformation_mm"] + 15.0
-        low = [c - h - margin for c, h in zip(center, half)]
-        high = [c + h + margin for c, h in zip(center, half)]
+        low = [c - h - margin for c, h in zip(center, half, strict=True)]
+        high = [c + h + margin for c, h in zip(center, half, strict=True)]
         return self.grid.box(low, high)
 
     def noise(self, box: Box, corr_mm: float) -> np.ndarray:

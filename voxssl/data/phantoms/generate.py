@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 #: Default grid: a 400 x 320 x 240 mm abdominal field of view, 2.5 x 2.5 x 5 mm voxels (~1 M voxels).
 DEFAULT_SHAPE: tuple[int, int, int] = (160, 128, 48)
 DEFAULT_SPACING: tuple[float, float, float] = (2.5, 2.5, 5.0)
-DEFAULT_FIELD_OF_VIEW_MM: tuple[float, float, float] = tuple(
-    n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING)
+DEFAULT_FIELD_OF_VIEW_MM: tuple[float, ...] = tuple(
+    n * s for n, s in zip(DEFAULT_SHAPE, DEFAULT_SPACING, strict=True)
 )
 #: The smallest grid the anatomy is drawn on (the coarse grid needs a few voxels per axis).
 MIN_SIZE = 8
@@ -53,7 +53,8 @@ class Phantom:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        x, y, z = (float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return x, y, z
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -84,7 +85,8 @@ def resolve_grid(
         spacing = (in_plane, in_plane, DEFAULT_FIELD_OF_VIEW_MM[2] / shape[2])
     if shape is None:
         shape = tuple(
-            max(MIN_SIZE, int(round(fov / s))) for fov, s in zip(DEFAULT_FIELD_OF_VIEW_MM, spacing)
+            max(MIN_SIZE, round(fov / float(s)))
+            for fov, s in zip(DEFAULT_FIELD_OF_VIEW_MM, spacing, strict=True)
         )
     return shape, spacing
 

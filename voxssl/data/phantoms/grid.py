@@ -122,9 +122,9 @@ class PhantomGrid:
     deformed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.factors = tuple(max(1, int(round(COARSE_SPACING_MM / s))) for s in self.spacing)
+        self.factors = tuple(max(1, round(COARSE_SPACING_MM / float(s))) for s in self.spacing)
         axes = []
-        for n, s, f in zip(self.shape, self.spacing, self.factors):
+        for n, s, f in zip(self.shape, self.spacing, self.factors, strict=True):
             n_coarse = int(np.ceil((n - 1) / f)) + 1
             axes.append(((np.arange(n_coarse) * f) - (n - 1) / 2.0).astype(np.float32) * s)
         self.coarse_axes = tuple(axes)
@@ -135,11 +135,11 @@ class PhantomGrid:
 
     @property
     def coarse_spacing(self) -> tuple[float, float, float]:
-        return tuple(s * f for s, f in zip(self.spacing, self.factors))
+        return tuple(s * f for s, f in zip(self.spacing, self.factors, strict=True))
 
     @property
     def extent_mm(self) -> tuple[float, float, float]:
-        return tuple(n * s for n, s in zip(self.shape, self.spacing))
+        return tuple(n * s for n, s in zip(self.shape, self.spacing, strict=True))
 
     def fine_axis_mm(self, axis: int) -> np.ndarray:
         n, s = self.shape[axis], self.spacing[axis]
@@ -153,7 +153,7 @@ class PhantomGrid:
     def box(self, low_mm, high_mm) -> Box | None:
         """Coarse-grid box covering the (undeformed) world box ``[low_mm, high_mm]``; None if empty."""
         slices = []
-        for ax, lo, hi in zip(self.coarse_axes, low_mm, high_mm):
+        for ax, lo, hi in zip(self.coarse_axes, low_mm, high_mm, strict=True):
             start = int(np.searchsorted(ax, lo, side="left"))
             stop = int(np.searchsorted(ax, hi, side="right"))
             start, stop = max(start - 1, 0), min(stop + 1, len(ax))
@@ -173,13 +173,13 @@ class PhantomGrid:
 
     def axes(self, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Undeformed coordinate vectors of ``box`` (for random fields)."""
-        return tuple(ax[sl] for ax, sl in zip(self.coarse_axes, box))
+        return tuple(ax[sl] for ax, sl in zip(self.coarse_axes, box, strict=True))
 
     def fine_box(self, box: Box) -> Box:
         """Fine-grid slices covered by a coarse box."""
         return tuple(
             slice(sl.start * f, min((sl.stop - 1) * f, n - 1) + 1)
-            for sl, f, n in zip(box, self.factors, self.shape)
+            for sl, f, n in zip(box, self.factors, self.shape, strict=True)
         )
 
     def fine_noise(self, rng: np.random.Generator, corr_mm: float) -> np.ndarray:
@@ -188,8 +188,10 @@ class PhantomGrid:
         White noise on a lattice that subsamples the fine grid by integer factors, smoothed there
         and linearly upsampled (the fast path: strided slices, no interpolation weights per voxel).
         """
-        factors = [max(1, int(round(corr_mm / s))) for s in self.spacing]
-        lattice_shape = [int(np.ceil((n - 1) / f)) + 2 for n, f in zip(self.shape, factors)]
+        factors = [max(1, round(corr_mm / float(s))) for s in self.spacing]
+        lattice_shape = [
+            int(np.ceil((n - 1) / f)) + 2 for n, f in zip(self.shape, factors, strict=True)
+        ]
         lattice = rng.standard_normal(lattice_shape, dtype=np.float32)
         lattice = ndimage.gaussian_filter(lattice, sigma=0.6, mode="wrap")
         lattice /= lattice.std() + 1e-8
@@ -205,7 +207,7 @@ class PhantomGrid:
     def upsample_block(self, coarse: np.ndarray, start: tuple[int, ...], fine: Box) -> np.ndarray:
         """Interpolate ``coarse`` (whose first voxel is coarse index ``start``) at the ``fine`` voxels."""
         out = coarse.astype(np.float32, copy=False)
-        for axis in np.argsort([f for f in self.factors], kind="stable"):
+        for axis in np.argsort(self.factors, kind="stable"):
             f, fs = self.factors[axis], fine[axis]
             out = upsample_axis(out, int(axis), f, fs.start - f * start[axis], fs.stop - fs.start)
         return out
@@ -223,7 +225,7 @@ class PhantomGrid:
         """
         fine_box = self.fine_box(box)
         ranges = []
-        for sl, f, fs in zip(box, self.factors, fine_box):
+        for sl, f, fs in zip(box, self.factors, fine_box, strict=True):
             axis = []
             for c0 in range(sl.start, sl.stop, size):
                 c1 = min(c0 + size, sl.stop)
@@ -252,7 +254,7 @@ class PhantomGrid:
         """
         width = np.zeros(distance.shape, dtype=np.float32)
         norm = np.zeros(distance.shape, dtype=np.float32)
-        for axis, (step, size) in enumerate(zip(self.coarse_spacing, self.spacing)):
+        for axis, (step, size) in enumerate(zip(self.coarse_spacing, self.spacing, strict=True)):
             if distance.shape[axis] > 1:
                 component = np.gradient(distance, step, axis=axis)
                 width += np.abs(component) * np.float32(size)

@@ -140,7 +140,7 @@ def landmarks_document(
     to_voxel = None if stored_affine is None else np.linalg.inv(np.asarray(stored_affine, float))
     entries = []
     for lm in landmarks:
-        voxel = lm.voxel
+        voxel: tuple[float, ...] = lm.voxel
         if to_voxel is not None:
             voxel = tuple(round(float(v), 4) for v in (to_voxel @ np.append(lm.world, 1.0))[:3])
         entries.append(

@@ -7,6 +7,8 @@ intersections, insets ("5 mm inside the liver") and partial-volume ramps all wor
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from voxssl.data.phantoms.grid import PhantomGrid
@@ -24,7 +26,7 @@ def rotation(yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0
 
 
 def _local(coords, center: Vec3, rot: np.ndarray | None):
-    d = [c - np.float32(o) for c, o in zip(coords, center)]
+    d = [c - np.float32(o) for c, o in zip(coords, center, strict=True)]
     if rot is None:
         return d
     return [sum(d[i] * np.float32(rot[i, j]) for i in range(3)) for j in range(3)]
@@ -35,7 +37,7 @@ def ellipsoid(
 ) -> np.ndarray:
     """Super-ellipsoid level set ``r - 1`` (power 2: ellipsoid; larger: boxier)."""
     local = _local(coords, center, rot)
-    total = sum(np.abs(d / np.float32(r)) ** power for d, r in zip(local, radii))
+    total = sum(np.abs(d / np.float32(r)) ** power for d, r in zip(local, radii, strict=True))
     return total ** (1.0 / power) - 1.0
 
 
@@ -55,7 +57,11 @@ def polyline_tube(coords, points: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Signed distance (mm) to a tube around a polyline whose radius is linear along each segment."""
     x, y, z = coords
     best = np.full(np.broadcast(x, y, z).shape, np.inf, dtype=np.float32)
-    for (p, q), (rp, rq) in zip(zip(points[:-1], points[1:]), zip(radii[:-1], radii[1:])):
+    for (p, q), (rp, rq) in zip(
+        itertools.pairwise(points),
+        itertools.pairwise(radii),
+        strict=True,
+    ):
         seg = q - p
         length2 = float(seg @ seg)
         t = ((x - p[0]) * seg[0] + (y - p[1]) * seg[1] + (z - p[2]) * seg[2]) / length2

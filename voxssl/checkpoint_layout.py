@@ -1,5 +1,5 @@
-"""The layout of a training run folder (``output_dir/name``): what the training loops write and
-what ``--weights RUN_FOLDER`` reads::
+"""Where a training run (``output_dir/name``) keeps its checkpoints: what the training loops
+write and what ``--weights RUN_FOLDER`` reads::
 
     <run>/recipe.resolved.yaml
     <run>/checkpoints/step_<k>/model.safetensors   every weight, with the plan (voxssl.models.weights)
