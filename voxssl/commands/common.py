@@ -103,7 +103,7 @@ def help_from_doc(function: Callable, examples: list[str]) -> str:
 class Command(typer.core.TyperCommand):
     """A verb whose ``--help`` flag shows no ``<bool>`` value hint, like every other flag."""
 
-    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+    def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
@@ -113,7 +113,7 @@ class Command(typer.core.TyperCommand):
 class Group(typer.core.TyperGroup):
     """A group of verbs (``voxssl``, ``voxssl weights``...) with the same ``--help`` flag."""
 
-    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+    def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""

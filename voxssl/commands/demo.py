@@ -123,10 +123,10 @@ def demo(
 def _pretrain(recipe, quiet: bool) -> tuple[Path, dict[str, Any] | None]:
     """The demo's pretrained backbone: reused when an earlier demo run finished it with the same
     recipe, resumed when one was interrupted, trained otherwise."""
+    from voxssl.checkpoint_layout import latest_checkpoint
     from voxssl.config.recipe import recipe_to_dict
     from voxssl.errors import CheckpointError, ConfigError
     from voxssl.models.weights import read_plan
-    from voxssl.checkpoint_layout import latest_checkpoint
     from voxssl.train.loop import BACKBONE_FILE, pretrain
     from voxssl.utils.atomic import atomic_write_text
 
