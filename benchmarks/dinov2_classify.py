@@ -123,7 +123,7 @@ def markdown_section(result: dict) -> str:
         f"{result['batch_size']} on the slices of {result['pretrain_cases']} unlabelled CT phantoms "
         f"({result['pretrain_seconds']:.0f} s per run), from a random initialisation (the starting "
         f"checkpoint, kept as encoder_init.safetensors). Classification: recipes/classify_demo.yaml, "
-        f"linear probe on {FEATURES[result['features']]}, task: {task}; {result['folds']}-fold CV over the slices of "
+        f"linear probe on {FEATURES[result.get('features', 'cls')]}, task: {task}; {result['folds']}-fold CV over the slices of "
         f"{result['eval_cases']} held-out phantoms ({result['class_counts']}). AUC: mean over folds, "
         f"then over the seeds {', '.join(str(r['seed']) for r in result['runs'])} (each seed: its own "
         f"initialisation and training run; same phantoms and folds). {result['machine']}, "

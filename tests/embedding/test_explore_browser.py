@@ -88,6 +88,7 @@ def warm_pixels(png: bytes, box: dict) -> int:
     return int(((r > 150) & (r - b > 90) & (g > 40)).sum())
 
 
+@pytest.mark.multiprocess  # drives a chromium process
 def test_click_shows_similarity_and_marks_the_match(weights, phantom_pair, tmp_path):
     executable = chromium_path()
     from playwright.sync_api import sync_playwright

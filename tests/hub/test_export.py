@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from voxssl.eval.monai_bundle import export_monai_bundle
 from voxssl.hub.export import export_release
-from voxssl.hub.monai_bundle import export_monai_bundle
 from voxssl.hub.resolve import resolve_weights
 from voxssl.models.weights import load_backbone, read_plan
 

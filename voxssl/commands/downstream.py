@@ -141,13 +141,38 @@ def predict(
         help="Back to the scan's grid: 'linear' (probabilities, then decide) or 'nearest' (label).",
     ),
     quiet: bool = QUIET_OPTION,
+    no_preview: bool = flag(
+        "--no-preview", help="Do not write the <name>_seg.png preview beside each label map."
+    ),
+    body_mask: bool | None = typer.Option(
+        None,
+        "--body-mask/--no-body-mask",
+        metavar="",
+        help="Keep labels inside the body mask (default: on for CT weights, or when trained so).",
+        show_default=False,
+    ),
 ) -> None:
-    """Segment new scans; predictions keep the scan's grid and affine (open them in 3D Slicer)."""
-    from voxssl.eval.predict import predict_files
+    """Segment new scans; predictions keep the scan's grid, qform and sform (open them in 3D Slicer).
 
-    written = predict_files(
-        weights, images, out, device=device, interpolation=interpolation, progress=not quiet
-    )
+    Every input is tried: failures are listed at the end and the exit code is 1 if any failed.
+    """
+    from voxssl.eval.predict import PredictionFailed, predict_files
+
+    try:
+        written = predict_files(
+            weights,
+            images,
+            out,
+            device=device,
+            interpolation=interpolation,
+            progress=not quiet,
+            preview=not no_preview,
+            body_mask=body_mask,
+        )
+    except PredictionFailed as failed:
+        for path in failed.written:
+            typer.echo(str(path))
+        raise
     for path in written:
         typer.echo(str(path))
 

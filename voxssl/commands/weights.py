@@ -210,22 +210,12 @@ def download(
 def path(
     name: str = typer.Argument(..., metavar="NAME", help="Registry name.", show_default=False),
 ) -> None:
-    """Print the cached voxssl weights of a registry model (no download; fails if absent)."""
-    from voxssl.hub.errors import DownloadError
-    from voxssl.hub.fetch import cached_path
+    """Print the cached voxssl weights of a registry model (checked against their sha256; no
+    download; fails if absent or changed)."""
     from voxssl.hub.registry import load_registry
-    from voxssl.hub.resolve import CONVERTED_FILE
-    from voxssl.hub.weights_cache import weights_dir
+    from voxssl.hub.resolve import cached_registry_weights
 
-    entry = load_registry().get(name)
-    weights = (
-        cached_path(entry) if entry.format == "voxssl" else weights_dir(entry.name) / CONVERTED_FILE
-    )
-    if not weights.is_file():
-        raise DownloadError(
-            f"'{name}' is not in the cache ({weights}); run 'voxssl weights download {name}'"
-        )
-    typer.echo(str(weights))
+    typer.echo(str(cached_registry_weights(load_registry().get(name))))
 
 
 def import_(
@@ -339,7 +329,7 @@ def export(
 ) -> None:
     """Write a release folder (model.safetensors + plan.json + README.md) or a MONAI bundle."""
     if monai_bundle:
-        from voxssl.hub.monai_bundle import export_monai_bundle
+        from voxssl.eval.monai_bundle import export_monai_bundle
 
         roi_size = list(roi) if roi is not None else None
         written = export_monai_bundle(

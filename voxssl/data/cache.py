@@ -2,7 +2,8 @@
 
 Layout (one folder per case, one memory-mappable ``.npy`` file per array)::
 
-    cache_dir/manifest.json                      # every valid case (written last, atomically)
+    cache_dir/manifest.json                      # every valid case: a snapshot (written atomically) ...
+    cache_dir/manifest-<n>.journal               # ... plus one line per case recorded since (fsynced)
     cache_dir/recipe.resolved.yaml               # the recipe that built the cache
     cache_dir/<source>/<case_id>/image.npy       # float16, (X, Y, Z) or (C, X, Y, Z), values in [0, 1]
     cache_dir/<source>/<case_id>/label.npy       # uint8 canonical ids, 255 = not annotated (optional)
@@ -15,12 +16,21 @@ the pages it needs (see ``benchmarks/preprocess.py`` for the float16-vs-float32 
 
 A case is in the cache if and only if it has a manifest entry: files of a case without an entry
 (an interrupted run) are ignored and rewritten by the next ``voxssl preprocess``.
+
+Several processes may write one cache at once (two ``voxssl preprocess`` runs, the workers of
+one): a case is written only under its lock (``<source>/.<case_id>.lock``) and the manifest only
+under ``.manifest.lock`` (:func:`update_manifest`); lock files are removed when released. Each
+case is recorded the moment its files are complete, as one appended journal line (constant cost
+however large the cache); ``voxssl preprocess`` folds the journal into the snapshot
+(:func:`compact_manifest`) when it starts, every few hundred cases and when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +39,7 @@ import numpy as np
 
 from voxssl.errors import DataError
 from voxssl.utils.atomic import atomic_path, atomic_write_text
+from voxssl.utils.locking import file_lock
 
 CACHE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -200,8 +211,97 @@ def empty_manifest() -> dict[str, Any]:
 
 
 def read_manifest(cache_dir: Path) -> dict[str, Any]:
-    """The manifest, or an empty one when the folder has none yet."""
+    """The manifest (snapshot plus its journal), or an empty one when the folder has none yet.
+
+    Safe while another process records cases: if the snapshot is replaced while its journal is
+    read (a compaction), the read starts again.
+    """
     path = Path(cache_dir) / MANIFEST_NAME
+    for _ in range(20):
+        before = _stat_key(path)
+        manifest = _read_snapshot(path)
+        operations = _read_journal(_journal_path(cache_dir, manifest.get(JOURNAL_KEY, 0)))
+        if _stat_key(path) == before:
+            _apply(manifest, operations)
+            return manifest
+    raise DataError(f"cache manifest {path} keeps changing while it is read; try again")
+
+
+def write_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
+    """Replace the manifest by ``manifest`` (a new snapshot; the journal starts afresh).
+
+    Call it under :func:`manifest_lock` when other processes may be writing the cache.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / MANIFEST_NAME
+    previous = _read_snapshot(path).get(JOURNAL_KEY, 0) if path.is_file() else -1
+    manifest = {**manifest, JOURNAL_KEY: max(int(manifest.get(JOURNAL_KEY, 0)), previous + 1)}
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
+    for old in cache_dir.glob("manifest-*.journal"):
+        if old != _journal_path(cache_dir, manifest[JOURNAL_KEY]):
+            old.unlink(missing_ok=True)
+
+
+MANIFEST_LOCK_NAME = ".manifest.lock"
+#: Snapshot field naming its journal generation (``manifest-<n>.journal``).
+JOURNAL_KEY = "journal"
+
+
+@contextlib.contextmanager
+def manifest_lock(cache_dir: Path) -> Iterator[None]:
+    """Hold the lock of the cache's manifest (one writer at a time, across processes)."""
+    with file_lock(Path(cache_dir) / MANIFEST_LOCK_NAME):
+        yield
+
+
+def update_manifest(
+    cache_dir: Path,
+    entries: dict[str, dict[str, Any]] | None = None,
+    remove: Iterable[str] = (),
+) -> None:
+    """Record cases (``entries``) and drop others (``remove``) at once, under the manifest lock.
+
+    The change is one appended, fsynced line of the journal beside the snapshot: its cost does
+    not grow with the size of the cache (rewriting a 5000-case manifest after every case took
+    seconds), and a killed writer leaves at most a torn last line, which readers skip.
+    :func:`compact_manifest` folds the journal into the snapshot.
+    """
+    cache_dir = Path(cache_dir)
+    line = json.dumps({"set": entries or {}, "remove": list(remove)}, sort_keys=True)
+    with manifest_lock(cache_dir):
+        journal = _current_journal(cache_dir)
+        with open(journal, "ab") as fh:
+            if fh.tell() and not _ends_with_newline(journal):
+                fh.write(b"\n")  # end the torn line of a killed writer: it stays unreadable
+            fh.write(line.encode("utf-8") + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def compact_manifest(cache_dir: Path) -> dict[str, Any]:
+    """Fold the journal into a new snapshot (under the manifest lock); returns the manifest."""
+    with manifest_lock(cache_dir):
+        manifest = read_manifest(cache_dir)
+        write_manifest(cache_dir, manifest)
+    return manifest
+
+
+def _journal_path(cache_dir: Path, generation: int) -> Path:
+    return Path(cache_dir) / f"manifest-{int(generation)}.journal"
+
+
+def _current_journal(cache_dir: Path) -> Path:
+    """The journal that writers append to (called under the manifest lock)."""
+    path = Path(cache_dir) / MANIFEST_NAME
+    if not path.is_file():
+        write_manifest(cache_dir, empty_manifest())
+    existing = sorted(Path(cache_dir).glob("manifest-*.journal"))
+    if len(existing) == 1:
+        return existing[0]
+    return _journal_path(cache_dir, _read_snapshot(path).get(JOURNAL_KEY, 0))
+
+
+def _read_snapshot(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return empty_manifest()
     try:
@@ -218,10 +318,47 @@ def read_manifest(cache_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def write_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_text(
-        Path(cache_dir) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True)
-    )
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The complete operations of a journal (a torn or unreadable line is skipped)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    operations = []
+    for raw in data.split(b"\n"):
+        try:
+            operation = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(operation, dict):
+            operations.append(operation)
+    return operations
+
+
+def _apply(manifest: dict[str, Any], operations: list[dict[str, Any]]) -> None:
+    for operation in operations:
+        for key in operation.get("remove", []):
+            manifest["cases"].pop(key, None)
+        manifest["cases"].update(operation.get("set", {}))
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def case_lock_path(cache_dir: Path, source: str, case_id: str) -> Path:
+    """The lock file of a case (beside its folder; it exists only while a process holds it)."""
+    return Path(cache_dir) / source / f".{case_id}.lock"
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -303,9 +440,13 @@ __all__ = [
     "CachedCase",
     "case_files_present",
     "case_key",
+    "case_lock_path",
+    "compact_manifest",
+    "manifest_lock",
     "open_cache",
     "read_manifest",
     "remove_temporaries",
+    "update_manifest",
     "write_case",
     "write_manifest",
 ]

@@ -2,10 +2,13 @@
 
 * Skips cases already in the manifest whose source fingerprint (size + mtime of image, channels
   and label) and parameter hash match and whose files are present; redoes the others.
-* Before a case is (re)written its manifest entry is removed, so a run killed mid-way never leaves
-  an entry pointing at half-new files; the entry is added (by the parent, the only writer of the
-  manifest) after the worker has written every file of the case, and the manifest is rewritten
-  atomically every few seconds and at the end. A failed case's folder is deleted.
+* A case is processed under its lock (one process per case, across runs and workers): under it
+  the manifest entry is read afresh (a concurrent run may have just done the case: then it is
+  skipped), removed before the case is rewritten (a run killed mid-way never leaves an entry
+  pointing at half-new files), and added back as soon as every file of the case is written, so a
+  killed run loses no finished case. A failed case's folder is deleted.
+* Cases locked by another run are left for later; once the others are done the run waits for
+  them (they are then usually up to date).
 * Cases run in ``data.num_workers`` spawned processes; a case that fails (corrupt or unreadable
   input) is reported with its file and reason and the others finish.
 """
@@ -18,7 +21,8 @@ import logging
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +35,15 @@ from voxssl.data.modality_check import label_map_suspicion, modality_mismatch
 from voxssl.data.preprocess import preprocess_params, preprocess_volume
 from voxssl.data.readers import check_label_header, read_case_image, read_case_label
 from voxssl.errors import ConfigError, DataError, VoxsslError
+from voxssl.utils.locking import file_lock
 
 log = logging.getLogger(__name__)
 
 
-#: Seconds between manifest rewrites during a run (and once at the end).
-_MANIFEST_WRITE_INTERVAL_S = 5.0
+#: Cases recorded between two foldings of the manifest journal into its snapshot.
+_COMPACT_EVERY = 500
+#: Temporary files in the cache root older than this are leftovers of a killed writer.
+_STALE_TEMPORARY_S = 600.0
 
 
 @dataclass
@@ -73,6 +80,7 @@ class _Job:
     key: str
     source: str
     case: Case
+    cache_dir: Path
     case_dir: Path
     cfg: PreprocessConfig
     fingerprint: dict[str, Any]
@@ -99,20 +107,21 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
         cases = find_cases(source, where=f"data.sources.{index}", recipe_file=recipe.source_file)
         jobs += [_job(source, case, cache_dir, recipe.preprocess) for case in cases]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(cache_dir, data_cfg.sources)
     summary = Summary(cache_dir=cache_dir)
-    manifest = cache_format.read_manifest(cache_dir)
-    summary.removed = _drop_vanished_cases(
-        manifest, data_cfg.sources, {job.key for job in jobs}, cache_dir
-    )
+    with cache_format.manifest_lock(cache_dir):
+        _remove_stale_temporaries(cache_dir)
+        _remove_stale_locks(cache_dir, data_cfg.sources)
+        manifest = cache_format.read_manifest(cache_dir)
+        summary.removed = _drop_vanished_cases(
+            manifest, data_cfg.sources, {job.key for job in jobs}, cache_dir
+        )
+        cache_format.write_manifest(cache_dir, manifest)  # the journal folded in
     todo = []
-    for job in jobs:
+    for job in jobs:  # a first look; each job checks again under its lock
         if _is_up_to_date(manifest["cases"].get(job.key), job, cache_dir):
             summary.skipped.append(job.key)
         else:
-            manifest["cases"].pop(job.key, None)
             todo.append(job)
-    cache_format.write_manifest(cache_dir, manifest)
     if todo:
         log.info(
             "preprocessing %d of %d cases into %s (%d up to date)",
@@ -121,7 +130,10 @@ def run_preprocess(recipe, progress: bool = True) -> Summary:
             cache_dir,
             len(summary.skipped),
         )
-    _run_jobs(todo, manifest, cache_dir, summary, max(1, int(data_cfg.num_workers)), progress)
+    try:
+        _run_jobs(todo, summary, max(1, int(data_cfg.num_workers)), progress)
+    finally:
+        cache_format.compact_manifest(cache_dir)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -202,6 +214,7 @@ def _job(source: SourceConfig, case: Case, cache_dir: Path, cfg: PreprocessConfi
         key=cache_format.case_key(source.name, case.case_id),
         source=source.name,
         case=case,
+        cache_dir=cache_dir,
         case_dir=cache_dir / source.name / case.case_id,
         cfg=cfg,
         fingerprint=fingerprint(case),
@@ -218,67 +231,90 @@ def _is_up_to_date(entry: dict[str, Any] | None, job: _Job, cache_dir: Path) -> 
     )
 
 
-def _run_jobs(
-    todo: list[_Job],
-    manifest: dict,
-    cache_dir: Path,
-    summary: Summary,
-    workers: int,
-    progress: bool,
-) -> None:
+def _run_jobs(todo: list[_Job], summary: Summary, workers: int, progress: bool) -> None:
+    """Run the jobs (in worker processes when ``workers > 1``); cases another run holds are
+    retried at the end, waiting for their locks."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress or not todo)
-    last_write = time.monotonic()
 
-    def record(job: _Job, outcome: tuple[str, Any]) -> None:
-        nonlocal last_write
+    def record(job: _Job, outcome: tuple[str, Any]) -> bool:
+        """Account for one outcome; False when the case was busy (left for later)."""
         status, value = outcome
+        if status == "busy":
+            return False
         if status == "ok":
-            manifest["cases"][job.key] = value
             summary.processed.append(job.key)
-            # Rewriting the whole manifest after every case is quadratic for thousands of cases:
-            # at most every few seconds; a crash loses (and redoes) only the cases since then.
-            if time.monotonic() - last_write > _MANIFEST_WRITE_INTERVAL_S:
-                cache_format.write_manifest(cache_dir, manifest)
-                last_write = time.monotonic()
+            if len(summary.processed) % _COMPACT_EVERY == 0:  # keeps the journal short
+                cache_format.compact_manifest(summary.cache_dir)
+        elif status == "skipped":
+            summary.skipped.append(job.key)
+            log.info("%s was preprocessed by another run meanwhile", job.key)
         else:
             path, reason = value
             summary.failed.append(_failure(job, path, reason))
-            shutil.rmtree(job.case_dir, ignore_errors=True)  # no partial or stale output
             log.error("%s failed: %s", job.key, reason)
         bar.update(1)
+        return True
 
     try:
-        if workers == 1 or len(todo) <= 1:
-            for job in todo:
-                record(job, _run_job(job))
-            return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-            pending: dict[Future, _Job] = {pool.submit(_run_job, job): job for job in todo}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = pending.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as err:  # a worker that died (out of memory, killed)
-                        outcome = (
-                            "failed",
-                            (
-                                str(job.case.image),
-                                f"worker process failed: {type(err).__name__}: {err}",
-                            ),
-                        )
-                    record(job, outcome)
+        busy = _run_all(todo, record, workers, wait=False)
+        if busy:
+            log.info("waiting for %d case(s) that another run is preprocessing", len(busy))
+            _run_all(busy, record, workers, wait=True)
     finally:
         bar.close()
-        cache_format.write_manifest(cache_dir, manifest)
 
 
-def _run_job(job: _Job) -> tuple[str, Any]:
-    """Worker: preprocess one case and write its files. Never raises for a bad input."""
+def _run_all(jobs: list[_Job], record, workers: int, wait: bool) -> list[_Job]:
+    """Run ``jobs``; returns those found busy (locked by another process)."""
+    busy: list[_Job] = []
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            if not record(job, _run_job(job, wait)):
+                busy.append(job)
+        return busy
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        pending: dict[Future, _Job] = {pool.submit(_run_job, job, wait): job for job in jobs}
+        while pending:
+            done, _ = wait_for(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as err:  # a worker that died (out of memory, killed)
+                    reason = f"worker process failed: {type(err).__name__}: {err}"
+                    outcome = ("failed", (str(job.case.image), reason))
+                if not record(job, outcome):
+                    busy.append(job)
+    return busy
+
+
+def _run_job(job: _Job, wait: bool = False) -> tuple[str, Any]:
+    """Preprocess one case under its lock and record it in the manifest. Never raises for a bad
+    input. Returns ``("ok", meta)``, ``("skipped", meta)`` (up to date: another run did it),
+    ``("busy", None)`` (locked by another process and ``wait`` is False) or
+    ``("failed", (path, reason))``."""
+    lock = cache_format.case_lock_path(job.cache_dir, job.source, job.case.case_id)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(lock, blocking=wait) as held:
+        if not held:
+            return "busy", None
+        entry = cache_format.read_manifest(job.cache_dir)["cases"].get(job.key)
+        if _is_up_to_date(entry, job, job.cache_dir):
+            return "skipped", entry
+        if entry is not None:  # never an entry that points at files being rewritten
+            cache_format.update_manifest(job.cache_dir, remove=[job.key])
+        outcome = _preprocess_and_write(job)
+        if outcome[0] == "ok":
+            cache_format.update_manifest(job.cache_dir, {job.key: outcome[1]})
+        else:
+            shutil.rmtree(job.case_dir, ignore_errors=True)  # no partial or stale output
+        return outcome
+
+
+def _preprocess_and_write(job: _Job) -> tuple[str, Any]:
     try:
         image, label, body, meta = preprocess_case(job.case, job.cfg)
         meta.update(
@@ -317,28 +353,49 @@ def _failure(job: _Job, path: str, reason: str) -> CaseFailure:
 def _drop_vanished_cases(
     manifest: dict, sources: list[SourceConfig], keys: set[str], cache_dir: Path
 ) -> list[str]:
-    """Remove entries (and files) of a recipe source's cases that the source no longer has."""
+    """Remove entries (and files) of a recipe source's cases that the source no longer has
+    (called under the manifest lock; a case another process holds is left alone)."""
     names = {source.name for source in sources}
     removed = []
     for key, entry in list(manifest["cases"].items()):
         if entry.get("source") in names and key not in keys:
-            del manifest["cases"][key]
-            shutil.rmtree(cache_dir / entry["directory"], ignore_errors=True)
+            lock = cache_format.case_lock_path(cache_dir, entry["source"], entry["case_id"])
+            with file_lock(lock, blocking=False) as held:
+                if not held:
+                    continue
+                del manifest["cases"][key]
+                shutil.rmtree(cache_dir / entry["directory"], ignore_errors=True)
             removed.append(key)
     return removed
 
 
-def _remove_leftovers(cache_dir: Path, sources: list[SourceConfig]) -> None:
-    """Delete ``.tmp-*`` files that a killed run left in the cache root and in case folders."""
-    removed = cache_format.remove_temporaries(cache_dir)
-    for source in sources:
-        source_dir = cache_dir / source.name
-        if source_dir.is_dir():
-            removed += sum(
-                cache_format.remove_temporaries(d) for d in source_dir.iterdir() if d.is_dir()
+def _remove_stale_temporaries(cache_dir: Path) -> None:
+    """Delete leftovers of killed writers in the cache root (under the manifest lock: the
+    manifest's temporaries; other files only when old). Case folders are cleaned by the job that
+    holds the case's lock (:func:`voxssl.data.cache.write_case`)."""
+    now = time.time()
+    removed = 0
+    for path in cache_dir.glob(".tmp-*"):
+        try:
+            stale = path.name.startswith(".tmp-manifest-") or (
+                now - path.stat().st_mtime > _STALE_TEMPORARY_S
             )
+            if stale:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
     if removed:
         log.info("removed %d temporary files left by an interrupted run in %s", removed, cache_dir)
+
+
+def _remove_stale_locks(cache_dir: Path, sources: list[SourceConfig]) -> None:
+    """Lock files of a killed run stay behind (empty; the kernel released their lock): remove
+    those nobody holds. Taking a lock without waiting and releasing it deletes its file."""
+    for source in sources:
+        for path in (cache_dir / source.name).glob(".*.lock"):
+            with file_lock(path, blocking=False):
+                pass
 
 
 def _check_source_names(sources: list[SourceConfig], recipe_file: str) -> None:

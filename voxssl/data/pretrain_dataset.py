@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class PairBatchSpec:
     positives_per_pair: int
 
 
-def collate_pairs(pairs: Sequence[PairSample], positives_per_pair: int) -> dict[str, torch.Tensor]:
+def collate_pairs(pairs: Sequence[PairSample], positives_per_pair: int) -> dict[str, Any]:
     """Stack P pairs. Positives are padded to ``positives_per_pair`` with ``valid`` marking real ones.
 
     Keys: ``view1``/``view2``/``target1``/``target2`` (P, C, X, Y, Z) float32; ``positions1``/
@@ -59,7 +59,7 @@ def collate_pairs(pairs: Sequence[PairSample], positives_per_pair: int) -> dict[
         m = len(pair.positions1)
         positions1[i, :m], positions2[i, :m], valid[i, :m] = pair.positions1, pair.positions2, True
     stack = lambda name: torch.from_numpy(np.stack([getattr(p, name) for p in pairs]))  # noqa: E731
-    batch = {
+    batch: dict[str, Any] = {
         "view1": stack("view1"),
         "view2": stack("view2"),
         "target1": stack("target1"),
@@ -71,16 +71,22 @@ def collate_pairs(pairs: Sequence[PairSample], positives_per_pair: int) -> dict[
         "start2": stack("start2"),
     }
     if pairs[0].view3 is not None:
-        shapes = {p.view3.shape for p in pairs}
+        views3 = [p.view3 for p in pairs]
+        positions3_list = [p.positions3 for p in pairs]
+        valid3_list = [p.valid3 for p in pairs]
+        if any(v is None for v in (*views3, *positions3_list, *valid3_list)):
+            raise ValueError("some pairs of one step have an equivariance view, others not")
+        shapes = {v.shape for v in views3 if v is not None}
         if len(shapes) > 1:
             raise ValueError(
                 f"equivariance views of one step have different shapes {sorted(shapes)}"
             )
         positions3 = np.zeros((count, n, 3), dtype=np.int64)
         valid3 = np.zeros((count, n), dtype=bool)
-        for i, pair in enumerate(pairs):
-            positions3[i, : len(pair.positions3)] = pair.positions3
-            valid3[i, : len(pair.valid3)] = pair.valid3
+        for i, (pos, val) in enumerate(zip(positions3_list, valid3_list, strict=True)):
+            if pos is not None and val is not None:
+                positions3[i, : len(pos)] = pos
+                valid3[i, : len(val)] = val
         batch["view3"] = stack("view3")
         batch["positions3"] = torch.from_numpy(positions3)
         batch["valid3"] = torch.from_numpy(valid3)
@@ -176,7 +182,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over whole batches (the dataset collates). Workers are persistent; their
     randomness never comes from torch's per-worker seeds, only from :func:`step_generator`."""
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs = {
             "prefetch_factor": prefetch_factor,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -325,6 +326,36 @@ def _unreadable(path: Path, err: BaseException) -> str:
     return f"{path}: cannot read NIfTI ({type(err).__name__}: {reason}); the file is truncated or corrupt"
 
 
+@dataclass(frozen=True)
+class NiftiGeometry:
+    """A NIfTI file's qform and sform (affine and code), to write results on its grid with them."""
+
+    qform: np.ndarray
+    qform_code: int
+    sform: np.ndarray
+    sform_code: int
+
+
+def nifti_geometry(path: str | os.PathLike) -> NiftiGeometry | None:
+    """The qform/sform of a NIfTI file (header only); None for a DICOM folder or another file."""
+    path = Path(path)
+    if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
+        return None
+    try:
+        header = nib.load(path).header
+    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise DataError(_unreadable(path, err)) from None
+    base = header.get_best_affine()
+    qform, qform_code = header.get_qform(coded=True)
+    sform, sform_code = header.get_sform(coded=True)
+    return NiftiGeometry(
+        qform=np.asarray(qform if qform is not None else header.get_qform(), dtype=np.float64),
+        qform_code=int(qform_code or 0),
+        sform=np.asarray(sform if sform is not None else base, dtype=np.float64),
+        sform_code=int(sform_code or 0),
+    )
+
+
 def _check_finite(data: np.ndarray, path: Path) -> None:
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         bad = int(np.count_nonzero(~np.isfinite(data)))
@@ -455,12 +486,14 @@ def read_dicom_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
     "MAX_VOXELS_ENV",
+    "NiftiGeometry",
     "Volume",
     "check_declared_size",
     "check_label_header",
     "check_label_ids",
     "map_label_ids",
     "max_voxels_limit",
+    "nifti_geometry",
     "read_case_image",
     "read_case_label",
     "read_dicom_image",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from voxssl.eval.overlay import ORGAN_COLOURS
 from voxssl.models.segmentation import labels_from_channels, probabilities_to_label
 from voxssl.utils.atomic import atomic_path
 from voxssl.vocabulary import organ_name
+
+if TYPE_CHECKING:
+    from voxssl.data.readers import NiftiGeometry
 
 Interpolation = Literal["linear", "nearest"]
 
@@ -44,11 +47,13 @@ def predict_probabilities(
     device: torch.device | str = "cpu",
     amp: bool = False,
     progress: bool = False,
+    padding_mode: str = "constant",
 ) -> torch.Tensor:
     """Blended probabilities (C_out, X, Y, Z) float32 on the CPU for an image (X, Y, Z) or (C, X, Y, Z).
 
     ``model`` maps an image batch to probabilities (:meth:`SegmentationModel.predict_probabilities`
-    via a small wrapper, see :func:`probability_predictor`).
+    via a small wrapper, see :func:`probability_predictor`). ``padding_mode``: how an image
+    smaller than ``roi_size`` is padded (MONAI's: ``constant`` zeros, ``replicate`` its edges).
     """
     from monai.inferers import sliding_window_inference
 
@@ -68,6 +73,7 @@ def predict_probabilities(
             sw_device=device,
             device=torch.device("cpu"),
             progress=progress,
+            padding_mode=padding_mode,
         )
     model.train(was_training)
     return probs[0].float()
@@ -120,13 +126,24 @@ def label_in_original_geometry(
     return labels_from_channels(channels(), kind, threshold, class_ids), affine
 
 
-def write_label_nifti(path: Path, label: np.ndarray, affine: np.ndarray) -> Path:
-    """Write a uint8 label map with ``affine`` (qform and sform, code 1 = scanner) atomically."""
+def write_label_nifti(
+    path: Path, label: np.ndarray, affine: np.ndarray, geometry: NiftiGeometry | None = None
+) -> Path:
+    """Write a uint8 label map atomically.
+
+    ``geometry``: the source NIfTI's qform and sform (affines and codes), copied as they are, so
+    that viewers place the label exactly where they place the scan; without it (a DICOM source)
+    both are ``affine`` with code 1 (scanner).
+    """
     import nibabel as nib
 
     image = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), np.asarray(affine, dtype=np.float64))
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
+    if geometry is None:
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+    else:
+        image.set_qform(geometry.qform, code=geometry.qform_code)
+        image.set_sform(geometry.sform, code=geometry.sform_code)
     image.header.set_intent("label")
     image.header["descrip"] = b"voxssl prediction (canonical organ ids)"
     with atomic_path(path, suffix=".nii.gz") as tmp:

@@ -24,11 +24,13 @@ from voxssl.config.downstream import DownstreamConfig
 from voxssl.data.preprocess import preprocess_volume
 from voxssl.data.readers import read_volume
 from voxssl.device import resolve_device
+from voxssl.errors import DataError
 from voxssl.eval.inference import predict_probabilities, restrict_to_body
 from voxssl.eval.metrics import CaseScores, score_case
 from voxssl.eval.protocol import training_sampler
 from voxssl.eval.sampling import labelled_volume
 from voxssl.eval.train import train_segmentation
+from voxssl.models.fpn import FPN
 from voxssl.models.segmentation import SegmentationModel, output_channels, probabilities_to_label
 from voxssl.models.segmentation_heads import build_head
 from voxssl.vocabulary import IGNORE_INDEX
@@ -73,7 +75,7 @@ def slice_split_probe(
     modality: str,
     preprocess: PreprocessConfig,
     cfg: DownstreamConfig,
-    backbone: torch.nn.Module,
+    backbone: FPN,
     seed: int = 0,
 ) -> tuple[CaseScores, dict[str, Any]]:
     """Train ``cfg.head`` on the lower half of the scan, return the upper half's scores and facts."""
@@ -82,6 +84,8 @@ def slice_split_probe(
     label_volume = read_volume(label_path)
     label = np.rint(label_volume.data).astype(np.uint8)
     image, cached_label, body, meta = preprocess_volume(volume, modality, preprocess, label=label)
+    if cached_label is None:  # a label went in, so one comes out
+        raise DataError(f"{label_path}: preprocessing returned no label")
     class_ids = cfg.class_ids()
     cut = split_slice(cached_label)
     rng = np.random.default_rng(seed)

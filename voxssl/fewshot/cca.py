@@ -7,6 +7,8 @@ code); ``3d`` keeps one component of the volume (26-connectivity).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 
@@ -20,7 +22,9 @@ def component_confidences(
 
 
 def keep_most_confident(
-    probability: np.ndarray, threshold: float = 0.5, connectivity: int | None = None
+    probability: np.ndarray,
+    threshold: float = 0.5,
+    connectivity: Literal[4, 6, 8, 18, 26] | None = None,
 ) -> np.ndarray:
     """Binary mask of the most confident component of ``probability > threshold`` (2D or 3D)."""
     import cc3d

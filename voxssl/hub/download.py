@@ -9,6 +9,12 @@ The life of a download (the pattern of MONAI's ``download_url``, plus resuming):
     NAME        ``os.replace`` of the verified part: readers never see a half-written file.
     NAME.json   the record: sha256 (from the registry, or computed when the registry has none),
                 size, URL. A cached file is hashed again before every use and must match it.
+    NAME.lock   held while a process downloads NAME (deleted when released).
+
+The record is a pin: once a file's sha256 is recorded, every later download, ``--file`` copy or
+cached copy of it must have that sha256 (or the registry's, when the registry publishes one);
+anything else is refused and the record is kept. A file that fails its check in the cache is
+deleted (never its record), so the genuine file can be fetched again.
 
 URLs are tried in order (primary, then mirrors). Errors are :mod:`voxssl.hub.errors` classes
 whose messages list every URL tried and what went wrong with each.
@@ -44,6 +50,7 @@ from voxssl.hub.errors import (
 )
 from voxssl.hub.weights_cache import sha256_of
 from voxssl.utils.atomic import atomic_write_text
+from voxssl.utils.locking import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -93,28 +100,67 @@ def write_record(dest: Path, record: DownloadRecord) -> None:
     atomic_write_text(record_path(dest), json.dumps(dataclasses.asdict(record), indent=2) + "\n")
 
 
+def expected_sha256(dest: Path, sha256: str | None) -> tuple[str | None, str]:
+    """The sha256 a file at ``dest`` must have, and where it comes from.
+
+    The registry's value when it publishes one; else the one recorded at the first download
+    (the pin); else None (nothing known yet: the first download records it).
+    """
+    if sha256:
+        return sha256.lower(), "published in the registry"
+    record = read_record(dest)
+    if record is not None:
+        return record.sha256.lower(), f"recorded at its first download ({record_path(dest)})"
+    return None, ""
+
+
+def check_cached(dest: Path, sha256: str | None) -> DownloadRecord:
+    """Hash a cached file against its expected sha256 without changing the cache.
+
+    Raises :class:`ChecksumMismatchError` naming the file and both digests when it differs,
+    :class:`DownloadError` when the file is absent.
+    """
+    dest = Path(dest)
+    if not dest.is_file():
+        raise DownloadError(f"{dest} is not in the weights cache")
+    expected, origin = expected_sha256(dest, sha256)
+    actual = sha256_of(dest)
+    if expected is not None and actual != expected:
+        raise ChecksumMismatchError(
+            f"{dest} has sha256 {actual}, but {expected} was {origin}: the cached file was changed "
+            "or damaged; it will not be used (download it again)"
+        )
+    return read_record(dest) or DownloadRecord(
+        sha256=actual,
+        size=dest.stat().st_size,
+        source=str(dest),
+        sha256_from="registry" if sha256 else "computed",
+    )
+
+
 def verify_cached(dest: Path, sha256: str | None) -> DownloadRecord | None:
     """Return the record of a cached file that passes its checksum, else None.
 
     The file is hashed every time (a cache can be corrupted by a full disk or a copy). The
     expected value is the registry's ``sha256`` or, when the registry has none, the one recorded
-    at the first download. A file that fails is deleted (with its record), so that the caller
-    downloads it again.
+    at the first download. A file that fails is deleted, its record kept (the pin), so that the
+    caller downloads the genuine file again.
     """
     dest = Path(dest)
     if not dest.is_file():
         return None
     record = read_record(dest)
-    expected = (sha256 or (record.sha256 if record else None) or "").lower() or None
+    expected, origin = expected_sha256(dest, sha256)
     actual = sha256_of(dest)
     if expected is not None and actual != expected:
         logger.warning(
-            "cached file %s has sha256 %s, expected %s: deleting it and downloading again",
+            "cached file %s has sha256 %s, but %s was %s: refusing it (deleted; its record is kept)",
             dest,
             actual,
             expected,
+            origin,
         )
-        _remove(dest, record_path(dest))
+        _remove(dest)
         return None
     if record is None or record.sha256 != actual:
         record = DownloadRecord(
@@ -162,18 +208,23 @@ def download_file(
         cached = verify_cached(dest, sha256)
         if cached is not None:
             return cached
+        expected, origin = expected_sha256(dest, sha256)
         failures: list[tuple[str, Exception]] = []
         for url in urls:
             try:
-                record = _download_verified(url, dest, sha256, size, progress, timeout, retries)
+                record = _download_verified(
+                    url, dest, expected, size, progress, timeout, retries, origin
+                )
             except DiskFullError:
                 raise
             except DownloadError as err:
                 logger.info("%s", err)
                 failures.append((url, err))
                 continue
+            if expected is not None and not sha256:  # pinned by the record: keep its origin
+                record = dataclasses.replace(record, sha256_from="computed")
             write_record(dest, record)
-            if record.sha256_from == "computed":
+            if record.sha256_from == "computed" and expected is None:
                 logger.info(
                     "%s: the registry gives no sha256 for this file; recorded the computed sha256 %s in %s "
                     "(compare it with a trusted source)",
@@ -185,6 +236,28 @@ def download_file(
         raise _combined_error(dest, failures)
 
 
+def check_local_file(
+    source: Path, dest: Path, sha256: str | None = None, size: int | None = None
+) -> str:
+    """A manually downloaded file must have the registry's sha256, or the one recorded for
+    ``dest`` (the pin); returns its sha256. Nothing is written."""
+    source = Path(source)
+    if not source.is_file():
+        raise DownloadError(f"file not found: {source}")
+    actual = sha256_of(source)
+    expected, origin = expected_sha256(Path(dest), sha256)
+    if expected is not None and actual != expected:
+        raise ChecksumMismatchError(
+            f"{source} has sha256 {actual}, but {expected} was {origin}: not the published file "
+            "(or a damaged copy); refused"
+        )
+    if size is not None and source.stat().st_size != size:
+        raise ChecksumMismatchError(
+            f"{source} has {source.stat().st_size} bytes, the registry expects {size}"
+        )
+    return actual
+
+
 def copy_into_cache(
     source: str | os.PathLike,
     dest: str | os.PathLike,
@@ -194,36 +267,29 @@ def copy_into_cache(
 ) -> DownloadRecord:
     """Place a manually downloaded file in the cache (verified, then written atomically)."""
     source, dest = Path(source), Path(dest)
-    if not source.is_file():
-        raise DownloadError(f"file not found: {source}")
-    actual = sha256_of(source)
-    if sha256 and actual != sha256.lower():
-        raise ChecksumMismatchError(
-            f"{source} has sha256 {actual}, but the registry expects {sha256.lower()}: not the published file "
-            "(or a damaged copy); download it again"
-        )
-    if size is not None and source.stat().st_size != size:
-        raise ChecksumMismatchError(
-            f"{source} has {source.stat().st_size} bytes, the registry expects {size}"
-        )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(dest)
-    try:
-        shutil.copyfile(source, part)
-    except OSError as err:
-        _remove(part)
-        if err.errno == errno.ENOSPC:
-            raise _disk_full(dest) from None
-        raise
-    os.replace(part, dest)
-    record = DownloadRecord(
-        sha256=actual,
-        size=dest.stat().st_size,
-        source=str(source.resolve()),
-        sha256_from="registry" if sha256 else "computed",
-        created=_now(),
-    )
-    write_record(dest, record)
+    with _lock(dest):
+        actual = check_local_file(source, dest, sha256, size)
+        part = part_path(dest)
+        try:
+            shutil.copyfile(source, part)
+        except OSError as err:
+            _remove(part)
+            if err.errno == errno.ENOSPC:
+                raise _disk_full(dest) from None
+            raise
+        os.replace(part, dest)
+        previous = read_record(dest)
+        record = DownloadRecord(
+            sha256=actual,
+            size=dest.stat().st_size,
+            source=str(source.resolve()),
+            sha256_from="registry"
+            if sha256
+            else (previous.sha256_from if previous else "computed"),
+            created=_now(),
+        )
+        write_record(dest, record)
     return record
 
 
@@ -239,6 +305,7 @@ def _download_verified(
     progress: bool,
     timeout: float,
     retries: int,
+    origin: str = "published in the registry",
 ) -> DownloadRecord:
     part = part_path(dest)
     _download_resumable(url, part, size, progress, timeout, retries)
@@ -252,7 +319,8 @@ def _download_verified(
     if sha256 and actual != sha256.lower():
         _remove(part)
         raise ChecksumMismatchError(
-            f"{url}: sha256 of the download is {actual}, expected {sha256.lower()}; deleted the bad file"
+            f"{url}: sha256 of the download is {actual}, but {sha256.lower()} was {origin}; "
+            "refused and deleted the bad file"
         )
     os.replace(part, dest)
     return DownloadRecord(
@@ -429,19 +497,9 @@ def _progress_bar(enabled: bool, total: int | None, initial: int, name: str) -> 
 
 @contextlib.contextmanager
 def _lock(dest: Path) -> Iterator[None]:
-    """Serialise downloads of one file by concurrent processes (POSIX advisory lock)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock, the atomic rename still protects readers
+    """Serialise downloads of one file by concurrent processes (``NAME.lock``, removed after)."""
+    with file_lock(dest.with_name(dest.name + ".lock")):
         yield
-        return
-    lock_path = dest.with_name(dest.name + ".lock")
-    with open(lock_path, "w", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _remove(*paths: Path) -> None:
@@ -456,8 +514,11 @@ def _now() -> str:
 
 __all__ = [
     "DownloadRecord",
+    "check_cached",
+    "check_local_file",
     "copy_into_cache",
     "download_file",
+    "expected_sha256",
     "read_record",
     "record_path",
     "verify_cached",

@@ -31,6 +31,7 @@ Modality = Literal["ct", "mr"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
 @dataclass
@@ -70,8 +71,11 @@ class RegistryEntry:
                     f"{self.name}: sha256 must be 64 hex digits or null, got {self.sha256!r}"
                 )
         for url in self.urls:
-            if not url.startswith(("https://", "http://")):
-                raise ValueError(f"{self.name}: url {url!r} must start with https://")
+            if not _allowed_url(url):
+                raise ValueError(
+                    f"{self.name}: url {url!r} must start with https:// (plain http:// only for a "
+                    "local server: 127.0.0.1, ::1 or localhost)"
+                )
         if not self.urls and not self.manual_download:
             raise ValueError(f"{self.name}: give at least one url, or manual_download instructions")
         if "/" in self.filename or not self.filename:
@@ -83,6 +87,16 @@ class RegistryEntry:
     def in_channels(self) -> int:
         """Image channels the weights expect (``architecture.in_channels``, default 1)."""
         return int(self.architecture.get("in_channels", 1))
+
+
+def _allowed_url(url: str) -> bool:
+    """https://, or http:// to this machine (a local mirror or a test server)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme == "https":
+        return bool(parsed.netloc)
+    return parsed.scheme == "http" and parsed.hostname in _LOCAL_HOSTS
 
 
 @dataclass

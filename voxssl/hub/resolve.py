@@ -30,8 +30,14 @@ from voxssl.config.model import model_config_from_dict
 from voxssl.errors import CheckpointError
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
 from voxssl.hub.convert import import_foreign, read_torch_checkpoint
-from voxssl.hub.download import read_record
-from voxssl.hub.errors import ConversionError, RegistryError
+from voxssl.hub.download import (
+    DownloadRecord,
+    check_cached,
+    check_local_file,
+    read_record,
+    write_record,
+)
+from voxssl.hub.errors import ConversionError, DownloadError, RegistryError
 from voxssl.hub.fetch import cached_path, fetch
 from voxssl.hub.registry import Registry, RegistryEntry, load_registry
 from voxssl.hub.weights_cache import converted_dir, sha256_of, weights_dir
@@ -122,21 +128,61 @@ def weights_in_folder(folder: Path) -> Path:
 def registry_weights(
     entry: RegistryEntry, *, progress: bool = True, local_file: str | os.PathLike | None = None
 ) -> Path:
-    """Fetch a registry entry and return its voxssl weights (converted once, then cached)."""
+    """Fetch a registry entry and return its voxssl weights (converted once, then cached).
 
-    downloaded = fetch(entry, progress=progress, local_file=local_file)
+    With ``local_file`` (``weights download NAME --file PATH``) the file is checked (registry
+    sha256 or the recorded pin) and converted first; only a file that converts is copied into
+    the cache and recorded.
+    """
+    converted = weights_dir(entry.name) / CONVERTED_FILE
+    if local_file is not None:
+        local_file = Path(local_file)
+        source_sha = check_local_file(local_file, cached_path(entry), entry.sha256, entry.size)
+        if entry.format == "voxssl":
+            _require_plan(local_file)
+        elif not (_is_conversion_of(converted, source_sha) and _converted_intact(converted)):
+            _convert(entry, local_file, converted, source_sha)
+        downloaded = fetch(entry, progress=progress, local_file=local_file)
+        return downloaded if entry.format == "voxssl" else converted
+    downloaded = fetch(entry, progress=progress)
     if entry.format == "voxssl":
         _require_plan(downloaded)
         return downloaded
-    converted = weights_dir(entry.name) / CONVERTED_FILE
     record = read_record(downloaded)  # fetch() has just verified the file against it
     source_sha = record.sha256 if record is not None else sha256_of(downloaded)
-    if _is_conversion_of(converted, source_sha):
+    if _is_conversion_of(converted, source_sha) and _converted_intact(converted):
         return converted
+    _convert(entry, downloaded, converted, source_sha)
+    return converted
 
+
+def cached_registry_weights(entry: RegistryEntry) -> Path:
+    """The cached voxssl weights of a registry entry, checked but never changed or downloaded.
+
+    The downloaded file must match its pin (registry sha256 or the recorded one) and, for a
+    foreign format, the converted file must be the conversion of that file and match its own
+    record. Raises :class:`~voxssl.hub.errors.ChecksumMismatchError` for a changed file and
+    :class:`~voxssl.hub.errors.DownloadError` for a missing one.
+    """
+    downloaded = cached_path(entry)
+    hint = f"run 'voxssl weights download {entry.name}'"
+    if not downloaded.is_file():
+        raise DownloadError(f"'{entry.name}' is not in the cache ({downloaded}); {hint}")
+    record = check_cached(downloaded, entry.sha256)
+    if entry.format == "voxssl":
+        return downloaded
+    converted = weights_dir(entry.name) / CONVERTED_FILE
+    if not _is_conversion_of(converted, record.sha256):
+        raise DownloadError(f"'{entry.name}' is downloaded but not converted ({converted}); {hint}")
+    check_cached(converted, None)
+    return converted
+
+
+def _convert(entry: RegistryEntry, source: Path, converted: Path, source_sha: str) -> None:
+    """Convert a registry entry's foreign checkpoint and record the result's sha256."""
     logger.info("converting %s (%s layout) to voxssl weights", entry.name, entry.format)
     import_foreign(
-        downloaded,
+        source,
         converted,
         entry.format,  # type: ignore[arg-type]
         architecture=entry.architecture,
@@ -148,7 +194,21 @@ def registry_weights(
             "urls": list(entry.urls),
         },
     )
-    return converted
+    write_record(
+        converted,
+        DownloadRecord(
+            sha256=sha256_of(converted),
+            size=converted.stat().st_size,
+            source=f"conversion of {entry.filename} (sha256 {source_sha})",
+            sha256_from="computed",
+        ),
+    )
+
+
+def _converted_intact(converted: Path) -> bool:
+    """The converted file still has the sha256 recorded when it was written."""
+    record = read_record(converted)
+    return record is not None and sha256_of(converted) == record.sha256
 
 
 def import_cached(path: Path, foreign_format: str | None = None, **options: Any) -> Path:
@@ -254,6 +314,7 @@ def _registry_entry_for_sha(sha256: str) -> RegistryEntry | None:
 
 
 __all__ = [
+    "cached_registry_weights",
     "detect_format",
     "import_cached",
     "registry_weights",

@@ -23,20 +23,24 @@ def build_backbone(cfg: ModelConfig) -> FPN:
     )
 
 
+def _unresolved(name: str) -> ValueError:
+    return ValueError(f"model.{name} is not set (a ModelConfig built without its preset?)")
+
+
 def build_projector(cfg: ModelConfig) -> ProjectionHead:
-    return ProjectionHead(embedding_dim(cfg), cfg.projector_hidden, cfg.projector_out)  # type: ignore[arg-type]
+    hidden, out = cfg.projector_hidden, cfg.projector_out
+    if hidden is None or out is None:  # ModelConfig.__post_init__ fills both from the preset
+        raise _unresolved("projector_hidden / projector_out")
+    return ProjectionHead(embedding_dim(cfg), hidden, out)
 
 
 def build_reconstruction_head(cfg: ModelConfig) -> ReconstructionHead | None:
-    if cfg.reconstruction == "none":
+    kind, channels, norm = cfg.reconstruction, cfg.reconstruction_channels, cfg.norm
+    if kind is None or channels is None or norm is None:
+        raise _unresolved("reconstruction / reconstruction_channels / norm")
+    if kind == "none":
         return None
-    return ReconstructionHead(
-        feature_channels(cfg)[0],
-        cfg.reconstruction_channels,
-        cfg.reconstruction,
-        cfg.norm,
-        cfg.spatial_dims,  # type: ignore[arg-type]
-    )
+    return ReconstructionHead(feature_channels(cfg)[0], channels, kind, norm, cfg.spatial_dims)
 
 
 def build_pretrain_model(cfg: ModelConfig) -> PretrainModel:
@@ -53,7 +57,10 @@ def level_channels(cfg: ModelConfig) -> list[int]:
     """Channels of the pyramid that ``backbone(x)`` returns (after projection), level 0 first."""
     if cfg.projection == "none":
         return feature_channels(cfg)
-    return [cfg.projection_channels] * cfg.num_levels  # type: ignore[list-item, operator]
+    width, levels = cfg.projection_channels, cfg.num_levels
+    if width is None or levels is None:
+        raise _unresolved("projection_channels / num_levels")
+    return [width] * levels
 
 
 def embedding_dim(cfg: ModelConfig) -> int:

@@ -19,6 +19,7 @@ from torch import nn
 
 from voxssl.errors import CheckpointError
 from voxssl.models.build import build_backbone
+from voxssl.models.fpn import FPN
 from voxssl.models.plan import Plan, check_plan
 from voxssl.utils.atomic import atomic_path
 
@@ -164,7 +165,7 @@ def load_backbone(
     path: str | os.PathLike,
     expect: dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[nn.Module, Plan]:
+) -> tuple[FPN, Plan]:
     """Rebuild the backbone from the file's plan, check ``expect``, load strictly.
 
     Args:

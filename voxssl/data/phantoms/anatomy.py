@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxssl.data.phantoms.grid import Box, PhantomGrid, smooth_noise
+from voxssl.data.phantoms.grid import Box, PhantomGrid, smooth_noise, three
 from voxssl.data.phantoms.shapes import (
     as_distance,
     ellipsoid,
@@ -111,7 +111,7 @@ class _Builder:
         amplitude = self.u(2.0, 8.0)
         self.params["deformation_mm"] = amplitude
         full = self.grid.full_box()
-        self.grid.deform(tuple(amplitude * self.noise(full, 80.0) for _ in range(3)))
+        self.grid.deform(three(amplitude * self.noise(full, 80.0) for _ in range(3)))
 
     def body(self, with_table: bool) -> None:
         full = self.grid.full_box()
@@ -194,7 +194,7 @@ class _Builder:
             )
 
         distance = self.organ("liver", box, level_set, self.u(4.0, 8.0))
-        if distance is None:
+        if box is None or distance is None:
             return
         self.add("liver", "liver", ORGAN_IDS["liver"], box, distance)
         radius = self.u(0.15, 0.25)
@@ -217,7 +217,7 @@ class _Builder:
         distance = self.organ(
             "gallbladder", box, lambda c: ellipsoid(c, center, radii, rot), 1.5, corr_mm=25.0
         )
-        if distance is not None:
+        if box is not None and distance is not None:
             self.add("gallbladder", "bile", ORGAN_IDS["gallbladder"], box, distance)
 
     def spleen(self) -> None:
@@ -235,7 +235,7 @@ class _Builder:
         distance = self.organ(
             "spleen", box, lambda c: ellipsoid(c, center, radii, rot), self.u(3.0, 6.0)
         )
-        if distance is not None:
+        if box is not None and distance is not None:
             self.add("spleen", "spleen", ORGAN_IDS["spleen"], box, distance)
 
     def stomach(self) -> None:
@@ -253,7 +253,7 @@ class _Builder:
         distance = self.organ(
             "stomach", box, lambda c: ellipsoid(c, center, radii, rot), self.u(3.0, 7.0)
         )
-        if distance is None:
+        if box is None or distance is None:
             return
         wall = self.u(3.0, 6.0)
         self.add("stomach", "stomach_wall", ORGAN_IDS["stomach"], box, distance)
@@ -326,7 +326,8 @@ class _Builder:
                 return np.maximum(kidney, -sinus)  # the hilum: renal sinus fat cut out of the bean
 
             distance = self.organ(name, box, level_set, self.u(2.0, 4.0))
-            self.add(name, "kidney", ORGAN_IDS[name], box, distance)
+            if box is not None and distance is not None:
+                self.add(name, "kidney", ORGAN_IDS[name], box, distance)
 
     def pancreas(self) -> None:
         z0 = self.kidney_z + self.u(25, 45)

@@ -128,7 +128,7 @@ def sample_appearance(modality: str, rng: np.random.Generator) -> Appearance:
         fine[name] = tissue.fine_texture * level * float(rng.uniform(0.6, 1.4))
         coarse[name] = tissue.coarse_texture * level * float(rng.uniform(0.6, 1.4))
     sigma = gain * float(rng.uniform(0.01, 0.04))
-    settings = {
+    settings: dict[str, float | str] = {
         "sequence": sequence,
         "gain": gain,
         "bias_strength": float(rng.uniform(0.1, 0.35)),
@@ -139,7 +139,7 @@ def sample_appearance(modality: str, rng: np.random.Generator) -> Appearance:
 
 def paint(
     grid: PhantomGrid, structures: list[Structure], appearance: Appearance
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """Composite the structures: mean image, tissue-index map (into ``tissues``) and label map.
 
     Each structure covers a voxel with the fraction ``alpha`` of a linear ramp across its surface,

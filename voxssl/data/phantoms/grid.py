@@ -13,7 +13,9 @@ anterior, z superior) whose origin is the centre of the field of view.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from scipy import ndimage
@@ -22,6 +24,13 @@ from scipy import ndimage
 COARSE_SPACING_MM = 3.0
 
 Box = tuple[slice, slice, slice]
+T = TypeVar("T")
+
+
+def three(values: Iterable[T]) -> tuple[T, T, T]:
+    """``values`` as a 3-tuple (x, y, z); anything else is a programming error."""
+    x, y, z = values
+    return x, y, z
 
 
 def interp_axis(array: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarray:
@@ -122,24 +131,24 @@ class PhantomGrid:
     deformed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.factors = tuple(max(1, round(COARSE_SPACING_MM / float(s))) for s in self.spacing)
+        self.factors = three(max(1, round(COARSE_SPACING_MM / float(s))) for s in self.spacing)
         axes = []
         for n, s, f in zip(self.shape, self.spacing, self.factors, strict=True):
             n_coarse = int(np.ceil((n - 1) / f)) + 1
             axes.append(((np.arange(n_coarse) * f) - (n - 1) / 2.0).astype(np.float32) * s)
-        self.coarse_axes = tuple(axes)
+        self.coarse_axes = three(axes)
 
     @property
     def coarse_shape(self) -> tuple[int, int, int]:
-        return tuple(len(a) for a in self.coarse_axes)
+        return three(len(a) for a in self.coarse_axes)
 
     @property
     def coarse_spacing(self) -> tuple[float, float, float]:
-        return tuple(s * f for s, f in zip(self.spacing, self.factors, strict=True))
+        return three(s * f for s, f in zip(self.spacing, self.factors, strict=True))
 
     @property
     def extent_mm(self) -> tuple[float, float, float]:
-        return tuple(n * s for n, s in zip(self.shape, self.spacing, strict=True))
+        return three(n * s for n, s in zip(self.shape, self.spacing, strict=True))
 
     def fine_axis_mm(self, axis: int) -> np.ndarray:
         n, s = self.shape[axis], self.spacing[axis]
@@ -160,24 +169,24 @@ class PhantomGrid:
             if stop - start < 1 or lo > ax[-1] or hi < ax[0]:
                 return None
             slices.append(slice(start, stop))
-        return tuple(slices)
+        return three(slices)
 
     def full_box(self) -> Box:
-        return tuple(slice(0, n) for n in self.coarse_shape)
+        return three(slice(0, n) for n in self.coarse_shape)
 
     def coords(self, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Deformed body-frame coordinates (mm) of the coarse voxels in ``box``."""
         if self.deformed is None:
             raise RuntimeError("PhantomGrid.deform() must be called before evaluating shapes")
-        return tuple(c[box] for c in self.deformed)
+        return three(c[box] for c in self.deformed)
 
     def axes(self, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Undeformed coordinate vectors of ``box`` (for random fields)."""
-        return tuple(ax[sl] for ax, sl in zip(self.coarse_axes, box, strict=True))
+        return three(ax[sl] for ax, sl in zip(self.coarse_axes, box, strict=True))
 
     def fine_box(self, box: Box) -> Box:
         """Fine-grid slices covered by a coarse box."""
-        return tuple(
+        return three(
             slice(sl.start * f, min((sl.stop - 1) * f, n - 1) + 1)
             for sl, f, n in zip(box, self.factors, self.shape, strict=True)
         )

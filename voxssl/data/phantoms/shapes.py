@@ -8,12 +8,15 @@ intersections, insets ("5 mm inside the liver") and partial-volume ramps all wor
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 
 from voxssl.data.phantoms.grid import PhantomGrid
 
-Vec3 = tuple[float, float, float]
+Vec3 = Sequence[float]  # (x, y, z)
+#: a number, or an array of them that varies over the grid (a radius that changes with z)
+Field = float | np.ndarray
 
 
 def rotation(yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
@@ -42,7 +45,7 @@ def ellipsoid(
 
 
 def elliptic_cylinder(
-    coords, center_xy: tuple[float, float], radii_xy: tuple[float, float], power: float = 2.0
+    coords, center_xy: tuple[Field, Field], radii_xy: tuple[Field, Field], power: float = 2.0
 ):
     """Infinite cylinder along z with a (super-)elliptic cross-section; ``center``/``radii`` may vary with z."""
     x, y, _ = coords
