@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -47,6 +48,7 @@ def benchmark_script():
     def load(name: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses of the script look their module up there
         spec.loader.exec_module(module)
         return module
 

@@ -75,6 +75,28 @@ def test_report_files(tmp_path):
     assert "| spleen | 88.9 ± 15.7 |" in paths["md"].read_text(encoding="utf-8")
 
 
+def test_low_data_subsets_are_reported_each_on_its_own(tmp_path):
+    """Seed 004's Table 3 reports 4, 8 and 42 training images separately: never pool them."""
+    pred, ref = _maps()
+    bad = np.zeros_like(ref)
+    results = {
+        "fold0_n4": [score_case("a", bad, ref, [1, 6])],
+        "fold1_n4": [score_case("b", bad, ref, [1, 6])],
+        "fold0": [score_case("a", ref, ref, [1, 6])],
+        "fold1": [score_case("b", pred, ref, [1, 6])],
+    }
+    paths = write_report(tmp_path, results, [1, 6], title="finetune")
+    summary = json.loads(paths["json"].read_text(encoding="utf-8"))["summary"]
+    assert list(summary["subsets"]) == ["4", "all"]
+    assert summary["subsets"]["4"]["mean_dice"]["over_cases"]["mean"] == 0.0
+    assert summary["subset"] == "all" and set(summary["folds"]) == {"fold0", "fold1"}
+    assert math.isclose(
+        summary["mean_dice"]["over_cases"]["mean"], (1 + (2 / 3 + 1) / 2) / 2, rel_tol=1e-6
+    )
+    markdown = paths["md"].read_text(encoding="utf-8")
+    assert "## 4 training cases" in markdown and "## all training cases of each fold" in markdown
+
+
 def test_overlay_png(tmp_path):
     pred, ref = _maps()
     image = np.random.default_rng(0).random(ref.shape).astype(np.float32)

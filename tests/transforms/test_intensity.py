@@ -61,6 +61,21 @@ def test_blur_smooths_and_sharpen_amplifies_detail():
     assert seen == {"blur", "sharpen"}
 
 
+def test_blur_and_sharpen_filter_in_the_axial_plane_only_by_default():
+    """vox2vec filters along x and y; slices along z stay independent."""
+    img = np.zeros((1, 24, 24, 6), dtype=np.float32)
+    img[0, 12, 12, 3] = 1.0
+    for seed in range(8):
+        transform = RandBlurOrSharpen(1.0, (1.0, 1.0), (0.7, 0.7), 0.5, (20.0, 20.0))
+        out = transform.set_generator(np.random.default_rng(seed))(img)
+        assert np.abs(out[0, :, :, [0, 1, 2, 4, 5]]).max() == 0.0  # nothing leaks across slices
+        assert np.abs(out[0, 11, 12, 3]) > 0  # but it spreads in the plane
+    in_3d = RandBlurOrSharpen(1.0, (1.0, 1.0), (0.7, 0.7), 0.5, (20.0, 20.0), axes=(0, 1, 2))
+    for seed in range(4):
+        out = in_3d.set_generator(np.random.default_rng(seed))(img)
+        assert np.abs(out[0, 12, 12, 2]) > 0
+
+
 def test_probability_zero_is_identity_and_randomize_false_reuses_parameters():
     img = _image()
     for transform in (

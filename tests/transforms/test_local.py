@@ -23,10 +23,30 @@ def test_bezier_curve_goes_through_its_end_points_and_stays_in_range():
     xs, ys = bezier_curve(np.array([[0, 0], [0.2, 0.9], [0.7, 0.1], [1, 1]]))
     assert xs[0] == 0 and xs[-1] == 1 and ys[0] == 0 and ys[-1] == 1
     assert np.all(np.diff(xs) >= 0) and ys.min() >= 0 and ys.max() <= 1
+    # x and y sorted independently (the authors' code): never inverted, always non-decreasing
+    assert np.all(np.diff(ys) >= 0)
+    _, inverted = bezier_curve(np.array([[0, 0], [0.2, 0.9], [0.7, 0.1], [1, 1]]), invert=True)
+    assert inverted[0] == 1 and inverted[-1] == 0 and np.all(np.diff(inverted) <= 0)
     identity_x, identity_y = bezier_curve(
         np.array([[0, 0], [1 / 3, 1 / 3], [2 / 3, 2 / 3], [1, 1]])
     )
     np.testing.assert_allclose(identity_x, identity_y, atol=1e-12)
+
+
+def test_bezier_look_up_table_matches_np_interp_on_the_curve():
+    """The look-up table stands in for ``np.interp`` on the 100,000 curve samples."""
+    img = _image()
+    transform = RandBezierIntensity(1.0)
+    for points in (
+        [[0, 0], [0.0, 0.3], [0.05, 0.9], [1, 1]],
+        [[0, 0], [0.9, 0.1], [0.2, 0.8], [1, 1]],
+    ):
+        transform.set_points(np.array(points, dtype=float))
+        exact = np.interp(img, *transform.curve).astype(np.float32)
+        out = transform.apply(img)
+        assert out.dtype == np.float32
+        # ~1e-7 typically; a few 1e-5 where the first curve is almost vertical (near x = 0)
+        assert np.abs(out - exact).max() < 1e-4
 
 
 def test_bezier_intensity_keeps_range_and_is_a_function_of_the_value():
@@ -54,6 +74,28 @@ def test_local_shuffle_permutes_voxels_within_blocks_only():
     np.testing.assert_array_equal(np.sort(out.ravel()), np.sort(img.ravel()))  # a permutation
 
 
+def test_shared_permutation_moves_every_block_the_same_way_and_later_blocks_win():
+    img = np.arange(1 * 8 * 8 * 4, dtype=np.float32).reshape(1, 8, 8, 4)
+    transform = RandLocalPixelShuffle(1.0, 2, 0.25)  # 2x2x1 blocks
+    order = np.array([[3, 2, 1, 0], [3, 2, 1, 0]])
+    transform.set_blocks(np.array([[0, 0, 0], [4, 4, 2]]), np.array([2, 2, 1]), order, (8, 8, 4))
+    out = transform.apply(img)
+    assert out[0, 0, 0, 0] == img[0, 1, 1, 0] and out[0, 1, 1, 0] == img[0, 0, 0, 0]
+    assert out[0, 4, 4, 2] == img[0, 5, 5, 2]
+    # overlapping blocks: the second write wins, read from the input (not the first block's output)
+    transform.set_blocks(
+        np.array([[0, 0, 0], [0, 0, 0]]), np.array([2, 2, 1]), order[:, ::-1], (8, 8, 4)
+    )
+    np.testing.assert_array_equal(transform.apply(img), img)
+    drawn = RandLocalPixelShuffle(1.0, 50, 0.25).set_generator(np.random.default_rng(0))
+    drawn.randomize(img)
+    per_block = RandLocalPixelShuffle(1.0, 50, 0.25, "per_block").set_generator(
+        np.random.default_rng(0)
+    )
+    per_block.randomize(img)
+    assert drawn.flat_index is not None and per_block.flat_index is not None
+
+
 def test_many_blocks_change_many_voxels_but_keep_the_histogram():
     img = _image()
     out = RandLocalPixelShuffle(1.0, 5000, 0.05).set_generator(np.random.default_rng(1))(img)
@@ -71,16 +113,24 @@ def test_inpainting_fills_boxes_with_uniform_noise():
     assert 1 <= len(transform.boxes) <= 30
     assert painted.any() and out[painted].min() >= 0 and out[painted].max() < 1
     for start, size, _ in transform.boxes:
-        assert all(0.1 * n <= s < 0.2 * n + 1 for s, n in zip(size, img.shape[1:], strict=True))
+        # the authors' draws: side randint(n // 10, n // 5), start randint(3, n - side - 3)
+        assert all(n // 10 <= s < n // 5 for s, n in zip(size, img.shape[1:], strict=True))
+        assert all(3 <= a < n - s - 3 for a, s, n in zip(start, size, img.shape[1:], strict=True))
         box = out[(0, *[slice(a, a + s) for a, s in zip(start, size, strict=True)])]
         assert (box < 1).all()
+    # the continue-probability is checked before the first box too: sometimes no box at all
+    untouched = [
+        RandInPainting(1.0, 30, 0.5, (0.1, 0.2)).set_generator(np.random.default_rng(s))(img) is img
+        for s in range(40)
+    ]
+    assert 0 < sum(untouched) < 40
 
 
 def test_same_generator_same_views_and_build_order():
     transforms = build_local_augmentations(LocalAugConfig())
     assert [type(t).__name__ for t in transforms] == [
-        "RandBezierIntensity",
         "RandLocalPixelShuffle",
+        "RandBezierIntensity",
         "RandInPainting",
     ]
     img = _image()

@@ -108,11 +108,14 @@ def _run(
     from voxssl.eval.protocol import run_downstream
 
     summary = run_downstream(recipe, cfg, weights, protocol, progress=not quiet, mode=mode)  # type: ignore[arg-type]
-    mean = summary["mean_dice"]
-    typer.echo(
-        f"{protocol}: mean Dice {100 * mean['over_cases']['mean']:.1f} ± {100 * mean['over_cases']['std']:.1f} % "
-        f"over {mean['over_cases']['n']} test case(s); results in {recipe.run_dir}/results.md"
-    )
+    for label, subset in summary["subsets"].items():  # low-data subsets: each on its own
+        mean = subset["mean_dice"]
+        training = "" if len(summary["subsets"]) == 1 else f" ({label} training cases per fold)"
+        typer.echo(
+            f"{protocol}{training}: mean Dice {100 * mean['over_cases']['mean']:.1f} ± "
+            f"{100 * mean['over_cases']['std']:.1f} % over {mean['over_cases']['n']} test case(s)"
+        )
+    typer.echo(f"results in {recipe.run_dir}/results.md")
     if cfg.tensorboard:
         typer.echo(f"TensorBoard: tensorboard --logdir {recipe.run_dir}")
 

@@ -43,15 +43,22 @@ class HeadConfig:
     ``linear``: vox2vec's FPNLinearHead, per level a 1x1x1 conv to the classes (bias on level 0
     only), upsampled to full resolution and summed: a linear map of the voxel embedding.
     ``nonlinear``: a coarse-to-fine decoder of 1x1x1 residual blocks of width ``hidden_channels``.
+    ``vox2vec_nonlinear``: vox2vec's ``FPNNonLinearHead`` (a 1x1x1 decoder at the pyramid's own
+    widths), the non-linear head of the published code.
     ``feature_norm: batch`` standardises each embedding channel before the head (BatchNorm without
     affine parameters; still a linear map of the embedding at inference). Use it to compare
     backbones whose feature scales differ (random init vs pretrained); ``none`` is vox2vec's head.
+    ``features``: the pyramid the head reads, ``projected`` (the voxel embedding: per-level
+    projections applied when the model has them) or ``raw`` (the decoder maps before projection,
+    what the authors' code probed); the same rule for voxssl-pretrained and imported weights
+    (:mod:`voxssl.models.features`).
     """
 
-    kind: Literal["linear", "nonlinear"] = "linear"
+    kind: Literal["linear", "nonlinear", "vox2vec_nonlinear"] = "linear"
     hidden_channels: int = 128  # nonlinear only
     blocks_per_level: int = 1  # nonlinear only: residual blocks after each merge
     feature_norm: Literal["none", "batch"] = "none"
+    features: Literal["projected", "raw"] = "projected"
 
     def __post_init__(self) -> None:
         if self.hidden_channels < 1 or self.blocks_per_level < 0:
@@ -204,7 +211,10 @@ class FinetuneConfig(DownstreamConfig):
     head: HeadConfig = field(default_factory=lambda: HeadConfig(kind="nonlinear"))
     frozen_steps: int = 15_000
     ramp_steps: int = 1_200
-    backbone_lr_start: float = 3e-7  # the paper's start value is lost in the text; 1/1000 of lr
+    # Seed 004's start value is lost in its text; its code (PyTorch Lightning's BackboneFinetuning,
+    # default initial_denom_lr 10, doubling per 300-step epoch) starts at lr / 10 and reaches lr
+    # after 4 epochs = the paper's 1,200 steps.
+    backbone_lr_start: float = 3e-5
     from_scratch: bool = False  # random initialisation, same budget (the baseline)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-EncoderType = Literal["dinov2", "cnn", "voxssl3d"]
+EncoderType = Literal["dinov2", "cnn", "voxssl3d", "resnet101"]
 DinoSize = Literal["small", "base", "large", "giant"]
 InputMode = Literal["repeat", "stack", "adapter"]
 
@@ -28,7 +28,8 @@ class EncoderConfig:
     type: EncoderType = "dinov2"
     size: DinoSize = "large"
     # Where the DINOv2 weights come from: a safetensors file or a Hugging Face-format folder; None =
-    # the voxssl weights cache ($VOXSSL_HOME/dinov2/<size>), then the hub when online.
+    # the voxssl weights cache ($VOXSSL_HOME/dinov2/<size>), then the hub when online. For resnet101:
+    # the local file of torchvision's deeplabv3_resnet101_coco-586e9e4e.pth (required if pretrained).
     weights: Path | None = None
     pretrained: bool = True  # false: random initialisation (tests, benchmarks)
     input_mode: InputMode = (
@@ -44,6 +45,9 @@ class EncoderConfig:
         False  # fine-tune the 3D backbone in episodes (default: frozen, no training)
     )
     slab_slices: int = 3  # voxssl3d: slices z-k..z+k fed to the 3D FPN (odd)
+    # resnet101 (SSL-ALPNet's DeepLabv3 encoder): bottleneck blocks per stage; weights = a local
+    # torchvision deeplabv3_resnet101_coco checkpoint (voxssl.fewshot.resnet)
+    resnet_layers: list[int] = field(default_factory=lambda: [3, 4, 23, 3])
 
 
 @dataclass
@@ -89,6 +93,14 @@ class ALPConfig:
     cosine_eps: float = 1e-4
     class_weights: tuple[float, float] = (0.05, 1.0)  # background, foreground
     align_weight: float = 1.0  # PANet prototype-alignment loss
+    # The alignment cross-entropy of both published codes has no class weights.
+    align_weighted: bool = False
+    # Support masks to the feature grid: nearest (DINOv2-ALPNet's code) or bilinear (SSL-ALPNet's).
+    support_mask_resize: Literal["nearest", "bilinear"] = "nearest"
+    # reference: the foreground gets local prototypes only if the support mask pooled with the
+    # training window (scaled to the grid) reaches mask_fraction somewhere, also at test time
+    # (both published codes); any_window: whenever a window of the current size qualifies.
+    local_rule: Literal["reference", "any_window"] = "reference"
 
 
 @dataclass
@@ -110,7 +122,20 @@ class EvalConfig:
     )
     chunks: int = 3  # C: support slices at the middles of C equal parts of the organ range
     folds: int = 5
-    support_index: int = 0  # which scan outside the query fold is the support (in sorted order)
+    # next_scan: the scan after the fold in the sorted circular list (both published codes);
+    # index: the support_index-th scan outside the fold (sorted order)
+    support_rule: Literal["next_scan", "index"] = "next_scan"
+    support_index: int = 0  # support_rule index only
+    # A voxssl-fewshot-splits/1 JSON listing every fold's query cases and support case (e.g. the
+    # published codes' folds in recipes/paper/splits/); overrides folds and support_rule.
+    split_file: Path | None = None
+    # reference: support slice = element floor(p n) of the support's organ slices, query slice z in
+    # chunk floor((z - z_min) / ((z_max - z_min) / C)) (the published codes); equal: C equal parts
+    chunk_rule: Literal["reference", "equal"] = "reference"
+    # organ_range: every query slice in [z_min, z_max] is segmented and scored (SSL-ALPNet's code);
+    # organ_present: only the slices whose label contains the organ (DINOv2-ALPNet's code,
+    # skip_no_organ_slices=True). Both use the ground truth to choose the slices.
+    scored_slices: Literal["organ_range", "organ_present"] = "organ_range"
     cca: Literal["none", "2d", "3d"] = "none"
     query_batch: int = 8  # query slices per forward pass (the support is encoded once per chunk)
     write_predictions: bool = True
@@ -145,6 +170,8 @@ class FewShotConfig:
             raise ValueError("alp.mask_fraction must be in (0, 1]")
         if self.encoder.slab_slices < 1 or self.encoder.slab_slices % 2 == 0:
             raise ValueError("encoder.slab_slices must be a positive odd number")
+        if len(self.encoder.resnet_layers) != 4 or min(self.encoder.resnet_layers) < 1:
+            raise ValueError("encoder.resnet_layers must list 4 positive block counts")
         if self.encoder.type == "voxssl3d" and self.encoder.voxssl_weights is None:
             raise ValueError("encoder.voxssl_weights is required when encoder.type is voxssl3d")
 

@@ -41,6 +41,9 @@ class IntensityAugConfig:
     sharpen_sigma1: tuple[float, float] = (0.5, 1.0)  # voxels, the first (blurring) Gaussian
     sharpen_sigma2: float = 0.5  # voxels, the second Gaussian
     sharpen_alpha: tuple[float, float] = (10.0, 30.0)
+    # spatial axes (0 = x, 1 = y, 2 = z) the blur and sharpening filter along: vox2vec filters in
+    # the axial plane only ([0, 1]); [0, 1, 2] filters in 3D
+    blur_axes: list[int] = field(default_factory=lambda: [0, 1])
     noise_prob: float = 0.5
     noise_std: tuple[float, float] = (0.0, 30.0)  # HU (or scaled units)
     window_prob: float = 0.8
@@ -56,6 +59,12 @@ class IntensityAugConfig:
         _check_range("intensity.noise_std", self.noise_std, 0.0)
         _check_range("intensity.window_low", self.window_low)
         _check_range("intensity.window_high", self.window_high)
+        if not self.blur_axes or any(a not in (0, 1, 2) for a in self.blur_axes):
+            raise ValueError(
+                f"intensity.blur_axes must list spatial axes 0, 1, 2, got {self.blur_axes}"
+            )
+        if len(set(self.blur_axes)) != len(self.blur_axes):
+            raise ValueError(f"intensity.blur_axes lists an axis twice: {self.blur_axes}")
         if self.window_low[1] >= self.window_high[0]:
             raise ValueError(
                 f"intensity.window_low {self.window_low} must lie below intensity.window_high {self.window_high}"
@@ -64,23 +73,53 @@ class IntensityAugConfig:
 
 @dataclass
 class LocalAugConfig:
-    """The seed paper's local augmentations (Models Genesis style), one draw per view."""
+    """The seed paper's local augmentations (Models Genesis style), one draw per view, applied in
+    the order of the authors' code (hierarchical-dense-ssl ``AppearanceTransform.rand_aug``): local
+    pixel shuffling, then the Bezier curve, then in-painting. Defaults reproduce that code:
+
+    * shuffling: ``shuffle_blocks`` blocks of side ``floor(patch side * fraction)`` (dim // 20),
+      origins uniform in ``[0, side - block)``; ``shuffle_permutation: shared`` permutes the voxels
+      of every block with ONE permutation (the authors' vectorised code), ``per_block`` draws one
+      per block (the original Models Genesis loop);
+    * Bezier: end points (0, 0) and (1, 1), two inner points U(0, 1)^2, curve x and y sorted
+      independently (monotone, never inverted); ``nonlinear_invert_prob`` > 0 inverts it with that
+      probability (Models Genesis: 0.5);
+    * in-painting: while fewer than ``inpaint_max_boxes`` boxes and U(0, 1) < ``inpaint_continue_prob``
+      (so no box at all with probability 1 - 0.95), a box of side
+      ``randint(floor(lo * n), floor(hi * n))`` at ``randint(margin, n - side - margin)`` filled
+      with U(0, 1) noise.
+    """
 
     enabled: bool = True
     shuffle_prob: float = 0.8
     shuffle_blocks: int = 5000  # number of small blocks whose voxels are permuted
-    shuffle_block_fraction: float = 0.05  # block side = patch side * fraction (dim / 20)
+    shuffle_block_fraction: float = 0.05  # block side = floor(patch side * fraction) (dim // 20)
+    shuffle_permutation: Literal["shared", "per_block"] = "shared"
     nonlinear_prob: float = 0.9  # Bezier intensity curve
-    inpaint_prob: float = 1.0
+    nonlinear_invert_prob: float = 0.0  # the authors' code never inverts (Models Genesis: 0.5)
+    inpaint_prob: float = 1.0  # the authors' code always runs the in-painting loop
     inpaint_max_boxes: int = 30
-    inpaint_continue_prob: float = 0.95  # probability of adding one more box
-    inpaint_size_fraction: tuple[float, float] = (0.1, 0.2)  # box side = patch side * U[lo, hi)
+    inpaint_continue_prob: float = 0.95  # checked before every box, the first one included
+    inpaint_size_fraction: tuple[float, float] = (0.1, 0.2)  # box side = randint(lo*n, hi*n)
+    inpaint_margin: int = 3  # boxes start at least this far from the patch border
 
     def __post_init__(self) -> None:
-        for name in ("shuffle_prob", "nonlinear_prob", "inpaint_prob", "inpaint_continue_prob"):
+        for name in (
+            "shuffle_prob",
+            "nonlinear_prob",
+            "nonlinear_invert_prob",
+            "inpaint_prob",
+            "inpaint_continue_prob",
+        ):
             _check_probability(f"local.{name}", getattr(self, name))
-        if self.shuffle_blocks < 0 or self.inpaint_max_boxes < 0:
-            raise ValueError("local.shuffle_blocks and local.inpaint_max_boxes must be >= 0")
+        if self.shuffle_blocks < 0 or self.inpaint_max_boxes < 0 or self.inpaint_margin < 0:
+            raise ValueError(
+                "local.shuffle_blocks, local.inpaint_max_boxes and local.inpaint_margin must be >= 0"
+            )
+        if self.shuffle_permutation not in ("shared", "per_block"):
+            raise ValueError(
+                f"local.shuffle_permutation must be shared or per_block, got {self.shuffle_permutation!r}"
+            )
         if not 0.0 < self.shuffle_block_fraction <= 1.0:
             raise ValueError(
                 f"local.shuffle_block_fraction must be in (0, 1], got {self.shuffle_block_fraction}"

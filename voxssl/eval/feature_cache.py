@@ -28,6 +28,7 @@ from torch import nn
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.sampling import LabelledVolume, PatchSampler
+from voxssl.models.features import backbone_pyramid
 from voxssl.transforms.crop import padded_crop
 from voxssl.vocabulary import IGNORE_INDEX
 
@@ -90,17 +91,22 @@ def decide_feature_cache(
 
 @torch.no_grad()
 def compute_pyramid(
-    backbone: nn.Module, image: np.ndarray, device: torch.device, amp: bool = False
+    backbone: nn.Module,
+    image: np.ndarray,
+    device: torch.device,
+    amp: bool = False,
+    features: str = "projected",
 ) -> list[np.ndarray]:
-    """The backbone's pyramid of a whole (C, X, Y, Z) volume, padded to the coarsest cell:
-    level i as float32 (C_i, X_p / 2^i, Y_p / 2^i, Z_p / 2^i) on the CPU."""
+    """The backbone's pyramid (``features``: projected or raw, :mod:`voxssl.models.features`) of a
+    whole (C, X, Y, Z) volume, padded to the coarsest cell: level i as float32
+    (C_i, X_p / 2^i, Y_p / 2^i, Z_p / 2^i) on the CPU."""
     num_levels = len(backbone.level_channels)
     padded = padded_shape(image.shape[1:], alignment(num_levels))
     volume = padded_crop(image, (0, 0, 0), padded, 0.0, dtype=np.float32)
     was_training = backbone.training
     backbone.eval()
     with autocast(device, amp):
-        levels = backbone(torch.from_numpy(volume)[None].to(device))
+        levels = backbone_pyramid(backbone, torch.from_numpy(volume)[None].to(device), features)
     backbone.train(was_training)
     return [level[0].float().cpu().numpy() for level in levels]
 
@@ -119,6 +125,7 @@ def cache_features(
     device: torch.device,
     amp: bool = False,
     progress: bool = True,
+    features: str = "projected",
 ) -> list[CachedCase]:
     from tqdm.auto import tqdm
 
@@ -126,7 +133,9 @@ def cache_features(
     for volume in tqdm(
         volumes, desc="frozen features", unit="case", disable=not progress, leave=False
     ):
-        cached.append(CachedCase(volume, compute_pyramid(backbone, volume.image, device, amp)))
+        cached.append(
+            CachedCase(volume, compute_pyramid(backbone, volume.image, device, amp, features))
+        )
     return cached
 
 

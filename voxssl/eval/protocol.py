@@ -62,6 +62,7 @@ from voxssl.eval.train import BackboneSchedule, train_segmentation
 from voxssl.hub.channels import AdaptChannels
 from voxssl.hub.resolve import resolve_weights
 from voxssl.models.build import build_backbone
+from voxssl.models.features import pyramid_channels
 from voxssl.models.plan import Plan, preprocessing_plan
 from voxssl.models.segmentation import SegmentationModel, output_channels, probabilities_to_label
 from voxssl.models.segmentation_heads import build_head
@@ -380,7 +381,7 @@ def run_fold(
         for c in (by_id[i] for i in fold.train)
     ]
     backbone = copy.deepcopy(init.backbone)
-    in_channels = list(backbone.level_channels)
+    in_channels = pyramid_channels(backbone, cfg.head.features)
     sampler = training_sampler(
         backbone, volumes, cfg, rng, device, where=f"{recipe.source_file} ({fold.name})"
     )
@@ -394,7 +395,7 @@ def run_fold(
             cfg.head.blocks_per_level,
             cfg.head.feature_norm,
         )
-    model = SegmentationModel(backbone, head, loss_kind=cfg.loss)
+    model = SegmentationModel(backbone, head, loss_kind=cfg.loss, features=cfg.head.features)
     schedule = BackboneSchedule.from_config(cfg) if isinstance(cfg, FinetuneConfig) else None
 
     def validate(step: int) -> dict[str, float]:
@@ -432,7 +433,7 @@ def training_sampler(
 ):
     """Patches of the image, or of the frozen backbone's cached pyramid (probe ``feature_cache``)."""
 
-    level_channels = list(backbone.level_channels)
+    level_channels = pyramid_channels(backbone, cfg.head.features)
     if isinstance(cfg, ProbeConfig) and cfg.feature_cache is not False:
         try:
             check_patch_alignment(cfg.patch_size, len(level_channels), f"{where}: probe.patch_size")
@@ -444,7 +445,9 @@ def training_sampler(
         if decide_feature_cache(
             cfg.feature_cache, volumes, level_channels, cfg.feature_cache_max_gib, where
         ):
-            cached = cache_features(backbone.to(device), volumes, device, cfg.amp)
+            cached = cache_features(
+                backbone.to(device), volumes, device, cfg.amp, features=cfg.head.features
+            )
             return CachedPatchSampler(cached, cfg.patch_size, cfg.foreground_fraction, rng)
     return PatchSampler(volumes, cfg.patch_size, cfg.foreground_fraction, rng)
 
@@ -464,6 +467,7 @@ def segmentation_spec(cfg: DownstreamConfig, class_ids: list[int], in_channels: 
         sw_mode=cfg.sw_mode,
         body_restricted=cfg.body_restricted_loss,
         head_feature_norm=cfg.head.feature_norm,
+        features=cfg.head.features,
     )
 
 

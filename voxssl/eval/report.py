@@ -2,6 +2,11 @@
 
 Two spreads are reported, as papers do both: ``std over cases`` (every test case of every fold
 pooled) and ``std over folds`` (the spread of the per-fold means; seed 004's "65.6 +- 0.8").
+
+Low-data subsets (``cv.n_train``: folds named ``fold<k>_n<n>``) are never pooled: each subset is
+summarised on its own (``summary.subsets``, one table per subset in results.md), as seed 004's
+Table 3 reports 4, 8 and 42 training images separately. The top-level summary is that of the
+full-data subset (or of the largest one).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,8 +33,34 @@ def _stats(values: Sequence[float]) -> dict[str, float | int]:
     return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "n": len(finite)}
 
 
+def subset_label(fold_name: str) -> str:
+    """``"4"`` for ``fold0_n4``, ``"all"`` for ``fold0``."""
+    match = re.search(r"_n(\d+)$", fold_name)
+    return match.group(1) if match else "all"
+
+
+def by_subset(results: dict[str, list[CaseScores]]) -> dict[str, dict[str, list[CaseScores]]]:
+    """The results grouped by low-data subset, smallest first, ``all`` last."""
+    groups: dict[str, dict[str, list[CaseScores]]] = {}
+    for fold, scores in results.items():
+        groups.setdefault(subset_label(fold), {})[fold] = scores
+    order = sorted(groups, key=lambda label: (label == "all", int(label) if label != "all" else 0))
+    return {label: groups[label] for label in order}
+
+
 def summarize(results: dict[str, list[CaseScores]], class_ids: Sequence[int]) -> dict:
-    """Summary of ``{fold name: [CaseScores]}``: per organ and overall, over cases and over folds."""
+    """Summary of ``{fold name: [CaseScores]}``: per organ and overall, over cases and over folds,
+    for each low-data subset on its own (``subsets``); the top level is the full-data subset's."""
+    groups = by_subset(results)
+    per_subset = {label: _summarize_one(group, class_ids) for label, group in groups.items()}
+    main = "all" if "all" in per_subset else (list(per_subset)[-1] if per_subset else "all")
+    summary = dict(per_subset.get(main) or _summarize_one({}, class_ids))
+    summary["subset"] = main
+    summary["subsets"] = per_subset
+    return summary
+
+
+def _summarize_one(results: dict[str, list[CaseScores]], class_ids: Sequence[int]) -> dict:
     all_cases = [s for scores in results.values() for s in scores]
     summary: dict = {"organs": {}, "folds": {}}
     for organ in class_ids:
@@ -100,7 +132,18 @@ def results_csv(results: dict[str, list[CaseScores]]) -> str:
 def results_markdown(
     results: dict[str, list[CaseScores]], class_ids: Sequence[int], title: str = "Results"
 ) -> str:
-    summary = summarize(results, class_ids)
+    groups = by_subset(results)
+    if len(groups) <= 1:
+        return f"# {title}\n\n" + _subset_markdown(results, class_ids)
+    sections = [f"# {title}", ""]
+    for label, group in groups.items():
+        n = "all training cases of each fold" if label == "all" else f"{label} training cases"
+        sections += [f"## {n}", "", _subset_markdown(group, class_ids)]
+    return "\n".join(sections)
+
+
+def _subset_markdown(results: dict[str, list[CaseScores]], class_ids: Sequence[int]) -> str:
+    summary = _summarize_one(results, class_ids)
     with_hd = any(s.hd95 for scores in results.values() for s in scores)
     header = "| organ | Dice % (mean ± std over cases) | Dice % (mean ± std over folds) |"
     rule = "|---|---|---|"
@@ -108,8 +151,6 @@ def results_markdown(
         header += " HD95 mm |"
         rule += "---|"
     lines = [
-        f"# {title}",
-        "",
         f"{len(summary['folds'])} fold(s), {sum(len(v) for v in results.values())} test case(s).",
         "",
         header,
@@ -172,4 +213,12 @@ def _nan_to_none(value):
     return value
 
 
-__all__ = ["results_csv", "results_json", "results_markdown", "summarize", "write_report"]
+__all__ = [
+    "by_subset",
+    "results_csv",
+    "results_json",
+    "results_markdown",
+    "subset_label",
+    "summarize",
+    "write_report",
+]

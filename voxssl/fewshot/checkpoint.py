@@ -28,9 +28,18 @@ FORMAT = "voxssl-fewshot-alpnet/1"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {
+    """The trained parameters, plus the persistent buffers of the modules that own one (a trained
+    BatchNorm's running statistics, e.g. in the SSL-ALPNet ResNet)."""
+    state = {
         n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
     }
+    for prefix, module in model.named_modules():
+        if not any(p.requires_grad for p in module.parameters(recurse=False)):
+            continue
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and name not in module._non_persistent_buffers_set:
+                state[f"{prefix}.{name}" if prefix else name] = buffer.detach().cpu().contiguous()
+    return state
 
 
 def save_fewshot_weights(
@@ -76,9 +85,11 @@ def read_fewshot_weights(
 
 
 def load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy stored tensors into ``model``; every trainable parameter must be covered."""
-    params = dict(model.named_parameters())
-    expected = {n for n, p in params.items() if p.requires_grad}
+    """Copy stored tensors into ``model``; every trainable parameter must be covered (buffers are
+    optional: files written before they were stored have none)."""
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
+    params.update(dict(model.named_buffers()))  # trained BatchNorm statistics (optional)
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
     unknown = sorted(set(tensors) - set(params))
     missing = sorted(expected - set(tensors))
     if unknown or missing:

@@ -77,15 +77,76 @@ class FoldSplit:
     train: list[Any]  # every other case (labelled or not)
 
 
+FEWSHOT_SPLIT_FORMAT = "voxssl-fewshot-splits/1"
+
+
+def read_split_file(path: Path) -> list[tuple[list[str], str]]:
+    """(query case ids, support case id) of every fold of a voxssl-fewshot-splits/1 file."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"fewshot.eval.split_file: {path} not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FEWSHOT_SPLIT_FORMAT:
+            raise DataError(
+                f"{path}: not a {FEWSHOT_SPLIT_FORMAT} file (format {data.get('format')!r})"
+            )
+        folds = sorted(data["folds"], key=lambda f: int(f["fold"]))
+        out = [([str(c) for c in f["query"]], str(f["support"])) for f in folds]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{path}: malformed split file ({err})") from None
+    if [int(f["fold"]) for f in folds] != list(range(len(folds))):
+        raise DataError(f"{path}: folds must be numbered 0..{len(folds) - 1}")
+    return out
+
+
+def _splits_from_file(cases: list[Any], labelled: dict, path: Path) -> list[FoldSplit]:
+    by_id: dict[str, list[str]] = {}
+    for key, case in labelled.items():
+        by_id.setdefault(case.case_id, []).append(key)
+    ambiguous = sorted(cid for cid, keys in by_id.items() if len(keys) > 1)
+    if ambiguous:
+        raise ConfigError(
+            f"fewshot.eval.split_file {path}: case ids {ambiguous[:3]} exist in several sources; "
+            "set fewshot.source"
+        )
+    splits = []
+    for index, (query, support) in enumerate(read_split_file(path)):
+        missing = [c for c in [*query, support] if c not in by_id]
+        if missing:
+            raise DataError(
+                f"{path}: fold {index} names cases without labels in the cache: {missing[:5]}"
+            )
+        keys = [by_id[c][0] for c in query]
+        support_key = by_id[support][0]
+        excluded = set(keys) | {support_key}
+        train = [c for c in cases if case_store_key(c) not in excluded]
+        splits.append(FoldSplit(index, [labelled[k] for k in keys], labelled[support_key], train))
+    return splits
+
+
 def fold_splits(cases: list[Any], config: FewShotConfig) -> list[FoldSplit]:
-    """5-fold CV over the sorted ids of the labelled cases; support and query excluded from training."""
+    """5-fold CV over the sorted ids of the labelled cases; support and query excluded from training
+    (the published codes' ``get_scanids``: training = every scan but the fold and its support)."""
     labelled = {case_store_key(c): c for c in cases if _has_label(c)}
     if not labelled:
         raise DataError("few-shot evaluation needs labelled cases in the cache; none found")
+    if config.eval.split_file is not None:
+        splits = _splits_from_file(cases, labelled, config.eval.split_file)
+        if len(splits) != config.eval.folds:
+            raise ConfigError(
+                f"fewshot.eval.split_file {config.eval.split_file} has {len(splits)} folds, "
+                f"fewshot.eval.folds is {config.eval.folds}"
+            )
+        return splits
     folds = cv_folds(list(labelled), config.eval.folds)
     splits = []
     for index, fold in enumerate(folds):
-        support_key = support_scan(list(labelled), fold, config.eval.support_index)
+        support_key = support_scan(
+            list(labelled), fold, config.eval.support_index, config.eval.support_rule
+        )
         excluded = set(fold) | {support_key}
         train = [c for c in cases if case_store_key(c) not in excluded]
         splits.append(FoldSplit(index, [labelled[k] for k in fold], labelled[support_key], train))
@@ -98,11 +159,13 @@ def model_name(setting: int, group: int, fold: int) -> str:
 
 
 __all__ = [
+    "FEWSHOT_SPLIT_FORMAT",
     "FoldSplit",
     "episode_sources",
     "fewshot_cases",
     "fold_splits",
     "group_class_ids",
     "model_name",
+    "read_split_file",
     "superpixel_store",
 ]

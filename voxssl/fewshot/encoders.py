@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from voxssl.config.fewshot import EncoderConfig
 from voxssl.fewshot.dinov2 import DinoV2Features, apply_lora, load_dinov2
+from voxssl.fewshot.resnet import build_resnet_encoder
 from voxssl.fewshot.volumetric import load_volumetric_encoder
 from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD
 
@@ -105,6 +106,11 @@ def build_encoder(config: EncoderConfig) -> SliceEncoder:
             model = apply_lora(model, config.lora.rank, config.lora.alpha, config.lora.dropout)
         features = DinoV2Features(model)
         return SliceEncoder(input_mode, features, multiple=features.patch_size)
+    if config.type == "resnet101":
+        backbone = build_resnet_encoder(
+            config.weights, config.pretrained, tuple(config.resnet_layers)
+        )
+        return SliceEncoder(input_mode, backbone)
     if config.type == "voxssl3d":
         identity = InputMode(
             "stack", normalise_imagenet=False

@@ -31,7 +31,7 @@ from voxssl.fewshot.cca import apply_cca
 from voxssl.fewshot.checkpoint import load_trainable, read_fewshot_weights
 from voxssl.fewshot.data import fewshot_cases, fold_splits, group_class_ids, model_name
 from voxssl.fewshot.encoders import slice_context
-from voxssl.fewshot.inference import segment_organ_chunks
+from voxssl.fewshot.inference import chunk_plan, segment_organ_chunks
 from voxssl.fewshot.model import ALPNet, build_alpnet
 from voxssl.fewshot.slices import SliceVolume, organ_slice_range
 from voxssl.fewshot.superpixels import case_store_key
@@ -201,25 +201,31 @@ def evaluate_protocol(
                 label = np.asarray(case.label())
                 query = SliceVolume(case.image(), size, context=context)
                 for organ in organs:
-                    support_range = organ_slice_range(support_label, organ)
-                    query_range = organ_slice_range(label, organ)
-                    if support_range is None or query_range is None:
+                    plan = chunk_plan(
+                        support_label, label, organ, ev.chunks, ev.chunk_rule, ev.scored_slices
+                    )
+                    if plan is None:
+                        missing = (
+                            "the support scan"
+                            if organ_slice_range(support_label, organ) is None
+                            else "the query scan"
+                        )
                         log.warning(
                             "%s: organ %s missing in %s",
                             case_store_key(case),
                             organ_name(organ),
-                            "the support scan" if support_range is None else "the query scan",
+                            missing,
                         )
                         continue
+                    anchors, parts = plan
                     rng = np.random.default_rng([config.seed, group, split.fold, organ])
                     probability, zs = segment_organ_chunks(
                         model,
                         support,
                         organ,
-                        support_range,
+                        anchors,
                         query,
-                        query_range,
-                        ev.chunks,
+                        parts,
                         device,
                         ttt,
                         rng,

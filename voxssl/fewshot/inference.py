@@ -10,7 +10,12 @@ import numpy as np
 import torch
 
 from voxssl.fewshot.model import ALPNet
-from voxssl.fewshot.protocol import query_chunks, support_slices
+from voxssl.fewshot.protocol import (
+    query_chunks,
+    query_parts_reference,
+    support_slices,
+    support_slices_reference,
+)
 from voxssl.fewshot.slices import SliceVolume, resize_back
 from voxssl.fewshot.ttt import TestTimeTrainer
 from voxssl.vocabulary import IGNORE_INDEX
@@ -100,23 +105,55 @@ def to_volume(probability: torch.Tensor, zs: list[int], volume: SliceVolume) -> 
     return full
 
 
+def chunk_plan(
+    support_label: np.ndarray,
+    query_label: np.ndarray,
+    organ: int,
+    chunks: int,
+    chunk_rule: str = "reference",
+    scored_slices: str = "organ_range",
+) -> tuple[list[int], list[list[int]]] | None:
+    """Support slice and query slices of every chunk (``voxssl.fewshot.protocol``); None when the
+    organ is missing from the support or the query scan."""
+    support_present = np.flatnonzero((np.asarray(support_label) == organ).any(axis=(0, 1)))
+    query_present = np.flatnonzero((np.asarray(query_label) == organ).any(axis=(0, 1)))
+    if support_present.size == 0 or query_present.size == 0:
+        return None
+    support_range = (int(support_present[0]), int(support_present[-1]))
+    query_range = (int(query_present[0]), int(query_present[-1]))
+    if scored_slices == "organ_present":
+        scored = [int(z) for z in query_present]
+    elif scored_slices == "organ_range":
+        scored = list(range(query_range[0], query_range[1] + 1))
+    else:
+        raise ValueError(f"unknown scored_slices {scored_slices!r}")
+    if chunk_rule == "reference":
+        anchors = support_slices_reference(support_present.tolist(), chunks)
+        parts = query_parts_reference(scored, query_range, chunks)
+    elif chunk_rule == "equal":
+        anchors = support_slices(support_range, chunks)
+        keep = set(scored)
+        parts = [[z for z in part if z in keep] for part in query_chunks(query_range, chunks)]
+    else:
+        raise ValueError(f"unknown chunk_rule {chunk_rule!r}")
+    return anchors, parts
+
+
 def segment_organ_chunks(
     model: ALPNet,
     support_volume: SliceVolume,
     organ: int,
-    support_range: tuple[int, int],
+    anchors: list[int],
     query_volume: SliceVolume,
-    query_range: tuple[int, int],
-    chunks: int,
+    parts: list[list[int]],
     device: torch.device,
     ttt: TestTimeTrainer | None = None,
     rng: np.random.Generator | None = None,
     reset_each_slice: bool = True,
     batch: int = 8,
 ) -> tuple[np.ndarray, list[int]]:
-    """The C-chunk protocol for one organ in one query scan: (X, Y, Z) probabilities, scored slices."""
-    anchors = support_slices(support_range, chunks)
-    parts = query_chunks(query_range, chunks)
+    """The C-chunk protocol for one organ in one query scan: query slices ``parts[k]`` are segmented
+    with support slice ``anchors[k]``; returns (X, Y, Z) probabilities and the scored slices."""
     all_zs: list[int] = []
     probabilities = []
     for anchor, zs in zip(anchors, parts, strict=True):
@@ -138,4 +175,10 @@ def segment_organ_chunks(
     return to_volume(probability, all_zs, query_volume), all_zs
 
 
-__all__ = ["binary_support_label", "segment_organ_chunks", "segment_slices", "to_volume"]
+__all__ = [
+    "binary_support_label",
+    "chunk_plan",
+    "segment_organ_chunks",
+    "segment_slices",
+    "to_volume",
+]

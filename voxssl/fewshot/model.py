@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.fewshot.alp import ALPHead, alpnet_loss, mask_to_grid, split_label
+from voxssl.fewshot.alp import ALPHead, alpnet_loss, segment_logits
 from voxssl.fewshot.encoders import SliceEncoder, build_encoder
 from voxssl.vocabulary import IGNORE_INDEX
 
@@ -21,6 +20,8 @@ class ALPNet(nn.Module):
         eval_grid: int,
         class_weights: tuple[float, float],
         align_weight: float,
+        mask_resize: str = "bilinear",
+        align_weighted: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -29,6 +30,8 @@ class ALPNet(nn.Module):
         self.eval_grid = eval_grid
         self.class_weights = tuple(class_weights)
         self.align_weight = align_weight
+        self.mask_resize = mask_resize
+        self.align_weighted = align_weighted
 
     def current_grid(self) -> int:
         return self.grid if self.training else self.eval_grid
@@ -58,6 +61,8 @@ class ALPNet(nn.Module):
             self.class_weights,
             self.align_weight,
             IGNORE_INDEX,
+            self.mask_resize,
+            self.align_weighted,
         )
         return total, parts
 
@@ -72,10 +77,9 @@ class ALPNet(nn.Module):
         size: tuple[int, int],
     ) -> torch.Tensor:
         """Foreground probability (Q, H, W) from already encoded support and query features."""
-        grid = s_feat.shape[-2:]
-        fg, valid = split_label(support_label, IGNORE_INDEX)
-        logits = self.head(s_feat, mask_to_grid(fg, grid), q_feat, mask_to_grid(valid, grid))
-        logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+        logits = segment_logits(
+            self.head, s_feat, support_label, q_feat, size, IGNORE_INDEX, self.mask_resize
+        )
         return logits.softmax(dim=1)[:, 1]
 
     def forward(
@@ -88,8 +92,16 @@ class ALPNet(nn.Module):
 
 def build_alpnet(config: FewShotConfig) -> ALPNet:
     alp = config.alp
+    proto_grid = None
+    if alp.local_rule == "reference":
+        proto_grid = tuple(max(1, alp.feature_grid // w) for w in alp.train_window)
     head = ALPHead(
-        alp.train_window, alp.eval_window, alp.mask_fraction, alp.temperature, alp.cosine_eps
+        alp.train_window,
+        alp.eval_window,
+        alp.mask_fraction,
+        alp.temperature,
+        alp.cosine_eps,
+        proto_grid,
     )
     return ALPNet(
         build_encoder(config.encoder),
@@ -98,6 +110,8 @@ def build_alpnet(config: FewShotConfig) -> ALPNet:
         alp.eval_feature_grid,
         alp.class_weights,
         alp.align_weight,
+        alp.support_mask_resize,
+        alp.align_weighted,
     )
 
 

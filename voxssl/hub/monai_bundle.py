@@ -19,6 +19,7 @@ from torch import nn
 
 from voxssl.config.model import model_config_from_dict
 from voxssl.models.build import build_backbone
+from voxssl.models.features import backbone_pyramid
 from voxssl.models.segmentation import probabilities
 from voxssl.models.segmentation_heads import upsample_to
 from voxssl.models.segmentation_weights import SEGMENTATION_KEY, SegmentationSpec
@@ -50,14 +51,16 @@ class BundleNetwork(nn.Module):
             model_config_from_dict(dict(architecture), source="bundle network")
         )
         self.head: nn.Module | None = None
+        self.features = "projected"
         if segmentation is not None:
             spec = SegmentationSpec.from_plan_extra(
                 {SEGMENTATION_KEY: dict(segmentation)}, "bundle network"
             )
             self.head = spec.build_head()
+            self.features = spec.features
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pyramid = self.backbone(image)
+        pyramid = backbone_pyramid(self.backbone, image, self.features)
         if self.head is not None:
             logits = self.head(pyramid)
             if self.probabilities:  # per window, as voxssl predict blends them

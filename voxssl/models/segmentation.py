@@ -19,13 +19,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from voxssl.models.features import backbone_pyramid, pyramid_channels
+
 
 class SegmentationModel(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss_kind: str = "bce") -> None:
+    """``features``: which pyramid the head reads, ``projected`` (the voxel embedding) or ``raw``
+    (the decoder maps before projection); see :mod:`voxssl.models.features`."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        loss_kind: str = "bce",
+        features: str = "projected",
+    ) -> None:
         super().__init__()
+        pyramid_channels(backbone, features)  # validates the name
         self.backbone = backbone
         self.head = head
         self.loss_kind = loss_kind
+        self.features = features
         self.backbone_trainable = True
         self.set_backbone_trainable(False)
 
@@ -45,10 +58,10 @@ class SegmentationModel(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, X, Y, Z) of an image batch (B, C_in, X, Y, Z)."""
         if self.backbone_trainable:
-            pyramid = self.backbone(image)
+            pyramid = backbone_pyramid(self.backbone, image, self.features)
         else:
             with torch.no_grad():
-                pyramid = self.backbone(image)
+                pyramid = backbone_pyramid(self.backbone, image, self.features)
         return self.head(pyramid)
 
     def predict_probabilities(self, image: torch.Tensor) -> torch.Tensor:

@@ -158,6 +158,44 @@ class FPNNonLinearHead(nn.Module):
         return self.classifier(x)
 
 
+class Vox2VecNonLinearHead(nn.Module):
+    """vox2vec's non-linear head (``FPNNonLinearHead``, also in hierarchical-dense-ssl): a decoder
+    at the pyramid's own widths. From the coarsest level: a 1x1x1 residual block; then per finer
+    level: 1x1x1 conv ``c_{i+1} -> c_i`` + nearest x2 (cropped), plus a 1x1x1 conv of the level
+    (skip), then a 1x1x1 residual block; a final 1x1x1 conv ``c_0 -> classes``. Keys follow the
+    published module (``bottom_block``, ``up_blocks.k``, ``skip_blocks.k``, ``right_blocks.k``,
+    ``final_block``; ``k = 0`` is the deepest decoder stage), so its weights load unchanged.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], num_classes: int, feature_norm: str = "none"
+    ) -> None:
+        super().__init__()
+        self.in_channels = list(in_channels)
+        self.num_classes = num_classes
+        self.level_norms = level_feature_norms(self.in_channels, feature_norm)
+        finer = self.in_channels[:-1][::-1]  # decoder order: deepest first
+        coarser = self.in_channels[1:][::-1]
+        self.bottom_block = PointwiseResidualBlock(self.in_channels[-1])
+        self.up_blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv3d(c_in, c, kernel_size=1), nn.Upsample(scale_factor=2))
+            for c_in, c in zip(coarser, finer, strict=True)
+        )
+        self.skip_blocks = nn.ModuleList(nn.Conv3d(c, c, kernel_size=1) for c in finer)
+        self.right_blocks = nn.ModuleList(PointwiseResidualBlock(c) for c in finer)
+        self.final_block = nn.Conv3d(self.in_channels[0], num_classes, kernel_size=1)
+
+    def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
+        _check_pyramid(pyramid, self.in_channels)
+        pyramid = normalize_levels(pyramid, self.level_norms)
+        x = self.bottom_block(pyramid[-1])
+        for k, level in enumerate(range(len(pyramid) - 2, -1, -1)):
+            skip = pyramid[level]
+            x = self.up_blocks[k](x)[..., : skip.shape[2], : skip.shape[3], : skip.shape[4]]
+            x = self.right_blocks[k](x + self.skip_blocks[k](skip))
+        return self.final_block(x)
+
+
 def build_head(
     kind: str,
     in_channels: Sequence[int],
@@ -177,7 +215,9 @@ def build_head(
             blocks_per_level=blocks_per_level,
             feature_norm=feature_norm,
         )
-    raise ValueError(f"unknown head kind {kind!r} (linear | nonlinear)")
+    if kind == "vox2vec_nonlinear":
+        return Vox2VecNonLinearHead(in_channels, num_classes, feature_norm=feature_norm)
+    raise ValueError(f"unknown head kind {kind!r} (linear | nonlinear | vox2vec_nonlinear)")
 
 
 def _check_pyramid(pyramid: Sequence[torch.Tensor], in_channels: list[int]) -> None:
@@ -190,6 +230,7 @@ __all__ = [
     "FPNLinearHead",
     "FPNNonLinearHead",
     "PointwiseResidualBlock",
+    "Vox2VecNonLinearHead",
     "build_head",
     "upsample_to",
 ]

@@ -46,6 +46,7 @@ class SegmentationSpec:
     sw_mode: str
     body_restricted: bool
     head_feature_norm: str = "none"  # absent in files written before the option existed
+    features: str = "projected"  # the pyramid the head reads (voxssl.models.features)
 
     @property
     def num_outputs(self) -> int:
@@ -104,7 +105,8 @@ def load_segmentation_model(path: str | os.PathLike, device: str | torch.device 
     head = spec.build_head()
     load_state_strict(backbone, _sub_state(state, "backbone."), source=f"{path} (backbone)")
     load_state_strict(head, _sub_state(state, "head."), source=f"{path} (head)")
-    model = SegmentationModel(backbone, head, loss_kind=spec.loss).to(device).eval()
+    model = SegmentationModel(backbone, head, loss_kind=spec.loss, features=spec.features)
+    model = model.to(device).eval()
     return model, spec, plan
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from monai.transforms import GaussianSharpen, GaussianSmooth
+from scipy.ndimage import gaussian_filter1d
 
 from voxssl.config.pretrain import IntensityAugConfig
 
@@ -65,16 +64,21 @@ class RandomTransform:
         return self.apply(img)
 
 
-def _gaussian(transform, img: np.ndarray) -> np.ndarray:
-    out = transform(torch.as_tensor(img, dtype=torch.float32))
-    return np.asarray(
-        out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=np.float32
-    )
+def gaussian_blur(img: np.ndarray, sigma: float, axes: tuple[int, ...]) -> np.ndarray:
+    """Separable Gaussian filter of a channel-first ``(C, X, Y, Z)`` image along the spatial
+    ``axes`` (scipy's ``gaussian_filter1d``: sampled kernel truncated at 4 sigma, reflected
+    borders, as vox2vec)."""
+    out = np.asarray(img, dtype=np.float32)
+    for axis in axes:
+        out = gaussian_filter1d(out, sigma, axis=axis + 1, mode="reflect", truncate=4.0)
+    return out
 
 
 class RandBlurOrSharpen(RandomTransform):
-    """With probability ``prob``: half of the time a Gaussian blur (sigma ~ U(blur_sigma)), else
-    MONAI's unsharp-mask sharpening (sigma1 ~ U(sharpen_sigma1), fixed sigma2, alpha ~ U(alpha))."""
+    """With probability ``prob``: half of the time a Gaussian blur (sigma ~ U(blur_sigma)), else an
+    unsharp-mask sharpening ``b + alpha (b - G_sigma2(b))`` with ``b = G_sigma1(x)`` (sigma1 ~
+    U(sharpen_sigma1), fixed sigma2, alpha ~ U(alpha)), both along the spatial ``axes`` only
+    (vox2vec: the axial plane, axes x and y)."""
 
     def __init__(
         self,
@@ -83,10 +87,12 @@ class RandBlurOrSharpen(RandomTransform):
         sharpen_sigma1: tuple[float, float],
         sharpen_sigma2: float,
         sharpen_alpha: tuple[float, float],
+        axes: tuple[int, ...] = (0, 1),
     ) -> None:
         super().__init__()
         self.prob, self.blur_sigma, self.sharpen_sigma1 = prob, blur_sigma, sharpen_sigma1
         self.sharpen_sigma2, self.sharpen_alpha = sharpen_sigma2, sharpen_alpha
+        self.axes = tuple(axes)
         self.mode: str = "none"
         self.sigma = 0.0
         self.alpha = 0.0
@@ -103,12 +109,11 @@ class RandBlurOrSharpen(RandomTransform):
 
     def apply(self, img: np.ndarray) -> np.ndarray:
         if self.mode == "blur":
-            return _gaussian(GaussianSmooth(sigma=self.sigma), img)
+            return gaussian_blur(img, self.sigma, self.axes)
         if self.mode == "sharpen":
-            sharpen = GaussianSharpen(
-                sigma1=self.sigma, sigma2=self.sharpen_sigma2, alpha=self.alpha
-            )
-            return _gaussian(sharpen, img)
+            blurred = gaussian_blur(img, self.sigma, self.axes)
+            detail = blurred - gaussian_blur(blurred, self.sharpen_sigma2, self.axes)
+            return (blurred + np.float32(self.alpha) * detail).astype(np.float32, copy=False)
         return img
 
 
@@ -178,6 +183,7 @@ def build_intensity_augmentations(
             cfg.sharpen_sigma1,
             cfg.sharpen_sigma2,
             cfg.sharpen_alpha,
+            tuple(cfg.blur_axes),
         ),
         RandGaussianNoiseScaled(
             cfg.noise_prob, (scale.difference(cfg.noise_std[0]), scale.difference(cfg.noise_std[1]))
@@ -199,4 +205,5 @@ __all__ = [
     "RandWindow",
     "RandomTransform",
     "build_intensity_augmentations",
+    "gaussian_blur",
 ]
