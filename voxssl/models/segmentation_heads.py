@@ -187,7 +187,7 @@ class Vox2VecNonLinearHead(nn.Module):
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
-        pyramid = normalize_levels(pyramid, self.level_norms)
+        pyramid = normalise_levels(pyramid, self.level_norms)
         x = self.bottom_block(pyramid[-1])
         for k, level in enumerate(range(len(pyramid) - 2, -1, -1)):
             skip = pyramid[level]
