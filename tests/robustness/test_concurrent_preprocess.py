@@ -19,6 +19,8 @@ import pytest
 from tests.data.test_pipeline import write_recipe
 from voxssl.data.cache import open_cache, read_manifest
 
+pytestmark = pytest.mark.multiprocess  # real concurrent voxssl processes
+
 NUM_CASES = 8
 
 

@@ -7,7 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from voxssl.utils.locking import file_lock
+
+pytestmark = pytest.mark.multiprocess  # other processes hold the locks
 
 _HOLDER = """
 import sys, time

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,6 +20,9 @@ from torch import nn
 from voxssl.errors import CheckpointError
 from voxssl.models.vit import build_vit, vit_plan
 from voxssl.models.weights import load_state_strict, load_weights, save_weights
+
+if TYPE_CHECKING:  # annotations only: transformers is an optional dependency
+    from transformers import Dinov2Model
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ def build_head(in_features: int, spec: HeadSpec) -> nn.Module:
     )
 
 
-def feature_width(backbone: nn.Module, spec: HeadSpec) -> int:
+def feature_width(backbone: Dinov2Model, spec: HeadSpec) -> int:
     width = int(backbone.config.hidden_size)
     return 2 * width if spec.features == "cls_mean" else width
 
@@ -75,7 +79,7 @@ def pooled_features(tokens: torch.Tensor, features: str) -> torch.Tensor:
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: nn.Module, spec: HeadSpec) -> None:
+    def __init__(self, backbone: Dinov2Model, spec: HeadSpec) -> None:
         super().__init__()
         self.backbone = backbone
         self.spec = spec

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ from voxssl.errors import CheckpointError, ConfigError, DataError
 from voxssl.eval.folds import load_splits, make_splits, make_stratified_splits, save_splits
 from voxssl.fewshot.dinov2 import load_dinov2
 from voxssl.utils.atomic import atomic_write_text
+
+if TYPE_CHECKING:  # annotations only: transformers is an optional dependency
+    from transformers import Dinov2Model
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ class FoldReport:
     counts: dict | None = None  # class counts of train / val / test
 
 
-def load_encoder(weights: str) -> tuple[torch.nn.Module, str]:
+def load_encoder(weights: str) -> tuple[Dinov2Model, str]:
     """The ViT to start from: ``dinov2:<size>`` (released weights, offline cache first), or a
     file / folder the few-shot encoder accepts (Hugging Face folder or safetensors, a voxssl ViT
     encoder, release, run folder or classifier). A bare safetensors without a config is ViT-S/14."""

@@ -136,7 +136,8 @@ def train_fold(
         history.append(record)
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
-    model.load_state_dict(best_state)
+    if best_state is not None:  # at least one epoch ran
+        model.load_state_dict(best_state)
     model.eval()
     test_logits = _logits(runner, model, data, fold.test, features)
     _, test_probabilities = _evaluate(model.spec, test_logits, labels[fold.test])

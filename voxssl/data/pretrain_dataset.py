@@ -174,7 +174,7 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(
-    dataset: PretrainPairs,
+    dataset: IterableDataset,
     num_workers: int,
     prefetch_factor: int = 2,
     pin_memory: bool = False,

@@ -42,8 +42,8 @@ from voxssl.distributed import (
     wrap_ddp,
 )
 from voxssl.errors import ConfigError
-from voxssl.models.plan import preprocessing_plan
-from voxssl.models.vit import vit_plan
+from voxssl.models.plan import Plan, preprocessing_plan
+from voxssl.models.vit import vit_patch_size, vit_plan
 from voxssl.models.weights import save_weights
 from voxssl.train import checkpoint as ckpt
 from voxssl.training import (
@@ -161,7 +161,7 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
         pool,
         MultiCrop(crops),
         cfg.optim.batch_size,
-        int(student.backbone.config.patch_size),
+        vit_patch_size(student.backbone),
         cfg.loss.mask_ratio,
         cfg.loss.mask_probability,
         seed=recipe.seed,
@@ -184,7 +184,7 @@ def _pretrain(recipe, cfg: Dinov2Config, ctx, *, resume, progress, stop_after) -
         progress=progress,
     )
 
-    def plan(kind: str, step: int, network) -> object:
+    def plan(kind: str, step: int, network) -> Plan:
         return vit_plan(network, preprocessing, resolved, kind=kind, extra={"step": step})
 
     def save(step: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,8 +22,11 @@ from voxssl.fewshot.dinov2 import dinov2_config, load_dinov2
 from voxssl.losses.dino_targets import EMACenter
 from voxssl.models.dino_head import DINOHead
 
+if TYPE_CHECKING:  # annotations only: transformers is an optional dependency
+    from transformers import Dinov2Model
 
-def build_backbone(cfg: ViTConfig, image_size: int) -> nn.Module:
+
+def build_backbone(cfg: ViTConfig, image_size: int) -> Dinov2Model:
     """The ViT to continue training (weights resolved as for the few-shot encoder), or a random
     initialisation of ``cfg.size`` with the overrides and position embeddings for ``image_size``."""
 
@@ -39,7 +43,7 @@ def build_backbone(cfg: ViTConfig, image_size: int) -> nn.Module:
     return Dinov2Model(config)
 
 
-def set_drop_path(backbone: nn.Module, rate: float, uniform: bool) -> None:
+def set_drop_path(backbone: Dinov2Model, rate: float, uniform: bool) -> None:
     """Stochastic depth in every block: ``rate`` everywhere, or ``rate * i / (depth - 1)`` in block
     ``i`` (DINOv2's ``drop_path_uniform: false``). Active in training mode only."""
     Dinov2DropPath = require(
@@ -67,7 +71,7 @@ class SSLNetwork(nn.Module):
     """ViT + DINO head (+ iBOT head); the iBOT scores use the DINO head unless a separate one is given."""
 
     def __init__(
-        self, backbone: nn.Module, dino_head: DINOHead, ibot_head: DINOHead | None = None
+        self, backbone: Dinov2Model, dino_head: DINOHead, ibot_head: DINOHead | None = None
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -149,7 +153,7 @@ class Dinov2Pretrainer(nn.Module):
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter."""
-        teacher = list(self.teacher.parameters())
+        teacher: list[torch.Tensor] = list(self.teacher.parameters())
         student = [p.detach() for p in self.student.parameters()]
         torch._foreach_mul_(teacher, momentum)
         torch._foreach_add_(teacher, student, alpha=1.0 - momentum)

@@ -21,7 +21,7 @@ from voxssl.config.dinov2 import LossConfig
 from voxssl.dinov2.model import Dinov2Pretrainer
 from voxssl.distributed import DistributedContext
 from voxssl.losses.dino_clstoken import DINOClsTokenLoss
-from voxssl.losses.dino_targets import sinkhorn_knopp
+from voxssl.losses.dino_targets import EMACenter, sinkhorn_knopp
 from voxssl.losses.ibot_patch import IBOTPatchLoss
 from voxssl.losses.koleo import KoLeoLoss
 
@@ -43,7 +43,7 @@ class Dinov2Objective:
         self.ibot = IBOTPatchLoss(cfg.student_temperature)
         self.koleo = KoLeoLoss()
 
-    def targets(self, scores: torch.Tensor, center: nn.Module, temperature: float) -> torch.Tensor:
+    def targets(self, scores: torch.Tensor, center: EMACenter, temperature: float) -> torch.Tensor:
         if self.cfg.targets == "centering":
             probabilities = center.softmax(scores, temperature)
             center.update(scores, self.ctx)

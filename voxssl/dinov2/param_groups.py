@@ -13,9 +13,13 @@ one AdamW group.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
+
+if TYPE_CHECKING:  # annotations only: transformers is an optional dependency
+    from transformers import Dinov2Model
 
 _BLOCK = re.compile(r"^encoder\.layer\.(\d+)\.")
 _EMBEDDING_PREFIX = "embeddings."
@@ -34,8 +38,8 @@ def no_weight_decay(name: str) -> bool:
 
 
 def parameter_groups(
-    backbone: nn.Module,
-    heads: dict[str, nn.Module],
+    backbone: Dinov2Model,
+    heads: Mapping[str, nn.Module],
     layerwise_decay: float,
     patch_embed_lr_mult: float,
 ) -> list[dict[str, Any]]:

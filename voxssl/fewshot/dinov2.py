@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,10 @@ import torch.nn as nn
 from voxssl.errors import CheckpointError, VoxsslError
 from voxssl.extras import require
 from voxssl.hub.resolve import weights_in_folder
-from voxssl.models.vit import has_voxssl_plan, load_vit
+from voxssl.models.vit import has_voxssl_plan, load_vit, vit_patch_size
+
+if TYPE_CHECKING:  # annotations only: transformers is an optional dependency
+    from transformers import Dinov2Model
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +107,7 @@ def cached_weights_dir(size: str) -> Path:
     return voxssl_home() / "dinov2" / size
 
 
-def _checked(model_and_info, where: Path) -> nn.Module:
+def _checked(model_and_info, where: Path) -> Dinov2Model:
     """Reject a checkpoint that leaves weights missing (randomly initialised) or has extra ones."""
     model, info = model_and_info
     missing = sorted(k for k in info.get("missing_keys", ()) if k != "embeddings.mask_token")
@@ -117,7 +121,7 @@ def _checked(model_and_info, where: Path) -> nn.Module:
     return model
 
 
-def _from_folder(folder: Path) -> nn.Module:
+def _from_folder(folder: Path) -> Dinov2Model:
     Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
     if not (folder / "config.json").is_file():
@@ -150,7 +154,7 @@ def _from_folder(folder: Path) -> nn.Module:
     return _checked(loaded, folder)
 
 
-def _from_safetensors(path: Path, size: str) -> nn.Module:
+def _from_safetensors(path: Path, size: str) -> Dinov2Model:
     """A bare safetensors state dict (hub key names; a ``dinov2.``/``backbone.`` prefix is accepted).
 
     The architecture is the released ``size``, or the ``config.json`` beside the file when there is
@@ -183,7 +187,7 @@ def _from_safetensors(path: Path, size: str) -> nn.Module:
     return _checked(loaded, path)
 
 
-def _from_voxssl(path: Path) -> nn.Module:
+def _from_voxssl(path: Path) -> Dinov2Model:
     """voxssl ViT weights (a plan with a DINOv2 architecture): an encoder, a continued-pretraining
     checkpoint (its EMA teacher) or a classifier's backbone (:mod:`voxssl.models.vit`)."""
 
@@ -192,7 +196,7 @@ def _from_voxssl(path: Path) -> nn.Module:
     return model
 
 
-def load_dinov2(size: str, weights: Path | None = None, pretrained: bool = True) -> nn.Module:
+def load_dinov2(size: str, weights: Path | None = None, pretrained: bool = True) -> Dinov2Model:
     """Build DINOv2-``size`` and load its weights from ``weights``, the cache, or the hub."""
     Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
@@ -231,7 +235,7 @@ def hub_offline_reason() -> str | None:
     return None
 
 
-def _from_hub(size: str, target: Path) -> nn.Module:
+def _from_hub(size: str, target: Path) -> Dinov2Model:
     Dinov2Model = require("transformers", "the DINOv2 encoder").Dinov2Model
 
     hub_id = HUB_IDS[size]
@@ -273,7 +277,7 @@ def lora_target_modules(model: nn.Module) -> list[str]:
     return names
 
 
-def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) -> nn.Module:
+def apply_lora(model: Dinov2Model, rank: int, alpha: float, dropout: float = 0.0) -> Dinov2Model:
     """Freeze ``model`` and add LoRA adapters (peft) to qkv, proj, fc1, fc2 of every block."""
     peft = require("peft", "LoRA on the DINOv2 encoder")
     LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model
@@ -302,11 +306,11 @@ def lora_parameter_count(model: nn.Module, rank: int) -> int:
 class DinoV2Features(nn.Module):
     """Last-layer normalised patch tokens (no CLS, no registers) as a (N, D, h, w) map."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Dinov2Model) -> None:
         super().__init__()
         self.model = model
         self.out_channels = int(model.config.hidden_size)
-        self.patch_size = int(model.config.patch_size)  # 14 for the released weights
+        self.patch_size = vit_patch_size(model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n, _, height, width = images.shape

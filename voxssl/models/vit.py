@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -27,6 +27,9 @@ from voxssl.errors import CheckpointError
 from voxssl.extras import require
 from voxssl.models.plan import Plan
 from voxssl.models.weights import FORMAT_NAME, load_state_strict, load_weights
+
+if TYPE_CHECKING:  # annotations only: transformers is an optional dependency
+    from transformers import Dinov2Model
 
 FAMILY = "dinov2"
 ARCHITECTURE_FIELDS = (
@@ -70,7 +73,7 @@ def vit_config(architecture: dict[str, Any], source: str = "<plan>"):
     return Dinov2Config(**{k: v for k, v in architecture.items() if k != "family"})
 
 
-def build_vit(architecture: dict[str, Any], source: str = "<plan>") -> nn.Module:
+def build_vit(architecture: dict[str, Any], source: str = "<plan>") -> Dinov2Model:
     Dinov2Model = require("transformers", "a DINOv2 ViT").Dinov2Model
 
     return Dinov2Model(vit_config(architecture, source))
@@ -111,12 +114,19 @@ def backbone_state(state: dict, plan: Plan, source: str) -> dict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_vit(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Plan]:
+def vit_patch_size(model: Dinov2Model) -> int:
+    """The ViT's patch size in pixels (14 for the released DINOv2 weights)."""
+    patch = model.config.patch_size
+    return int(patch if isinstance(patch, int) else patch[0])
+
+
+def load_vit(path: str | os.PathLike, device: str = "cpu") -> tuple[Dinov2Model, Plan]:
     """``(Dinov2Model, plan)`` from a voxssl ViT weights file of any kind; strict, no pickle."""
 
     path = Path(path)
     state, plan = load_weights(path, device=device)
-    model = build_vit(plan.architecture, source=str(path)).to(device)
+    model = build_vit(plan.architecture, source=str(path))
+    nn.Module.to(model, device)  # (transformers' own .to is typed for its decorator, not callers)
     load_state_strict(model, backbone_state(state, plan, str(path)), source=str(path))
     return model.eval(), plan
 
@@ -132,5 +142,6 @@ __all__ = [
     "load_vit",
     "vit_architecture",
     "vit_config",
+    "vit_patch_size",
     "vit_plan",
 ]

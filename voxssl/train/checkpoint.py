@@ -81,7 +81,7 @@ class TrainingState:
 
 
 def save_checkpoint(
-    run_dir: Path, state: TrainingState, save_model: Callable[[Path], None], keep: int = 2
+    run_dir: Path, state: TrainingState, save_model: Callable[[Path], object], keep: int = 2
 ) -> Path:
     """Write ``step_<state.step>`` atomically; keep the ``keep`` newest step folders.
 
