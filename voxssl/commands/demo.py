@@ -74,7 +74,7 @@ def demo(
     # probe costs (a few CPU minutes); --set probe.cv.folds=null runs every fold
     probe_overrides = [DEMO_FOLDS, *_applicable(overrides, probe_path)]
     probe_recipe = load_recipe(probe_path, probe_overrides)
-    require_section(recipe, "pretrain", "demo")
+    pretrain_cfg = require_section(recipe, "pretrain", "demo")
     probe_cfg = require_section(probe_recipe, "probe", "demo")
     if not recipe.data.sources:
         raise ConfigError(f"{pretrain_path}: data.sources is empty")
@@ -97,7 +97,7 @@ def demo(
         raise DataError(f"{len(summary.failed)} phantom case(s) failed to preprocess")
 
     preset = recipe.model.preset if recipe.model else ""
-    _stage(3, f"pretrain the {preset} backbone ({recipe.pretrain.steps} steps) in {recipe.run_dir}")
+    _stage(3, f"pretrain the {preset} backbone ({pretrain_cfg.steps} steps) in {recipe.run_dir}")
     backbone, pretraining = _pretrain(recipe, quiet)
 
     _stage(4, f"linear probe of the pretrained backbone in {probe_recipe.run_dir}")
@@ -185,10 +185,10 @@ def _probe(probe_recipe, cfg, weights: str, quiet: bool) -> dict[str, Any]:
     """Probe once; a second demo run keeps the folds an earlier run finished."""
     from voxssl.errors import ConfigError
     from voxssl.eval.protocol import run_downstream
-    from voxssl.eval.run_results import RunMismatchError, earlier_outputs
+    from voxssl.eval.run_results import RunMismatchError, RunMode, earlier_outputs
 
     run_dir = probe_recipe.run_dir
-    mode = "resume" if earlier_outputs(run_dir) else "new"
+    mode: RunMode = "resume" if earlier_outputs(run_dir) else "new"
     if mode == "resume":
         typer.echo(f"reusing the finished folds in {run_dir}")
     try:

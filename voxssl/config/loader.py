@@ -12,13 +12,25 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
 from voxssl.errors import ConfigError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 _NONE_TYPE = type(None)
 
@@ -131,7 +143,7 @@ def from_dict(cls: type[T], data: Any, *, where: str = "", source: str = "<recip
         for name, f in fields.items()
         if name not in kwargs
         and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{source}: missing required key '{_join(where, missing[0])}'")
@@ -193,7 +205,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
                 f"{source}: '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}"
             )
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, {} if value is None else value, where=key, source=source)
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -149,6 +150,10 @@ class GridTransform:
         return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()
 
     # ----------------------------------------------------------------------------- points
+    @overload
+    def source_points(self, points: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def source_points(self, points: np.ndarray) -> np.ndarray: ...
     def source_points(self, points: Array) -> Array:
         """Input voxels that output voxels ``points`` copy: ``out[p] = in[source_points(p)]``.
 

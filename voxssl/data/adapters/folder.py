@@ -96,7 +96,7 @@ def find_folder(ctx: SourceContext, options: FolderOptions) -> list[Case]:
     dataset_json, channel_names = _nnunet_channels(image_dir, ctx.root)
     channels_on = options.channels if options.channels is not None else channel_names is not None
     grouped = _group_channels(scan.niftis, channels_on, ctx.where)
-    if channels_on and channel_names:
+    if channels_on and dataset_json is not None and channel_names:
         _check_channel_count(grouped, len(channel_names), dataset_json)
     for case_id, folder in scan.series.items():
         if case_id in grouped:
@@ -352,7 +352,7 @@ def _report_unused(
     by_folder: dict[Path, list[Path]] = defaultdict(list)
     for path in unused:
         by_folder[path.parent].append(path)
-    entries = []
+    entries: list[str] = []
     for folder, files in sorted(by_folder.items()):
         if len(files) > 3 or len(entries) + len(files) > MAX_LISTED:
             entries.append(f"{shown(folder)}/ ({len(files)} files, e.g. {files[0].name})")
