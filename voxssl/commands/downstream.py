@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
@@ -14,6 +14,10 @@ from voxssl.commands.common import (
     flag,
     recipe_argument,
 )
+
+if TYPE_CHECKING:
+    from voxssl.eval.protocol import Protocol
+    from voxssl.eval.run_results import RunMode
 
 OVERWRITE_OPTION = flag(
     "--overwrite", help="Replace the results of an earlier run in the run folder (output_dir/name)."
@@ -85,7 +89,7 @@ def fine_tune(
     )
 
 
-def _mode(overwrite: bool, resume: bool) -> str:
+def _mode(overwrite: bool, resume: bool) -> RunMode:
     if overwrite and resume:
         raise typer.BadParameter("give --overwrite or --resume, not both", param_hint="--overwrite")
     return "overwrite" if overwrite else "resume" if resume else "new"
@@ -96,8 +100,8 @@ def _run(
     weights: str,
     overrides: list[str] | None,
     section: str,
-    protocol: str,
-    mode: str,
+    protocol: Protocol,
+    mode: RunMode,
     quiet: bool,
 ) -> None:
     from voxssl.config.recipe import load_recipe, require_section
@@ -107,7 +111,7 @@ def _run(
 
     from voxssl.eval.protocol import run_downstream
 
-    summary = run_downstream(recipe, cfg, weights, protocol, progress=not quiet, mode=mode)  # type: ignore[arg-type]
+    summary = run_downstream(recipe, cfg, weights, protocol, progress=not quiet, mode=mode)
     for label, subset in summary["subsets"].items():  # low-data subsets: each on its own
         mean = subset["mean_dice"]
         training = "" if len(summary["subsets"]) == 1 else f" ({label} training cases per fold)"

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from voxssl.commands.common import Group, IntTriple, command, flag, triple_option
+
+if TYPE_CHECKING:
+    from voxssl.hub.channels import AdaptChannels
 
 weights_app = typer.Typer(
     help="Pretrained weights: list the registry, download (verified, resumable), import published "
@@ -27,6 +31,10 @@ class ImportFormat(str, Enum):
 class AdaptChannelsChoice(str, Enum):
     repeat = "repeat"
     refuse = "refuse"
+
+
+def _adapt_mode(choice: AdaptChannelsChoice) -> AdaptChannels:
+    return "repeat" if choice is AdaptChannelsChoice.repeat else "refuse"
 
 
 class ModalityChoice(str, Enum):
@@ -257,7 +265,7 @@ def import_(
     from voxssl.hub.convert import import_foreign
 
     if format is ImportFormat.voxssl:
-        _import_voxssl(file, out, in_channels, adapt_channels.value)
+        _import_voxssl(file, out, in_channels, _adapt_mode(adapt_channels))
         return
     options: dict = {}
     if like is not None:
@@ -278,7 +286,7 @@ def import_(
         out,
         format.value,
         in_channels=in_channels,
-        adapt_channels=adapt_channels.value,
+        adapt_channels=_adapt_mode(adapt_channels),
         **options,
     )
     typer.echo(f"source sha256 {result.source_sha256}")
@@ -286,7 +294,7 @@ def import_(
 
 
 def _import_voxssl(
-    file: Path, out: Path | None, in_channels: int | None, adapt_channels: str
+    file: Path, out: Path | None, in_channels: int | None, adapt_channels: AdaptChannels
 ) -> None:
     """Check a voxssl weights file (it loads through its plan) and optionally adapt/copy it."""
     import shutil
@@ -294,7 +302,7 @@ def _import_voxssl(
     from voxssl.hub.resolve import resolve_weights
     from voxssl.models.weights import load_backbone
 
-    weights = resolve_weights(file, in_channels=in_channels, adapt_channels=adapt_channels)  # type: ignore[arg-type]
+    weights = resolve_weights(file, in_channels=in_channels, adapt_channels=adapt_channels)
     load_backbone(weights)
     if out is not None:
         from voxssl.utils.atomic import atomic_path

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from voxssl.errors import ConfigError
+from voxssl.utils.triple import int_triple
 from voxssl.vocabulary import ORGANS, organ_id
 
 #: The 13 BTCV organs, in BTCV id order (canonical ids 1-13).
@@ -159,7 +160,7 @@ class DownstreamConfig:
     def inference_roi(self) -> tuple[int, int, int]:
         """Sliding-window size: ``sw_roi_size``, or the training patch. The FPN is fully
         convolutional, so a larger window than the training patch is valid and much faster on CPU."""
-        return tuple(self.sw_roi_size) if self.sw_roi_size is not None else tuple(self.patch_size)  # type: ignore[return-value]
+        return int_triple(self.sw_roi_size if self.sw_roi_size is not None else self.patch_size)
 
     def class_ids(self) -> list[int]:
         """Canonical ids of ``classes``; output channel c of the head is ``class_ids()[c]``."""
