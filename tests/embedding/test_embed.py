@@ -176,7 +176,7 @@ def test_embed_user_errors(weights, phantom_pair, tmp_path, capsys):
             "3",
         ]
     )
-    assert code == 1 and "--stride" in err
+    assert code == 2 and "--stride" in err  # a usage error: typer checks the choice
     copy = tmp_path / "other"
     copy.mkdir()
     (copy / scan_a.name).write_bytes(scan_a.read_bytes())

@@ -79,7 +79,7 @@ class OneShotConfig:
             raise ConfigError("--neighbours, background prototypes and the bank size must be >= 1")
 
 
-def normalized(vectors: np.ndarray) -> np.ndarray:
+def normalised(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
@@ -136,7 +136,7 @@ def spherical_kmeans(
         np.add.at(sums, assign, vectors)
         empty = np.linalg.norm(sums, axis=1) < 1e-12
         sums[empty] = centroids[empty]
-        centroids = normalized(sums)
+        centroids = normalised(sums)
     return centroids
 
 
@@ -169,7 +169,7 @@ class OneShotModel:
                 raise DataError(
                     f"support label: id {class_id} covers no voxel of the embedding grid"
                 )
-            prototypes.append(normalized(transform.apply(flat[members]).mean(axis=0)))
+            prototypes.append(normalised(transform.apply(flat[members]).mean(axis=0)))
         self.prototypes = (
             np.stack(prototypes) if prototypes else np.zeros((0, support.dim), np.float32)
         )
