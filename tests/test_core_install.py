@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
 
     from voxssl.cli import main
     out = sys.argv[1]
-    main(["phantoms", out + "/ph", "--n", "1", "--seed", "0"])
+    main(["phantoms", out + "/ph", "--cases", "1", "--seed", "0"])
     from voxssl.extras import MissingDependencyError
     from voxssl.fewshot.superpixels import SuperpixelParams, slice_superpixels
     import numpy as np

@@ -1,5 +1,29 @@
 """The ``voxssl`` command line. Thin: every verb lives in ``voxssl/commands/<group>.py`` and calls
 the Python API by keyword; this file only assembles them and turns user errors into messages.
+
+Adding a verb (``tests/test_cli.py`` checks every registered verb, new ones included):
+
+1. Write it in ``voxssl/commands/<group>.py`` with a ``register(app)`` function and add the module
+   to ``COMMAND_MODULES`` below.
+2. **Lazy imports.** At module level a command module imports only the standard library, ``typer``
+   and ``voxssl.commands.common`` -- never torch, numpy, MONAI, transformers, or a voxssl module
+   that imports them. ``voxssl --help`` and a usage error must stay well under a second
+   (``benchmarks/cli_startup.py``); torch alone takes seconds to import.
+3. **Check before importing.** Inside the verb: check the arguments, load the recipe
+   (``voxssl.config`` is torch-free) and the sections the verb needs, and only then import the
+   heavy modules and work. A typo in a recipe is reported instantly, not after the imports.
+4. **Let typer check what it can**: choices are ``Enum``/``Literal`` types, files that must exist
+   use ``exists=True`` (``common.recipe_argument`` for RECIPE), triples are ``X,Y,Z`` options from
+   ``common.triple_option`` (annotated ``IntTriple`` / ``FloatTriple``). Typer reports those as
+   usage errors: its short message and exit code 2; so does ``raise typer.BadParameter`` for a
+   combination of options that cannot work.
+5. **Readable help**: flags come from ``common.flag`` / ``common.QUIET_OPTION`` (no ``<bool>``),
+   options with values get a ``metavar`` (``DIR``, ``WEIGHTS``...), ``--set`` is
+   ``common.OVERRIDES_OPTION``, and the verb is registered with ``common.command(app, name,
+   function, examples)``, which adds one or two real examples to its ``--help``. Groups of verbs
+   use ``cls=common.Group``.
+6. User errors raise ``voxssl.errors.VoxsslError`` (one line naming the file or field): ``main``
+   prints ``error: ...`` and exits 1, without a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +35,7 @@ import sys
 import typer
 
 from voxssl import __version__
+from voxssl.commands.common import Group
 from voxssl.errors import VoxsslError
 
 app = typer.Typer(
@@ -20,6 +45,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 #: Modules that add their verbs to ``app`` through a ``register(app)`` function, in help order.
@@ -46,9 +72,14 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        metavar="",
+        help="Print the version.",
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="", help="Log debug messages."),
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -65,30 +96,21 @@ _register_all()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1."""
+    """Console entry point.
+
+    Typer runs in its standard mode: it reports usage errors itself (its short message, exit code
+    2), maps Ctrl-C to exit code 130 and honours ``raise typer.Exit(code)``. What reaches this
+    function is a user error from voxssl (one line, exit code 1) or a bug (a traceback). Returns
+    normally on success, so that tests and scripts can call ``main([...])``.
+    """
     try:
-        rc = app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="voxssl")
     except VoxsslError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
-    # in non-standalone mode click returns the code of ``raise typer.Exit(code)`` instead of exiting
-    if isinstance(rc, int) and rc:
-        sys.exit(rc)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise
 
 
 if __name__ == "__main__":

@@ -262,20 +262,16 @@ def test_cli_writes_a_dataset(tmp_path):
     args = [
         "phantoms",
         str(out),
-        "--n",
+        "--cases",
         "2",
         "--modality",
         "mr",
         "--seed",
         "3",
         "--shape",
-        "40",
-        "32",
-        "16",
+        "40,32,16",
     ]
-    result = CliRunner().invoke(
-        _cli(), [*args, "--spacing", "10", "10", "15", "--orientation", "LPS"]
-    )
+    result = CliRunner().invoke(_cli(), [*args, "--spacing", "10,10,15", "--orientation", "LPS"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 2 and meta["modality"] == "mr"
@@ -285,7 +281,9 @@ def test_cli_writes_a_dataset(tmp_path):
 
 
 def test_cli_reports_bad_n(tmp_path):
-    result = CliRunner().invoke(_cli(), ["phantoms", str(tmp_path / "x"), "--n", "0"])
-    assert isinstance(result.exception, ConfigError) and "n" in str(result.exception)
+    result = CliRunner().invoke(_cli(), ["phantoms", str(tmp_path / "x"), "--cases", "0"])
+    assert result.exit_code == 2 and "--cases" in result.output  # typer checks the range
+    result = CliRunner().invoke(_cli(), ["phantoms", str(tmp_path / "x"), "--shape", "40,32"])
+    assert result.exit_code == 2 and "X,Y,Z" in result.output
     result = CliRunner().invoke(_cli(), ["phantoms", str(tmp_path / "x"), "--modality", "pet"])
     assert result.exit_code != 0 and "modality" in result.output

@@ -268,14 +268,24 @@ def test_fingerprint_of_a_dicom_folder_changes_when_a_slice_changes(tmp_path):
     assert fingerprint(Case("d", tmp_path / "absent", "ct"))["image"] is None
 
 
-def test_a_scan_that_does_not_look_like_the_recipes_modality_is_reported(tmp_path, caplog):
+def test_a_scan_that_does_not_look_like_the_recipes_modality_is_refused(tmp_path, caplog):
+    """An MR among CT scans is not cached as CT (one line naming it); with
+    preprocess.check_scans false the user overrides the check and gets a warning."""
     root = tmp_path / "data"
     write_case(root, "ct_case", seed=0)
     mr_like = np.random.default_rng(1).integers(0, 800, size=(24, 20, 8)).astype(np.int16)
     nib.save(nib.Nifti1Image(mr_like, LPS), root / "images" / "mr_case.nii.gz")
+    recipe = load_recipe(write_recipe(tmp_path, root))
+    summary = run_preprocess(recipe, progress=False)
+    assert summary.processed == ["ph/ct_case"] and [f.key for f in summary.failed] == ["ph/mr_case"]
+    reason = summary.failed[0].reason
+    assert "mr_case.nii.gz" in reason and "does not look like CT" in reason
+    assert "check_scans" in reason and "\n" not in reason
+
+    recipe.preprocess.check_scans = False
     with caplog.at_level("WARNING", logger="voxssl.data.preprocess"):
-        summary = run_preprocess(load_recipe(write_recipe(tmp_path, root)), progress=False)
-    assert summary.ok and len(summary.processed) == 2
+        summary = run_preprocess(recipe, progress=False)
+    assert summary.ok and summary.processed == ["ph/mr_case"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert (
         len(warnings) == 1

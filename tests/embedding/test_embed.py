@@ -18,19 +18,28 @@ from voxssl.models.build import build_backbone
 from .conftest import SHIFT_MM
 
 
-def naive_embedding(backbone, image: np.ndarray, stride: int) -> np.ndarray:
+def naive_embedding(backbone, image: np.ndarray, stride: int, z_context: int = 0) -> np.ndarray:
     """Every voxel's concatenated level features at full resolution (nearest upsampling of level
-    i by 2^i), then the mean over stride^3 blocks: (X', Y', Z', D)."""
+    i by 2^i) of the volume with ``z_context`` copies of its end slices added at both z ends,
+    cropped back to the volume, then the mean over stride^3 blocks: (X', Y', Z', D)."""
+    extended = np.concatenate(
+        [
+            np.repeat(image[:, :, :1], z_context, 2),
+            image,
+            np.repeat(image[:, :, -1:], z_context, 2),
+        ],
+        2,
+    )
     with torch.no_grad():
-        levels = backbone.eval()(torch.from_numpy(image)[None, None])
-    shape = image.shape
+        levels = backbone.eval()(torch.from_numpy(np.ascontiguousarray(extended))[None, None])
+    shape = extended.shape
     full = []
     for i, level in enumerate(levels):
         up = level
         for dim in (2, 3, 4):
             up = up.repeat_interleave(2**i, dim=dim)
         full.append(up[:, :, : shape[0], : shape[1], : shape[2]])
-    full = torch.cat(full, 1)
+    full = torch.cat(full, 1)[..., z_context : z_context + image.shape[2]]
     if stride > 1:
         full = F.avg_pool3d(full, stride)
     return full[0].permute(1, 2, 3, 0).numpy()
@@ -45,12 +54,13 @@ def backbone():
     return build_backbone(config).eval()
 
 
-@pytest.mark.parametrize("stride", [1, 2, 4, 8])
-def test_one_window_equals_the_naive_reference(backbone, stride):
+@pytest.mark.parametrize(("stride", "z_context"), [(1, 0), (2, 0), (4, 0), (8, 0), (1, 4), (2, 8)])
+def test_one_window_equals_the_naive_reference(backbone, stride, z_context):
     image = np.random.default_rng(0).random((32, 24, 16), dtype=np.float32)
     out = np.zeros((*embedding_shape(image.shape, stride), 12), np.float32)
-    embed_volume(backbone, image, out, stride=stride, window=(64, 64, 64))
-    np.testing.assert_allclose(out, naive_embedding(backbone, image, stride), atol=1e-5)
+    embed_volume(backbone, image, out, stride=stride, window=(64, 64, 64), z_context=z_context)
+    expected = naive_embedding(backbone, image, stride, z_context)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_tiles_partition_the_volume_and_tiling_stays_close(backbone):
@@ -64,8 +74,8 @@ def test_tiles_partition_the_volume_and_tiling_stays_close(backbone):
     assert (covered == 1).all()
     image = np.random.default_rng(1).random((48, 40, 24), dtype=np.float32)
     tiled = np.zeros((24, 20, 12, 12), np.float32)
-    embed_volume(backbone, image, tiled, stride=2, window=(24, 24, 16), margin=4)
-    reference = naive_embedding(backbone, image, 2)
+    embed_volume(backbone, image, tiled, stride=2, window=(24, 24, 16), margin=4, z_context=4)
+    reference = naive_embedding(backbone, image, 2, z_context=4)
     assert np.corrcoef(tiled.ravel(), reference.ravel())[0, 1] > 0.99
 
 
@@ -166,7 +176,7 @@ def test_embed_user_errors(weights, phantom_pair, tmp_path, capsys):
             "3",
         ]
     )
-    assert code == 1 and "--stride" in err
+    assert code == 2 and "--stride" in err  # a usage error: typer checks the choice
     copy = tmp_path / "other"
     copy.mkdir()
     (copy / scan_a.name).write_bytes(scan_a.read_bytes())

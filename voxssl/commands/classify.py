@@ -6,13 +6,20 @@ from pathlib import Path
 
 import typer
 
-from voxssl.commands.common import OVERRIDES_OPTION
+from voxssl.commands.common import (
+    OVERRIDES_OPTION,
+    QUIET_OPTION,
+    Group,
+    command,
+    recipe_argument,
+)
 
 classify_app = typer.Typer(
     name="classify",
     help="Classification of 2D images or cache slices with a DINOv2 ViT (fine-tune or linear "
     "probe), k-fold cross-validation, AUC mean +- std over folds (MediDino's protocol).",
     no_args_is_help=True,
+    cls=Group,
 )
 
 
@@ -44,50 +51,67 @@ def _print_summary(report: dict, where: Path) -> None:
     typer.echo(f"results in {where / 'results.md'} and {where / 'results.json'}")
 
 
-@classify_app.command("train")
 def train(
-    recipe: Path = typer.Argument(..., help="Recipe YAML with a `classify` section."),
+    recipe: Path = recipe_argument("a `classify`"),
     weights: str = typer.Option(
         ...,
         "--weights",
+        metavar="WEIGHTS",
         help="Encoder to start from: a `voxssl dinov2 pretrain` run folder or encoder, a release, a "
         "Hugging Face DINOv2 folder or safetensors, or dinov2:small|base|large|giant (released).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET_OPTION,
     overrides: list[str] | None = OVERRIDES_OPTION,
 ) -> None:
     """k-fold training: per fold the best-validation-loss model, its test AUC; the report in RUN_DIR."""
+    loaded, config = _load(recipe, overrides, "classify train")
+
     from voxssl.classify.protocol import run_classify
 
-    loaded, config = _load(recipe, overrides, "classify train")
     report = run_classify(loaded, config, weights, progress=None if quiet else _progress())
     _print_summary(report, loaded.run_dir)
 
 
-@classify_app.command("eval")
 def evaluate(
-    recipe: Path = typer.Argument(..., help="Recipe YAML with a `classify` section."),
+    recipe: Path = recipe_argument("a `classify`"),
     weights: Path = typer.Option(
         ...,
         "--weights",
+        metavar="PATH",
         help="A `classify train` run folder (each fold's model on its test fold) or one fold's "
         "model.safetensors (scored on every image of the recipe's data).",
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="Output folder (default: the run folder's eval/)."
+        None, "--out", metavar="DIR", help="Output folder (default: the run folder's eval/)."
     ),
     overrides: list[str] | None = OVERRIDES_OPTION,
 ) -> None:
     """Score trained classifiers and write their AUC report."""
+    loaded, config = _load(recipe, overrides, "classify eval")
+
     from voxssl.classify.protocol import evaluate_classify
 
-    loaded, config = _load(recipe, overrides, "classify eval")
     report_dir = out or (weights / "eval" if weights.is_dir() else loaded.run_dir / "eval")
     report = evaluate_classify(loaded, config, str(weights), report_dir)
     _print_summary(report, report_dir)
 
 
 def register(app: typer.Typer) -> None:
+    command(
+        classify_app,
+        "train",
+        train,
+        [
+            "voxssl classify train recipes/classify_demo.yaml --weights runs/dinov2-demo",
+            "voxssl classify train recipes/paper/medidino_acl.yaml --weights dinov2:small",
+        ],
+    )
+    command(
+        classify_app,
+        "eval",
+        evaluate,
+        ["voxssl classify eval recipes/classify_demo.yaml --weights runs/classify-demo"],
+    )
     app.add_typer(classify_app, name="classify")
 
 

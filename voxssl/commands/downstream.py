@@ -3,68 +3,115 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
-from voxssl.commands.common import OVERRIDES_OPTION
+from voxssl.commands.common import (
+    OVERRIDES_OPTION,
+    QUIET_OPTION,
+    command,
+    flag,
+    recipe_argument,
+)
+
+if TYPE_CHECKING:
+    from voxssl.eval.protocol import Protocol
+    from voxssl.eval.run_results import RunMode
+
+OVERWRITE_OPTION = flag(
+    "--overwrite", help="Replace the results of an earlier run in the run folder (output_dir/name)."
+)
+RESUME_OPTION = flag(
+    "--resume",
+    help="Continue an interrupted run: keep the folds that finished, redo the others (same recipe).",
+)
 
 WEIGHTS_HELP = (
-    "Backbone weights: a voxssl .safetensors file, a released model name (see `voxssl weights list`), "
-    "or 'random' for the recipe's architecture randomly initialised (the baseline)."
+    "Backbone weights: a voxssl .safetensors file, a run folder, a released model name (see "
+    "`voxssl weights list`), or 'random' for the recipe's architecture randomly initialised (the "
+    "baseline)."
 )
 
 
 def linear_probe(
-    recipe: Path = typer.Argument(
-        ..., help="Recipe YAML with `data`, `preprocess` and `probe` sections."
-    ),
-    weights: str = typer.Option(..., "--weights", "-w", help=WEIGHTS_HELP),
+    recipe: Path = recipe_argument("`data`, `preprocess` and `probe`"),
+    weights: str = typer.Option(..., "--weights", "-w", metavar="WEIGHTS", help=WEIGHTS_HELP),
     overrides: list[str] = OVERRIDES_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    resume: bool = RESUME_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Train a head on the frozen backbone over the recipe's folds; write Dice per organ and case."""
-    _run(recipe, weights, overrides, section="probe", protocol="linear-probe")
+    """Train a head on the frozen backbone over the recipe's folds; write Dice per organ and case.
+
+    Results go to output_dir/name/: results.md (the Dice table), results.json/.csv, splits.json
+    and one folder per fold with the trained model (for `voxssl predict`), predictions and
+    overlays.
+    """
+    _run(recipe, weights, overrides, "probe", "linear-probe", _mode(overwrite, resume), quiet)
 
 
 def fine_tune(
-    recipe: Path = typer.Argument(
-        ..., help="Recipe YAML with `data`, `preprocess` and `finetune` sections."
+    recipe: Path = recipe_argument("`data`, `preprocess` and `finetune`"),
+    weights: str | None = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        metavar="WEIGHTS",
+        help=WEIGHTS_HELP + " Not needed with --from-scratch.",
     ),
-    weights: str = typer.Option(
-        None, "--weights", "-w", help=WEIGHTS_HELP + " Not needed with --from-scratch."
-    ),
-    from_scratch: bool = typer.Option(
-        False,
+    from_scratch: bool = flag(
         "--from-scratch",
-        help="Random initialisation, same budget (sets finetune.from_scratch=true): the baseline. With --weights "
-        "and no `model` section in the recipe, the random backbone has the architecture of those weights.",
+        help="Random initialisation, same budget (sets finetune.from_scratch=true): the baseline. "
+        "With --weights and no `model` section in the recipe, the random backbone has the "
+        "architecture of those weights.",
     ),
     overrides: list[str] = OVERRIDES_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    resume: bool = RESUME_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fine-tune backbone + head (backbone frozen first, then its lr ramps up) over the recipe's folds."""
-    from voxssl.errors import ConfigError
-
-    extra = ["finetune.from_scratch=true"] if from_scratch else []
     if weights is None and not from_scratch:
-        raise ConfigError("fine-tune needs --weights (or --from-scratch)")
+        raise typer.BadParameter(
+            "give --weights, or --from-scratch for the baseline", param_hint="--weights"
+        )
+    mode = _mode(overwrite, resume)
+    extra = ["finetune.from_scratch=true"] if from_scratch else []
     _run(
         recipe,
         weights or "random",
         list(overrides or []) + extra,
-        section="finetune",
-        protocol="fine-tune",
+        "finetune",
+        "fine-tune",
+        mode,
+        quiet,
     )
 
 
+def _mode(overwrite: bool, resume: bool) -> RunMode:
+    if overwrite and resume:
+        raise typer.BadParameter("give --overwrite or --resume, not both", param_hint="--overwrite")
+    return "overwrite" if overwrite else "resume" if resume else "new"
+
+
 def _run(
-    recipe_path: Path, weights: str, overrides: list[str] | None, section: str, protocol: str
+    recipe_path: Path,
+    weights: str,
+    overrides: list[str] | None,
+    section: str,
+    protocol: Protocol,
+    mode: RunMode,
+    quiet: bool,
 ) -> None:
     from voxssl.config.recipe import load_recipe, require_section
-    from voxssl.eval.protocol import run_downstream
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = require_section(recipe, section, protocol)
-    summary = run_downstream(recipe, cfg, weights, protocol)  # type: ignore[arg-type]
+
+    from voxssl.eval.protocol import run_downstream
+
+    summary = run_downstream(recipe, cfg, weights, protocol, progress=not quiet, mode=mode)
     for label, subset in summary["subsets"].items():  # low-data subsets: each on its own
         mean = subset["mean_dice"]
         training = "" if len(summary["subsets"]) == 1 else f" ({label} training cases per fold)"
@@ -73,28 +120,41 @@ def _run(
             f"{100 * mean['over_cases']['std']:.1f} % over {mean['over_cases']['n']} test case(s)"
         )
     typer.echo(f"results in {recipe.run_dir}/results.md")
+    if cfg.tensorboard:
+        typer.echo(f"TensorBoard: tensorboard --logdir {recipe.run_dir}")
 
 
 def predict(
-    images: list[Path] = typer.Argument(..., help="NIfTI files or DICOM series folders."),
+    images: list[Path] = typer.Argument(
+        ...,
+        metavar="IMAGE",
+        help="NIfTI files or DICOM series folders.",
+        show_default=False,
+    ),
     weights: str = typer.Option(
-        ..., "--weights", "-w", help="A model.safetensors written by linear-probe / fine-tune."
+        ...,
+        "--weights",
+        "-w",
+        metavar="WEIGHTS",
+        help="A model.safetensors written by linear-probe / fine-tune.",
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder for <name>_seg.nii.gz label maps."
+        ..., "--out", "-o", metavar="DIR", help="Output folder for <name>_seg.nii.gz label maps."
     ),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    interpolation: str = typer.Option(
+    device: Literal["auto", "cpu", "cuda"] = typer.Option("auto", "--device", help="Where to run."),
+    interpolation: Literal["linear", "nearest"] = typer.Option(
         "linear",
+        "--interpolation",
         help="Back to the scan's grid: 'linear' (probabilities, then decide) or 'nearest' (label).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    no_preview: bool = typer.Option(
-        False, "--no-preview", help="Do not write the <name>_seg.png preview beside each label map."
+    quiet: bool = QUIET_OPTION,
+    no_preview: bool = flag(
+        "--no-preview", help="Do not write the <name>_seg.png preview beside each label map."
     ),
     body_mask: bool | None = typer.Option(
         None,
         "--body-mask/--no-body-mask",
+        metavar="",
         help="Keep labels inside the body mask (default: on for CT weights, or when trained so).",
         show_default=False,
     ),
@@ -102,24 +162,16 @@ def predict(
     overlap: float | None = typer.Option(
         None, "--overlap", help="Sliding-window overlap in [0, 1) (default: the weights' own)."
     ),
-    amp: str = typer.Option(
-        "auto", "--amp", help="auto | bf16 | fp32: bf16 autocast on a GPU; the CPU runs fp32."
+    amp: Literal["auto", "bf16", "fp32"] = typer.Option(
+        "auto", "--amp", help="bf16 autocast on a GPU (auto, bf16) or fp32; the CPU runs fp32."
     ),
 ) -> None:
     """Segment new scans; predictions keep the scan's grid, qform and sform (open them in 3D Slicer).
 
     Every input is tried: failures are listed at the end and the exit code is 1 if any failed.
     """
-    from voxssl.device import Amp
-    from voxssl.errors import ConfigError
     from voxssl.eval.predict import PredictionFailed, predict_files
 
-    if interpolation not in ("linear", "nearest"):
-        raise ConfigError(f"--interpolation must be 'linear' or 'nearest', got {interpolation!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if amp not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"--amp must be auto, bf16 or fp32, got {amp!r}")
     try:
         written = predict_files(
             weights,
@@ -132,7 +184,7 @@ def predict(
             body_mask=body_mask,
             sw_batch_size=sw_batch_size,
             sw_overlap=overlap,
-            amp=cast(Amp, amp),  # checked above
+            amp=amp,
         )
     except PredictionFailed as failed:
         for path in failed.written:
@@ -143,6 +195,30 @@ def predict(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("linear-probe")(linear_probe)
-    app.command("fine-tune")(fine_tune)
-    app.command("predict")(predict)
+    command(
+        app,
+        "linear-probe",
+        linear_probe,
+        [
+            "voxssl linear-probe recipes/probe_btcv.yaml --weights runs/ct/backbone.safetensors",
+            "voxssl linear-probe recipes/probe_btcv.yaml --weights random --set name=probe-random",
+        ],
+    )
+    command(
+        app,
+        "fine-tune",
+        fine_tune,
+        [
+            "voxssl fine-tune recipes/finetune_btcv.yaml --weights hierarchical-ct",
+            "voxssl fine-tune recipes/finetune_btcv.yaml --from-scratch --set name=scratch",
+        ],
+    )
+    command(
+        app,
+        "predict",
+        predict,
+        [
+            "voxssl predict --weights runs/probe/fold0/model.safetensors scan.nii.gz --out preds/",
+            "voxssl predict -w runs/probe/fold1/model.safetensors dicom/series1/ dicom/series2/ -o preds/ --device cpu",
+        ],
+    )

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import typer
 
-from voxssl.commands.common import OVERRIDES_OPTION
+from voxssl.commands.common import OVERRIDES_OPTION, QUIET_OPTION, command, flag, recipe_argument
 
 
 def pretrain(
-    recipe: Path = typer.Argument(
-        ..., help="Recipe YAML with `data`, `model` and `pretrain` sections."
-    ),
+    recipe: Path = recipe_argument("`data`, `model` and `pretrain`"),
     overrides: list[str] = OVERRIDES_OPTION,
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue from the latest checkpoint of the run folder."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    resume: bool = flag("--resume", help="Continue from the latest checkpoint of the run folder."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Pretrain on data.cache_dir (fill it with `voxssl preprocess` first); writes output_dir/name/.
 
@@ -26,11 +22,13 @@ def pretrain(
     torchrun --nproc_per_node N -m voxssl.cli pretrain RECIPE.
     """
     from voxssl.config.recipe import load_recipe, require_section
-    from voxssl.train.loop import pretrain as run_pretrain
 
     resolved = load_recipe(recipe, overrides)
     require_section(resolved, "model", "pretrain")
     require_section(resolved, "pretrain", "pretrain")
+
+    from voxssl.train.loop import pretrain as run_pretrain
+
     result = run_pretrain(resolved, resume=resume, progress=not quiet)
     if result.backbone_path is not None:
         typer.echo(f"pretrained backbone: {result.backbone_path}")
@@ -38,4 +36,12 @@ def pretrain(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pretrain")(pretrain)
+    command(
+        app,
+        "pretrain",
+        pretrain,
+        [
+            "voxssl pretrain recipes/ct.yaml --set pretrain.steps=1000",
+            "voxssl pretrain recipes/ct.yaml --resume",
+        ],
+    )

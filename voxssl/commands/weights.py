@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+from voxssl.commands.common import Group, IntTriple, command, flag, triple_option
+
+if TYPE_CHECKING:
+    from voxssl.hub.channels import AdaptChannels
 
 weights_app = typer.Typer(
     help="Pretrained weights: list the registry, download (verified, resumable), import published "
     "checkpoints (vox2vec, hierarchical-dense-ssl), export releases and MONAI bundles. The cache is "
     "$VOXSSL_HOME (default ~/.cache/voxssl).",
     no_args_is_help=True,
+    cls=Group,
 )
 
 
@@ -26,12 +33,15 @@ class AdaptChannelsChoice(str, Enum):
     refuse = "refuse"
 
 
+def _adapt_mode(choice: AdaptChannelsChoice) -> AdaptChannels:
+    return "repeat" if choice is AdaptChannelsChoice.repeat else "refuse"
+
+
 class ModalityChoice(str, Enum):
     ct = "ct"
     mr = "mr"
 
 
-@weights_app.command("list")
 def list_weights() -> None:
     """The models of the registry, and whether each is in the cache."""
     from voxssl.hub.fetch import cached_path
@@ -59,11 +69,13 @@ def list_weights() -> None:
     typer.echo(f"\nregistry: {registry.source}")
 
 
-@weights_app.command("info")
 def info(
     name: str = typer.Argument(
-        ..., help="A registry name, or a voxssl .safetensors file / release folder."
+        ...,
+        metavar="NAME|FILE",
+        help="A registry name, or a voxssl .safetensors file / run or release folder.",
     ),
+    as_json: bool = flag("--json", help="Print the raw plan (JSON) of a weights file."),
 ) -> None:
     """Everything known about a model: source, checksum, architecture, preprocessing, licence, card."""
     import json
@@ -75,9 +87,12 @@ def info(
         from voxssl.hub.resolve import resolve_weights
         from voxssl.models.weights import read_plan
 
-        weights = resolve_weights(path)
-        typer.echo(f"file: {weights}")
-        typer.echo(json.dumps(json.loads(read_plan(weights).to_json()), indent=2, sort_keys=True))
+        weights = Path(resolve_weights(path))
+        plan = read_plan(weights)
+        if as_json:
+            typer.echo(json.dumps(json.loads(plan.to_json()), indent=2, sort_keys=True))
+        else:
+            typer.echo("\n".join(describe_weights_file(weights, plan)))
         return
     from voxssl.hub.download import read_record
     from voxssl.hub.fetch import cached_path
@@ -108,15 +123,76 @@ def info(
     typer.echo("\n".join(lines))
 
 
-@weights_app.command("download")
+def describe_weights_file(path: Path, plan) -> list[str]:
+    """A readable summary of a voxssl weights file (``voxssl weights info FILE``)."""
+    arch, prep, extra = plan.architecture, plan.preprocessing, plan.extra
+    lines = [
+        f"file:          {path} ({path.stat().st_size / 1e6:.1f} MB, {_parameter_count(path)})",
+        f"kind:          {plan.kind} (voxssl {plan.voxssl_version}, plan format {plan.format_version})",
+    ]
+    levels = f"{arch.get('base_channels')} channels x {arch.get('num_levels')} levels"
+    projection = arch.get("projection")
+    if projection and projection != "none":
+        levels += f", each projected to {arch.get('projection_channels')} ({projection})"
+    lines.append(
+        f"architecture:  {arch.get('preset', '?')} FPN, {levels}, "
+        f"{arch.get('in_channels')} input channel(s), {arch.get('norm', '?')} norm"
+    )
+    spacing = prep.get("spacing")
+    text = f"{prep.get('modality', '?')}"
+    if spacing:
+        text += f", {' x '.join(f'{s:g}' for s in spacing)} mm"
+    window = (prep.get("intensity") or {}).get("window_hu")
+    if window:
+        text += f", window {window[0]:g} .. {window[1]:g} HU"
+    lines.append(f"preprocessing: {text}")
+    recipe = plan.recipe or {}
+    trained = [f"recipe '{recipe['name']}'"] if recipe.get("name") else []
+    steps = (recipe.get("pretrain") or {}).get("steps")
+    if plan.kind == "backbone" and steps:
+        trained.append(f"{steps} pretraining steps")
+    if extra.get("init"):
+        trained.append(f"initialised from {extra['init']}")
+    if trained:
+        lines.append(f"trained:       {', '.join(trained)}")
+    segmentation = extra.get("segmentation")
+    if isinstance(segmentation, dict):
+        from voxssl.vocabulary import organ_name
+
+        classes = ", ".join(organ_name(c) for c in segmentation.get("classes", []))
+        lines.append(f"classes:       {classes}")
+        lines.append(
+            f"head:          {segmentation.get('head_kind')}, {segmentation.get('loss')} loss, "
+            f"threshold {segmentation.get('threshold')}, window "
+            f"{'x'.join(str(v) for v in segmentation.get('sw_roi_size', []))}"
+        )
+    lines.append("plan (JSON):   voxssl weights info FILE --json")
+    return lines
+
+
+def _parameter_count(path: Path) -> str:
+    """Parameters of a safetensors file, from its header (no tensor is read)."""
+    import json
+    import math
+    import struct
+
+    with open(path, "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(size))
+    total = sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return f"{total / 1e6:.2f} M parameters"
+
+
 def download(
-    name: str = typer.Argument(..., help="Registry name (see `voxssl weights list`)."),
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="Registry name (see `voxssl weights list`).", show_default=False
+    ),
     file: Path | None = typer.Option(
         None,
         "--file",
         help="Use this manually downloaded file instead of the network (checked, then cached).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = flag("--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Download (or add with --file), verify and convert a registry model into the cache."""
     from voxssl.hub.download import read_record
@@ -139,8 +215,9 @@ def download(
     typer.echo(str(weights))
 
 
-@weights_app.command("path")
-def path(name: str = typer.Argument(..., help="Registry name.")) -> None:
+def path(
+    name: str = typer.Argument(..., metavar="NAME", help="Registry name.", show_default=False),
+) -> None:
     """Print the cached voxssl weights of a registry model (checked against their sha256; no
     download; fails if absent or changed)."""
     from voxssl.hub.registry import load_registry
@@ -149,14 +226,21 @@ def path(name: str = typer.Argument(..., help="Registry name.")) -> None:
     typer.echo(str(cached_registry_weights(load_registry().get(name))))
 
 
-@weights_app.command("import")
 def import_(
     file: Path = typer.Argument(
-        ..., help="A published checkpoint (.pt / .ckpt) or a voxssl .safetensors file."
+        ...,
+        exists=True,
+        metavar="FILE",
+        help="A published checkpoint (.pt / .ckpt) or a voxssl .safetensors file.",
+        show_default=False,
     ),
     format: ImportFormat = typer.Option(..., "--format", "-f", help="Layout of FILE."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Output .safetensors (default: FILE with that suffix)."
+        None,
+        "--out",
+        "-o",
+        metavar="FILE",
+        help="Output .safetensors (default: FILE with that suffix).",
     ),
     modality: ModalityChoice | None = typer.Option(
         None,
@@ -181,7 +265,7 @@ def import_(
     from voxssl.hub.convert import import_foreign
 
     if format is ImportFormat.voxssl:
-        _import_voxssl(file, out, in_channels, adapt_channels.value)
+        _import_voxssl(file, out, in_channels, _adapt_mode(adapt_channels))
         return
     options: dict = {}
     if like is not None:
@@ -202,7 +286,7 @@ def import_(
         out,
         format.value,
         in_channels=in_channels,
-        adapt_channels=adapt_channels.value,
+        adapt_channels=_adapt_mode(adapt_channels),
         **options,
     )
     typer.echo(f"source sha256 {result.source_sha256}")
@@ -210,7 +294,7 @@ def import_(
 
 
 def _import_voxssl(
-    file: Path, out: Path | None, in_channels: int | None, adapt_channels: str
+    file: Path, out: Path | None, in_channels: int | None, adapt_channels: AdaptChannels
 ) -> None:
     """Check a voxssl weights file (it loads through its plan) and optionally adapt/copy it."""
     import shutil
@@ -218,7 +302,7 @@ def _import_voxssl(
     from voxssl.hub.resolve import resolve_weights
     from voxssl.models.weights import load_backbone
 
-    weights = resolve_weights(file, in_channels=in_channels, adapt_channels=adapt_channels)  # type: ignore[arg-type]
+    weights = resolve_weights(file, in_channels=in_channels, adapt_channels=adapt_channels)
     load_backbone(weights)
     if out is not None:
         from voxssl.utils.atomic import atomic_path
@@ -229,14 +313,16 @@ def _import_voxssl(
     typer.echo(str(weights))
 
 
-@weights_app.command("export")
 def export(
     checkpoint: str = typer.Argument(
-        ..., help="Weights: a checkpoint or release folder, a .safetensors file, a registry name."
+        ...,
+        metavar="WEIGHTS",
+        help="Weights: a checkpoint or release folder, a .safetensors file, a registry name.",
+        show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to create."),
-    monai_bundle: bool = typer.Option(
-        False, "--monai-bundle", help="Write a MONAI bundle instead of a release folder."
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Folder to create."),
+    monai_bundle: bool = flag(
+        "--monai-bundle", help="Write a MONAI bundle instead of a release folder."
     ),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the folder name)."),
     license: str = typer.Option(
@@ -244,22 +330,16 @@ def export(
     ),
     description: str = typer.Option("", "--description", help="One paragraph for the model card."),
     citation: str = typer.Option("", "--citation", help="How to cite these weights."),
-    roi: str | None = typer.Option(
-        None, "--roi", help="Bundle sliding-window size X,Y,Z (default: the training patch)."
+    roi: IntTriple | None = triple_option(
+        "--roi", int, "Bundle sliding-window size X,Y,Z (default: the training patch)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+    overwrite: bool = flag("--overwrite", help="Replace an existing folder."),
 ) -> None:
     """Write a release folder (model.safetensors + plan.json + README.md) or a MONAI bundle."""
     if monai_bundle:
-        from voxssl.errors import ConfigError
         from voxssl.eval.monai_bundle import export_monai_bundle
 
-        roi_size = None
-        if roi is not None:
-            try:
-                roi_size = [int(v) for v in roi.split(",")]
-            except ValueError:
-                raise ConfigError(f"--roi must look like 128,128,32, got {roi!r}") from None
+        roi_size = list(roi) if roi is not None else None
         written = export_monai_bundle(
             checkpoint, out, name=name, roi_size=roi_size, overwrite=overwrite
         )
@@ -287,4 +367,42 @@ def _short(text: str, width: int) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    for name, function, examples in (
+        ("list", list_weights, ["voxssl weights list"]),
+        (
+            "info",
+            info,
+            [
+                "voxssl weights info vox2vec-contrastive",
+                "voxssl weights info runs/probe/fold0/model.safetensors --json",
+            ],
+        ),
+        (
+            "download",
+            download,
+            [
+                "voxssl weights download hierarchical-ct",
+                "voxssl weights download vox2vec-contrastive --file ~/Downloads/vox2vec.pt",
+            ],
+        ),
+        ("path", path, ["voxssl weights path hierarchical-ct"]),
+        (
+            "import",
+            import_,
+            [
+                "voxssl weights import vox2vec.pt --format vox2vec --out vox2vec.safetensors",
+                "voxssl weights import runs/ct/backbone.safetensors --format voxssl --in-channels 4 "
+                "--adapt-channels repeat --out dixon.safetensors",
+            ],
+        ),
+        (
+            "export",
+            export,
+            [
+                "voxssl weights export runs/ct/backbone.safetensors --out releases/my-ct --license CC-BY-4.0",
+                "voxssl weights export runs/probe/fold0/model.safetensors --out bundles/liver --monai-bundle",
+            ],
+        ),
+    ):
+        command(weights_app, name, function, examples)
     app.add_typer(weights_app, name="weights")

@@ -79,6 +79,9 @@ class PreprocessConfig:
     # Images that declare more voxels are refused before they are read (None: $VOXSSL_MAX_VOXELS,
     # else 2**30). Guards against a header that lies about its shape.
     max_voxels: int | None = None
+    # Refuse a label map among the scans (a few integer values) and a scan whose intensities
+    # contradict its source's modality (an MR in a CT source) before anything is cached.
+    check_scans: bool = True
 
     def for_modality(self, modality: str) -> CTPreprocessConfig | MRPreprocessConfig:
         if modality not in ("ct", "mr"):

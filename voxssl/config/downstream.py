@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from voxssl.errors import ConfigError
+from voxssl.utils.triple import int_triple
 from voxssl.vocabulary import ORGANS, organ_id
 
 #: The 13 BTCV organs, in BTCV id order (canonical ids 1-13).
@@ -124,9 +125,10 @@ class DownstreamConfig:
     grad_clip: float = 0.0  # 0: no clipping
     amp: bool = True  # bf16 autocast, on GPU only (never on CPU)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default (as in pretrain)
     log_every: int = 50
     val_every: int = 0  # validation Dice on the cv.val_fraction cases every N steps (0: never)
-    tensorboard: bool = False
+    tensorboard: bool = True  # <run>/<fold>/tensorboard: loss, learning rates, validation Dice
     # -- inference and metrics
     sw_roi_size: tuple[int, int, int] | None = None  # inference window; None: patch_size
     sw_overlap: float = 0.5
@@ -145,6 +147,8 @@ class DownstreamConfig:
             raise ValueError("foreground_fraction must be in [0, 1]")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ValueError("sw_overlap must be in [0, 1)")
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if min(self.patch_size) < 1 or self.batch_size < 1 or self.steps < 0 or self.lr <= 0:
             raise ValueError("patch_size, batch_size and lr must be positive, steps >= 0")
         try:  # validate names / ids early; from_dict adds the recipe file and section
@@ -156,7 +160,7 @@ class DownstreamConfig:
     def inference_roi(self) -> tuple[int, int, int]:
         """Sliding-window size: ``sw_roi_size``, or the training patch. The FPN is fully
         convolutional, so a larger window than the training patch is valid and much faster on CPU."""
-        return tuple(self.sw_roi_size) if self.sw_roi_size is not None else tuple(self.patch_size)  # type: ignore[return-value]
+        return int_triple(self.sw_roi_size if self.sw_roi_size is not None else self.patch_size)
 
     def class_ids(self) -> list[int]:
         """Canonical ids of ``classes``; output channel c of the head is ``class_ids()[c]``."""

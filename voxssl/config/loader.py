@@ -8,18 +8,36 @@ and the recipe file.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
 from voxssl.errors import ConfigError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 _NONE_TYPE = type(None)
+
+#: ``1.5,1.5,2``: comma-separated numbers, read as a list in ``--set`` values.
+_NUMBER_LIST = re.compile(
+    r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?(?:\s*,\s*[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)+"
+)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -52,7 +70,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _NUMBER_LIST.fullmatch(value.strip()):
+        # X,Y,Z as on the command line (--shape 160,128,48): a list, like the YAML [160, 128, 48]
+        value = [_number(v) for v in value.split(",")]
     return key.split("."), value
+
+
+def _number(text: str) -> int | float:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -114,7 +143,7 @@ def from_dict(cls: type[T], data: Any, *, where: str = "", source: str = "<recip
         for name, f in fields.items()
         if name not in kwargs
         and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{source}: missing required key '{_join(where, missing[0])}'")
@@ -176,7 +205,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
                 f"{source}: '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}"
             )
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, {} if value is None else value, where=key, source=source)
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):

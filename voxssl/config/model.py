@@ -124,7 +124,8 @@ class ModelConfig:
             raise ValueError(
                 f"model.reconstruction must be none, conv1x1 or two_conv, got {self.reconstruction!r}"
             )
-        if self.reconstruction == "two_conv" and self.base_channels < 2:  # type: ignore[operator]
+        base = self.base_channels  # an int: checked above
+        if self.reconstruction == "two_conv" and base is not None and base < 2:
             raise ValueError(
                 "model.reconstruction 'two_conv' halves the channels: base_channels must be >= 2"
             )
@@ -145,7 +146,10 @@ def embedding_width(config: ModelConfig) -> int:
     """Width of the concatenated voxel embedding (after the per-level projection, if any)."""
     if config.projection == "none":
         return sum(level_channels_of(config))
-    return config.projection_channels * config.num_levels  # type: ignore[operator]
+    width, levels = config.projection_channels, config.num_levels
+    if width is None or levels is None:  # __post_init__ fills both from the preset
+        raise ValueError("model config without projection_channels / num_levels")
+    return width * levels
 
 
 def model_config_from_dict(data: dict[str, Any], source: str = "<plan>") -> ModelConfig:

@@ -223,15 +223,16 @@ class OnlineProbeConfig:
     def enabled(self) -> bool:
         return self.every > 0
 
-    def probe_config(self, device: str = "auto"):
+    def probe_config(self, device: Literal["auto", "cpu", "cuda"] = "auto") -> ProbeConfig:
         """The equivalent downstream ``ProbeConfig`` (linear head, no outputs written)."""
+        x, y, z = self.patch_size
 
         return ProbeConfig(
             classes=list(self.classes),
             source=self.source or None,
             head=HeadConfig(kind="linear", feature_norm=self.feature_norm),
             feature_cache=self.feature_cache,
-            patch_size=tuple(self.patch_size),
+            patch_size=(x, y, z),
             batch_size=self.batch_size,
             steps=self.steps,
             lr=self.lr,

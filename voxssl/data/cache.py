@@ -40,6 +40,7 @@ import numpy as np
 from voxssl.errors import DataError
 from voxssl.utils.atomic import atomic_path, atomic_write_text
 from voxssl.utils.locking import file_lock
+from voxssl.utils.triple import float_triple, int_triple
 
 CACHE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -92,11 +93,11 @@ class CachedCase:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in self.meta["spacing"])  # type: ignore[return-value]
+        return float_triple(self.meta["spacing"])
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.meta["shape"])  # type: ignore[return-value]
+        return int_triple(self.meta["shape"])
 
     @property
     def num_channels(self) -> int:

@@ -27,16 +27,18 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
+from voxssl.utils.triple import int_triple
+
 #: Tolerance (in source voxels) that absorbs float error when rounding grid positions.
 _EPS = 1e-6
 
 
 def resampled_shape(source_shape: tuple[int, ...], ratio: np.ndarray) -> tuple[int, int, int]:
     """Voxels of the full resampled grid: the last one lies within half a target voxel of the last source voxel."""
-    return tuple(
+    return int_triple(
         int(np.floor((n - 1) / r + 0.5 + _EPS)) + 1
         for n, r in zip(source_shape, ratio, strict=True)
-    )  # type: ignore[return-value]
+    )
 
 
 def crop_box_for_source_box(
@@ -209,7 +211,7 @@ def _ras_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
     shape = [0, 0, 0]
     for in_axis, (out_axis, _) in enumerate(ornt):
         shape[int(out_axis)] = int(original[in_axis])
-    return tuple(shape)  # type: ignore[return-value]
+    return int_triple(shape)
 
 
 __all__ = [

@@ -31,9 +31,10 @@ from voxssl.config.data import PreprocessConfig, SourceConfig
 from voxssl.data import cache as cache_format
 from voxssl.data.adapters import annotated_classes_from_label, find_cases
 from voxssl.data.case import Case
+from voxssl.data.modality_check import label_map_suspicion, modality_mismatch
 from voxssl.data.preprocess import preprocess_params, preprocess_volume
 from voxssl.data.readers import check_label_header, read_case_image, read_case_label
-from voxssl.errors import ConfigError, VoxsslError
+from voxssl.errors import ConfigError, DataError, VoxsslError
 from voxssl.utils.locking import file_lock
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
     """Read and preprocess one case in memory: ``(image, label, body_mask, meta)``."""
 
     volume = read_case_image(case, max_voxels=cfg.max_voxels)
+    if cfg.check_scans:
+        check_scan(volume.data, case)
     if case.label is not None and case.label_format == "nifti":  # fail fast, before any work
         check_label_header(case, volume, tolerance_voxels=cfg.label_grid_tolerance)
 
@@ -159,6 +162,25 @@ def preprocess_case(case: Case, cfg: PreprocessConfig) -> tuple:
     )
     meta["annotated"] = list(annotated) if annotated is not None else None
     return image, label, body, meta
+
+
+def check_scan(data, case: Case) -> None:
+    """Refuse, before anything is cached, a label map put among the scans and a scan whose
+    intensities contradict its source's modality (an MR in a CT folder)."""
+    label_like = label_map_suspicion(data)
+    if label_like:
+        raise DataError(
+            f"{case.image}: looks like a label map, not a {case.modality.upper()} scan: {label_like}; "
+            f"put label maps in their own folder and give it as the source's options.labels "
+            f"(or set preprocess.check_scans: false)"
+        )
+    mismatch = modality_mismatch(data, case.modality)
+    if mismatch:
+        raise DataError(
+            f"{case.image}: does not look like {case.modality.upper()}, the modality of its source: "
+            f"{mismatch} Give scans of another modality their own source (or set "
+            f"preprocess.check_scans: false)"
+        )
 
 
 def fingerprint(case: Case) -> dict[str, Any]:

@@ -78,7 +78,8 @@ def read_volume(
 def to_ras(data: np.ndarray, affine: np.ndarray, path: Path) -> Volume:
     """Reorient a stored array (spatial axes first, optional channels last) to RAS."""
     affine = np.asarray(affine, dtype=np.float64)
-    original_shape = tuple(int(s) for s in data.shape[:3])
+    x, y, z = data.shape[:3]
+    original_shape = (int(x), int(y), int(z))
     ornt = nib.orientations.io_orientation(affine)
     ras = nib.orientations.apply_orientation(data, ornt)
     ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, original_shape)
@@ -88,7 +89,7 @@ def to_ras(data: np.ndarray, affine: np.ndarray, path: Path) -> Volume:
         data=_working_array(ras),
         affine=ras_affine,
         original_affine=affine,
-        original_shape=original_shape,  # type: ignore[arg-type]
+        original_shape=original_shape,
         orientation=ornt,
         path=path,
     )
@@ -256,7 +257,7 @@ def _read_nifti(
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise DataError(f"{path}: not a NIfTI file (.nii / .nii.gz) or a DICOM folder")
     try:
-        image = nib.load(path)
+        image = _load_nifti(path)
         check_declared_size(path, image, max_voxels)
         proxy = image.dataobj
         scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
@@ -321,6 +322,14 @@ def _human_bytes(n: float) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """``nib.load`` of a .nii / .nii.gz file: a NIfTI-1 or NIfTI-2 image (a ``Nifti1Image``)."""
+    image = nib.load(path)
+    if not isinstance(image, nib.Nifti1Image):
+        raise DataError(f"{path}: not a NIfTI image (nibabel reads it as {type(image).__name__})")
+    return image
+
+
 def _unreadable(path: Path, err: BaseException) -> str:
     reason = " ".join(str(err).split())  # one line: nibabel's messages hold newlines
     return f"{path}: cannot read NIfTI ({type(err).__name__}: {reason}); the file is truncated or corrupt"
@@ -342,9 +351,11 @@ def nifti_geometry(path: str | os.PathLike) -> NiftiGeometry | None:
     if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
         return None
     try:
-        header = nib.load(path).header
+        header = _load_nifti(path).header
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         raise DataError(_unreadable(path, err)) from None
+    if not isinstance(header, nib.Nifti1Header):  # a Nifti1Image's (or Nifti2Image's) header
+        raise DataError(f"{path}: not a NIfTI header ({type(header).__name__})")
     base = header.get_best_affine()
     qform, qform_code = header.get_qform(coded=True)
     sform, sform_code = header.get_sform(coded=True)
@@ -388,11 +399,13 @@ def _check_same_grid(
 
 def check_label_header(case: Case, image: Volume, tolerance_voxels: float = 0.05) -> None:
     """Check a NIfTI label's grid against the image from its header alone (no voxels read)."""
+    if case.label is None:
+        raise ValueError(f"case {case.case_id}: no label to check")
     path = Path(case.label)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     try:
-        header_image = nib.load(path)
+        header_image = _load_nifti(path)
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         raise DataError(_unreadable(path, err)) from None
     shape = tuple(int(n) for n in header_image.shape)

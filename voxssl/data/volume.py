@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voxssl.utils.triple import float_triple, int_triple
+
 
 @dataclass
 class Volume:
@@ -32,7 +34,7 @@ class Volume:
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.data.shape[-3:])  # type: ignore[return-value]
+        return int_triple(self.data.shape[-3:])
 
     @property
     def num_channels(self) -> int:
@@ -41,4 +43,4 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the array axes (norms of the affine's columns)."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return float_triple(np.linalg.norm(self.affine[:3, :3], axis=0))

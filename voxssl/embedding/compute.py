@@ -18,6 +18,13 @@ its *core* (the window minus ``margin`` on every side that has a neighbour) and 
 Voxels near a window's inner border therefore always see at least ``margin`` voxels of real
 context, like the centre of a sliding window; a volume that fits in one window is computed in
 one pass, exactly as :func:`voxssl.eval.feature_cache.compute_pyramid` does.
+
+Borders. Scans are cut across the body along z: the field of view ends, the anatomy does not.
+Zero padding there shows the network air above and below the body, which changes the
+embedding of every slice within its receptive field; on a 14-slice slab of a CT this made
+one-shot segmentation fail outright (liver Dice 0.0; 0.87 with the context below). So both z
+ends get ``z_context`` (default 16) copies of their end slice. In-plane, preprocessing crops to
+the body's outline, and air (0) is the truth beyond it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from torch import nn
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.feature_cache import alignment
+from voxssl.models.features import pyramid_channels
 from voxssl.transforms.crop import padded_crop
+from voxssl.utils.triple import int_triple
 
 #: Default window (preprocessed voxels, X Y Z) and margin kept as context on inner borders.
 DEFAULT_WINDOW = (128, 128, 64)
@@ -50,7 +59,7 @@ def check_stride(stride: int) -> int:
 
 def embedding_shape(shape: Sequence[int], stride: int) -> tuple[int, int, int]:
     """Embedding grid of a preprocessed grid ``shape``: ``ceil(n / stride)`` per axis."""
-    return tuple(-(-int(n) // stride) for n in shape)  # type: ignore[return-value]
+    return int_triple(-(-int(n) // stride) for n in shape)
 
 
 def embedding_affine(cached_affine: np.ndarray, stride: int) -> np.ndarray:
@@ -115,6 +124,7 @@ def embed_volume(
     device: torch.device | str = "cpu",
     amp: bool = False,
     progress=None,
+    z_context: int = DEFAULT_MARGIN,
 ) -> np.ndarray:
     """Write the voxel embedding of ``image`` into ``out``.
 
@@ -126,6 +136,8 @@ def embed_volume(
         stride: 1, 2, 4 or 8.
         window, margin: tiling (preprocessed voxels); rounded up to the coarsest cell.
         progress: optional callable ``(done_tiles, total_tiles)``.
+        z_context: slices of edge-replicated context added at both z ends (rounded up to the
+            coarsest cell; 0: air, like the in-plane borders).
     """
 
     check_stride(stride)
@@ -134,12 +146,23 @@ def embed_volume(
     if image.ndim == 3:
         image = image[None]
     shape = image.shape[1:]
-    expected = (*embedding_shape(shape, stride), int(sum(backbone.level_channels)))
+    level_channels = pyramid_channels(backbone, "projected")
+    expected = (*embedding_shape(shape, stride), sum(level_channels))
     if tuple(out.shape) != expected:
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {expected}")
-    block = max(alignment(len(backbone.level_channels)), stride)
-    padded = tuple(_round_up(n, block) for n in shape)
+    block = max(alignment(len(level_channels)), stride)
     margin = _round_up(int(margin), block)
+    # Scans are cut across the body along z (the field of view ends, the body does not): extend
+    # both z ends by ``z_context`` copies of the end slice, so the first and last slices see
+    # anatomy-like context rather than air. In-plane the preprocessing crop ends at the body's
+    # outline, so air (0) is the right padding there. The extension is a multiple of the
+    # coarsest cell, so pooling cells stay aligned with the scan's voxels.
+    z_context = _round_up(int(z_context), block)
+    if z_context:
+        image = np.pad(image, [(0, 0), (0, 0), (0, 0), (z_context, z_context)], mode="edge")
+    full_shape = image.shape[1:]
+    padded = tuple(_round_up(n, block) for n in full_shape)
+    offset = (0, 0, z_context)
     window = tuple(
         min(max(_round_up(int(w), block), 2 * margin + block), p)
         for w, p in zip(window, padded, strict=True)
@@ -162,14 +185,21 @@ def embed_volume(
                 parts.append(pool_level(core, i, stride))
             sizes = [min(p.shape[d] for p in parts) for d in (2, 3, 4)]
             block_out = torch.cat([p[:, :, : sizes[0], : sizes[1], : sizes[2]] for p in parts], 1)
-            start = [c // stride for c in core_start]
+            start = [(c - o) // stride for c, o in zip(core_start, offset, strict=True)]
+            skip = [max(0, -a) for a in start]  # rows of the block before the scan's first voxel
+            start = [max(a, 0) for a in start]
             stop = [
-                min(s + n, limit) for s, n, limit in zip(start, sizes, out.shape[:3], strict=True)
+                min(a + n - k, limit)
+                for a, n, k, limit in zip(start, sizes, skip, out.shape[:3], strict=True)
             ]
             if any(b <= a for a, b in zip(start, stop, strict=True)):
                 continue  # a tile wholly in the padding
             values = block_out[
-                0, :, : stop[0] - start[0], : stop[1] - start[1], : stop[2] - start[2]
+                0,
+                :,
+                skip[0] : skip[0] + stop[0] - start[0],
+                skip[1] : skip[1] + stop[1] - start[1],
+                skip[2] : skip[2] + stop[2] - start[2],
             ]
             out[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]] = (
                 values.permute(1, 2, 3, 0).cpu().numpy().astype(out.dtype, copy=False)

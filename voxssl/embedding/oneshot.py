@@ -1,7 +1,9 @@
 """``voxssl one-shot``: segment scans from ONE labelled scan by matching voxel embeddings.
 
 No training. The support scan and every query are embedded (:mod:`voxssl.embedding.embed`, reused
-when up to date) and their voxel embeddings L2-normalised. Two ways to turn the support's labels
+when up to date); for each query, the embeddings are standardised per channel over the body voxels
+of the support and that query, and L2-normalised (:class:`~voxssl.embedding.similarity.
+FeatureTransform`, as in ``voxssl explore``). Two ways to turn the support's labels
 into class probabilities at every query voxel, on the embedding grid:
 
 * ``prototype``: one prototype per organ (the normalised mean of its voxels' embeddings) and
@@ -31,15 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from voxssl.data import geometry
 from voxssl.data.geometry import resample_linear
 from voxssl.data.readers import read_volume
 from voxssl.embedding.compute import embedding_shape
 from voxssl.embedding.embed import ensure_embeddings, load_embedder
+from voxssl.embedding.similarity import FeatureTransform
 from voxssl.embedding.store import StoredEmbedding, default_embeddings_dir, embedding_name
 from voxssl.errors import ConfigError, DataError
-from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
+from voxssl.eval.inference import Interpolation, label_in_original_geometry, write_label_nifti
 from voxssl.eval.predict import output_name
 from voxssl.fewshot.cca import component_confidences
 
@@ -57,6 +61,7 @@ class OneShotConfig:
     background_prototypes: int = 16
     neighbours: int = 10
     bank_size: int = 20_000
+    neighbour_step: int = 2  # neighbours on every 2nd voxel per axis, interpolated in between
     cca: str = "3d"
     seed: int = 0
 
@@ -67,11 +72,14 @@ class OneShotConfig:
             raise ConfigError(f"--cca must be one of {', '.join(CCA_MODES)}, got {self.cca!r}")
         if not self.temperature > 0:
             raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
-        if self.neighbours < 1 or self.background_prototypes < 1 or self.bank_size < 1:
+        if (
+            min(self.neighbours, self.background_prototypes, self.bank_size, self.neighbour_step)
+            < 1
+        ):
             raise ConfigError("--neighbours, background prototypes and the bank size must be >= 1")
 
 
-def normalized(vectors: np.ndarray) -> np.ndarray:
+def normalised(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
@@ -128,7 +136,7 @@ def spherical_kmeans(
         np.add.at(sums, assign, vectors)
         empty = np.linalg.norm(sums, axis=1) < 1e-12
         sums[empty] = centroids[empty]
-        centroids = normalized(sums)
+        centroids = normalised(sums)
     return centroids
 
 
@@ -141,9 +149,11 @@ class OneShotModel:
         label: np.ndarray,
         class_ids: Sequence[int],
         cfg: OneShotConfig,
+        transform: FeatureTransform,
     ) -> None:
         rng = np.random.default_rng(cfg.seed)
         self.cfg = cfg
+        self.transform = transform
         self.class_ids = [int(c) for c in class_ids]
         flat = support.embedding.reshape(-1, support.dim)
         labels = label.reshape(-1)
@@ -159,7 +169,7 @@ class OneShotModel:
                 raise DataError(
                     f"support label: id {class_id} covers no voxel of the embedding grid"
                 )
-            prototypes.append(normalized(normalized(flat[members]).mean(axis=0)))
+            prototypes.append(normalised(transform.apply(flat[members]).mean(axis=0)))
         self.prototypes = (
             np.stack(prototypes) if prototypes else np.zeros((0, support.dim), np.float32)
         )
@@ -168,7 +178,7 @@ class OneShotModel:
             background = np.flatnonzero(target == 0)
         sample = rng.choice(background, size=min(len(background), 50_000), replace=False)
         self.background = spherical_kmeans(
-            normalized(flat[np.sort(sample)]), cfg.background_prototypes, cfg.seed
+            transform.apply(flat[np.sort(sample)]), cfg.background_prototypes, cfg.seed
         )
         # the neighbour bank: every class gets an equal share, the background the rest
         share = cfg.bank_size // (len(self.class_ids) + 1)
@@ -179,7 +189,7 @@ class OneShotModel:
         rest = cfg.bank_size - sum(len(c) for c in chosen)
         chosen.append(rng.choice(background, size=min(rest, len(background)), replace=False))
         bank = np.sort(np.concatenate(chosen))
-        self.bank = normalized(flat[bank])
+        self.bank = transform.apply(flat[bank])
         self.bank_classes = target[bank]
 
     @property
@@ -188,21 +198,33 @@ class OneShotModel:
 
     def probabilities(self, query: StoredEmbedding) -> np.ndarray:
         """(C, X', Y', Z') float32 class probabilities (background first) on the query's grid."""
-        flat = query.embedding.reshape(-1, query.dim)
-        body = query.body.reshape(-1)
-        out = np.zeros((self.num_classes, flat.shape[0]), dtype=np.float32)
+        parts = []
+        if self.cfg.method in ("prototype", "both"):
+            parts.append(self._over_body(query, 1, self._prototype_probabilities))
+        if self.cfg.method in ("neighbours", "both"):
+            parts.append(
+                self._over_body(query, self.cfg.neighbour_step, self._neighbour_probabilities)
+            )
+        return parts[0] if len(parts) == 1 else np.mean(parts, axis=0)
+
+    def _over_body(self, query: StoredEmbedding, step: int, function) -> np.ndarray:
+        """``function`` (unit vectors -> (N, C) probabilities) at the body voxels of every
+        ``step``-th voxel of the query grid; background outside the body; linearly interpolated
+        to the full grid when ``step > 1``."""
+        grid = np.asarray(query.embedding)[::step, ::step, ::step]
+        body = query.body[::step, ::step, ::step]
+        out = np.zeros((self.num_classes, *body.shape), dtype=np.float32)
         out[0] = 1.0  # outside the body: background
-        inside = np.flatnonzero(body)
+        flat_out = out.reshape(self.num_classes, -1)
+        flat = grid.reshape(-1, query.dim)
+        inside = np.flatnonzero(body.reshape(-1))
         for start in range(0, len(inside), CHUNK):
             index = inside[start : start + CHUNK]
-            vectors = normalized(flat[index])
-            parts = []
-            if self.cfg.method in ("prototype", "both"):
-                parts.append(self._prototype_probabilities(vectors))
-            if self.cfg.method in ("neighbours", "both"):
-                parts.append(self._neighbour_probabilities(vectors))
-            out[:, index] = np.mean(parts, axis=0).T
-        return out.reshape(self.num_classes, *query.shape)
+            flat_out[:, index] = function(self.transform.apply(flat[index])).T
+        if step == 1:
+            return out
+        positions = [np.arange(n, dtype=np.float64) / step for n in query.shape]
+        return resample_linear(out, positions)
 
     def _prototype_probabilities(self, vectors: np.ndarray) -> np.ndarray:
         scores = np.concatenate(
@@ -212,8 +234,6 @@ class OneShotModel:
         return softmax(scores / self.cfg.temperature)
 
     def _neighbour_probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        import torch
-
         similarity = torch.from_numpy(vectors) @ self._bank_tensor.T
         k = min(self.cfg.neighbours, similarity.shape[1])
         values, top = torch.topk(similarity, k, dim=1)
@@ -224,14 +244,10 @@ class OneShotModel:
 
     @property
     def _bank_tensor(self):
-        import torch
-
         return torch.from_numpy(self.bank)
 
     @property
     def _bank_class_tensor(self):
-        import torch
-
         return torch.from_numpy(self.bank_classes)
 
 
@@ -274,18 +290,26 @@ def clean_components(probs: np.ndarray, body: np.ndarray | None = None) -> np.nd
 
 
 def segment_query(
-    model: OneShotModel, query: StoredEmbedding, interpolation: str = "linear"
+    support: StoredEmbedding,
+    label: np.ndarray,
+    class_ids: Sequence[int],
+    cfg: OneShotConfig,
+    query: StoredEmbedding,
+    interpolation: Interpolation = "linear",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(label on the scan's own grid, its affine) for one embedded query."""
+    """(label on the query's own grid, its affine). The embeddings are standardised with the
+    statistics of the support's and this query's body voxels (so a query's result depends on
+    the support and itself only)."""
 
+    model = OneShotModel(support, label, class_ids, cfg, FeatureTransform.fit([support, query]))
     probs = model.probabilities(query)
     meta = query.preprocess_meta
     probs = to_preprocessed_grid(probs, query.stride, meta["shape"])
-    if model.cfg.cca == "3d":
+    if cfg.cca == "3d":
         probs = clean_components(probs)
     return label_in_original_geometry(
         probs, meta, model.class_ids, "ce", interpolation=interpolation
-    )  # type: ignore[arg-type]
+    )
 
 
 def label_ids(support_label: np.ndarray, classes: Sequence[int] | None) -> list[int]:
@@ -322,14 +346,14 @@ def one_shot_files(
 
     cfg = cfg or OneShotConfig()
     cfg.check()
-    queries = [Path(q) for q in queries]
-    if not queries:
+    query_paths = [Path(q) for q in queries]
+    if not query_paths:
         raise DataError("one-shot: no query image given")
-    for path in [Path(support_image), Path(support_label), *queries]:
+    for path in [Path(support_image), Path(support_label), *query_paths]:
         if not path.exists():
             raise DataError(f"one-shot: input not found: {path}")
 
-    names = [embedding_name(p) for p in [support_image, *queries]]
+    names = [embedding_name(p) for p in [support_image, *query_paths]]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
         raise DataError(
@@ -342,19 +366,26 @@ def one_shot_files(
         embedder, [support_image], cache, stride=stride, progress=progress
     )
     label = support_label_on_grid(support, support_label)
-    model = OneShotModel(support, label, label_ids(label, classes), cfg)
+    class_ids = label_ids(label, classes)
     if query_modality is not None and query_modality != embedder.modality:
         embedder = load_embedder(weights, device=device, modality=query_modality)
-    stored = ensure_embeddings(embedder, queries, cache, stride=stride, progress=progress)
+    # the queries at the support's stride (``auto`` is decided by the support): block means and
+    # single voxels differ in distribution, so both sides must be on the same kind of grid
+    stored = ensure_embeddings(
+        embedder, query_paths, cache, stride=support.stride, progress=progress
+    )
     out_dir = Path(out_dir)
     written = []
     for path, query in tqdm(
-        list(zip(queries, stored, strict=True)), desc="one-shot", unit="scan", disable=not progress
+        list(zip(query_paths, stored, strict=True)),
+        desc="one-shot",
+        unit="scan",
+        disable=not progress,
     ):
-        label_map, affine = segment_query(model, query)
+        label_map, affine = segment_query(support, label, class_ids, cfg, query)
         target = write_label_nifti(out_dir / output_name(path), label_map, affine)
-        found = [c for c in model.class_ids if (label_map == c).any()]
-        log.info("%s -> %s (%d of %d labels found)", path, target, len(found), len(model.class_ids))
+        found = [c for c in class_ids if (label_map == c).any()]
+        log.info("%s -> %s (%d of %d labels found)", path, target, len(found), len(class_ids))
         written.append(target)
     return written
 

@@ -27,8 +27,8 @@ from torch import nn
 
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
-from voxssl.eval.sampling import LabelledVolume, PatchSampler
-from voxssl.models.features import backbone_pyramid
+from voxssl.eval.sampling import LabelledVolume, PatchBatch, PatchSampler
+from voxssl.models.features import backbone_pyramid, pyramid_channels
 from voxssl.transforms.crop import padded_crop
 from voxssl.vocabulary import IGNORE_INDEX
 
@@ -100,7 +100,7 @@ def compute_pyramid(
     """The backbone's pyramid (``features``: projected or raw, :mod:`voxssl.models.features`) of a
     whole (C, X, Y, Z) volume, padded to the coarsest cell: level i as float32
     (C_i, X_p / 2^i, Y_p / 2^i, Z_p / 2^i) on the CPU."""
-    num_levels = len(backbone.level_channels)
+    num_levels = len(pyramid_channels(backbone, features))
     padded = padded_shape(image.shape[1:], alignment(num_levels))
     volume = padded_crop(image, (0, 0, 0), padded, 0.0, dtype=np.float32)
     was_training = backbone.training
@@ -161,7 +161,7 @@ class CachedPatchSampler(PatchSampler):
         self.factor = alignment(self.num_levels)
         check_patch_alignment(self.patch_size, self.num_levels, "patch_size")
 
-    def aligned_start(self, centre: Sequence[int], shape: Sequence[int]) -> list[int]:
+    def aligned_start(self, centre: Sequence[int] | np.ndarray, shape: Sequence[int]) -> list[int]:
         """The cell-aligned start nearest to centring the patch on ``centre`` that still contains
         ``centre`` and, where the volume is larger than the patch, keeps the patch on the volume (it
         may reach less than one cell into the padding, which is cached too)."""
@@ -198,7 +198,7 @@ class CachedPatchSampler(PatchSampler):
             volume.annotated,
         )
 
-    def batch(self, batch_size: int) -> dict[str, np.ndarray | list[np.ndarray]]:
+    def batch(self, batch_size: int) -> PatchBatch:
         """levels [(B, C_i, *patch / 2^i)], target (B, X, Y, Z) int64, body bool, annotated (B, K)."""
         samples = [self.sample_levels() for _ in range(batch_size)]
         return {

@@ -16,7 +16,7 @@ neighbour, the exact inverse of the preprocessing's label resampling (see
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +26,11 @@ import torch
 from voxssl.data.geometry import to_original_geometry
 from voxssl.device import autocast
 from voxssl.eval.overlay import ORGAN_COLOURS
-from voxssl.models.segmentation import labels_from_channels, probabilities_to_label
+from voxssl.models.segmentation import (
+    SegmentationModel,
+    labels_from_channels,
+    probabilities_to_label,
+)
 from voxssl.utils.atomic import atomic_path
 from voxssl.vocabulary import organ_name
 
@@ -38,7 +42,7 @@ Interpolation = Literal["linear", "nearest"]
 
 @torch.no_grad()
 def predict_probabilities(
-    model: torch.nn.Module,
+    model: SegmentationModel,
     image: np.ndarray,
     roi_size: Sequence[int],
     overlap: float = 0.5,
@@ -79,7 +83,7 @@ def predict_probabilities(
     return probs[0].float()
 
 
-def probability_predictor(model: torch.nn.Module):
+def probability_predictor(model: SegmentationModel) -> Callable[[torch.Tensor], torch.Tensor]:
     def predict(batch: torch.Tensor) -> torch.Tensor:
         return model.predict_probabilities(batch).float()
 
@@ -151,7 +155,7 @@ def write_label_nifti(
     return Path(path)
 
 
-def slicer_color_table(class_ids: Sequence[int]) -> str:
+def slicer_colour_table(class_ids: Sequence[int]) -> str:
     """A 3D Slicer colour table (``.ctbl``: ``id name R G B A``) naming the predicted organs."""
 
     lines = [
@@ -168,6 +172,6 @@ __all__ = [
     "label_in_original_geometry",
     "predict_probabilities",
     "restrict_to_body",
-    "slicer_color_table",
+    "slicer_colour_table",
     "write_label_nifti",
 ]

@@ -46,7 +46,12 @@ from voxssl.config.loader import from_dict
 from voxssl.data.preprocess import preprocess_volume
 from voxssl.data.readers import nifti_geometry, read_volume
 from voxssl.errors import DataError
-from voxssl.eval.inference import label_in_original_geometry, restrict_to_body, write_label_nifti
+from voxssl.eval.inference import (
+    Interpolation,
+    label_in_original_geometry,
+    restrict_to_body,
+    write_label_nifti,
+)
 from voxssl.eval.predict import (
     PADDING_MODE,
     PREDICT_SW_BATCH_SIZE,
@@ -163,7 +168,9 @@ class SaveLabeld:
     ) -> None:
         self.keys, self.output_dir = _keys(keys), Path(output_dir)
         self.classes, self.kind, self.threshold = list(classes), kind, float(threshold)
-        self.interpolation = interpolation
+        if interpolation not in ("linear", "nearest"):
+            raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
+        self.interpolation: Interpolation = "nearest" if interpolation == "nearest" else "linear"
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
 
@@ -177,7 +184,7 @@ class SaveLabeld:
                 self.classes,
                 self.kind,
                 self.threshold,
-                self.interpolation,  # type: ignore[arg-type]
+                self.interpolation,
             )
             self.output_dir.mkdir(parents=True, exist_ok=True)
             out[key] = write_label_nifti(

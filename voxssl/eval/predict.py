@@ -39,7 +39,7 @@ from voxssl.eval.inference import (
     label_in_original_geometry,
     predict_probabilities,
     restrict_to_body,
-    slicer_color_table,
+    slicer_colour_table,
     write_label_nifti,
 )
 from voxssl.eval.overlay import write_preview
@@ -51,7 +51,7 @@ from voxssl.vocabulary import organ_name
 
 log = logging.getLogger(__name__)
 
-COLOR_TABLE_NAME = "voxssl_organs.ctbl"
+COLOUR_TABLE_NAME = "voxssl_organs.ctbl"
 #: How the sliding window pads a scan smaller than the window: edge slices repeated, not air.
 PADDING_MODE = "replicate"
 #: Windows per forward pass (the exported MONAI bundle uses the same, for identical results).
@@ -283,7 +283,7 @@ def _predict_one(
     )
     if first:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / COLOR_TABLE_NAME, slicer_color_table(spec.classes))
+        atomic_write_text(out_dir / COLOUR_TABLE_NAME, slicer_colour_table(spec.classes))
     target = write_label_nifti(out_dir / name, label, affine, geometry=nifti_geometry(image_path))
     if settings["preview"]:
         write_preview(out_dir / preview_name(name), volume, label)
@@ -319,7 +319,7 @@ def _summary(label: np.ndarray, class_ids: Sequence[int]) -> str:
 
 
 __all__ = [
-    "COLOR_TABLE_NAME",
+    "COLOUR_TABLE_NAME",
     "PADDING_MODE",
     "PREDICT_SW_BATCH_SIZE",
     "PredictionFailed",

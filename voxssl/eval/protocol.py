@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,16 @@ from voxssl.eval.inference import (
 from voxssl.eval.metrics import CaseScores, score_case
 from voxssl.eval.overlay import write_overlay
 from voxssl.eval.report import summarize, write_report
+from voxssl.eval.run_results import (
+    RunMode,
+    check_run_folder,
+    check_same_run,
+    clear_run_folder,
+    finished_folds,
+    run_fingerprint,
+    write_fold_scores,
+    write_run_file,
+)
 from voxssl.eval.sampling import PatchSampler, labelled_volume
 from voxssl.eval.train import BackboneSchedule, train_segmentation
 from voxssl.hub.channels import AdaptChannels
@@ -196,21 +207,41 @@ def check_classes(cases: list, class_ids: list[int], source: str, section: str) 
         )
 
 
-def build_splits(cfg: DownstreamConfig, case_ids: list[str], run_dir: Path) -> Splits:
-    cv = cfg.cv
-    if cv.split_file is not None:
-        splits = load_splits(cv.split_file, case_ids)
-    else:
-        splits = make_splits(
-            case_ids,
-            cv.scheme,
-            k=cv.k,
-            seed=cv.seed,
-            val_fraction=cv.val_fraction,
-            test_cases=cv.test_cases,
+def warn_unlabelled_classes(fold_name: str, train_cases: list, class_ids: list[int]) -> list[int]:
+    """Warn about the classes that no training case of a fold labels (the head never sees one)."""
+    present: set[int] = set()
+    for case in train_cases:
+        ids = case.meta.get("label_classes")
+        present.update(int(i) for i in (ids if ids is not None else np.unique(case.label())))
+    missing = [c for c in class_ids if c not in present]
+    if missing:
+        names = ", ".join(f"{organ_name(c)} ({c})" for c in missing)
+        log.warning(
+            "%s: no training case has a labelled voxel of %s (%d training case(s)); the head "
+            "cannot learn it, so its Dice in this fold is 0 or undefined",
+            fold_name,
+            names,
+            len(train_cases),
         )
-    save_splits(splits, run_dir / "splits.json")
-    return splits
+    return missing
+
+
+def build_splits(cfg: DownstreamConfig, case_ids: list[str], run_dir: Path | None = None) -> Splits:
+    """The recipe's folds (``cv.split_file``, or made from the case ids); a resumed run reuses the
+    ``splits.json`` of ``run_dir``. Nothing is written here."""
+    cv = cfg.cv
+    if run_dir is not None and (run_dir / "splits.json").is_file():
+        return load_splits(run_dir / "splits.json", case_ids)
+    if cv.split_file is not None:
+        return load_splits(cv.split_file, case_ids)
+    return make_splits(
+        case_ids,
+        cv.scheme,
+        k=cv.k,
+        seed=cv.seed,
+        val_fraction=cv.val_fraction,
+        test_cases=cv.test_cases,
+    )
 
 
 def selected_folds(cfg: DownstreamConfig, splits: Splits) -> list[Fold]:
@@ -228,19 +259,28 @@ def run_downstream(
     weights: str,
     protocol: Protocol,
     progress: bool = True,
+    mode: RunMode = "new",
 ) -> dict[str, Any]:
-    """Run a protocol over every selected fold; returns the summary written to results.json."""
+    """Run a protocol over every selected fold; returns the summary written to results.json.
+
+    Everything is checked (cases, classes, folds, weights, the run folder) before the run folder
+    is created or changed. ``mode`` (see :mod:`voxssl.eval.run_results`): ``new`` refuses a folder
+    that holds an earlier run's results, ``overwrite`` replaces them, ``resume`` keeps the folds that
+    finished and runs the others.
+    """
 
     run_dir = recipe.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(recipe, run_dir)
     section = "probe" if protocol == "linear-probe" else "finetune"
     class_ids = cfg.class_ids()
     cases = _labelled_cases(recipe, cfg)
     check_classes(cases, class_ids, recipe.source_file, section)
+    check_run_folder(run_dir, mode)
     by_id = {c.case_id: c for c in cases}
-    splits = build_splits(cfg, sorted(by_id), run_dir)
+    splits = build_splits(cfg, sorted(by_id), run_dir if mode == "resume" else None)
+    folds = selected_folds(cfg, splits)
     device = resolve_device(cfg.device, f"{section}.device")
+    if device.type == "cpu" and cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
     in_channels = cases[0].num_channels
     from_scratch = isinstance(cfg, FinetuneConfig) and cfg.from_scratch
     init = initial_backbone(
@@ -252,6 +292,19 @@ def run_downstream(
         cfg.adapt_channels,
         from_scratch=from_scratch,
     )
+    fingerprint = run_fingerprint(recipe_to_dict(recipe), section, protocol, init.description)
+    finished: dict[str, list[CaseScores]] = {}
+    if mode == "resume":
+        check_same_run(run_dir, fingerprint)
+        finished = finished_folds(run_dir)
+    elif mode == "overwrite":
+        clear_run_folder(run_dir)
+
+    # --- everything checked: only now is the run folder written --------------------------------
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(recipe, run_dir)
+    save_splits(splits, run_dir / "splits.json")
+    write_run_file(run_dir, fingerprint)
     log.info(
         "%s on %d labelled cases, %s, backbone: %s, device %s",
         protocol,
@@ -260,15 +313,35 @@ def run_downstream(
         init.description,
         device,
     )
-
     results: dict[str, list[CaseScores]] = {}
-    for fold in selected_folds(cfg, splits):
+    for fold in folds:
+        fold_dir = run_dir / fold.name
+        if fold.name in finished:
+            results[fold.name] = finished.pop(fold.name)
+            log.info("%s: finished in the earlier run, kept (%s)", fold.name, fold_dir)
+            continue
+        if fold_dir.exists():  # an interrupted fold starts again from its beginning
+            shutil.rmtree(fold_dir)
         results[fold.name] = run_fold(
-            recipe, cfg, protocol, fold, by_id, init, class_ids, device, run_dir / fold.name
+            recipe,
+            cfg,
+            protocol,
+            fold,
+            by_id,
+            init,
+            class_ids,
+            device,
+            fold_dir,
+            progress=progress,
         )
+        write_fold_scores(fold_dir, results[fold.name])
         log.info(
-            "%s: mean Dice %.3f", fold.name, np.nanmean([s.mean_dice() for s in results[fold.name]])
+            "%s: mean Dice %.1f %%",
+            fold.name,
+            100 * np.nanmean([s.mean_dice() for s in results[fold.name]]),
         )
+    results.update(finished)  # folds finished earlier that this run did not select
+    results = {name: results[name] for name in sorted(results, key=_fold_order)}
     extra = {
         "protocol": protocol,
         "weights": init.description,
@@ -281,6 +354,11 @@ def run_downstream(
     return summarize(results, class_ids)
 
 
+def _fold_order(name: str) -> tuple[int, int]:
+    index, _, n_train = name.removeprefix("fold").partition("_n")
+    return int(index), int(n_train or 0)
+
+
 def run_fold(
     recipe: Recipe,
     cfg: DownstreamConfig,
@@ -291,9 +369,11 @@ def run_fold(
     class_ids: list[int],
     device: torch.device,
     fold_dir: Path,
+    progress: bool = True,
 ) -> list[CaseScores]:
     """Train on ``fold.train``, save the model, score and write every ``fold.test`` case."""
 
+    warn_unlabelled_classes(fold.name, [by_id[i] for i in fold.train], class_ids)
     seed_sequence = [recipe.seed, fold.index, 0 if fold.n_train == "all" else int(fold.n_train)]
     rng = np.random.default_rng(seed_sequence)
     volumes = [
@@ -332,6 +412,7 @@ def run_fold(
         tensorboard_dir=fold_dir / "tensorboard",
         validate=validate if fold.val else None,
         val_every=cfg.val_every,
+        progress=progress,
     )
     atomic_write_text(fold_dir / "history.json", json.dumps(history, indent=1) + "\n")
     spec = segmentation_spec(cfg, class_ids, in_channels)
@@ -438,7 +519,7 @@ def write_case_outputs(
             probs, case.meta, class_ids, cfg.loss, cfg.threshold
         )
         write_label_nifti(fold_dir / "predictions" / f"{case.case_id}.nii.gz", original, affine)
-    log.info("%s: mean Dice %.3f", case.case_id, scores.mean_dice())
+    log.info("%s: mean Dice %.1f %%", case.case_id, 100 * scores.mean_dice())
     return scores
 
 
@@ -450,4 +531,5 @@ __all__ = [
     "run_downstream",
     "run_fold",
     "training_sampler",
+    "warn_unlabelled_classes",
 ]

@@ -23,6 +23,10 @@ from voxssl.vocabulary import IGNORE_INDEX, ORGANS
 #: foreground voxel coordinates kept per organ and case (a uniform subsample of the organ)
 MAX_CENTRES_PER_ORGAN = 20_000
 
+#: A training batch: "target", "body", "annotated" and either "image" (:class:`PatchSampler`) or
+#: "levels", one array per pyramid level (the feature cache's ``CachedPatchSampler``).
+PatchBatch = dict[str, np.ndarray | list[np.ndarray]]
+
 
 @dataclass
 class LabelledVolume:
@@ -124,7 +128,7 @@ class PatchSampler:
             volume.annotated,
         )
 
-    def batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    def batch(self, batch_size: int) -> PatchBatch:
         """image (B, C, X, Y, Z) float32, target (B, X, Y, Z) int64, body (B, X, Y, Z) bool,
         annotated (B, K) bool."""
         samples = [self.sample() for _ in range(batch_size)]
@@ -138,6 +142,7 @@ class PatchSampler:
 
 __all__ = [
     "LabelledVolume",
+    "PatchBatch",
     "PatchSampler",
     "as_channels",
     "labelled_volume",

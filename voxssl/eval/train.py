@@ -58,6 +58,7 @@ def train_segmentation(
     tensorboard_dir: Path | None = None,
     validate: Callable[[int], dict[str, float]] | None = None,
     val_every: int = 0,
+    progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.steps`` steps; returns the logged history (step, loss, lrs)."""
     model.to(device)
@@ -73,6 +74,7 @@ def train_segmentation(
         tensorboard_dir if cfg.tensorboard else None,
         total_steps=cfg.steps,
         description=description,
+        progress=progress,
     )
     history: list[dict[str, float]] = []
     model.train()
@@ -116,7 +118,12 @@ def train_segmentation(
         if validate is not None and val_every > 0 and (step + 1) % val_every == 0:
             scores = validate(step + 1)
             model.train()
-            log.info("%s step %d validation %s", description, step + 1, scores)
+            log.info(
+                "%s step %d: validation mean Dice %.1f %%",
+                description,
+                step + 1,
+                100 * scores.get("mean_dice", float("nan")),
+            )
             logger.scalars(step + 1, {f"val/{k}": v for k, v in scores.items()})
     logger.close()
     model.eval()

@@ -9,9 +9,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from voxssl.embedding.embed import ensure_embeddings, load_embedder
-from voxssl.embedding.store import META_FILE, StoredEmbedding, default_embeddings_dir
+from voxssl.embedding.store import (
+    META_FILE,
+    StoredEmbedding,
+    default_embeddings_dir,
+    embedding_name,
+)
 from voxssl.errors import ConfigError, DataError
-from voxssl.explore.server import Explorer, ExploreServer
+from voxssl.explore.server import DISPLAYS, Explorer, ExploreServer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,12 @@ def open_scans(
     is_stored = [(p / META_FILE).is_file() for p in paths]
     to_embed = [p for p, stored in zip(paths, is_stored, strict=True) if not stored]
     embedded: dict[Path, StoredEmbedding] = {}
+    names = [embedding_name(p) for p in to_embed]
+    if len(set(names)) < len(names):
+        raise DataError(
+            f"explore: {' and '.join(map(str, to_embed))} would both be embedded as '{names[0]}'; "
+            "embed one with `voxssl embed` into another folder and give that folder instead"
+        )
     if to_embed:
         if weights is None:
             raise ConfigError(
@@ -45,12 +56,11 @@ def open_scans(
 
         embedder = load_embedder(weights, device=device, modality=modality)
         out = Path(embeddings) if embeddings else default_embeddings_dir(embedder.weights_sha256)
-        for path, stored in zip(
-            to_embed,
-            ensure_embeddings(embedder, to_embed, out, stride=stride, progress=progress),
-            strict=True,
-        ):
-            embedded[path] = stored
+        for path in to_embed:  # every scan at the first one's stride: comparable vectors
+            (embedded[path],) = ensure_embeddings(
+                embedder, [path], out, stride=stride, progress=progress
+            )
+            stride = embedded[path].stride
     return [
         StoredEmbedding.open(p) if stored else embedded[p]
         for p, stored in zip(paths, is_stored, strict=True)
@@ -63,6 +73,7 @@ def serve_forever(
     embeddings: str | os.PathLike | None = None,
     stride: int | str = "auto",
     components: int | None = 32,
+    display: str = "scan",
     port: int = 8765,
     modality: str | None = None,
     device: str = "auto",
@@ -70,8 +81,10 @@ def serve_forever(
     echo: Callable[[str], None] = print,
 ) -> None:
 
+    if display not in DISPLAYS:
+        raise ConfigError(f"--display must be one of {', '.join(DISPLAYS)}, got {display!r}")
     scans = open_scans(inputs, weights, embeddings, stride, modality, device)
-    explorer = Explorer(scans, components=components)
+    explorer = Explorer(scans, components=components, display=display)
     try:
         server = ExploreServer(explorer, port=port)
     except OSError as err:

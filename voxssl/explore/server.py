@@ -35,9 +35,11 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from voxssl.data import geometry
 from voxssl.data.readers import read_volume
 from voxssl.embedding.similarity import SimilarityIndex
 from voxssl.embedding.store import StoredEmbedding
+from voxssl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +54,32 @@ CONTENT_TYPES = {
 }
 
 
-def scan_nifti_bytes(source: str | Path) -> bytes:
-    """The scan as an uncompressed NIfTI-1 (RAS voxel order, RAS affine as voxssl reads it)."""
+DISPLAYS = ("scan", "model")
+
+
+def scan_nifti_bytes(source: str | Path, model_grid: dict[str, Any] | None = None) -> bytes:
+    """The scan as an uncompressed NIfTI-1 (RAS voxel order, RAS affine as voxssl reads it).
+
+    With ``model_grid`` (an embedding's preprocessing meta) the scan is resampled (linearly, in
+    its own units: HU stay HU) onto the grid the model saw: cropped, at the model's spacing.
+    """
     import nibabel as nib
 
     volume = read_volume(source, allow_channels=True)
     data = volume.data if volume.data.ndim == 3 else volume.data[0]  # first channel
+    affine = volume.affine
+    if model_grid is not None:
+        box = np.asarray(model_grid["crop_box"], dtype=np.int64)
+        positions = geometry.source_positions(
+            box, np.asarray(model_grid["ratio"], dtype=np.float64)
+        )
+        data = geometry.resample_linear(data, positions)
+        affine = np.asarray(model_grid["affine"], dtype=np.float64)
     if data.dtype not in (np.int16, np.uint8, np.float32):
         data = data.astype(np.int16 if np.issubdtype(data.dtype, np.integer) else np.float32)
-    image = nib.Nifti1Image(np.ascontiguousarray(data), volume.affine)
-    image.set_qform(volume.affine, code=1)
-    image.set_sform(volume.affine, code=1)
+    image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
     return image.to_bytes()
 
 
@@ -79,7 +96,12 @@ def overlay_nifti_bytes(scan: StoredEmbedding) -> bytes:
 class Explorer:
     """The state behind the page: the scans, their similarity index, the served volumes."""
 
-    def __init__(self, scans: Sequence[StoredEmbedding], components: int | None = 32) -> None:
+    def __init__(
+        self, scans: Sequence[StoredEmbedding], components: int | None = 32, display: str = "scan"
+    ) -> None:
+        if display not in DISPLAYS:
+            raise ConfigError(f"--display must be one of {', '.join(DISPLAYS)}, got {display!r}")
+        self.display = display
         self.scans = list(scans)
         started = time.perf_counter()
         self.index = SimilarityIndex(self.scans, components=components)
@@ -108,14 +130,15 @@ class Explorer:
     def scan_volume(self, i: int) -> bytes:
         with self._lock:
             if i not in self._volumes:
-                self._volumes[i] = scan_nifti_bytes(self.scans[i].source)
+                grid = self.scans[i].preprocess_meta if self.display == "model" else None
+                self._volumes[i] = scan_nifti_bytes(self.scans[i].source, grid)
             return self._volumes[i]
 
     def click(
         self, scan_index: int, point_mm: Sequence[float]
     ) -> tuple[dict[str, Any], list[np.ndarray]]:
         """Similarity maps of the voxel at ``point_mm`` of scan ``scan_index`` over every scan."""
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         scan = self.scans[scan_index]
         voxel = scan.nearest_voxel(point_mm)
         header: dict[str, Any] = {
@@ -147,6 +170,7 @@ class Explorer:
             matches=matches,
             display=display,
             server_ms=1000 * (time.perf_counter() - started),
+            server_cpu_ms=1000 * (time.thread_time() - cpu_started),
         )
         return header, maps
 
@@ -205,6 +229,10 @@ def make_handler(explorer: Explorer):
             try:
                 if path in ("/", "/index.html"):
                     return self._static("index.html")
+                if (
+                    path == "/favicon.ico"
+                ):  # no icon: an empty answer instead of a 404 in the console
+                    return self._send(204, b"", "image/x-icon")
                 if path.startswith("/static/"):
                     return self._static(path[len("/static/") :])
                 if path == "/api/info":

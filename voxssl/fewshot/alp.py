@@ -84,6 +84,17 @@ def prototype_similarity(
     return temperature * torch.einsum("qdhw,pd->qphw", q, p)
 
 
+def grid_size(tensor: torch.Tensor) -> tuple[int, int]:
+    """The last two sizes of ``tensor``: (h, w) of a feature grid, (H, W) of an image."""
+    height, width = tensor.shape[-2:]
+    return height, width
+
+
+def _pair(values: tuple[int, int]) -> tuple[int, int]:
+    first, second = values  # a list from a caller becomes a tuple; 3 values are an error
+    return first, second
+
+
 def fuse_similarities(similarity: torch.Tensor) -> torch.Tensor:
     """``S'(x) = sum_l S_l(x) softmax_l(S_l(x))``: (Q, P, h, w) -> (Q, h, w)."""
     return (similarity * similarity.softmax(dim=1)).sum(dim=1)
@@ -105,12 +116,12 @@ class ALPHead(nn.Module):
         the foreground's local prototypes are used only if the mask pooled with the window
         ``grid // proto_grid`` reaches ``mask_fraction`` (``local_rule: reference``)."""
         super().__init__()
-        self.window = tuple(window)
-        self.eval_window = tuple(eval_window)
+        self.window = _pair(window)
+        self.eval_window = _pair(eval_window)
         self.mask_fraction = mask_fraction
         self.temperature = temperature
         self.eps = eps
-        self.proto_grid = tuple(proto_grid) if proto_grid is not None else None
+        self.proto_grid = _pair(proto_grid) if proto_grid is not None else None
 
     def current_window(self) -> tuple[int, int]:
         return self.window if self.training else self.eval_window
@@ -140,7 +151,7 @@ class ALPHead(nn.Module):
             valid = torch.ones_like(foreground) if valid is None else valid.float()
             background = (valid - foreground).clamp_min(0.0)
             window = self.current_window()
-            decision = self.decision_window(tuple(support.shape[-2:]))
+            decision = self.decision_window(grid_size(support))
             scores = []
             for mask, with_global in ((background, False), (foreground, True)):
                 protos = class_prototypes(
@@ -180,7 +191,7 @@ def grid_logits(
     mask_resize: str = "bilinear",
 ) -> torch.Tensor:
     """Class logits (Q, 2, h, w) of the query on the feature grid (support mask to the grid, ALP)."""
-    grid = support_features.shape[-2:]
+    grid = grid_size(support_features)
     fg, valid = split_label(support_label, ignore_index)
     return head(
         support_features,

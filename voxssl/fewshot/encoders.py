@@ -21,6 +21,9 @@ from voxssl.transforms.intensity import IMAGENET_MEAN, IMAGENET_STD
 class InputMode(nn.Module):
     """Turns the 3-slice stack into the encoder's 3-channel input."""
 
+    mean: torch.Tensor  # buffers, (1, 3, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, mode: str, normalise_imagenet: bool) -> None:
         super().__init__()
         self.mode = mode
@@ -112,6 +115,8 @@ def build_encoder(config: EncoderConfig) -> SliceEncoder:
         )
         return SliceEncoder(input_mode, backbone)
     if config.type == "voxssl3d":
+        if config.voxssl_weights is None:
+            raise ValueError("encoder.voxssl_weights is required when encoder.type is voxssl3d")
         identity = InputMode(
             "stack", normalise_imagenet=False
         )  # the cache's [0, 1] values, as pretrained

@@ -56,11 +56,14 @@ def train_protocol(
     folds: list[int] | None = None,
     progress: Progress | None = None,
     preprocess: dict[str, Any] | None = None,
+    on_start: Callable[[], Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train every (group, fold) model not trained yet; returns their training summaries.
 
     ``preprocess`` (the recipe's section, plain data) is stored with the weights so that
-    ``voxssl few-shot segment`` preprocesses new scans the same way.
+    ``voxssl few-shot segment`` preprocesses new scans the same way. ``on_start`` is called once,
+    after the first model has been built (its encoder weights loaded) and before it trains: the
+    CLI creates the run folder there, so a run that fails on its weights leaves nothing behind.
     """
     cases = fewshot_cases(cache_dir, config.source)
     prepare_superpixels(cases, cache_dir, config, progress)
@@ -83,6 +86,9 @@ def train_protocol(
         log.info("training %s on %d scans (%d usable slices)", name, len(sources), len(episodes))
         torch.manual_seed(config.seed + 1000 * group + fold)
         model = build_alpnet(config)
+        if on_start is not None:
+            on_start()
+            on_start = None
         rng = np.random.default_rng([config.seed, group, fold])
         extra = {
             "group": group,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from voxssl.fewshot.alp import grid_size
 from voxssl.fewshot.model import ALPNet
 from voxssl.fewshot.protocol import (
     query_chunks,
@@ -59,7 +60,7 @@ def _predict_batched(
     for start in range(0, len(zs), batch):
         query = query_volume.slices(zs[start : start + batch]).to(device)
         out.append(
-            model.segment_features(s_feat, label, model.encode(query), tuple(query.shape[-2:]))
+            model.segment_features(s_feat, label, model.encode(query), grid_size(query))
             .float()
             .cpu()
         )
@@ -83,6 +84,8 @@ def segment_slices(
         return torch.zeros(0, query_volume.size, query_volume.size)
     if ttt is None:
         return _predict_batched(model, support, support_label, query_volume, zs, device, batch)
+    if rng is None:
+        raise ValueError("segment_slices: test-time training (ttt) needs rng for its augmentations")
     out = []
     for z in zs:
         query = query_volume.slice(z)[None]

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from voxssl.config.fewshot import FewShotConfig
-from voxssl.fewshot.alp import ALPHead, alpnet_loss, segment_logits
+from voxssl.fewshot.alp import ALPHead, alpnet_loss, grid_size, segment_logits
 from voxssl.fewshot.encoders import SliceEncoder, build_encoder
 from voxssl.vocabulary import IGNORE_INDEX
 
@@ -28,7 +28,8 @@ class ALPNet(nn.Module):
         self.head = head
         self.grid = grid
         self.eval_grid = eval_grid
-        self.class_weights = tuple(class_weights)
+        background, foreground = class_weights
+        self.class_weights = (background, foreground)
         self.align_weight = align_weight
         self.mask_resize = mask_resize
         self.align_weighted = align_weighted
@@ -87,14 +88,15 @@ class ALPNet(nn.Module):
     ) -> torch.Tensor:
         """Foreground probability of every query pixel: (Q, H, W)."""
         s_feat, q_feat = self.encode_pair(support, query)
-        return self.segment_features(s_feat, support_label, q_feat, tuple(query.shape[-2:]))
+        return self.segment_features(s_feat, support_label, q_feat, grid_size(query))
 
 
 def build_alpnet(config: FewShotConfig) -> ALPNet:
     alp = config.alp
     proto_grid = None
     if alp.local_rule == "reference":
-        proto_grid = tuple(max(1, alp.feature_grid // w) for w in alp.train_window)
+        window_h, window_w = alp.train_window
+        proto_grid = (max(1, alp.feature_grid // window_h), max(1, alp.feature_grid // window_w))
     head = ALPHead(
         alp.train_window,
         alp.eval_window,

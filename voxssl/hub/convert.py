@@ -245,7 +245,9 @@ def voxssl_key(parsed: ParsedKey, num_levels: int) -> str:
             "decoder": f"right_blocks.{decoder_index}",
             "bottom": "bottom_block",
         }[parsed.part]
-        return f"{stage}.layers.{parsed.block}.layers.{layer_index[parsed.layer]}.{parsed.tensor}"  # type: ignore[index]
+        if parsed.layer is None:
+            raise ValueError(f"a {parsed.part} key names no layer: {parsed}")
+        return f"{stage}.layers.{parsed.block}.layers.{layer_index[parsed.layer]}.{parsed.tensor}"
     if parsed.part == "down":
         return f"down_blocks.{parsed.level}.1.{parsed.tensor}"
     if parsed.part == "up":
@@ -377,7 +379,10 @@ def import_foreign(
     config_data["in_channels"] = shape.in_channels
     config: ModelConfig = model_config_from_dict(config_data, source=f"{name} (architecture)")
     reference = build_backbone(config).state_dict()
-    mapped = map_state_dict(state, reference, config.num_levels, name)  # type: ignore[arg-type]
+    levels = config.num_levels
+    if levels is None:  # model_config_from_dict fills it from the preset
+        raise ConversionError(f"{name}: the architecture has no num_levels")
+    mapped = map_state_dict(state, reference, levels, name)
     for (
         key,
         value,

@@ -209,7 +209,7 @@ def download_file(
         if cached is not None:
             return cached
         expected, origin = expected_sha256(dest, sha256)
-        failures: list[tuple[str, Exception]] = []
+        failures: list[tuple[str, DownloadError]] = []
         for url in urls:
             try:
                 record = _download_verified(
@@ -466,7 +466,7 @@ def _disk_full(path: Path) -> DiskFullError:
     )
 
 
-def _combined_error(dest: Path, failures: list[tuple[str, Exception]]) -> DownloadError:
+def _combined_error(dest: Path, failures: list[tuple[str, DownloadError]]) -> DownloadError:
     kinds = {type(err) for _, err in failures}
     cls = kinds.pop() if len(kinds) == 1 else DownloadError
     lines = "\n".join(f"  - {err}" for _, err in failures)

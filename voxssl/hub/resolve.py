@@ -29,7 +29,7 @@ from voxssl.checkpoint_layout import latest_checkpoint
 from voxssl.config.model import model_config_from_dict
 from voxssl.errors import CheckpointError
 from voxssl.hub.channels import AdaptChannels, adapt_input_channels
-from voxssl.hub.convert import import_foreign, read_torch_checkpoint
+from voxssl.hub.convert import ForeignFormat, import_foreign, read_torch_checkpoint
 from voxssl.hub.download import (
     DownloadRecord,
     check_cached,
@@ -59,7 +59,7 @@ def resolve_weights(
     adapt_channels: AdaptChannels = "refuse",
     registry: Registry | None = None,
     progress: bool = True,
-    foreign_format: str | None = None,
+    foreign_format: ForeignFormat | None = None,
 ) -> Path:
     """Turn a ``--weights`` value into a voxssl ``.safetensors`` path (see the module docstring).
 
@@ -80,7 +80,10 @@ def resolve_weights(
 
 
 def _resolve_source(
-    spec: str | os.PathLike, registry: Registry | None, progress: bool, foreign_format: str | None
+    spec: str | os.PathLike,
+    registry: Registry | None,
+    progress: bool,
+    foreign_format: ForeignFormat | None,
 ) -> Path:
     text = str(spec)
     path = Path(text).expanduser()
@@ -180,11 +183,14 @@ def cached_registry_weights(entry: RegistryEntry) -> Path:
 
 def _convert(entry: RegistryEntry, source: Path, converted: Path, source_sha: str) -> None:
     """Convert a registry entry's foreign checkpoint and record the result's sha256."""
-    logger.info("converting %s (%s layout) to voxssl weights", entry.name, entry.format)
+    fmt = entry.format
+    if fmt == "voxssl":
+        raise ValueError(f"registry entry {entry.name}: voxssl weights need no conversion")
+    logger.info("converting %s (%s layout) to voxssl weights", entry.name, fmt)
     import_foreign(
         source,
         converted,
-        entry.format,  # type: ignore[arg-type]
+        fmt,
         architecture=entry.architecture,
         preprocessing=entry.preprocessing,
         modality=entry.modality,
@@ -211,7 +217,7 @@ def _converted_intact(converted: Path) -> bool:
     return record is not None and sha256_of(converted) == record.sha256
 
 
-def import_cached(path: Path, foreign_format: str | None = None, **options: Any) -> Path:
+def import_cached(path: Path, foreign_format: ForeignFormat | None = None, **options: Any) -> Path:
     """Convert a foreign checkpoint once into ``$VOXSSL_HOME/converted/<sha256>/`` and reuse it."""
 
     source_sha = sha256_of(path)
@@ -235,11 +241,11 @@ def import_cached(path: Path, foreign_format: str | None = None, **options: Any)
             path,
             path,
         )
-    import_foreign(path, out, fmt, **options)  # type: ignore[arg-type]
+    import_foreign(path, out, fmt, **options)
     return out
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path) -> ForeignFormat:
     """``"hierarchical"`` for ``{"state_dict": ...}``, ``"vox2vec"`` for a plain state dict."""
 
     checkpoint = read_torch_checkpoint(path)

@@ -27,6 +27,7 @@ from torch import nn
 
 from voxssl.losses.infonce import InfoNCELoss
 from voxssl.models.gather import gather_voxel_embeddings
+from voxssl.transforms.spatial import GridTransform
 
 
 class EquivarianceLoss(nn.Module):
@@ -47,7 +48,7 @@ class EquivarianceLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.contrast = InfoNCELoss(
-            temperature, normalize=True, gather_distributed=gather_distributed
+            temperature, normalise=True, gather_distributed=gather_distributed
         )
         self.projector = projector
 
@@ -55,7 +56,7 @@ class EquivarianceLoss(nn.Module):
         self,
         pyramid_of_transformed: Sequence[torch.Tensor],
         pyramid: Sequence[torch.Tensor],
-        transforms: object | Sequence[object],
+        transforms: GridTransform | Sequence[GridTransform],
         positions: torch.Tensor,
         projector: nn.Module | None = None,
     ) -> torch.Tensor:
@@ -79,17 +80,17 @@ class EquivarianceLoss(nn.Module):
 
 
 def source_positions(
-    transforms: object | Sequence[object], positions: torch.Tensor
+    transforms: GridTransform | Sequence[GridTransform], positions: torch.Tensor
 ) -> torch.Tensor:
     """``T_b^-1(p)`` for every row ``(b, p)``; ``transforms`` is one transform or one per batch item."""
     if not isinstance(transforms, Sequence):
-        return transforms.source_points(positions)  # type: ignore[attr-defined]
+        return transforms.source_points(positions)
     sources = positions.clone()
     batch = positions[:, 0]
     for b, transform in enumerate(transforms):
         rows = (batch == b).nonzero().squeeze(1)
         if rows.numel():
-            sources[rows] = transform.source_points(positions[rows])  # type: ignore[attr-defined]
+            sources[rows] = transform.source_points(positions[rows])
     return sources
 
 

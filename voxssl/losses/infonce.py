@@ -32,18 +32,18 @@ class InfoNCELoss(nn.Module):
 
     Args:
         temperature: ``tau`` (vox2vec and seed 004: 0.1).
-        normalize: L2-normalise the inputs first (harmless if the projector already did).
+        normalise: L2-normalise the inputs first (harmless if the projector already did).
         gather_distributed: use the embeddings of every DDP rank as negatives.
     """
 
     def __init__(
-        self, temperature: float = 0.1, normalize: bool = True, gather_distributed: bool = False
+        self, temperature: float = 0.1, normalise: bool = True, gather_distributed: bool = False
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
-        self.normalize = normalize
+        self.normalise = normalise
         self.gather_distributed = gather_distributed
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class InfoNCELoss(nn.Module):
 
     def _loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         n = z1.shape[0]
-        if self.normalize:
+        if self.normalise:
             z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         all1, all2, offset = self._candidates(z1, z2)  # (M, D) each, M = N summed over ranks
         if n == 0:  # still joined the all-gather above (and its backward) so no rank waits forever

@@ -10,15 +10,21 @@ from voxssl.models.pretrain_heads import ProjectionHead, ReconstructionHead
 
 def build_backbone(cfg: ModelConfig) -> FPN:
     """The FPN (with its per-level projections when ``cfg.projection != "none"``)."""
+    base, levels, blocks, norm = cfg.base_channels, cfg.num_levels, cfg.blocks_per_stage, cfg.norm
+    projection, width = cfg.projection, cfg.projection_channels
+    if base is None or levels is None or blocks is None or norm is None:
+        raise _unresolved("base_channels / num_levels / blocks_per_stage / norm")
+    if projection is None or width is None:
+        raise _unresolved("projection / projection_channels")
     return FPN(
         in_channels=cfg.in_channels,
-        base_channels=cfg.base_channels,  # type: ignore[arg-type]
-        num_levels=cfg.num_levels,  # type: ignore[arg-type]
-        blocks_per_stage=cfg.blocks_per_stage,  # type: ignore[arg-type]
-        norm=cfg.norm,  # type: ignore[arg-type]
+        base_channels=base,
+        num_levels=levels,
+        blocks_per_stage=blocks,
+        norm=norm,
         spatial_dims=cfg.spatial_dims,
-        projection=cfg.projection,  # type: ignore[arg-type]
-        projection_channels=cfg.projection_channels,  # type: ignore[arg-type]
+        projection=projection,
+        projection_channels=width,
         projection_seed=cfg.projection_seed,
     )
 

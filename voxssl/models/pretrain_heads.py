@@ -27,7 +27,7 @@ class ProjectionHead(nn.Module):
         hidden_dim: int,
         out_dim: int = 128,
         num_layers: int = 3,
-        normalize: bool = True,
+        normalise: bool = True,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -39,11 +39,11 @@ class ProjectionHead(nn.Module):
             if i < num_layers - 1:
                 layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
         self.layers = nn.Sequential(*layers)
-        self.normalize = normalize
+        self.normalise = normalise
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(x)
-        return F.normalize(x, dim=1) if self.normalize else x
+        return F.normalize(x, dim=1) if self.normalise else x
 
 
 class ReconstructionHead(nn.Module):

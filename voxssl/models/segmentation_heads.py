@@ -9,6 +9,7 @@ followed by a crop to (X, Y, Z).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ class FPNLinearHead(nn.Module):
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
-        pyramid = normalize_levels(pyramid, self.level_norms)
+        pyramid = normalise_levels(pyramid, self.level_norms)
         size = pyramid[0].shape[2:]
         logits = self.level_convs[0](pyramid[0])
         for level in range(1, len(pyramid)):
@@ -63,13 +64,19 @@ class FPNLinearHead(nn.Module):
 
     def as_linear_map(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W, b) with W (num_classes, sum C_i) acting on the concatenated embedding (eval mode)."""
-        weights, bias = [], self.level_convs[0].bias.detach().clone()
-        for level, conv in enumerate(self.level_convs):
+        convs = [cast(nn.Conv3d, conv) for conv in self.level_convs]
+        if convs[0].bias is None:
+            raise ValueError("level 0 of an FPNLinearHead holds the bias, this one has none")
+        weights, bias = [], convs[0].bias.detach().clone()
+        for level, conv in enumerate(convs):
             weight = conv.weight.detach().flatten(1)  # (K, C_i)
             if self.level_norms is not None:
-                norm = self.level_norms[level]
-                scale = torch.rsqrt(norm.running_var + norm.eps)  # (C_i,)
-                bias = bias - weight @ (norm.running_mean * scale)
+                norm = cast(nn.BatchNorm3d, self.level_norms[level])
+                mean, var = norm.running_mean, norm.running_var
+                if mean is None or var is None:
+                    raise ValueError("feature_norm without running statistics has no linear map")
+                scale = torch.rsqrt(var + norm.eps)  # (C_i,)
+                bias = bias - weight @ (mean * scale)
                 weight = weight * scale
             weights.append(weight)
         return torch.cat(weights, dim=1), bias
@@ -86,7 +93,7 @@ def level_feature_norms(in_channels: Sequence[int], kind: str) -> nn.ModuleList 
     raise ValueError(f"unknown head feature_norm {kind!r} (none | batch)")
 
 
-def normalize_levels(
+def normalise_levels(
     pyramid: Sequence[torch.Tensor], norms: nn.ModuleList | None
 ) -> Sequence[torch.Tensor]:
     if norms is None:
@@ -148,7 +155,7 @@ class FPNNonLinearHead(nn.Module):
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
-        pyramid = normalize_levels(pyramid, self.level_norms)
+        pyramid = normalise_levels(pyramid, self.level_norms)
         x = self.merge_blocks[-1](self.projections[-1](pyramid[-1]))
         for level in range(len(pyramid) - 2, -1, -1):
             x = upsample_to(x, 1, pyramid[level].shape[2:]) + self.projections[level](
@@ -187,7 +194,7 @@ class Vox2VecNonLinearHead(nn.Module):
 
     def forward(self, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
         _check_pyramid(pyramid, self.in_channels)
-        pyramid = normalize_levels(pyramid, self.level_norms)
+        pyramid = normalise_levels(pyramid, self.level_norms)
         x = self.bottom_block(pyramid[-1])
         for k, level in enumerate(range(len(pyramid) - 2, -1, -1)):
             skip = pyramid[level]

@@ -21,14 +21,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from voxssl.config.pretrain import OnlineProbeConfig
 from voxssl.data.cache import open_cache
 from voxssl.errors import ConfigError, DataError
 from voxssl.eval.protocol import check_classes, evaluate_case, training_sampler
-from voxssl.eval.sampling import labelled_volume
+from voxssl.eval.sampling import LabelledVolume, labelled_volume
 from voxssl.eval.train import train_segmentation
+from voxssl.models.fpn import FPN
 from voxssl.models.segmentation import SegmentationModel, output_channels
 from voxssl.models.segmentation_heads import build_head
 from voxssl.vocabulary import organ_name
@@ -57,7 +57,7 @@ class OnlineProbe:
         self.cfg = cfg
         self.seed = seed
         self.device = device
-        self.downstream = cfg.probe_config(device=device.type)
+        self.downstream = cfg.probe_config(device="cuda" if device.type == "cuda" else "cpu")
         self.class_ids = self.downstream.class_ids()
         try:
             cases = open_cache(cache_dir).cases(source=cfg.source or None, labelled=True)
@@ -74,12 +74,13 @@ class OnlineProbe:
         chosen = [cases[i] for i in order[:needed]]
         self.train_cases, self.val_cases = chosen[: cfg.train_cases], chosen[cfg.train_cases :]
         check_classes(self.train_cases, self.class_ids, where, SECTION)
-        self._volumes = None  # loaded at the first probe: (label remapping, organ voxel indices)
+        # loaded at the first probe: (label remapping, organ voxel indices)
+        self._volumes: list[LabelledVolume] | None = None
 
     def due(self, step: int) -> bool:
         return self.cfg.every > 0 and step % self.cfg.every == 0
 
-    def run(self, backbone: nn.Module, step: int) -> dict[str, float]:
+    def run(self, backbone: FPN, step: int) -> dict[str, float]:
         """Train a head on a frozen copy of ``backbone`` and return TensorBoard scalars."""
         started = time.perf_counter()
         devices = [self.device] if self.device.type == "cuda" else []
@@ -92,14 +93,14 @@ class OnlineProbe:
         del model
         scores[f"{TAG}/seconds"] = time.perf_counter() - started
         log.info(
-            "online probe at step %d: mean Dice %.3f (%.1f s)",
+            "online probe at step %d: mean Dice %.1f %% (%.1f s)",
             step,
-            scores.get(f"{TAG}/dice_mean", float("nan")),
+            100 * scores.get(f"{TAG}/dice_mean", float("nan")),
             scores[f"{TAG}/seconds"],
         )
         return scores
 
-    def _model(self, backbone: nn.Module):
+    def _model(self, backbone: FPN) -> SegmentationModel:
 
         frozen = copy.deepcopy(
             backbone

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -86,6 +87,11 @@ class GridTransform:
         if len(self.rotation_axes) != 2 or self.rotation_axes[0] == self.rotation_axes[1]:
             raise ValueError(f"rotation_axes must be two different axes, got {self.rotation_axes}")
 
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """``zoom_offset`` as ``__post_init__`` resolved it (zeros where none was given)."""
+        return self.zoom_offset if self.zoom_offset is not None else (0,) * len(self.spatial_shape)
+
     # ----------------------------------------------------------------------------- shapes
     def output_shape(self, shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """Spatial shape after the transform (sizes of the rotation plane swap for odd turns)."""
@@ -110,7 +116,7 @@ class GridTransform:
         scale = 2**level
         level_shape = tuple(-(-n // scale) for n in self.spatial_shape)
         self._check_spatial(features.shape, level_shape, f"level-{level} features")
-        if any(o % scale for o in self.zoom_offset):  # type: ignore[union-attr]
+        if any(o % scale for o in self.offsets):
             raise ValueError(
                 f"zoom offset {self.zoom_offset} is not a multiple of 2**{level}: not exact at level {level}"
             )
@@ -133,7 +139,7 @@ class GridTransform:
         dims = len(self.spatial_shape)
         first = x.ndim - dims
         if self.zoom > 1:
-            for axis, offset in enumerate(self.zoom_offset):  # type: ignore[arg-type]
+            for axis, offset in enumerate(self.offsets):
                 size = x.shape[first + axis]
                 index = (np.arange(size) + (offset >> level)) // self.zoom
                 x = _take(x, index, first + axis)
@@ -149,6 +155,10 @@ class GridTransform:
         return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()
 
     # ----------------------------------------------------------------------------- points
+    @overload
+    def source_points(self, points: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def source_points(self, points: np.ndarray) -> np.ndarray: ...
     def source_points(self, points: Array) -> Array:
         """Input voxels that output voxels ``points`` copy: ``out[p] = in[source_points(p)]``.
 
@@ -287,7 +297,8 @@ class RandomGridTransform:
         self.flip_prob = flip_prob
         self.flip_axes = tuple(flip_axes)
         self.rotation_turns = tuple(int(t) % 4 for t in rotation_turns)
-        self.rotation_axes = tuple(rotation_axes)
+        first_axis, second_axis = rotation_axes
+        self.rotation_axes = (first_axis, second_axis)
         self.allow_shape_change = allow_shape_change
         self.zoom_prob = zoom_prob
         self.zoom_factors = tuple(int(k) for k in zoom_factors)
@@ -312,7 +323,7 @@ class RandomGridTransform:
                 * _integer(generator, (zoom - 1) * n // self.offset_multiple + 1)
                 for n in shape
             )
-        self.transform = GridTransform(shape, zoom, offset, flips, turns, self.rotation_axes)  # type: ignore[arg-type]
+        self.transform = GridTransform(shape, zoom, offset, flips, turns, self.rotation_axes)
         return self.transform
 
     def __call__(self, generator: Generator, spatial_shape: Sequence[int]) -> GridTransform:

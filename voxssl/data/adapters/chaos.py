@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from voxssl.config.data import Modality
 from voxssl.data.adapters.base import Adapter, SourceContext, walk_dirs
 from voxssl.data.case import Case
 
@@ -111,7 +112,7 @@ def _mr_cases(mr_dir: Path, sequences: list[MRSequence]) -> list[Case]:
 def _case(
     case_id: str,
     dicom: Path,
-    modality: str,
+    modality: Modality,
     ground: Path,
     label_dicom: Path,
     patient: Path,
@@ -124,7 +125,7 @@ def _case(
     return Case(
         case_id=case_id,
         image=dicom,
-        modality=modality,  # type: ignore[arg-type]
+        modality=modality,
         label=ground if has_label else None,
         label_format="chaos_png" if has_label else "nifti",
         metadata=metadata,

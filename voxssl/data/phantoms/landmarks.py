@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from voxssl.errors import DataError
+from voxssl.utils.triple import float_triple
 from voxssl.vocabulary import organ_name
 
 KINDS = ("organ_centroid", "vertebra", "junction")
@@ -126,8 +127,8 @@ def phantom_landmarks(
             Landmark(
                 name=name,
                 kind=_kind(name),
-                voxel=tuple(round(float(v), 4) for v in voxel),  # type: ignore[arg-type]
-                world=tuple(round(float(v), 4) for v in world),  # type: ignore[arg-type]
+                voxel=float_triple(round(float(v), 4) for v in voxel),
+                world=float_triple(round(float(v), 4) for v in world),
             )
         )
     return landmarks

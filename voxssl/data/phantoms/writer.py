@@ -135,6 +135,21 @@ def _check_folder(out_dir: Path, modality: str) -> None:
         )
 
 
+def _existing_entries(out_dir: Path, generator: dict) -> dict[str, dict]:
+    """File name -> dataset.json entry of the phantoms already written with these settings."""
+    try:
+        earlier = json.loads((out_dir / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("generator") != generator:
+        return {}
+    return {
+        Path(entry["image"]).name: entry
+        for entry in earlier.get("training", [])
+        if isinstance(entry, dict) and "image" in entry
+    }
+
+
 def _remove_stale(out_dir: Path, modality: str, n: int) -> None:
     """Delete phantom files of an earlier, larger run so the folder matches dataset.json."""
     pattern = re.compile(rf"phantom_{modality}_(\d{{5,}})\.(nii\.gz|json)$")
@@ -176,17 +191,31 @@ def write_phantom_dataset(
     shape, spacing = resolve_grid(shape, spacing)
     out_dir = Path(out_dir)
     _check_folder(out_dir, modality)
+    generator = {
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "shape": list(shape),
+        "spacing": [float(s) for s in spacing],
+        "orientation": orientation or "per case",
+    }
+    existing = _existing_entries(out_dir, generator)
 
-    entries, images = [], []
+    entries, images, reused = [], [], 0
     for index in tqdm(
         range(n), desc=f"phantoms ({modality})", unit="case", disable=not progress or n < 2
     ):
-        phantom_seed, orientation_draw = case_seeds(seed, index)
-        axcodes = orientation or ORIENTATIONS[orientation_draw % len(ORIENTATIONS)]
-        phantom = generate_phantom(phantom_seed, modality, shape, spacing)
         name = case_name(modality, index) + FILE_ENDING
         image_path, label_path = out_dir / "images" / name, out_dir / "labels" / name
         landmarks_path = out_dir / "landmarks" / (case_name(modality, index) + ".json")
+        if name in existing and all(p.is_file() for p in (image_path, label_path, landmarks_path)):
+            # same generator settings: the files would be rewritten byte for byte
+            entries.append(existing[name])
+            images.append(image_path)
+            reused += 1
+            continue
+        phantom_seed, orientation_draw = case_seeds(seed, index)
+        axcodes = orientation or ORIENTATIONS[orientation_draw % len(ORIENTATIONS)]
+        phantom = generate_phantom(phantom_seed, modality, shape, spacing)
         write_phantom(phantom, image_path, label_path, axcodes, landmarks_path)
         images.append(image_path)
         params = {
@@ -202,6 +231,8 @@ def write_phantom_dataset(
             }
         )
     _remove_stale(out_dir, modality, n)
+    if reused:
+        logger.info("%d of %d phantoms were already in %s (same settings)", reused, n, out_dir)
 
     description = {
         "name": f"voxssl_phantoms_{modality}",
@@ -215,15 +246,12 @@ def write_phantom_dataset(
         "file_ending": FILE_ENDING,
         "modality": modality,
         "label_ids": "canonical voxssl vocabulary ids (voxssl.vocabulary), not consecutive",
-        "generator": {
-            "version": GENERATOR_VERSION,
-            "seed": seed,
-            "shape": list(shape),
-            "spacing": [float(s) for s in spacing],
-            "orientation": orientation or "per case",
-        },
+        "generator": generator,
         "training": entries,
     }
-    atomic_write_text(out_dir / "dataset.json", json.dumps(description, indent=2) + "\n")
+    text = json.dumps(description, indent=2) + "\n"
+    dataset_json = out_dir / "dataset.json"
+    if not (dataset_json.is_file() and dataset_json.read_text(encoding="utf-8") == text):
+        atomic_write_text(dataset_json, text)
     logger.info("wrote %d %s phantoms to %s", n, modality, out_dir)
     return images

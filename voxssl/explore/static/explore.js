@@ -12,6 +12,7 @@ const state = {
 window.voxsslExplore = state;
 
 const viewers = [];         // Niivue instance per scan
+state.viewers = viewers;    // for scripts and tests
 const lastInput = [];       // time of the last pointer/key input on each viewer's canvas
 let info = null;
 let inFlight = false;

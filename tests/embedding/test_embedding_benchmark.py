@@ -1,0 +1,92 @@
+"""benchmarks/embedding.py's own logic: landmark errors, the gate and the report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from voxssl.explore.launch import open_scans
+
+from .conftest import SHIFT_MM
+
+
+def test_landmark_matching_on_a_moved_copy_is_exact_to_the_grid(
+    benchmark_script, weights, phantom_pair, tmp_path
+):
+    bench = benchmark_script("embedding")
+    scan_a, scan_b, label_a, landmarks_a = phantom_pair
+    document = json.loads(landmarks_a.read_text())
+    for entry in document["landmarks"]:
+        entry["world_mm"] = list(np.add(entry["world_mm"], SHIFT_MM))
+    landmarks_b = tmp_path / "b.json"
+    landmarks_b.write_text(json.dumps(document))
+    scans = open_scans([scan_a, scan_b], str(weights), tmp_path / "emb", stride=1, progress=False)
+    labels = [label_a, scan_b.with_name("b_label.nii.gz")]
+    result = bench.landmark_matching(scans, [landmarks_a, landmarks_b], labels)
+    half_diagonal = 0.5 * np.linalg.norm([8.0, 8.0, 12.0])  # the embedding voxel of the test plan
+    assert result["embedding"]["all"]["n"] > 2 * 10
+    assert result["embedding"]["all"]["mean_mm"] <= half_diagonal + 1e-6
+    # the body-box reference is exact too on a moved copy (same box, shifted)
+    assert result["body_box_reference"]["all"]["mean_mm"] < 1e-3
+
+
+def _arm(landmark_mm: float, phantom_dice: float, real_dice: float) -> dict:
+    kinds = {
+        k: {"mean_mm": landmark_mm, "median_mm": landmark_mm, "n": 3}
+        for k in ("organ_centroid", "vertebra", "junction")
+    }
+    landmarks = {
+        "embedding": {
+            **kinds,
+            "all": {"mean_mm": landmark_mm, "median_mm": landmark_mm, "within_10mm": 0.5, "n": 9},
+        }
+    }
+    landmarks["body_box_reference"] = landmarks["embedding"]
+    landmarks["pca_energy"] = 0.9
+    real = {"organs": {"liver": real_dice}, "mean_dice": real_dice}
+    return {
+        "landmarks": landmarks,
+        "landmarks_pca32": landmarks,
+        "one_shot_phantoms": {
+            "organs": {"liver": phantom_dice},
+            "mean_dice": phantom_dice,
+            "queries": 5,
+        },
+        "one_shot_real": {"ct_to_ct_dicom": real, "ct_to_mr": real},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pretrained", "failures"),
+    [
+        ((10.0, 0.6, 0.5), []),
+        ((30.0, 0.6, 0.5), ["landmark error on phantoms"]),
+        (
+            (10.0, 0.2, 0.1),
+            [
+                "one-shot Dice on phantoms",
+                "one-shot Dice on the real CT",
+                "one-shot Dice on the real MR (CT -> MR)",
+            ],
+        ),
+    ],
+)
+def test_gate_and_report(benchmark_script, pretrained, failures):
+    bench = benchmark_script("embedding")
+    result = {
+        "pretrained": _arm(*pretrained),
+        "random_init": _arm(20.0, 0.3, 0.2),
+        "model_spacing_mm": [2.5, 2.5, 5.0],
+        "pretrain_cases": 8,
+        "pretrain_steps": 300,
+        "pretrain_seconds": 600.0,
+        "machine": "x86_64 CPU x2",
+        "date": "2026-01-01",
+        "heldout": 6,
+    }
+    result["gate_failures"] = bench.gate(result)
+    assert result["gate_failures"] == failures
+    text = bench.markdown_section(result)
+    assert ("passed" in text) == (not failures) and "Landmark matching" in text
