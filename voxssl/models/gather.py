@@ -22,7 +22,8 @@ def gather_level(level: torch.Tensor, coords: torch.Tensor, level_index: int) ->
     if is_channels_last(level):
         # index the channels-last map as (B, *S, C): contiguous rows, and the backward's
         # gradient keeps the map's layout (a contiguous one would slow every conv backward)
-        return level.movedim(1, -1)[(batch, *cells.unbind(dim=1))]
+        voxels: tuple[torch.Tensor, ...] = (batch, *cells.unbind(dim=1))
+        return level.movedim(1, -1)[voxels]
     index: tuple[Any, ...] = (batch, slice(None), *cells.unbind(dim=1))
     return level[index]  # advanced indices around a slice: the indexed dim comes first -> (N, C)
 
