@@ -40,7 +40,9 @@ from torch import nn
 from voxssl.device import autocast
 from voxssl.errors import ConfigError
 from voxssl.eval.feature_cache import alignment
+from voxssl.models.features import pyramid_channels
 from voxssl.transforms.crop import padded_crop
+from voxssl.utils.triple import int_triple
 
 #: Default window (preprocessed voxels, X Y Z) and margin kept as context on inner borders.
 DEFAULT_WINDOW = (128, 128, 64)
@@ -57,7 +59,7 @@ def check_stride(stride: int) -> int:
 
 def embedding_shape(shape: Sequence[int], stride: int) -> tuple[int, int, int]:
     """Embedding grid of a preprocessed grid ``shape``: ``ceil(n / stride)`` per axis."""
-    return tuple(-(-int(n) // stride) for n in shape)  # type: ignore[return-value]
+    return int_triple(-(-int(n) // stride) for n in shape)
 
 
 def embedding_affine(cached_affine: np.ndarray, stride: int) -> np.ndarray:
@@ -144,10 +146,11 @@ def embed_volume(
     if image.ndim == 3:
         image = image[None]
     shape = image.shape[1:]
-    expected = (*embedding_shape(shape, stride), int(sum(backbone.level_channels)))
+    level_channels = pyramid_channels(backbone, "projected")
+    expected = (*embedding_shape(shape, stride), sum(level_channels))
     if tuple(out.shape) != expected:
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {expected}")
-    block = max(alignment(len(backbone.level_channels)), stride)
+    block = max(alignment(len(level_channels)), stride)
     margin = _round_up(int(margin), block)
     # Scans are cut across the body along z (the field of view ends, the body does not): extend
     # both z ends by ``z_context`` copies of the end slice, so the first and last slices see

@@ -50,6 +50,7 @@ from voxssl.hub.resolve import resolve_weights
 from voxssl.hub.weights_cache import sha256_of
 from voxssl.models.weights import load_backbone
 from voxssl.utils.atomic import atomic_directory
+from voxssl.utils.triple import float_triple
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,7 @@ def preprocessing_for(plan, source: str, modality: str | None):
         return plan_modality, cfg
     if modality not in ("ct", "mr"):
         raise ConfigError(f"--modality must be 'ct' or 'mr', got {modality!r}")
-    spacing = tuple(float(s) for s in plan.preprocessing["spacing"])
-    section = (CTPreprocessConfig if modality == "ct" else MRPreprocessConfig)(spacing=spacing)
+    spacing = float_triple(plan.preprocessing["spacing"])
     log.warning(
         "%s: the weights were trained on %s; %s scans get voxssl's default %s normalisation at the "
         "plan's spacing %s",
@@ -107,7 +107,9 @@ def preprocessing_for(plan, source: str, modality: str | None):
         modality.upper(),
         list(spacing),
     )
-    return modality, PreprocessConfig(**{modality: section})
+    if modality == "ct":
+        return modality, PreprocessConfig(ct=CTPreprocessConfig(spacing=spacing))
+    return modality, PreprocessConfig(mr=MRPreprocessConfig(spacing=spacing))
 
 
 def load_embedder(

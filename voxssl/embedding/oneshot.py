@@ -43,7 +43,7 @@ from voxssl.embedding.embed import ensure_embeddings, load_embedder
 from voxssl.embedding.similarity import FeatureTransform
 from voxssl.embedding.store import StoredEmbedding, default_embeddings_dir, embedding_name
 from voxssl.errors import ConfigError, DataError
-from voxssl.eval.inference import label_in_original_geometry, write_label_nifti
+from voxssl.eval.inference import Interpolation, label_in_original_geometry, write_label_nifti
 from voxssl.eval.predict import output_name
 from voxssl.fewshot.cca import component_confidences
 
@@ -295,7 +295,7 @@ def segment_query(
     class_ids: Sequence[int],
     cfg: OneShotConfig,
     query: StoredEmbedding,
-    interpolation: str = "linear",
+    interpolation: Interpolation = "linear",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(label on the query's own grid, its affine). The embeddings are standardised with the
     statistics of the support's and this query's body voxels (so a query's result depends on
@@ -309,7 +309,7 @@ def segment_query(
         probs = clean_components(probs)
     return label_in_original_geometry(
         probs, meta, model.class_ids, "ce", interpolation=interpolation
-    )  # type: ignore[arg-type]
+    )
 
 
 def label_ids(support_label: np.ndarray, classes: Sequence[int] | None) -> list[int]:
@@ -346,14 +346,14 @@ def one_shot_files(
 
     cfg = cfg or OneShotConfig()
     cfg.check()
-    queries = [Path(q) for q in queries]
-    if not queries:
+    query_paths = [Path(q) for q in queries]
+    if not query_paths:
         raise DataError("one-shot: no query image given")
-    for path in [Path(support_image), Path(support_label), *queries]:
+    for path in [Path(support_image), Path(support_label), *query_paths]:
         if not path.exists():
             raise DataError(f"one-shot: input not found: {path}")
 
-    names = [embedding_name(p) for p in [support_image, *queries]]
+    names = [embedding_name(p) for p in [support_image, *query_paths]]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
         raise DataError(
@@ -371,11 +371,16 @@ def one_shot_files(
         embedder = load_embedder(weights, device=device, modality=query_modality)
     # the queries at the support's stride (``auto`` is decided by the support): block means and
     # single voxels differ in distribution, so both sides must be on the same kind of grid
-    stored = ensure_embeddings(embedder, queries, cache, stride=support.stride, progress=progress)
+    stored = ensure_embeddings(
+        embedder, query_paths, cache, stride=support.stride, progress=progress
+    )
     out_dir = Path(out_dir)
     written = []
     for path, query in tqdm(
-        list(zip(queries, stored, strict=True)), desc="one-shot", unit="scan", disable=not progress
+        list(zip(query_paths, stored, strict=True)),
+        desc="one-shot",
+        unit="scan",
+        disable=not progress,
     ):
         label_map, affine = segment_query(support, label, class_ids, cfg, query)
         target = write_label_nifti(out_dir / output_name(path), label_map, affine)

@@ -30,6 +30,7 @@ import numpy as np
 
 from voxssl.embedding.store import StoredEmbedding
 from voxssl.errors import DataError
+from voxssl.utils.triple import float_triple, int_triple
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,8 @@ class SimilarityIndex:
         voxel = np.unravel_index(best, scan.shape)
         world = scan.voxel_to_world(np.array(voxel))[0]
         return Match(
-            voxel=tuple(int(v) for v in voxel),  # type: ignore[arg-type]
-            world=tuple(float(w) for w in world),  # type: ignore[arg-type]
+            voxel=int_triple(voxel),
+            world=float_triple(world),
             score=float(flat[best]),
         )
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from voxssl.errors import DataError
 from voxssl.hub.weights_cache import voxssl_home
+from voxssl.utils.triple import int_triple
 
 FORMAT = "voxssl-embedding"
 VERSION = 1
@@ -109,7 +110,7 @@ class StoredEmbedding:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(n) for n in self.meta["shape"])  # type: ignore[return-value]
+        return int_triple(self.meta["shape"])
 
     @property
     def dim(self) -> int:
@@ -147,7 +148,7 @@ class StoredEmbedding:
         index = np.floor(self.world_to_voxel(point_mm)[0] + 0.5).astype(int)
         if np.any(index < 0) or np.any(index >= np.asarray(self.shape)):
             return None
-        return tuple(int(i) for i in index)  # type: ignore[return-value]
+        return int_triple(index)
 
 
 def is_complete(folder: Path, fingerprint: dict[str, Any]) -> bool:
