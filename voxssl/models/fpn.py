@@ -20,6 +20,8 @@ voxel embedding is the concatenation over levels (see :mod:`voxssl.models.gather
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import torch
 from torch import nn
 
@@ -110,9 +112,11 @@ class FPN(nn.Module):
         ):
             encoder_map = skips.pop()
             x = up(x)
-            x = x[
-                (..., *(slice(0, n) for n in encoder_map.shape[2:]))
-            ]  # odd sizes: drop the extra voxel
+            crop: tuple[EllipsisType | slice, ...] = (
+                ...,
+                *(slice(0, n) for n in encoder_map.shape[2:]),
+            )
+            x = x[crop]  # odd sizes: drop the extra voxel
             x = right(x + skip(encoder_map))
             pyramid.insert(0, x)
         return pyramid

@@ -100,8 +100,11 @@ def fingerprint(recipe: Recipe, cfg: PretrainConfig, ctx: DistributedContext) ->
         for k, v in to_dict(cfg).items()
         if k not in ckpt.RESUMABLE_CHANGES and k != "online_probe"
     }
+    model = recipe.model
+    if model is None:  # pretrain() requires the section before any fingerprint is taken
+        raise ConfigError(f"{recipe.source_file}: a pretraining run needs a 'model' section")
     return {
-        "model": model_config_to_dict(recipe.model),
+        "model": model_config_to_dict(model),
         "pretrain": pretrain,
         "run": {"seed": recipe.seed, "world_size": ctx.world_size},
     }
