@@ -23,6 +23,19 @@ def real_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _restore_locale():
+    """SimpleITK's DICOM writer (GDCM) switches the process locale to "C", which makes Python's
+    default text encoding ASCII for every later test in the process (torch.compile then fails to
+    read its own sources): each test gets the locale back."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != saved:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Every test runs torch on one intra-op thread (restored afterwards): the tests use tiny
     tensors, and on a shared 2-core machine one thread is several times faster than two threads

@@ -91,10 +91,31 @@ def autocast(
     return torch.autocast(device.type, dtype=dtype)
 
 
+# Memory layout of 3D feature maps (the FPN applies it level by level, voxssl.models.fpn).
+# Per-sample voxels from which a level runs in channels_last_3d on CPU, measured with oneDNN on the
+# 2-core development CPU (benchmarks/README.md, "Pretraining throughput"): 32x32x16 maps gain
+# 1.6x, 16x16x8 1.0-1.3x, 8x8x4 and smaller lose up to 2x (the slow reference kernels run there).
+CPU_CHANNELS_LAST_MIN_VOXELS = 2048
+
+
+def channels_last_min_voxels(device: torch.device) -> int | None:
+    """Per-sample voxels from which a feature map runs in ``channels_last_3d`` on ``device``:
+    :data:`CPU_CHANNELS_LAST_MIN_VOXELS` on the CPU, 0 (every map) on a GPU (cuDNN's NDHWC
+    kernels, PyTorch's recommendation for bf16 tensor cores; not measured on a GPU yet), None
+    (leave the layout alone) elsewhere."""
+    if device.type == "cpu":
+        return CPU_CHANNELS_LAST_MIN_VOXELS
+    if device.type == "cuda":
+        return 0
+    return None
+
+
 __all__ = [
+    "CPU_CHANNELS_LAST_MIN_VOXELS",
     "Amp",
     "autocast",
     "autocast_dtype",
+    "channels_last_min_voxels",
     "resolve_device",
     "set_cpu_threads",
 ]

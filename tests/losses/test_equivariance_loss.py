@@ -111,6 +111,8 @@ def test_objective_contrasts_equivariance_through_the_shared_projector(projector
         def forward(self, images, coords=None):
             from voxssl.models.pretrain import PretrainOutput
 
+            if isinstance(images, list):  # several views, as PretrainModel takes them
+                return [self(view) for view in images]
             return PretrainOutput(self.net(images), None, None, None)
 
     model = Model()

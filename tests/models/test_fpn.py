@@ -1,7 +1,10 @@
+import copy
+
 import pytest
 import torch
 
 from voxssl.config.model import ModelConfig
+from voxssl.models.blocks import PointwiseConv2d, PointwiseConv3d, SmallMapConv3d, conv_layer
 from voxssl.models.build import build_backbone, build_pretrain_model, embedding_dim, level_channels
 from voxssl.models.fpn import FPN
 
@@ -152,4 +155,65 @@ def test_pretrain_model_outputs():
     assert (
         build_pretrain_model(ModelConfig(preset="vox2vec", base_channels=2)).reconstruction_head
         is None
+    )
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_pointwise_convolution_is_the_convolution_in_both_layouts(spatial_dims):
+    """conv_layer's 1x1(x1) convolution runs a channels-last map as a matrix product over the
+    channels: the convolution's output and gradients (float64: the same sums), its output and
+    its input's gradient channels-last; a contiguous map takes the convolution itself."""
+    layout = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    torch.manual_seed(0)
+    pointwise = conv_layer(spatial_dims, 6, 4, kernel_size=1).double()
+    assert isinstance(pointwise, PointwiseConv3d if spatial_dims == 3 else PointwiseConv2d)
+    conv = copy.deepcopy(pointwise)
+    x = torch.randn(3, 6, *([5] * spatial_dims), dtype=torch.float64)
+    weights = torch.randn(3, 4, *([5] * spatial_dims), dtype=torch.float64)
+    expected_input = x.clone().requires_grad_()
+    expected = torch.nn.functional.conv3d if spatial_dims == 3 else torch.nn.functional.conv2d
+    reference = expected(expected_input, conv.weight, conv.bias)
+    (reference * weights).sum().backward()
+    for x_layout in (torch.contiguous_format, layout):
+        pointwise.zero_grad()
+        inp = x.clone(memory_format=x_layout).requires_grad_()
+        out = pointwise(inp)
+        (out * weights).sum().backward()
+        torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(inp.grad, expected_input.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(pointwise.weight.grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(pointwise.bias.grad, conv.bias.grad, rtol=1e-12, atol=1e-12)
+        channels_last = x_layout is layout
+        assert out.is_contiguous(memory_format=layout) == channels_last
+        assert inp.grad.is_contiguous(memory_format=layout) == channels_last
+    assert list(pointwise.state_dict()) == ["weight", "bias"]  # a Conv's keys and shapes
+
+
+def test_small_map_convolution_is_the_convolution():
+    """conv_layer's 3x3x3 convolution computes a small CPU map (output voxels of the batch x 8 <=
+    out_channels: the deepest levels of the 512-channel presets) as patches @ weight: float64
+    output and gradients equal ``F.conv3d``'s, odd shapes and one-voxel maps included; larger
+    maps take the convolution itself."""
+    torch.manual_seed(1)
+    conv = conv_layer(3, 6, 48, kernel_size=3).double()
+    assert isinstance(conv, SmallMapConv3d)
+    for shape in [(2, 6, 2, 1, 1), (1, 6, 1, 1, 1), (1, 6, 3, 2, 1), (1, 6, 1, 2, 3)]:
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        assert conv.uses_patches(x)
+        out = conv(x)
+        expected_x = x.detach().clone().requires_grad_()
+        expected = torch.nn.functional.conv3d(expected_x, conv.weight, conv.bias, padding=1)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        assert out.is_contiguous()
+        weights = torch.randn(expected.shape, dtype=torch.float64)
+        got = torch.autograd.grad((out * weights).sum(), [x, conv.weight, conv.bias])
+        want = torch.autograd.grad((expected * weights).sum(), [expected_x, conv.weight, conv.bias])
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not conv.uses_patches(torch.zeros(1, 6, 2, 2, 2))  # 8 voxels x 8 > 48 channels
+    vox2vec = build_backbone(ModelConfig(preset="vox2vec"))
+    deepest = vox2vec.bottom_block.layers[0].layers[2]
+    assert deepest.uses_patches(torch.zeros(2, 512, 2, 2, 1))  # 64x64x32 crops, 2 views
+    assert (
+        not vox2vec.right_blocks[0].layers[0].layers[2].uses_patches(torch.zeros(2, 256, 4, 4, 2))
     )

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from voxssl.models.gather import gather_voxel_embeddings
+from voxssl.models.gather import gather_level, gather_voxel_embeddings
 
 
 def naive_embeddings(pyramid, coords):
@@ -52,3 +52,26 @@ def test_gather_is_differentiable_and_validates():
         gather_voxel_embeddings([level0], torch.tensor([[0, 1, 1]]))
     with pytest.raises(ValueError, match="integer"):
         gather_voxel_embeddings([level0], torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_gather_from_a_channels_last_level_keeps_its_layout_in_the_gradient(ndim):
+    """A channels-last level is indexed as (B, *S, C): the same embeddings, and the gradient the
+    backward writes into the level is channels-last too (a contiguous one would make every
+    convolution backward of that level convert or run its slow path)."""
+    layout = torch.channels_last_3d if ndim == 3 else torch.channels_last
+    torch.manual_seed(0)
+    shape = (2, 5, *([6] * ndim))
+    plain = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    last = plain.detach().contiguous(memory_format=layout).requires_grad_()
+    coords = torch.cat(
+        [torch.randint(0, 2, (9, 1)), torch.randint(0, 6, (9, ndim))], dim=1
+    )  # repeats included
+    weights = torch.randn(9, 5, dtype=torch.float64)
+    a, b = gather_level(plain, coords, 0), gather_level(last, coords, 0)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    assert last.grad.is_contiguous(memory_format=layout) and not last.grad.is_contiguous()
+    assert plain.grad.is_contiguous()
+    torch.testing.assert_close(plain.grad, last.grad, rtol=0, atol=0)

@@ -158,6 +158,13 @@ def predict(
         help="Keep labels inside the body mask (default: on for CT weights, or when trained so).",
         show_default=False,
     ),
+    sw_batch_size: int = typer.Option(2, "--sw-batch-size", help="Windows per forward pass."),
+    overlap: float | None = typer.Option(
+        None, "--overlap", help="Sliding-window overlap in [0, 1) (default: the weights' own)."
+    ),
+    amp: Literal["auto", "bf16", "fp32"] = typer.Option(
+        "auto", "--amp", help="bf16 autocast on a GPU (auto, bf16) or fp32; the CPU runs fp32."
+    ),
 ) -> None:
     """Segment new scans; predictions keep the scan's grid, qform and sform (open them in 3D Slicer).
 
@@ -175,6 +182,9 @@ def predict(
             progress=not quiet,
             preview=not no_preview,
             body_mask=body_mask,
+            sw_batch_size=sw_batch_size,
+            sw_overlap=overlap,
+            amp=amp,
         )
     except PredictionFailed as failed:
         for path in failed.written:

@@ -281,6 +281,9 @@ class PretrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gather_negatives_across_ranks: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    # torch.compile the model (the first step compiles: minutes; for long GPU runs). Same losses
+    # and gradients up to float rounding (tests/train/test_fast_step.py).
+    compile: bool = False
     cpu_threads: int = (
         0  # torch intra-op threads of the training process on CPU; 0 = torch's default
     )

@@ -33,7 +33,7 @@ from voxssl.config.data import PreprocessConfig
 from voxssl.config.loader import from_dict
 from voxssl.data.preprocess import preprocess_volume
 from voxssl.data.readers import nifti_geometry, read_volume
-from voxssl.device import resolve_device
+from voxssl.device import Amp, autocast_dtype, resolve_device
 from voxssl.errors import CheckpointError, ConfigError, DataError, VoxsslError
 from voxssl.eval.inference import (
     label_in_original_geometry,
@@ -44,6 +44,7 @@ from voxssl.eval.inference import (
 )
 from voxssl.eval.overlay import write_preview
 from voxssl.hub.resolve import resolve_weights
+from voxssl.models.fpn import apply_memory_layout
 from voxssl.models.segmentation_weights import load_segmentation_model
 from voxssl.utils.atomic import atomic_write_text
 from voxssl.vocabulary import organ_name
@@ -145,18 +146,25 @@ def predict_files(
     device: str = "auto",
     interpolation: str = "linear",
     sw_batch_size: int = PREDICT_SW_BATCH_SIZE,
-    amp: bool = True,
+    amp: Amp = True,
     progress: bool = True,
     preview: bool = True,
     body_mask: bool | None = None,
+    sw_overlap: float | None = None,
 ) -> list[Path]:
     """Segment every image and write the label maps into ``out_dir``; returns their paths.
 
     Args:
+        sw_batch_size: sliding windows per forward pass.
+        amp: bf16 autocast on a GPU (``auto``/True, ``bf16``), fp32 (``fp32``/False); the CPU
+            always runs fp32 (``bf16`` there is an error).
         preview: also write ``<name>_seg.png`` (three orthogonal slices with the labels).
         body_mask: keep labels inside the body mask; None: on for CT weights, and for weights
             trained on body-masked labels.
+        sw_overlap: sliding-window overlap in [0, 1); None: the one stored with the weights.
 
+    The backbone's feature maps use the device's memory layout
+    (:func:`voxssl.models.fpn.apply_memory_layout`: channels-last levels on CPU, same labels).
     Raises :class:`PredictionFailed` after the whole batch when some inputs failed (it lists
     them and carries the paths that were written).
     """
@@ -172,6 +180,14 @@ def predict_files(
     path = resolve_weights(str(weights))
     torch_device = resolve_device(device, "--device")
     model, spec, plan = load_segmentation_model(path, device=torch_device)
+    apply_memory_layout(model, torch_device)
+    autocast_dtype(amp, torch_device, "--amp")  # bf16 on a CPU fails before any scan is read
+    overlap = spec.sw_overlap if sw_overlap is None else float(sw_overlap)
+    if not 0.0 <= overlap < 1.0 or sw_batch_size < 1:
+        raise ConfigError(
+            f"predict: overlap must be in [0, 1) and the window batch size >= 1, got {overlap} "
+            f"and {sw_batch_size}"
+        )
     modality, preprocess_cfg = preprocess_config_from_plan(plan, str(path))
     in_channels = int(plan.model_config(source=str(path)).in_channels)
     restrict = spec.body_restricted or (modality == "ct" if body_mask is None else body_mask)
@@ -186,6 +202,7 @@ def predict_files(
         "restrict": restrict,
         "device": torch_device,
         "sw_batch_size": sw_batch_size,
+        "sw_overlap": overlap,
         "amp": amp,
         "interpolation": interpolation,
         "preview": preview,
@@ -252,7 +269,7 @@ def _predict_one(
         settings["model"],
         image,
         spec.sw_roi_size,
-        spec.sw_overlap,
+        settings["sw_overlap"],
         spec.sw_mode,
         settings["sw_batch_size"],
         settings["device"],

@@ -53,7 +53,7 @@ class InfoNCELoss(nn.Module):
                 f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
             )
         with torch.autocast(device_type=z1.device.type, enabled=False):
-            return self._loss(_at_least_float32(z1), _at_least_float32(z2))
+            return self._loss(at_least_float32(z1), at_least_float32(z2))
 
     def _loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         n = z1.shape[0]
@@ -93,9 +93,9 @@ class InfoNCELoss(nn.Module):
         return all1, all2, offset
 
 
-def _at_least_float32(z: torch.Tensor) -> torch.Tensor:
+def at_least_float32(z: torch.Tensor) -> torch.Tensor:
     """Logits reach 1/tau = 10: bf16/fp16 would round them to ~0.06, so the loss runs in float32."""
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
-__all__ = ["InfoNCELoss"]
+__all__ = ["InfoNCELoss", "at_least_float32"]

@@ -2,11 +2,18 @@
 
 Sub-module names mirror vox2vec's (``layers`` inside a block, ``layers`` inside a stage) so that a
 vox2vec state dict loads without renaming; see docs/models.md for the key layout.
+
+Several views in one batch (``views > 1``): the batch holds ``views`` equal chunks (view 1's
+samples, then view 2's, ...) and every batch norm computes its statistics, and updates its running
+statistics, chunk by chunk, in that order: exactly what ``views`` separate forward passes compute,
+while every convolution runs once on the whole batch (one larger, faster kernel instead of
+several small ones). Norms without batch statistics (instance, group, layer) need no split.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_norm_layer
 from torch import nn
@@ -14,10 +21,110 @@ from torch import nn
 from voxssl.config.model import NormSpec
 
 
+def per_view(layer: nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """``layer(x)``, with a training-mode batch norm applied to each of the ``views`` chunks of the
+    batch separately (see the module docstring); other layers see the whole batch."""
+    if (
+        views > 1
+        and isinstance(layer, nn.modules.batchnorm._BatchNorm)
+        and (layer.training or not layer.track_running_stats)
+    ):
+        if x.shape[0] % views:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {views} equal views")
+        return torch.cat([layer(chunk) for chunk in x.chunk(views)])
+    return layer(x)
+
+
+def apply_layers(layers: nn.Sequential, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """``layers(x)`` with batch-norm statistics per view (:func:`per_view`)."""
+    for layer in layers:
+        x = per_view(layer, x, views)
+    return x
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4D/5D ``x`` is laid out channels-last and not also plain contiguous (one channel
+    or one voxel per sample is both: such a map counts as contiguous)."""
+    if x.ndim not in (4, 5) or x.is_contiguous():
+        return False
+    return x.is_contiguous(
+        memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+    )
+
+
+class _PointwiseConv:
+    """A 1x1(x1) convolution that runs a channels-last map as one matrix product over the
+    channels (``(B*S, C_in) @ W^T``): the same sums as the convolution, with no layout copy in
+    either direction and its output (and its input's gradient) channels-last. PyTorch's CPU
+    convolution sends 1x1 kernels at small batches on one thread to its reference kernel, which
+    first copies a channels-last map to contiguous and writes a contiguous output. Contiguous
+    maps take the ordinary convolution. State-dict keys and weight shapes are the convolution's."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_channels_last(x):
+            weight = self.weight.flatten(1)
+            return F.linear(x.movedim(1, -1), weight, self.bias).movedim(-1, 1)
+        return super().forward(x)  # type: ignore[misc]
+
+
+class PointwiseConv3d(_PointwiseConv, nn.Conv3d):
+    """:class:`_PointwiseConv` for volumes."""
+
+
+class PointwiseConv2d(_PointwiseConv, nn.Conv2d):
+    """:class:`_PointwiseConv` for images."""
+
+
+# A 3x3x3 convolution runs as one matrix product over its patches (im2col) on the CPU when its
+# weight dwarfs its input: at most ``out_channels / SMALL_MAP_ROWS_PER_CHANNEL`` output voxels in
+# the batch. The deepest FPN levels (512 channels on 2x2x1 to 4x4x2 voxels) are such maps: oneDNN
+# spends its time there reordering the 7 M-element weight and its gradient (fwd + bwd 67 ms vs
+# 17.5 ms for 2 x 512 x 2x2x1, 69 vs 55 ms for 2 x 512 x 4x4x2, one thread); from 256 channels on
+# 4x4x2 the convolution is faster again (the pretraining throughput section of benchmarks/README.md).
+SMALL_MAP_ROWS_PER_CHANNEL = 8
+
+
+class SmallMapConv3d(nn.Conv3d):
+    """A 3x3x3 'same' convolution that computes small CPU maps as patches @ weight (the same
+    sums, another order); every other input takes ``nn.Conv3d``. Keys and shapes: a Conv3d's."""
+
+    def uses_patches(self, x: torch.Tensor) -> bool:
+        rows = x.shape[0] * x.shape[2] * x.shape[3] * x.shape[4]
+        return x.device.type == "cpu" and rows * SMALL_MAP_ROWS_PER_CHANNEL <= self.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or not self.uses_patches(x):
+            return super().forward(x)
+        n, _, d, h, w = x.shape
+        padded = F.pad(x, (1, 1, 1, 1, 1, 1))
+        patches = torch.stack(
+            [
+                padded[:, :, i : i + d, j : j + h, k : k + w]
+                for i in range(3)
+                for j in range(3)
+                for k in range(3)
+            ],
+            dim=-1,
+        )  # (N, C, D, H, W, 27): the weight's (C, kd, kh, kw) order once flattened per voxel
+        rows = patches.permute(0, 2, 3, 4, 1, 5).reshape(n * d * h * w, -1)
+        out = F.linear(rows, self.weight.flatten(1), self.bias)
+        return out.view(n, d, h, w, -1).permute(0, 4, 1, 2, 3).contiguous()
+
+
 def conv_layer(
     spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True
 ) -> nn.Module:
-    """A ``kernel_size`` convolution with 'same' padding (odd kernels)."""
+    """A ``kernel_size`` convolution with 'same' padding (odd kernels); 1x1(x1) kernels run a
+    channels-last input as a matrix product (:class:`PointwiseConv3d`), 3x3x3 kernels small CPU
+    maps as patches @ weight (:class:`SmallMapConv3d`)."""
+    if kernel_size == 1 and spatial_dims in (2, 3):
+        pointwise = PointwiseConv3d if spatial_dims == 3 else PointwiseConv2d
+        return pointwise(in_channels, out_channels, kernel_size=1, bias=bias)
+    if kernel_size == 3 and spatial_dims == 3:
+        return SmallMapConv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
     return Conv[Conv.CONV, spatial_dims](
         in_channels, out_channels, kernel_size=kernel_size, padding=kernel_size // 2, bias=bias
     )
@@ -42,8 +149,8 @@ class PreActivationResidualBlock(nn.Module):
             conv_layer(spatial_dims, channels, channels, kernel_size),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.layers(x)
+    def forward(self, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+        return x + apply_layers(self.layers, x, views)
 
 
 class ResidualStage(nn.Module):
@@ -57,9 +164,9 @@ class ResidualStage(nn.Module):
             [PreActivationResidualBlock(channels, norm, spatial_dims) for _ in range(num_blocks)]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, views: int = 1) -> torch.Tensor:
         for block in self.layers:
-            x = block(x)
+            x = block(x, views)
         return x
 
 
@@ -79,4 +186,17 @@ def up_block(spatial_dims: int, channels: int) -> nn.Sequential:
     )
 
 
-__all__ = ["PreActivationResidualBlock", "ResidualStage", "conv_layer", "down_block", "up_block"]
+__all__ = [
+    "SMALL_MAP_ROWS_PER_CHANNEL",
+    "PointwiseConv2d",
+    "PointwiseConv3d",
+    "PreActivationResidualBlock",
+    "ResidualStage",
+    "SmallMapConv3d",
+    "apply_layers",
+    "conv_layer",
+    "down_block",
+    "is_channels_last",
+    "per_view",
+    "up_block",
+]

@@ -16,18 +16,49 @@ map every pyramid level to one width (the balanced pyramid of the hierarchical p
 
 A voxel ``v`` of the input is represented at level ``i`` by the feature at ``v // 2**i``; its
 voxel embedding is the concatenation over levels (see :mod:`voxssl.models.gather`).
+
+Speed knobs that never change the result beyond float rounding: ``views`` (several views in one
+batch with batch-norm statistics per view, see :mod:`voxssl.models.blocks`) and
+``channels_last_min_voxels`` (levels with at least that many voxels per sample run in
+``channels_last_3d``, the others contiguous; ``None`` keeps whatever layout the input has). The
+pretraining loop sets the latter per device (:mod:`voxssl.train.performance`).
 """
 
 from __future__ import annotations
 
+import math
 from types import EllipsisType
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from voxssl.config.model import NormSpec
-from voxssl.models.blocks import ResidualStage, conv_layer, down_block, up_block
+from voxssl.device import channels_last_min_voxels
+from voxssl.models.blocks import (
+    ResidualStage,
+    conv_layer,
+    down_block,
+    is_channels_last,
+    up_block,
+)
 from voxssl.models.projection import build_level_projections
+
+
+class _GradientLayout(torch.autograd.Function):
+    """Identity whose backward gives the gradient ``x``'s own memory layout."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.channels_last = is_channels_last(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        if ctx.channels_last:
+            layout = torch.channels_last_3d if grad.ndim == 5 else torch.channels_last
+            return grad.contiguous(memory_format=layout)
+        return grad
 
 
 class FPN(nn.Module):
@@ -87,25 +118,42 @@ class FPN(nn.Module):
             if self.projections is None
             else [projection_channels] * num_levels
         )
+        self.channels_last_min_voxels: int | None = None
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory layout chosen for its level (a no-op without a policy)."""
+        if self.channels_last_min_voxels is None:
+            return x
+        if math.prod(x.shape[2:]) < self.channels_last_min_voxels:
+            return x.contiguous()
+        layout = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+        if x.shape[1] == 1 and x.stride(1) != 1:
+            # one channel is contiguous in both layouts, so oneDNN would keep the next map
+            # (many channels) contiguous: give the input explicit channels-last strides
+            return torch.empty_like(x, memory_format=layout).copy_(x)
+        return x.contiguous(memory_format=layout)
 
     @property
     def embedding_dim(self) -> int:
         """Width of the concatenated voxel embedding (sum of ``level_channels``)."""
         return sum(self.level_channels)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The decoder maps ``[(B, c_i, *ceil(S / 2**i)) for i in range(L)]``, before projection."""
+    def forward_features(self, x: torch.Tensor, views: int = 1) -> list[torch.Tensor]:
+        """The decoder maps ``[(B, c_i, *ceil(S / 2**i)) for i in range(L)]``, before projection.
+
+        ``views``: the batch holds that many equal chunks (views) whose batch-norm statistics are
+        kept apart, as if each chunk went through its own forward pass."""
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"FPN expects (B, {self.in_channels}, *{self.spatial_dims} spatial dims), got {tuple(x.shape)}"
             )
-        x = self.first_conv(x)
+        x = self.first_conv(self._layout(x))
         skips = []
         for left, down in zip(self.left_blocks, self.down_blocks, strict=True):
-            x = left(x)
+            x = _GradientLayout.apply(left(self._layout(x), views))
             skips.append(x)
             x = down(x)
-        x = self.bottom_block(x)
+        x = self.bottom_block(self._layout(x), views)
         pyramid = [x]
         for up, skip, right in zip(
             self.up_blocks, self.skip_blocks, self.right_blocks, strict=True
@@ -117,7 +165,7 @@ class FPN(nn.Module):
                 *(slice(0, n) for n in encoder_map.shape[2:]),
             )
             x = x[crop]  # odd sizes: drop the extra voxel
-            x = right(x + skip(encoder_map))
+            x = right(self._layout(x + skip(encoder_map)), views)
             pyramid.insert(0, x)
         return pyramid
 
@@ -134,4 +182,17 @@ class FPN(nn.Module):
         return self.project(self.forward_features(x))
 
 
-__all__ = ["FPN"]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def apply_memory_layout(model: ModuleT, device: torch.device) -> ModuleT:
+    """Set the per-level memory layout of every FPN inside ``model`` for ``device``
+    (:func:`voxssl.device.channels_last_min_voxels`); returns ``model``."""
+    threshold = channels_last_min_voxels(device)
+    for module in model.modules():
+        if isinstance(module, FPN):
+            module.channels_last_min_voxels = threshold
+    return model
+
+
+__all__ = ["FPN", "apply_memory_layout"]

@@ -12,11 +12,18 @@ from typing import Any
 
 import torch
 
+from voxssl.models.blocks import is_channels_last
+
 
 def gather_level(level: torch.Tensor, coords: torch.Tensor, level_index: int) -> torch.Tensor:
     """Features ``(N, C)`` of one level ``(B, C, *S_i)`` at full-resolution coords ``(N, 1 + dims)``."""
     batch = coords[:, 0]
     cells = coords[:, 1:] >> level_index  # floor division by 2**level_index (coords are >= 0)
+    if is_channels_last(level):
+        # index the channels-last map as (B, *S, C): contiguous rows, and the backward's
+        # gradient keeps the map's layout (a contiguous one would slow every conv backward)
+        voxels: tuple[torch.Tensor, ...] = (batch, *cells.unbind(dim=1))
+        return level.movedim(1, -1)[voxels]
     index: tuple[Any, ...] = (batch, slice(None), *cells.unbind(dim=1))
     return level[index]  # advanced indices around a slice: the indexed dim comes first -> (N, C)
 

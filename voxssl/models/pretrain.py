@@ -8,6 +8,7 @@ with ``model.backbone.state_dict()`` (or let :func:`voxssl.models.weights.load_b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -39,18 +40,67 @@ class PretrainModel(nn.Module):
         self.projector = projector
         self.reconstruction_head = reconstruction_head
 
-    def forward(self, images: torch.Tensor, coords: torch.Tensor | None = None) -> PretrainOutput:
-        """Args: images ``(B, C, *S)``; coords ``(N, 1 + dims)`` = (batch index, x, y, z) voxels."""
-        features = self.backbone.forward_features(images)
+    def forward(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        coords: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+    ) -> PretrainOutput | list[PretrainOutput]:
+        """One view: images ``(B, C, *S)``, coords ``(N, 1 + dims)`` = (batch index, x, y, z)
+        voxels (or None) -> one :class:`PretrainOutput`.
+
+        Several views of one shape: a list of image batches and a list of coords (one entry per
+        view, None for a view without voxels) -> a list of outputs, equal up to float rounding
+        to one call per view: the views run as one batch through the backbone with batch-norm
+        statistics kept per view (:mod:`voxssl.models.blocks`), and the projector runs per view.
+        """
+        if isinstance(images, torch.Tensor):
+            return self._forward_views([images], [coords])[0]  # type: ignore[list-item]
+        images = list(images)
+        coords = [None] * len(images) if coords is None else list(coords)
+        if len(coords) != len(images):
+            raise ValueError(f"{len(images)} views but {len(coords)} coordinate sets")
+        return self._forward_views(images, coords)
+
+    def _forward_views(
+        self, images: list[torch.Tensor], coords: list[torch.Tensor | None]
+    ) -> list[PretrainOutput]:
+        views = len(images)
+        if views == 0:
+            raise ValueError("no view to forward")
+        if len({tuple(image.shape) for image in images}) > 1:
+            raise ValueError(
+                f"views forwarded together must have one shape, got {[tuple(i.shape) for i in images]}"
+            )
+        batch = images[0].shape[0]
+        stacked = images[0] if views == 1 else torch.cat(images)
+        features = self.backbone.forward_features(stacked, views)
         pyramid = self.backbone.project(features)
-        embeddings = projections = None
-        if coords is not None:
-            embeddings = gather_voxel_embeddings(pyramid, coords, validate=False)
-            projections = self.projector(embeddings)
         reconstruction = None
         if self.reconstruction_head is not None:
-            reconstruction = self.reconstruction_head(features[0])
-        return PretrainOutput(pyramid, embeddings, projections, reconstruction)
+            reconstruction = self.reconstruction_head(features[0], views)
+        outputs = []
+        for i, view_coords in enumerate(coords):
+            part = slice(i * batch, (i + 1) * batch)
+            embeddings = projections = None
+            if view_coords is not None:
+                if i:  # the view's samples sit at i * batch.. in the stacked batch
+                    view_coords = view_coords.clone()
+                    view_coords[:, 0] += i * batch
+                embeddings = gather_voxel_embeddings(pyramid, view_coords, validate=False)
+                projections = self.projector(embeddings)
+            outputs.append(
+                PretrainOutput(
+                    [level[part] for level in pyramid] if views > 1 else pyramid,
+                    embeddings,
+                    projections,
+                    None
+                    if reconstruction is None
+                    else reconstruction[part]
+                    if views > 1
+                    else reconstruction,
+                )
+            )
+        return outputs
 
 
 __all__ = ["PretrainModel", "PretrainOutput"]

@@ -10,7 +10,7 @@ from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
 from voxssl.config.model import NormSpec
-from voxssl.models.blocks import conv_layer
+from voxssl.models.blocks import apply_layers, conv_layer
 
 
 class ProjectionHead(nn.Module):
@@ -81,8 +81,9 @@ class ReconstructionHead(nn.Module):
             raise ValueError(f"unknown reconstruction head {kind!r} (conv1x1 or two_conv)")
         self.kind = kind
 
-    def forward(self, finest_level: torch.Tensor) -> torch.Tensor:
-        return self.layers(finest_level)
+    def forward(self, finest_level: torch.Tensor, views: int = 1) -> torch.Tensor:
+        """``views``: batch-norm statistics per view (see :mod:`voxssl.models.blocks`)."""
+        return apply_layers(self.layers, finest_level, views)
 
 
 __all__ = ["ProjectionHead", "ReconstructionHead"]

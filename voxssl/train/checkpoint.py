@@ -57,6 +57,7 @@ RESUMABLE_CHANGES = frozenset(
         "device",
         "deterministic",
         "cpu_threads",
+        "compile",
     }
 )
 

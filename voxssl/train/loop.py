@@ -30,7 +30,7 @@ from voxssl.config.model import model_config_to_dict
 from voxssl.config.pretrain import PretrainConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
 from voxssl.data.pretrain_dataset import PairBatchSpec, PretrainPairs, make_loader
-from voxssl.device import autocast, autocast_dtype, set_cpu_threads
+from voxssl.device import Amp, autocast, autocast_dtype, set_cpu_threads
 from voxssl.distributed import (
     DistributedContext,
     all_reduce_mean,
@@ -46,6 +46,7 @@ from voxssl.train import checkpoint as ckpt
 from voxssl.train.builders import build_view_generator, select_cases
 from voxssl.train.objective import PretrainObjective
 from voxssl.train.online_probe import build_online_probe
+from voxssl.train.performance import apply_memory_layout, build_adam, compile_model
 from voxssl.train.slice_panel import slice_panel
 from voxssl.training import (
     RunLogger,
@@ -70,6 +71,7 @@ class PretrainResult:
     last_step: int  # optimizer steps done when the loop ended
     losses: dict[int, float] = field(default_factory=dict)  # step -> total loss (mean over ranks)
     terms: dict[int, dict[str, float]] = field(default_factory=dict)
+    grad_norms: dict[int, float] = field(default_factory=dict)  # step -> norm before clipping
     backbone_path: Path | None = None  # written when the run reached pretrain.steps
     data_wait_fraction: float = 0.0  # over the whole run
     step_seconds: dict[int, float] = field(
@@ -90,6 +92,24 @@ def to_device(batch: dict, device: torch.device) -> dict:
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+
+
+def train_step(
+    model: torch.nn.Module,
+    objective: PretrainObjective,
+    optimizer: torch.optim.Optimizer,
+    batch: dict,
+    grad_clip: float,
+    amp: Amp = "auto",
+):
+    """One optimizer step: forward the views (under :func:`voxssl.device.autocast`'s rule for
+    ``amp``: bf16 on GPU, fp32 on CPU), combine the loss terms, backward, clip the global
+    gradient norm (``grad_clip`` 0: no clipping), step. Returns the objective's output and the
+    gradient norm before clipping."""
+    with autocast(batch["view1"].device, amp, "pretrain.amp"):
+        out = objective(model, batch)
+    grad_norm = optimizer_step(out.loss, optimizer, grad_clip, report_norm=True)["all"]
+    return out, grad_norm
 
 
 def fingerprint(recipe: Recipe, cfg: PretrainConfig, ctx: DistributedContext) -> dict:
@@ -149,9 +169,9 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(recipe.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    model = build_pretrain_model(model_cfg).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    model = apply_memory_layout(build_pretrain_model(model_cfg).to(device), device)
+    optimizer = build_adam(
+        model.parameters(), device, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
     )
     preprocessing = preprocessing_plan(modality, recipe.preprocess, channels)
     resolved = recipe_to_dict(recipe)
@@ -174,6 +194,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
         find_unused_parameters=model.reconstruction_head is not None
         and cfg.reconstruction_weight == 0,
     )
+    train_model = compile_model(train_model, cfg.compile)
     objective = PretrainObjective(cfg)
 
     views = build_view_generator(recipe, cfg, modality)
@@ -248,15 +269,16 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
 
-            with autocast(device, cfg.amp, "pretrain.amp"):
-                out = objective(train_model, batch)
-            grad_norm = optimizer_step(out.loss, optimizer, cfg.grad_clip, report_norm=True)["all"]
+            out, grad_norm = train_step(
+                train_model, objective, optimizer, batch, cfg.grad_clip, cfg.amp
+            )
 
             done = step + 1
             loss = float(all_reduce_mean(out.loss.detach(), ctx))
             terms = {k: float(all_reduce_mean(v, ctx)) for k, v in out.terms.items()}
             check_finite(loss, done, "lower pretrain.lr or check the data")
             result.losses[done], result.terms[done], result.last_step = loss, terms, done
+            result.grad_norms[done] = float(grad_norm)
             meter.add(data_wait)
             total_wait += data_wait
             result.step_seconds[done] = time.perf_counter() - wait_from
@@ -267,7 +289,7 @@ def _pretrain(recipe, cfg, model_cfg, ctx, *, resume, progress, stop_after) -> P
                     "loss/total": loss,
                     **{f"loss/{k}": v for k, v in terms.items()},
                     "train/lr": optimizer.param_groups[0]["lr"],
-                    "train/grad_norm": float(grad_norm),
+                    "train/grad_norm": result.grad_norms[done],
                 }
                 scalars.update(meter.read(cfg.pairs_per_step * ctx.world_size))
                 scalars.update(gpu_memory_gb(device))
@@ -320,4 +342,5 @@ __all__ = [
     "PretrainResult",
     "learning_rate",
     "pretrain",
+    "train_step",
 ]

@@ -9,6 +9,11 @@ InfoNCE projector (``equivariance.projector: shared``, as Pix2Rep) or on the raw
 
 Shapes: P pairs, N positives per pair (padded, ``valid`` marks real ones), M = number of valid
 positives in the batch, D = projector output width.
+
+The views of one shape go through the model together, as one batch of 2P (or 3P) crops with
+batch-norm statistics per view (:meth:`voxssl.models.pretrain.PretrainModel.forward`): the
+same losses and gradients as one forward pass per view, up to float rounding, with larger and
+faster convolutions (tests/train/test_fast_step.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from torch import nn
 
 from voxssl.config.pretrain import PretrainConfig
 from voxssl.losses.equivariance import EquivarianceLoss
-from voxssl.losses.infonce import InfoNCELoss
+from voxssl.losses.infonce import InfoNCELoss, at_least_float32
 from voxssl.losses.reconstruction import ReconstructionLoss
 
 
@@ -60,12 +65,25 @@ class PretrainObjective(nn.Module):
     def forward(self, model: nn.Module, batch: dict) -> StepOutput:
         cfg = self.cfg
         valid = batch["valid"]
-        out1 = model(batch["view1"], batch_coords(batch["positions1"], valid))  # projections (M, D)
-        out2 = model(batch["view2"], batch_coords(batch["positions2"], valid))
+        images = [batch["view1"], batch["view2"]]
+        coords: list[torch.Tensor | None] = [
+            batch_coords(batch["positions1"], valid),
+            batch_coords(batch["positions2"], valid),
+        ]
+        equivariance = cfg.equivariance.enabled
+        # view 3 joins the batch when T kept the crop's shape (a zoom may not)
+        with_view3 = equivariance and batch["view3"].shape == batch["view1"].shape
+        if with_view3:
+            images.append(batch["view3"])
+            coords.append(None)
+        outputs = model(images, coords)  # projections (M, D) for views 1 and 2
+        out1, out2 = outputs[0], outputs[1]
         terms: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=batch["view1"].device)
         if cfg.infonce_weight > 0:
-            terms["infonce"] = self.infonce(out1.projections.float(), out2.projections.float())
+            terms["infonce"] = self.infonce(
+                at_least_float32(out1.projections), at_least_float32(out2.projections)
+            )
             total = total + cfg.infonce_weight * terms["infonce"]
         if cfg.reconstruction_weight > 0:
             if out1.reconstruction is None:
@@ -73,17 +91,18 @@ class PretrainObjective(nn.Module):
                     "pretrain.reconstruction_weight > 0 needs a model with a reconstruction head"
                 )
             terms["reconstruction"] = 0.5 * (
-                self.reconstruction(out1.reconstruction.float(), batch["target1"])
-                + self.reconstruction(out2.reconstruction.float(), batch["target2"])
+                self.reconstruction(at_least_float32(out1.reconstruction), batch["target1"])
+                + self.reconstruction(at_least_float32(out2.reconstruction), batch["target2"])
             )
             total = total + cfg.reconstruction_weight * terms["reconstruction"]
-        if cfg.equivariance.enabled:
-            out3 = model(batch["view3"])  # the pyramid of T(crop 1 with fresh augmentations)
+        if equivariance:
+            # the pyramid of T(crop 1 with fresh augmentations)
+            out3 = outputs[2] if with_view3 else model(batch["view3"])
             positions3 = batch_coords(
                 batch["positions3"], valid & batch["valid3"]
             )  # on T's output grid
-            pyramid3 = [level.float() for level in out3.pyramid]
-            pyramid1 = [level.float() for level in out1.pyramid]
+            pyramid3 = [at_least_float32(level) for level in out3.pyramid]
+            pyramid1 = [at_least_float32(level) for level in out1.pyramid]
             projector = unwrap(model).projector if cfg.equivariance.projector == "shared" else None
             terms["equivariance"] = self.equivariance(
                 pyramid3, pyramid1, list(batch["transforms"]), positions3, projector=projector
@@ -93,7 +112,9 @@ class PretrainObjective(nn.Module):
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    """The model inside a torch.compile and/or DistributedDataParallel wrapper (the model itself
+    otherwise)."""
+    model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
 
 
