@@ -27,6 +27,8 @@ pretraining loop sets the latter per device (:mod:`voxssl.train.performance`).
 from __future__ import annotations
 
 import math
+from types import EllipsisType
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -158,9 +160,11 @@ class FPN(nn.Module):
         ):
             encoder_map = skips.pop()
             x = up(x)
-            x = x[
-                (..., *(slice(0, n) for n in encoder_map.shape[2:]))
-            ]  # odd sizes: drop the extra voxel
+            crop: tuple[EllipsisType | slice, ...] = (
+                ...,
+                *(slice(0, n) for n in encoder_map.shape[2:]),
+            )
+            x = x[crop]  # odd sizes: drop the extra voxel
             x = right(self._layout(x + skip(encoder_map)), views)
             pyramid.insert(0, x)
         return pyramid
@@ -178,7 +182,10 @@ class FPN(nn.Module):
         return self.project(self.forward_features(x))
 
 
-def apply_memory_layout(model: nn.Module, device: torch.device) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def apply_memory_layout(model: ModuleT, device: torch.device) -> ModuleT:
     """Set the per-level memory layout of every FPN inside ``model`` for ``device``
     (:func:`voxssl.device.channels_last_min_voxels`); returns ``model``."""
     threshold = channels_last_min_voxels(device)

@@ -30,7 +30,7 @@ from voxssl.config.model import model_config_to_dict
 from voxssl.config.pretrain import PretrainConfig
 from voxssl.config.recipe import Recipe, recipe_to_dict, require_section, save_resolved
 from voxssl.data.pretrain_dataset import PairBatchSpec, PretrainPairs, make_loader
-from voxssl.device import autocast, autocast_dtype, set_cpu_threads
+from voxssl.device import Amp, autocast, autocast_dtype, set_cpu_threads
 from voxssl.distributed import (
     DistributedContext,
     all_reduce_mean,
@@ -100,7 +100,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     batch: dict,
     grad_clip: float,
-    amp: str = "auto",
+    amp: Amp = "auto",
 ):
     """One optimizer step: forward the views (under :func:`voxssl.device.autocast`'s rule for
     ``amp``: bf16 on GPU, fp32 on CPU), combine the loss terms, backward, clip the global
@@ -120,8 +120,11 @@ def fingerprint(recipe: Recipe, cfg: PretrainConfig, ctx: DistributedContext) ->
         for k, v in to_dict(cfg).items()
         if k not in ckpt.RESUMABLE_CHANGES and k != "online_probe"
     }
+    model = recipe.model
+    if model is None:  # pretrain() requires the section before any fingerprint is taken
+        raise ConfigError(f"{recipe.source_file}: a pretraining run needs a 'model' section")
     return {
-        "model": model_config_to_dict(recipe.model),
+        "model": model_config_to_dict(model),
         "pretrain": pretrain,
         "run": {"seed": recipe.seed, "world_size": ctx.world_size},
     }
