@@ -52,7 +52,7 @@ def is_channels_last(x: torch.Tensor) -> bool:
     )
 
 
-class _PointwiseConv:
+class _PointwiseConv(nn.Module):
     """A 1x1(x1) convolution that runs a channels-last map as one matrix product over the
     channels (``(B*S, C_in) @ W^T``): the same sums as the convolution, with no layout copy in
     either direction and its output (and its input's gradient) channels-last. PyTorch's CPU
@@ -67,7 +67,7 @@ class _PointwiseConv:
         if is_channels_last(x):
             weight = self.weight.flatten(1)
             return F.linear(x.movedim(1, -1), weight, self.bias).movedim(-1, 1)
-        return super().forward(x)  # type: ignore[misc]
+        return super().forward(x)  # the convolution's (next in the MRO)
 
 
 class PointwiseConv3d(_PointwiseConv, nn.Conv3d):

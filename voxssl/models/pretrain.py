@@ -54,7 +54,9 @@ class PretrainModel(nn.Module):
         statistics kept per view (:mod:`voxssl.models.blocks`), and the projector runs per view.
         """
         if isinstance(images, torch.Tensor):
-            return self._forward_views([images], [coords])[0]  # type: ignore[list-item]
+            if coords is not None and not isinstance(coords, torch.Tensor):
+                raise TypeError("one view (an image tensor) takes one coords tensor or None")
+            return self._forward_views([images], [coords])[0]
         images = list(images)
         coords = [None] * len(images) if coords is None else list(coords)
         if len(coords) != len(images):
