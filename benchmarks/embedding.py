@@ -66,6 +66,42 @@ SECTION = "embedding"
 PHANTOM_ORGANS = [1, 2, 3, 4, 6, 7, 8, 9, 11]
 ARMS = ("pretrained", "random_init")
 
+#: The pretrainings this benchmark can run (``--pretraining``): recipe overrides on top of
+#: recipes/demo.yaml and whether the image of the real support CT (ts_ct.nii.gz: the one real CT a
+#: user of one-shot owns; never a query) is added to the unlabelled phantoms as a second source.
+#: The three ``demo-support-ct*`` ones were compared on development signals that read no query
+#: (benchmarks/README.md, section "embedding"); the default is the one those signals chose.
+_BEZIER = [
+    "pretrain.local.enabled=true",
+    "pretrain.local.shuffle_prob=0.0",
+    "pretrain.local.inpaint_prob=0.0",
+]
+PRETRAININGS: dict[str, dict] = {
+    "demo": {
+        "text": "recipes/demo.yaml as it is (no image augmentation)",
+        "overrides": [],
+        "support_ct": False,
+    },
+    "demo-support-ct": {
+        "text": "recipes/demo.yaml as it is (no image augmentation)",
+        "overrides": [],
+        "support_ct": True,
+    },
+    "demo-support-ct-bezier": {
+        "text": "recipes/demo.yaml + a Models Genesis Bezier intensity curve per view (p 0.9, "
+        "never inverted; no shuffling or in-painting)",
+        "overrides": _BEZIER,
+        "support_ct": True,
+    },
+    "demo-support-ct-bezier-inverted": {
+        "text": "recipes/demo.yaml + a Models Genesis Bezier intensity curve per view (p 0.9, "
+        "inverted half of the time; no shuffling or in-painting)",
+        "overrides": [*_BEZIER, "pretrain.local.nonlinear_invert_prob=0.5"],
+        "support_ct": True,
+    },
+}
+DEFAULT_PRETRAINING = "demo-support-ct"
+
 
 def write_phantoms(
     folder: Path, n: int, seed: int, prefix: str, shape=None, spacing=None
@@ -88,44 +124,66 @@ def write_phantoms(
     return images
 
 
-def pretrain_demo(work: Path, cases: int, steps: int, seed: int = 0) -> tuple[Path, float]:
-    """recipes/demo.yaml's pretraining on ``cases`` unlabelled CT phantoms; (backbone, seconds)."""
-    from voxssl.config.loader import read_yaml
+def pretrain_demo(
+    work: Path,
+    cases: int,
+    steps: int,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    support_ct: Path | None = None,
+) -> tuple[Path, float]:
+    """recipes/demo.yaml's pretraining on ``cases`` unlabelled CT phantoms (plus the image of
+    ``support_ct``, when given, as a second source) with the recipe ``overrides``
+    (``key.path=value``); (backbone, seconds)."""
+    from voxssl.config.loader import apply_overrides, read_yaml
     from voxssl.config.recipe import recipe_from_dict
     from voxssl.data.pipeline import run_preprocess
     from voxssl.train.loop import pretrain
 
     write_phantoms(work / "pretrain", cases, seed=0, prefix="pretrain")
+    sources = [
+        {
+            "adapter": "folder",
+            "name": "pretrain",
+            "root": str(work / "pretrain"),
+            "modality": "ct",
+            "options": {"images": "images"},
+        }
+    ]
+    if support_ct is not None:  # its image only: a folder holding one link to it
+        folder = work / "support_ct" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / support_ct.name
+        if not link.exists():
+            link.symlink_to(support_ct.resolve())
+        sources.append(
+            {
+                "adapter": "folder",
+                "name": "support_ct",
+                "root": str(work / "support_ct"),
+                "modality": "ct",
+                "options": {"images": "images"},
+            }
+        )
     settings = read_yaml(REPO / "recipes" / "demo.yaml")
     settings.update(
         {
             "name": "embedding-benchmark",
             "seed": seed,
             "output_dir": str(work / "runs"),
-            "data": {
-                "cache_dir": str(work / "cache"),
-                "num_workers": 1,
-                "sources": [
-                    {
-                        "adapter": "folder",
-                        "name": "pretrain",
-                        "root": str(work / "pretrain"),
-                        "modality": "ct",
-                        "options": {"images": "images"},
-                    }
-                ],
-            },
+            "data": {"cache_dir": str(work / "cache"), "num_workers": 1, "sources": sources},
         }
     )
     if steps:
         settings["pretrain"]["steps"] = steps
+    settings = apply_overrides(settings, list(overrides or []))
     recipe = recipe_from_dict(settings, "recipes/demo.yaml (embedding benchmark)")
     record = work / "pretrain_seconds.json"  # a re-run with the same --work reuses the backbone
     backbone = recipe.run_dir / "backbone.safetensors"
     if record.is_file() and backbone.is_file():
         return backbone, json.loads(record.read_text())["seconds"]
     if not run_preprocess(recipe, progress=False).ok:
-        raise SystemExit("preprocessing the pretraining phantoms failed")
+        raise SystemExit("preprocessing the pretraining data failed")
     started = time.perf_counter()
     trained = pretrain(recipe, progress=True)
     if trained.backbone_path is None:
@@ -584,13 +642,26 @@ def _pct(value) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
 
 
+def pretraining_text(result: dict) -> str:
+    """What the pretrained arm was pretrained with, in words."""
+    pretraining = result.get("pretraining") or {"name": "demo", **PRETRAININGS["demo"]}
+    if pretraining["name"] == "given":
+        return pretraining["text"]
+    text = f"`--pretraining {pretraining['name']}`: {pretraining['text']}; {result['pretrain_cases']} unlabelled CT phantoms"
+    if pretraining.get("support_ct"):
+        text += " + the image of the real support ts_ct.nii.gz"
+    if pretraining.get("overrides"):
+        text += ", overrides " + " ".join(f"`{o}`" for o in pretraining["overrides"])
+    return text
+
+
 def markdown_section(result: dict) -> str:
     pre, rnd = result["pretrained"], result["random_init"]
     lines = [
         "## Voxel embedding: landmark matching, one-shot segmentation, explore latency (`benchmarks/embedding.py`)",
         "",
-        f"Backbones: recipes/demo.yaml's model (64-d embedding, {result['model_spacing_mm']} mm), pretrained by "
-        f"recipes/demo.yaml on {result['pretrain_cases']} unlabelled CT phantoms ({result['pretrain_steps']} steps, "
+        f"Backbones: recipes/demo.yaml's model (64-d embedding, {result['model_spacing_mm']} mm), pretrained "
+        f"({pretraining_text(result)}; {result['pretrain_steps']} steps, "
         f"{result['pretrain_seconds'] or 0:.0f} s) vs the same architecture randomly initialised, in one run. "
         f"{result['machine']}, {result['date']}. Protocol in the script's docstring.",
         "",
@@ -696,7 +767,14 @@ def markdown_section(result: dict) -> str:
             f"**Explore click latency** on a 512x512x150 CT phantom pair (0.8 x 0.8 x 2.5 mm), pretrained demo model "
             f"at {lat['model_spacing_mm']} mm, stride {lat['stride']} (embedding grid "
             f"{'x'.join(map(str, lat['embedding_grid']))} x {lat['dim']}-d, compared in 32 PCA dimensions; embedding "
-            f"both scans took {lat['embed_seconds_two_scans']:.0f} s once, the index {lat['index_seconds']:.1f} s):",
+            f"both scans took {lat['embed_seconds_two_scans']:.0f} s once, the index {lat['index_seconds']:.1f} s)"
+            + (
+                f"; **not measured in this run: reused from the run of {lat['reused_from']['date']}** "
+                f"(`--latency-from {lat['reused_from']['file']}`; the times depend on the model's size, "
+                "not on its weights):"
+                if lat.get("reused_from")
+                else ":"
+            ),
             "",
             "| measurement | median | p95 |",
             "|---|---|---|",
@@ -749,6 +827,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pretrain-cases", type=int, default=8)
     parser.add_argument(
+        "--pretraining",
+        choices=sorted(PRETRAININGS),
+        default=DEFAULT_PRETRAINING,
+        help="Which pretraining of the demo model to compare with random init "
+        f"(default {DEFAULT_PRETRAINING!r}; see PRETRAININGS in the script).",
+    )
+    parser.add_argument(
         "--pretrain-steps", type=int, default=0, help="0: recipes/demo.yaml's value."
     )
     parser.add_argument("--heldout", type=int, default=6)
@@ -758,6 +843,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-data", type=Path, default=REAL_DATA)
     parser.add_argument("--browser", action="store_true", help="Also measure in headless chromium.")
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument(
+        "--latency-from",
+        type=Path,
+        default=None,
+        help="Skip the latency part and copy its figures from this earlier results JSON "
+        "(reported as reused, with that run's date).",
+    )
     parser.add_argument(
         "--screenshot", type=Path, default=None, help="Save the browser's screenshot here."
     )
@@ -776,9 +868,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="embedding_benchmark_") as tmp:
         work = args.work or Path(tmp)
         pretrain_seconds = None
+        pretraining = PRETRAININGS[args.pretraining]
+        if pretraining["support_ct"] and real is None:
+            raise SystemExit(
+                f"--pretraining {args.pretraining} pretrains on {args.real_data}/ts_ct.nii.gz, "
+                "which is missing"
+            )
         if args.backbone is None:
             backbone, pretrain_seconds = pretrain_demo(
-                work, args.pretrain_cases, args.pretrain_steps
+                work,
+                args.pretrain_cases,
+                args.pretrain_steps,
+                overrides=pretraining["overrides"],
+                support_ct=real / "ts_ct.nii.gz" if real and pretraining["support_ct"] else None,
             )
         else:
             backbone = args.backbone
@@ -804,13 +906,26 @@ def main(argv: list[str] | None = None) -> int:
             "pretrain_cases": args.pretrain_cases,
             "pretrain_steps": (plan.recipe.get("pretrain") or {}).get("steps"),
             "pretrain_seconds": pretrain_seconds,
+            "pretraining": (
+                {"name": args.pretraining, **pretraining}
+                if args.backbone is None
+                else {"name": "given", "text": f"the backbone {args.backbone}"}
+            ),
             "model_spacing_mm": plan.preprocessing.get("spacing"),
             "heldout": args.heldout,
         }
         for arm, weights in arms.items():
             print(f"--- {arm}", flush=True)
             result[arm] = run_arm(Path(weights), heldout, work / arm, real)
-        if not args.no_latency:
+        if args.latency_from is not None:
+            earlier = json.loads(args.latency_from.read_text(encoding="utf-8"))
+            if "latency" not in earlier:
+                raise SystemExit(f"{args.latency_from}: no latency figures in it")
+            result["latency"] = {
+                **earlier["latency"],
+                "reused_from": {"file": str(args.latency_from), "date": earlier.get("date")},
+            }
+        elif not args.no_latency:
             result["latency"] = latency(Path(backbone), work / "latency", args.browser)
             shot = work / "latency" / "explore_scan.png"
             if args.screenshot and shot.is_file():

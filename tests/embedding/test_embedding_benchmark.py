@@ -90,3 +90,62 @@ def test_gate_and_report(benchmark_script, pretrained, failures):
     assert result["gate_failures"] == failures
     text = bench.markdown_section(result)
     assert ("passed" in text) == (not failures) and "Landmark matching" in text
+
+
+def test_every_pretraining_is_a_valid_demo_recipe(benchmark_script):
+    """The overrides of every ``--pretraining`` apply to recipes/demo.yaml and give a recipe the
+    schema accepts, each changing what its text says (a misspelt key would be an error)."""
+    from voxssl.config.loader import apply_overrides, read_yaml
+    from voxssl.config.recipe import recipe_from_dict
+
+    bench = benchmark_script("embedding")
+    assert bench.DEFAULT_PRETRAINING in bench.PRETRAININGS
+    demo = read_yaml(bench.REPO / "recipes" / "demo.yaml")
+    for name, pretraining in bench.PRETRAININGS.items():
+        settings = apply_overrides(demo, pretraining["overrides"])
+        recipe = recipe_from_dict(settings, f"--pretraining {name}")
+        for override in pretraining["overrides"]:
+            keys, value = override.split("=", 1)
+            node = recipe
+            for key in keys.split("."):
+                node = getattr(node, key)
+            assert str(node).lower() == value.lower(), override
+
+
+def test_report_names_the_pretraining_and_reused_latency(benchmark_script):
+    bench = benchmark_script("embedding")
+    name = bench.DEFAULT_PRETRAINING
+    result = {
+        "pretrained": _arm(10.0, 0.6, 0.5),
+        "random_init": _arm(20.0, 0.3, 0.2),
+        "model_spacing_mm": [2.5, 2.5, 5.0],
+        "pretrain_cases": 8,
+        "pretrain_steps": 300,
+        "pretrain_seconds": 600.0,
+        "pretraining": {"name": name, **bench.PRETRAININGS[name]},
+        "machine": "x86_64 CPU x2",
+        "date": "2026-01-01",
+        "heldout": 6,
+        "gate_failures": [],
+        "latency": {
+            "model_spacing_mm": [2.5, 2.5, 5.0],
+            "stride": 2,
+            "embedding_grid": [80, 53, 38],
+            "dim": 64,
+            "embed_seconds_two_scans": 19.0,
+            "index_seconds": 1.7,
+            "server": {"median_ms": 6.5, "p95_ms": 7.9, "cpu_median_ms": 6.5},
+            "paper_size_grid": {
+                "grid": [103, 103, 75],
+                "dim": 160,
+                "full": {"median_ms": 80.0, "p95_ms": 90.0},
+                "pca32": {"median_ms": 20.0, "p95_ms": 25.0},
+            },
+            "reused_from": {"file": "old.json", "date": "2025-12-31"},
+        },
+    }
+    text = bench.markdown_section(result)
+    assert f"--pretraining {name}" in text
+    assert "reused from the run of 2025-12-31" in text
+    del result["latency"]["reused_from"]
+    assert "reused" not in bench.markdown_section(result)
