@@ -1,8 +1,12 @@
 """The voxel embedding used directly: landmark matching, one-shot segmentation, explore latency.
 
 One run, two backbones of the same architecture (recipes/demo.yaml's model: no pretrained CT
-weights ship with voxssl): **pretrained** (recipes/demo.yaml's self-supervised pretraining on
-``--pretrain-cases`` unlabelled CT phantoms, seed 0) and **random init** (same plan, seed 0).
+weights ship with voxssl): **pretrained** (recipes/demo.yaml's self-supervised pretraining, seed 0,
+on ``--pretrain-cases`` unlabelled CT phantoms and, with the default ``--pretraining
+demo-support-ct``, the image of the real support ts_ct.nii.gz - the one real CT a one-shot user
+owns; its label and the queries are never used in pretraining; ``PRETRAININGS`` lists the other
+choices, picked by benchmarks/embedding_dev_signals.py, which reads no query) and **random init**
+(same plan, seed 0).
 Everything below runs the library code of ``voxssl embed``, ``voxssl one-shot`` and
 ``voxssl explore``.
 
@@ -38,8 +42,11 @@ Everything below runs the library code of ``voxssl embed``, ``voxssl one-shot`` 
 The gate: the pretrained embedding must beat random init on the phantom landmark error (lower)
 and on the one-shot Dice on phantoms, on the real CT and CT -> MR (higher); otherwise exit 1.
 
-    .venv/bin/python benchmarks/embedding.py --browser   # ~45 min on 2 shared cores, ~33 of them
-                                                         # pretraining (--work DIR keeps it)
+    .venv/bin/python benchmarks/embedding.py --browser   # ~25 min on 2 cores, ~5 of them pretraining
+                                                         # (33 when the cores were shared by several
+                                                         # jobs; --work DIR keeps the backbone)
+    .venv/bin/python benchmarks/embedding.py --latency-from benchmarks/results/embedding.json
+                                                         # reuse the latency part of an earlier run
     .venv/bin/python benchmarks/embedding.py --backbone runs/x/backbone.safetensors   # skip pretraining
 """
 

@@ -149,3 +149,30 @@ def test_report_names_the_pretraining_and_reused_latency(benchmark_script):
     assert "reused from the run of 2025-12-31" in text
     del result["latency"]["reused_from"]
     assert "reused" not in bench.markdown_section(result)
+
+
+def test_enhanced_copy_raises_each_organ_by_its_tissue_enhancement(benchmark_script, tmp_path):
+    """The contrast-shifted slab of benchmarks/embedding_dev_signals.py: every labelled organ
+    gains its phantom tissue's portal-venous enhancement, background and geometry unchanged."""
+    import nibabel as nib
+
+    from voxssl.data.phantoms.appearance import CT_TISSUES
+
+    dev = benchmark_script("embedding_dev_signals")
+    rng = np.random.default_rng(0)
+    hu = rng.integers(-200, 200, size=(6, 5, 4)).astype(np.int16)
+    label = np.zeros((6, 5, 4), dtype=np.uint8)
+    label[1:3, 1:3, 1:3], label[4, 0, 0], label[5, 4, 3] = 6, 8, 3
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    nib.save(nib.Nifti1Image(hu, affine), str(tmp_path / "slab.nii.gz"))
+    nib.save(nib.Nifti1Image(label, affine), str(tmp_path / "label.nii.gz"))
+    out = dev.enhanced_copy(
+        tmp_path / "slab.nii.gz", tmp_path / "label.nii.gz", tmp_path / "e.nii.gz"
+    )
+    written = nib.load(str(out))
+    got = np.asarray(written.dataobj).astype(np.int64)
+    expected = hu.astype(np.int64)
+    for organ, tissue in ((6, "liver"), (8, "aorta"), (3, "kidney")):
+        expected[label == organ] += int(CT_TISSUES[tissue].enhancement)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(written.affine, affine)
