@@ -42,9 +42,9 @@ Everything below runs the library code of ``voxssl embed``, ``voxssl one-shot`` 
 The gate: the pretrained embedding must beat random init on the phantom landmark error (lower)
 and on the one-shot Dice on phantoms, on the real CT and CT -> MR (higher); otherwise exit 1.
 
-    .venv/bin/python benchmarks/embedding.py --browser   # ~25 min on 2 cores, ~5 of them pretraining
-                                                         # (33 when the cores were shared by several
-                                                         # jobs; --work DIR keeps the backbone)
+    .venv/bin/python benchmarks/embedding.py --browser   # ~13 min on 2 cores, ~5 of them pretraining
+                                                         # (pretraining took 33 min when the cores were
+                                                         # shared by several jobs; --work DIR keeps it)
     .venv/bin/python benchmarks/embedding.py --latency-from benchmarks/results/embedding.json
                                                          # reuse the latency part of an earlier run
     .venv/bin/python benchmarks/embedding.py --backbone runs/x/backbone.safetensors   # skip pretraining
