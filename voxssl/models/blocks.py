@@ -9,8 +9,7 @@ statistics, chunk by chunk, in that order: exactly what ``views`` separate forwa
 while every convolution runs once on the whole batch (one larger, faster kernel instead of
 several small ones). Norms without batch statistics (instance, group, layer) need no split.
 On the CPU the views' batch norms write into one output (and their backward into one input
-gradient) through :class:`PerViewBatchNorm`: no concatenation of the views' outputs, no
-reassembly of the input's gradient from the chunks'.
+gradient) through :class:`PerViewBatchNorm`: no concatenation of the views' outputs.
 """
 
 from __future__ import annotations
@@ -27,12 +26,14 @@ from voxssl.config.model import NormSpec
 
 
 class PerViewBatchNorm(torch.autograd.Function):
-    """Training-mode batch norm of each of ``views`` equal batch chunks, written in place into
-    one output tensor (forward) and one input gradient (backward) by ATen's own batch-norm
-    kernels (``native_batch_norm.out``, ``native_batch_norm_backward.out``): the numbers of
-    ``torch.cat([bn(chunk) for chunk in x.chunk(views)])`` without the concatenation forward or
-    the chunks' gradient reassembly backward (each a copy of the whole map). The running
-    statistics are updated chunk by chunk, in order, with each chunk's ``factors[v]``."""
+    """Training-mode batch norm of each of ``views`` equal batch chunks, written into one output
+    tensor (forward) and one input gradient (backward) by ATen's own batch-norm kernels
+    (``native_batch_norm.out``, ``native_batch_norm_backward.out``): the numbers of
+    ``torch.cat([bn(chunk) for chunk in x.chunk(views)])`` without the forward concatenation (a
+    copy of the whole map; ``native_batch_norm.out`` writes in place). The backward kernel has
+    no native ``out=`` form, so ATen still copies each chunk's gradient in, as the chunks'
+    gradient reassembly did. The running statistics are updated chunk by chunk, in order, with
+    each chunk's ``factors[v]``."""
 
     @staticmethod
     def forward(
