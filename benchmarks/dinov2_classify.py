@@ -43,30 +43,18 @@ FEATURES = {"cls": "the CLS token", "cls_mean": "the CLS token and the mean patc
 
 
 def build_recipes(work: Path, args: argparse.Namespace, seed: int):
-    from voxssl.config.loader import read_yaml
+    from demo_recipes import folder_source, recipe_over_folders
+
     from voxssl.config.recipe import recipe_from_dict
 
-    sources = [
-        {
-            "adapter": "folder",
-            "name": name,
-            "root": str(work / name),
-            "modality": "ct",
-            "options": {"images": "images", "labels": "labels"},
-        }
-        for name in ("pretrain", "heldout")
-    ]
-    common = {
-        "data": {"cache_dir": str(work / "cache"), "num_workers": 2, "sources": sources},
-        "output_dir": str(work / "runs"),
-        "seed": seed,
-    }
-    pretrain = read_yaml(REPO / "recipes" / "dinov2_demo.yaml") | common
-    pretrain["name"] = f"dinov2-seed{seed}"
+    sources = [folder_source(name, work / name) for name in ("pretrain", "heldout")]
+    pretrain = recipe_over_folders(
+        "dinov2_demo.yaml", work, sources, 2, seed=seed, name=f"dinov2-seed{seed}"
+    )
     pretrain["dinov2"]["data"]["cache_sources"] = ["pretrain"]
     if args.steps:
         pretrain["dinov2"]["optim"]["steps"] = args.steps
-    classify = read_yaml(REPO / "recipes" / "classify_demo.yaml") | common
+    classify = recipe_over_folders("classify_demo.yaml", work, sources, 2, seed=seed)
     classify["classify"]["data"]["source"] = "heldout"
     if args.features:
         classify["classify"]["features"] = args.features

@@ -41,37 +41,20 @@ REQUIRED_MARGIN = 0.10
 
 
 def build_recipes(work: Path, args: argparse.Namespace, seed: int | None = None):
-    from voxssl.config.recipe import read_recipe_data, recipe_from_dict
+    from demo_recipes import folder_source, recipe_over_folders
 
-    sources = [
-        {
-            "adapter": "folder",
-            "name": name,
-            "root": str(work / name),
-            "modality": "ct",
-            "options": {"images": "images", "labels": "labels"},
-        }
-        for name in ("pretrain", "heldout")
-    ]
-    common = {
-        "data": {"cache_dir": str(work / "cache"), "num_workers": 2, "sources": sources},
-        "output_dir": str(work / "runs"),
-    }
-    demo = read_recipe_data(REPO / "recipes" / "demo.yaml")
-    demo.update(common)
-    demo["name"] = "pretrain" if seed is None else f"pretrain-seed{seed}"
-    if seed is not None:  # pretraining's initialisation and pair sampling
-        demo["seed"] = seed
+    from voxssl.config.recipe import recipe_from_dict
+
+    sources = [folder_source(name, work / name) for name in ("pretrain", "heldout")]
+    name = "pretrain" if seed is None else f"pretrain-seed{seed}"
+    seeded = {} if seed is None else {"seed": seed}  # initialisation and pair sampling
+    demo = recipe_over_folders("demo.yaml", work, sources, 2, name=name, **seeded)
     demo["pretrain"]["sources"] = ["pretrain"]
     if args.pretrain_steps:
         demo["pretrain"]["steps"] = args.pretrain_steps
-    probe = read_recipe_data(REPO / "recipes" / "probe_demo.yaml")
-    probe.update(common)
+    # seeded: the heads, the random-init backbone and the patch sampling (not the folds)
+    probe = recipe_over_folders("probe_demo.yaml", work, sources, 2, **seeded)
     probe["probe"]["source"] = "heldout"
-    if (
-        seed is not None
-    ):  # the heads, the random-init backbone and the patch sampling (not the folds)
-        probe["seed"] = seed
     if args.probe_steps:
         probe["probe"]["steps"] = args.probe_steps
     if args.loss:

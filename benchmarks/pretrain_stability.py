@@ -39,12 +39,9 @@ README = REPO / "benchmarks" / "README.md"
 SECTION = "pretrain_stability"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pretrain_throughput import (  # noqa: E402
-    PHANTOM_SHAPE,
-    divergence,
-    spike,
-    write_phantom_cache,
-)
+from pretrain_throughput import PHANTOM_SHAPE, divergence, spike  # noqa: E402
+
+from voxssl.data.phantoms.cache import write_phantom_cache  # noqa: E402
 
 
 def run(args: argparse.Namespace, cache: Path, out_dir: Path) -> dict:

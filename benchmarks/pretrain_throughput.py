@@ -64,8 +64,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from voxssl.data.phantoms.cache import write_phantom_cache
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "pretrain_throughput.json"
@@ -76,36 +77,10 @@ RECIPES = {
     "vox2vec": REPO / "recipes" / "vox2vec.yaml",
     "hierarchical": REPO / "recipes" / "ct.yaml",
 }
-WINDOW_HU = (-1350.0, 1000.0)
 PHANTOM_SHAPE = (192, 160, 64)  # 400x320x240 mm at ~2x2x3.75 mm: room for 128x128x32 crops
 PAPER = {"pairs": 10, "patch": (128, 128, 32), "positives": 1024}
 CPU_SHAPE = {"pairs": 1, "patch": (64, 64, 32), "positives": 1024}
 PROJECTED_STEPS = 50_000
-
-
-def write_phantom_cache(cache_dir: Path, count: int, shape: tuple[int, int, int]) -> None:
-    from voxssl.data.cache import case_key, empty_manifest, write_case, write_manifest
-    from voxssl.data.phantoms.generate import generate_phantom
-
-    manifest = empty_manifest()
-    for seed in range(count):
-        phantom = generate_phantom(seed, "ct", shape=shape)
-        low, high = WINDOW_HU
-        image = np.clip((phantom.image - low) / (high - low), 0, 1)
-        case_id = f"phantom_{seed:03d}"
-        meta = {
-            "case_id": case_id,
-            "source": "phantoms",
-            "modality": "ct",
-            "spacing": list(phantom.spacing),
-            "shape": list(image.shape),
-            "num_channels": 1,
-            "directory": f"phantoms/{case_id}",
-        }
-        manifest["cases"][case_key("phantoms", case_id)] = write_case(
-            cache_dir / "phantoms" / case_id, image, None, phantom.image > -500, meta
-        )
-    write_manifest(cache_dir, manifest)
 
 
 def step_shape(preset: str, shape: str, device: str, paper_pairs_cpu: int) -> dict:

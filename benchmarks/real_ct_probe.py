@@ -138,7 +138,8 @@ def pretrain_on_scan(
     recipes/demo.yaml (model, objective, optimiser) with the scan as the only data source, at
     ``spacing``. Returns ``(backbone path, recipe)``; the probe then preprocesses exactly as here.
     """
-    from voxssl.config.loader import read_yaml
+    from demo_recipes import folder_source, recipe_over_folders
+
     from voxssl.config.recipe import recipe_from_dict
     from voxssl.data.pipeline import run_preprocess
     from voxssl.train.loop import pretrain
@@ -148,26 +149,9 @@ def pretrain_on_scan(
     link = images / "ts_ct.nii.gz"
     if not link.exists():
         link.symlink_to((real_data / "ts_ct.nii.gz").resolve())
-    settings = read_yaml(REPO / "recipes" / "demo.yaml")
-    settings.update(
-        {
-            "name": "pretrain-on-scan",
-            "seed": seed,
-            "output_dir": str(work / "runs"),
-            "data": {
-                "cache_dir": str(work / "cache"),
-                "num_workers": 1,
-                "sources": [
-                    {
-                        "adapter": "folder",
-                        "name": "scan",
-                        "root": str(work / "scan"),
-                        "modality": "ct",
-                        "options": {"images": "images"},
-                    }
-                ],
-            },
-        }
+    source = folder_source("scan", work / "scan", labels=False)
+    settings = recipe_over_folders(
+        "demo.yaml", work, [source], 1, name="pretrain-on-scan", seed=seed
     )
     settings["preprocess"]["ct"]["spacing"] = list(spacing)
     settings["pretrain"]["steps"] = steps

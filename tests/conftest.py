@@ -59,6 +59,9 @@ def benchmark_script():
     """Import a script of benchmarks/ by name (``benchmark_script("phantom_probe")``): they are not a package."""
 
     def load(name: str) -> ModuleType:
+        folder = str(REPO_ROOT / "benchmarks")
+        if folder not in sys.path:  # as when a script runs: its sibling modules import
+            sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses of the script look their module up there

@@ -4,46 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from voxssl.data.cache import case_key, empty_manifest, write_case, write_manifest
-from voxssl.data.phantoms.generate import generate_phantom
+from voxssl.data.phantoms.cache import write_phantom_cache
 
-WINDOW_HU = (-1350.0, 1000.0)
 PHANTOM_SHAPE = (40, 32, 16)
-
-
-def write_phantom_cache(
-    cache_dir: Path, count: int = 3, shape: tuple[int, int, int] = PHANTOM_SHAPE
-) -> Path:
-    """``count`` CT phantoms scaled to [0, 1] like the CT preprocessing, body = above -500 HU."""
-    manifest = empty_manifest()
-    for seed in range(count):
-        phantom = generate_phantom(seed, "ct", shape=shape)
-        low, high = WINDOW_HU
-        image = np.clip((phantom.image - low) / (high - low), 0, 1).astype(np.float32)
-        body = phantom.image > -500
-        case_id = f"phantom_{seed:03d}"
-        meta = {
-            "case_id": case_id,
-            "source": "phantoms",
-            "modality": "ct",
-            "spacing": list(phantom.spacing),
-            "shape": list(image.shape),
-            "num_channels": 1,
-            "directory": f"phantoms/{case_id}",
-        }
-        meta = write_case(cache_dir / "phantoms" / case_id, image, None, body, meta)
-        manifest["cases"][case_key("phantoms", case_id)] = meta
-    write_manifest(cache_dir, manifest)
-    return cache_dir
 
 
 @pytest.fixture(scope="session")
 def phantom_cache(tmp_path_factory) -> Path:
-    return write_phantom_cache(tmp_path_factory.mktemp("phantom_cache"))
+    """3 CT phantoms scaled to [0, 1] like the CT preprocessing, body = above -500 HU."""
+    return write_phantom_cache(tmp_path_factory.mktemp("phantom_cache"), 3, PHANTOM_SHAPE)
 
 
 def tiny_recipe_dict(cache_dir: Path, output_dir: Path, **pretrain) -> dict:

@@ -203,6 +203,46 @@ def test_views_in_one_batch_equal_one_forward_per_view():
     assert_same_buffers(merged, separate)  # running stats updated view by view, in order
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(
+    "momentum, affine, track",
+    [(0.1, True, True), (None, True, True), (0.3, False, True), (0.1, True, False)],
+)
+def test_per_view_batch_norm_equals_one_call_per_view(layout, momentum, affine, track):
+    """:class:`PerViewBatchNorm` (the views' batch norms written into one output and one input
+    gradient) against the plain module called view by view: output, input gradient, weight and
+    bias gradients, running statistics and ``num_batches_tracked`` (cumulative average included)."""
+    from voxssl.models.blocks import per_view
+
+    torch.manual_seed(7)
+    bn = torch.nn.BatchNorm3d(5, momentum=momentum, affine=affine, track_running_stats=track)
+    bn = bn.double()
+    if affine:
+        torch.nn.init.normal_(bn.weight)
+        torch.nn.init.normal_(bn.bias)
+    fmt = torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format
+    x = (torch.randn(6, 5, 4, 3, 2, dtype=torch.float64) * 3 + 1).to(memory_format=fmt)
+    upstream = torch.randn(6, 5, 4, 3, 2, dtype=torch.float64)
+    merged, separate = copy.deepcopy(bn), copy.deepcopy(bn)
+    results = {}
+    for name, module in (("merged", merged), ("separate", separate)):
+        for _ in range(2):  # twice: the second call starts from updated running statistics
+            xi = x.clone().requires_grad_()
+            if name == "merged":
+                y = per_view(module, xi, views=3)
+                assert y.grad_fn.name() == "PerViewBatchNormBackward"  # the in-place path ran
+            else:
+                y = torch.cat([module(chunk) for chunk in xi.chunk(3)])
+            (y * upstream).sum().backward()
+        results[name] = {"y": y.detach(), "x.grad": xi.grad}
+        results[name].update({f"grad {n}": p.grad for n, p in module.named_parameters()})
+    assert_same_tensors(results["merged"], results["separate"], torch.float64)
+    assert results["merged"]["y"].is_contiguous(memory_format=fmt)
+    if track:
+        assert_same_buffers(merged, separate, torch.float64)
+        assert int(merged.num_batches_tracked) == 6  # 2 calls x 3 views, as 6 separate calls
+
+
 def test_views_in_one_batch_reject_unequal_views():
     model = build_pretrain_model(ModelConfig(**TINY["vox2vec"]))
     with pytest.raises(ValueError, match="one shape"):

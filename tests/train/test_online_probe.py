@@ -5,43 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from voxssl.data.cache import case_key, empty_manifest, write_case, write_manifest
-from voxssl.data.phantoms.generate import generate_phantom
+from voxssl.data.phantoms.cache import write_phantom_cache
 
 SHAPE = (40, 32, 16)
-WINDOW_HU = (-1350.0, 1000.0)
 CLASSES = ["liver", "spleen"]
 
 
 def write_labelled_cache(cache_dir: Path, count: int = 3) -> Path:
     """``count`` labelled CT phantoms, scaled to [0, 1] like the CT preprocessing."""
-    manifest = empty_manifest()
-    for seed in range(count):
-        phantom = generate_phantom(seed, "ct", shape=SHAPE)
-        low, high = WINDOW_HU
-        image = np.clip((phantom.image - low) / (high - low), 0, 1).astype(np.float32)
-        case_id = f"labelled_{seed:03d}"
-        meta = {
-            "case_id": case_id,
-            "source": "phantoms",
-            "modality": "ct",
-            "spacing": list(phantom.spacing),
-            "shape": list(image.shape),
-            "num_channels": 1,
-            "directory": f"phantoms/{case_id}",
-            "annotated": None,
-            "label_classes": np.unique(phantom.label).tolist(),
-        }
-        meta = write_case(
-            cache_dir / "phantoms" / case_id, image, phantom.label, phantom.image > -500, meta
-        )
-        manifest["cases"][case_key("phantoms", case_id)] = meta
-    write_manifest(cache_dir, manifest)
-    return cache_dir
+    return write_phantom_cache(cache_dir, count, SHAPE, labelled=True, prefix="labelled")
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,13 @@ samples, then view 2's, ...) and every batch norm computes its statistics, and u
 statistics, chunk by chunk, in that order: exactly what ``views`` separate forward passes compute,
 while every convolution runs once on the whole batch (one larger, faster kernel instead of
 several small ones). Norms without batch statistics (instance, group, layer) need no split.
+On the CPU the views' batch norms write into one output (and their backward into one input
+gradient) through :class:`PerViewBatchNorm`: no concatenation of the views' outputs.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +23,90 @@ from monai.networks.layers.utils import get_norm_layer
 from torch import nn
 
 from voxssl.config.model import NormSpec
+
+
+class PerViewBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of each of ``views`` equal batch chunks, written into one output
+    tensor (forward) and one input gradient (backward) by ATen's own batch-norm kernels
+    (``native_batch_norm.out``, ``native_batch_norm_backward.out``): the numbers of
+    ``torch.cat([bn(chunk) for chunk in x.chunk(views)])`` without the forward concatenation (a
+    copy of the whole map; ``native_batch_norm.out`` writes in place). The backward kernel has
+    no native ``out=`` form, so ATen still copies each chunk's gradient in, as the chunks'
+    gradient reassembly did. The running statistics are updated chunk by chunk, in order, with
+    each chunk's ``factors[v]``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        running_mean: torch.Tensor | None,
+        running_var: torch.Tensor | None,
+        views: int,
+        factors: tuple[float, ...],
+        eps: float,
+    ) -> torch.Tensor:
+        out = torch.empty_like(x)
+        mean = x.new_empty(views, x.shape[1])
+        invstd = x.new_empty(views, x.shape[1])
+        for v, (chunk, chunk_out) in enumerate(zip(x.chunk(views), out.chunk(views), strict=True)):
+            torch.ops.aten.native_batch_norm.out(
+                chunk, weight, bias, running_mean, running_var, True, factors[v], eps,
+                out=chunk_out, save_mean=mean[v], save_invstd=invstd[v],
+            )  # fmt: skip
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.views, ctx.eps = views, eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        views: int = ctx.views
+        affine = weight is not None
+        if (
+            not affine
+        ):  # the .out kernel fills all three gradients: a unit scale, its gradient unused
+            weight = x.new_ones(x.shape[1])
+        grad_x = torch.empty_like(x)
+        grad_weight = x.new_empty(views, x.shape[1])
+        grad_bias = x.new_empty(views, x.shape[1])
+        for v, (chunk, chunk_grad, chunk_grad_x) in enumerate(
+            zip(x.chunk(views), grad_out.chunk(views), grad_x.chunk(views), strict=True)
+        ):
+            torch.ops.aten.native_batch_norm_backward.out(
+                chunk_grad, chunk, weight, None, None, mean[v], invstd[v], True, ctx.eps,
+                [True, True, True], out0=chunk_grad_x, out1=grad_weight[v], out2=grad_bias[v],
+            )  # fmt: skip
+        if not affine:
+            return grad_x, None, None, None, None, None, None, None
+        return grad_x, grad_weight.sum(0), grad_bias.sum(0), None, None, None, None, None
+
+
+def _writes_in_place(layer: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> bool:
+    """Whether :class:`PerViewBatchNorm` computes ``layer`` on ``x``: an ordinary (not
+    synchronised) batch norm on a CPU tensor of its parameters' dtype, outside torch.compile
+    (which traces the concatenation and fuses what it can)."""
+    return (
+        type(layer) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+        and x.device.type == "cpu"
+        and (layer.weight is None or layer.weight.dtype == x.dtype)
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _per_view_factors(layer: nn.modules.batchnorm._BatchNorm, views: int) -> tuple[float, ...]:
+    """The running-average factor of each of ``views`` successive calls of ``layer`` (counting
+    them in ``num_batches_tracked``), as ``nn.BatchNorm``'s forward computes it call by call."""
+    factors = []
+    for _ in range(views):
+        factor = 0.0 if layer.momentum is None else layer.momentum
+        if layer.training and layer.track_running_stats and layer.num_batches_tracked is not None:
+            layer.num_batches_tracked.add_(1)
+            if layer.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(layer.num_batches_tracked)
+        factors.append(factor)
+    return tuple(factors)
 
 
 def per_view(layer: nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
@@ -31,7 +119,21 @@ def per_view(layer: nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
     ):
         if x.shape[0] % views:
             raise ValueError(f"a batch of {x.shape[0]} does not split into {views} equal views")
-        return torch.cat([layer(chunk) for chunk in x.chunk(views)])
+        if not _writes_in_place(layer, x):
+            return torch.cat([layer(chunk) for chunk in x.chunk(views)])
+        layer._check_input_dim(x)
+        tracked = layer.track_running_stats
+        out: torch.Tensor = PerViewBatchNorm.apply(
+            x,
+            layer.weight,
+            layer.bias,
+            layer.running_mean if tracked else None,
+            layer.running_var if tracked else None,
+            views,
+            _per_view_factors(layer, views),
+            layer.eps,
+        )
+        return out
     return layer(x)
 
 
@@ -188,6 +290,7 @@ def up_block(spatial_dims: int, channels: int) -> nn.Sequential:
 
 __all__ = [
     "SMALL_MAP_ROWS_PER_CHANNEL",
+    "PerViewBatchNorm",
     "PointwiseConv2d",
     "PointwiseConv3d",
     "PreActivationResidualBlock",
