@@ -77,7 +77,8 @@ ARMS = ("pretrained", "random_init")
 #: recipes/demo.yaml and whether the image of the real support CT (ts_ct.nii.gz: the one real CT a
 #: user of one-shot owns; never a query) is added to the unlabelled phantoms as a second source.
 #: The three ``demo-support-ct*`` ones were compared on development signals that read no query
-#: (benchmarks/README.md, section "embedding"); the default is the one those signals chose.
+#: (benchmarks/README.md, the reading below section "embedding"); the default is the one those
+#: signals chose.
 _BEZIER = [
     "pretrain.local.enabled=true",
     "pretrain.local.shuffle_prob=0.0",
@@ -187,8 +188,15 @@ def pretrain_demo(
     recipe = recipe_from_dict(settings, "recipes/demo.yaml (embedding benchmark)")
     record = work / "pretrain_seconds.json"  # a re-run with the same --work reuses the backbone
     backbone = recipe.run_dir / "backbone.safetensors"
+    made_with = {"overrides": list(overrides or []), "support_ct": support_ct is not None}
     if record.is_file() and backbone.is_file():
-        return backbone, json.loads(record.read_text())["seconds"]
+        earlier = json.loads(record.read_text())
+        if earlier.get("made_with", {"overrides": [], "support_ct": False}) != made_with:
+            raise SystemExit(
+                f"{work}: holds a backbone pretrained with {earlier.get('made_with')}, not "
+                f"{made_with}; give another --work"
+            )
+        return backbone, earlier["seconds"]
     if not run_preprocess(recipe, progress=False).ok:
         raise SystemExit("preprocessing the pretraining data failed")
     started = time.perf_counter()
@@ -196,7 +204,7 @@ def pretrain_demo(
     if trained.backbone_path is None:
         raise SystemExit("pretraining did not write a backbone")
     seconds = time.perf_counter() - started
-    record.write_text(json.dumps({"seconds": seconds}))
+    record.write_text(json.dumps({"seconds": seconds, "made_with": made_with}))
     return trained.backbone_path, seconds
 
 

@@ -176,3 +176,18 @@ def test_enhanced_copy_raises_each_organ_by_its_tissue_enhancement(benchmark_scr
         expected[label == organ] += int(CT_TISSUES[tissue].enhancement)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(written.affine, affine)
+
+
+def test_a_kept_backbone_is_reused_only_for_the_same_pretraining(benchmark_script, tmp_path):
+    """``--work`` keeps the pretrained backbone; another ``--pretraining`` must not reuse it."""
+    bench = benchmark_script("embedding")
+    backbone = tmp_path / "runs" / "embedding-benchmark" / "backbone.safetensors"
+    backbone.parent.mkdir(parents=True)
+    backbone.write_bytes(b"kept")
+    made_with = {"overrides": [], "support_ct": False}
+    (tmp_path / "pretrain_seconds.json").write_text(
+        json.dumps({"seconds": 12.0, "made_with": made_with})
+    )
+    assert bench.pretrain_demo(tmp_path, 1, 0) == (backbone, 12.0)
+    with pytest.raises(SystemExit, match="give another --work"):
+        bench.pretrain_demo(tmp_path, 1, 0, overrides=["pretrain.local.enabled=true"])
