@@ -143,44 +143,24 @@ def pretrain_demo(
     """recipes/demo.yaml's pretraining on ``cases`` unlabelled CT phantoms (plus the image of
     ``support_ct``, when given, as a second source) with the recipe ``overrides``
     (``key.path=value``); (backbone, seconds)."""
-    from voxssl.config.loader import apply_overrides, read_yaml
+    from demo_recipes import folder_source, recipe_over_folders
+
+    from voxssl.config.loader import apply_overrides
     from voxssl.config.recipe import recipe_from_dict
     from voxssl.data.pipeline import run_preprocess
     from voxssl.train.loop import pretrain
 
     write_phantoms(work / "pretrain", cases, seed=0, prefix="pretrain")
-    sources = [
-        {
-            "adapter": "folder",
-            "name": "pretrain",
-            "root": str(work / "pretrain"),
-            "modality": "ct",
-            "options": {"images": "images"},
-        }
-    ]
+    sources = [folder_source("pretrain", work / "pretrain", labels=False)]
     if support_ct is not None:  # its image only: a folder holding one link to it
         folder = work / "support_ct" / "images"
         folder.mkdir(parents=True, exist_ok=True)
         link = folder / support_ct.name
         if not link.exists():
             link.symlink_to(support_ct.resolve())
-        sources.append(
-            {
-                "adapter": "folder",
-                "name": "support_ct",
-                "root": str(work / "support_ct"),
-                "modality": "ct",
-                "options": {"images": "images"},
-            }
-        )
-    settings = read_yaml(REPO / "recipes" / "demo.yaml")
-    settings.update(
-        {
-            "name": "embedding-benchmark",
-            "seed": seed,
-            "output_dir": str(work / "runs"),
-            "data": {"cache_dir": str(work / "cache"), "num_workers": 1, "sources": sources},
-        }
+        sources.append(folder_source("support_ct", work / "support_ct", labels=False))
+    settings = recipe_over_folders(
+        "demo.yaml", work, sources, 1, name="embedding-benchmark", seed=seed
     )
     if steps:
         settings["pretrain"]["steps"] = steps
