@@ -71,22 +71,11 @@ def enhanced_copy(slab: Path, slab_label: Path, out: Path) -> Path:
 
 
 def mr_phantoms(folder: Path, n: int = 4, seed: int = 3) -> list[tuple[Path, Path]]:
-    from voxssl.data.phantoms import ORIENTATIONS, case_seeds, generate_phantom, write_phantom
+    """``n`` MR phantoms (image, label) of ``voxssl phantoms --modality mr`` with ``seed``."""
+    from voxssl.data.phantoms import write_phantom_dataset
 
-    cases = []
-    for index in range(n):
-        image = folder / "images" / f"mr_{index:03d}.nii.gz"
-        label = folder / "labels" / f"mr_{index:03d}.nii.gz"
-        if not image.is_file():
-            phantom_seed, orientation = case_seeds(seed, index)
-            write_phantom(
-                generate_phantom(phantom_seed, "mr"),
-                image,
-                label,
-                orientation=ORIENTATIONS[orientation % len(ORIENTATIONS)],
-            )
-        cases.append((image, label))
-    return cases
+    images = write_phantom_dataset(folder, n, "mr", seed=seed, progress=False)
+    return [(image, folder / "labels" / image.name) for image in images]
 
 
 def signals(name: str, backbone: Path, shared: Path, out: Path, real: Path) -> dict:
