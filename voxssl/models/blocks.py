@@ -64,9 +64,8 @@ class PerViewBatchNorm(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         views: int = ctx.views
         affine = weight is not None
-        if (
-            not affine
-        ):  # the .out kernel fills all three gradients: a unit scale, its gradient unused
+        # the .out kernel fills all three gradients: without an affine, a unit scale (unused)
+        if not affine:
             weight = x.new_ones(x.shape[1])
         grad_x = torch.empty_like(x)
         grad_weight = x.new_empty(views, x.shape[1])
